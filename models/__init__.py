@@ -1,0 +1,54 @@
+"""Matchers, built by name: ``models.build("sgr", vocab_size=8481)``.
+
+Defaults are the published configurations; keyword overrides change any constructor argument.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+from models.base import Matcher
+
+_REGISTRY: dict[str, Callable[..., Matcher]] = {}
+
+
+def register(name: str):
+    """Class/function decorator adding a matcher constructor to the registry under ``name``."""
+
+    def deco(fn):
+        if name in _REGISTRY:
+            raise ValueError(f"matcher {name!r} registered twice")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def available() -> list[str]:
+    _import_all()
+    return sorted(_REGISTRY)
+
+
+def build(name: str, **overrides) -> Matcher:
+    """Build the matcher ``name`` with its published defaults, changed by ``overrides``."""
+    _import_all()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown matcher {name!r}.{hint} Valid matchers: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](**overrides)
+
+
+def _import_all() -> None:
+    import importlib
+    import pkgutil
+
+    import models
+
+    for mod in pkgutil.iter_modules(models.__path__):
+        if mod.name not in ("base",) and not mod.name.startswith("_"):
+            importlib.import_module(f"models.{mod.name}")
+
+
+__all__ = ["Matcher", "available", "build", "register"]
