@@ -1,0 +1,74 @@
+# The cooperative-strategy benchmark suite for image-text matching.
+# A newcomer types `make demo` and `make test`; every target sets up .venv itself.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY         := $(VENV)/bin/python
+DATA       ?= data/synth-demo
+SCALE      ?= smoke
+EXECUTOR   ?= inline
+CLUSTER    ?= local
+SEEDS      ?=
+ARGS       ?=
+STAMP      := $(VENV)/.installed-stamp
+
+export MPLBACKEND := Agg
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup demo test test-fast bench lint data collect sync status clean \
+        table-dbl table-oas table-oss table-mss table-ablation table-cohort
+
+setup: $(STAMP)
+
+# torch first, pinned by TORCH_SPEC (the CPU wheel here; e.g. TORCH_SPEC="torch==2.13.0 --index-url <your CUDA index>"
+# on a GPU cluster), then the project; pip then keeps the torch that is installed.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+## the embedded dataset (generated, deterministic; real SCAN precomp + Karpathy layouts)
+data: setup
+	$(PY) -m bench.data.synth --preset demo --out data/synth-demo --seed 0
+
+## the main job end to end on the embedded data: generate → sweep → collect → figures
+demo: setup
+	$(PY) -m bench.data.synth --preset demo --out data/synth-demo --seed 0
+	$(PY) -m bench demo $(ARGS)
+
+## the whole test suite (slow end-to-end and SLURM tests included)
+test: setup
+	$(PY) -m pytest -q -ra $(ARGS)
+
+## quick inner loop: skips tests marked slow or slurm
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not slurm" $(ARGS)
+
+## benchmarks: every figure measured side by side, written to results/perf.md
+bench: setup
+	$(PY) -m bench.benchmarks $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check bench models strategies tests
+
+## one target per paper table: DATA=<root with f30k_precomp/ coco_precomp/ vocab/> SCALE=full|smoke EXECUTOR=inline|local|slurm
+table-dbl table-oas table-oss table-mss table-ablation table-cohort: setup
+	$(PY) -m bench sweep $(subst table-,,$@) --executor $(EXECUTOR) --cluster $(CLUSTER) data_root=$(DATA) scale=$(SCALE) $(ARGS)
+	$(PY) -m bench collect $(subst table-,,$@) $(ARGS)
+
+collect: setup
+	$(PY) -m bench collect $(or $(SUITE),demo) $(ARGS)
+
+status: setup
+	$(PY) -m bench status $(or $(SUITE),demo) $(ARGS)
+
+## upload offline W&B runs (needs your API key and network)
+sync: setup
+	$(PY) -m bench sync $(ARGS)
+
+clean:
+	rm -rf results/runs results/wandb .pytest_cache
