@@ -40,6 +40,14 @@ def build(name: str, **overrides) -> Matcher:
     return _REGISTRY[name](**overrides)
 
 
+def input_kind(name: str) -> str:
+    """``"regions"`` or ``"pixels"``: what the data layer must feed matcher ``name``."""
+    _import_all()
+    if name not in _REGISTRY:
+        build(name)  # raises the registry's error listing the valid names
+    return getattr(_REGISTRY[name], "input_kind", "regions")
+
+
 def _import_all() -> None:
     import importlib
     import pkgutil
@@ -51,4 +59,4 @@ def _import_all() -> None:
             importlib.import_module(f"models.{mod.name}")
 
 
-__all__ = ["Matcher", "available", "build", "register"]
+__all__ = ["Matcher", "available", "build", "input_kind", "register"]

@@ -1,0 +1,281 @@
+"""VSE∞ (Chen et al., "Learning the Best Pooling Strategy for Visual Semantic Embedding", CVPR 2021).
+
+A dual encoder: image = GPO over projected region features, caption = GPO over contextual word
+features, both L2-normalised; score = inner product. Two text towers:
+
+* ``vse_infty``      — word embedding 300-d → BiGRU (hidden = embed, directions averaged).
+* ``vse_infty_bert`` — BERT-base → linear 768 → embed. BERT is loaded only from a local directory:
+
+      models.build("vse_infty_bert", bert_path="/data/models/bert-base-uncased")
+
+  where the directory holds what ``BertModel.save_pretrained`` + ``BertTokenizerFast.save_pretrained``
+  write (config.json, model.safetensors, vocab.txt/tokenizer.json), e.g. a copy of the Hugging Face
+  ``bert-base-uncased`` snapshot. Without ``bert_path`` the tower is built, randomly initialised, from
+  ``bert_config`` (a ``BertConfig`` or a dict); nothing is ever downloaded.
+
+Training-time region dropping and caption-token augmentation are applied by the data loader
+(``augment``); the hinge loss with its sum→max warm-up lives in the strategies/trainer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from models import register
+from models.base import Matcher, l2norm
+from models.gpo import GPO
+
+VSE_AUGMENT = {"region_drop": 0.2, "token_aug": True}
+
+
+def _lengths(batch: dict, key: str, like: torch.Tensor) -> torch.Tensor:
+    if key not in batch:
+        raise KeyError(f"models/vse_infty.py: batch has no {key!r} (int64 [B]); keys present: {sorted(batch)}")
+    return torch.as_tensor(batch[key], device=like.device).long()
+
+
+class RegionMLP(nn.Module):
+    """Two-layer MLP on every region: Linear → BatchNorm1d → ReLU → Linear (the residual branch)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden_dim)
+        self.bn = nn.BatchNorm1d(hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, N, in] → [B, N, out]
+        b, n, d = x.shape
+        h = torch.relu(self.bn(self.fc1(x.reshape(b * n, d))))
+        return self.fc2(h).view(b, n, -1)
+
+
+class RegionEncoder(nn.Module):
+    """Image tower: v_n = fc(r_n) + MLP(r_n) per region, then GPO over the valid regions, then L2 norm."""
+
+    def __init__(self, img_dim: int = 2048, embed_size: int = 1024):
+        super().__init__()
+        self.fc = nn.Linear(img_dim, embed_size)
+        self.mlp = RegionMLP(img_dim, embed_size // 2, embed_size)
+        self.gpo = GPO(32, 32)
+        # Xavier-uniform fc weight, zero bias (as published)
+        bound = math.sqrt(6.0 / (img_dim + embed_size))
+        nn.init.uniform_(self.fc.weight, -bound, bound)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, regions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if regions.dim() != 3:
+            raise ValueError(f"RegionEncoder: images must be [B, R, D] region features, got {tuple(regions.shape)}")
+        # Trim to the longest item, as the reference collate does; BatchNorm statistics then match
+        # the reference (they include the zero padding up to the batch's longest item).
+        regions = regions[:, : int(lengths.max())]
+        features = self.fc(regions) + self.mlp(regions)
+        return l2norm(self.gpo(features, lengths))
+
+
+class BiGRUTextEncoder(nn.Module):
+    """Text tower: embedding (uniform ±0.1) → BiGRU (directions averaged) → GPO → L2 norm.
+
+    Captions run as packed sequences, so padding never reaches the GRU.
+    """
+
+    def __init__(self, vocab_size: int, word_dim: int = 300, embed_size: int = 1024, num_layers: int = 1):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, word_dim)
+        self.rnn = nn.GRU(word_dim, embed_size, num_layers, batch_first=True, bidirectional=True)
+        self.gpo = GPO(32, 32)
+        nn.init.uniform_(self.embed.weight, -0.1, 0.1)
+
+    def forward(self, captions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        max_len = int(lengths.max())
+        words = self.embed(captions[:, :max_len])
+        packed = pack_padded_sequence(words, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=max_len)
+        out = out.view(*out.shape[:2], 2, -1).mean(dim=2)  # average the two directions
+        return l2norm(self.gpo(out, lengths))
+
+
+class _VSEInftyBase(Matcher):
+    """What both VSE∞ variants share: the matcher attributes and the region (image) tower ``img_enc``."""
+
+    dual_encoder = True
+    input_kind = "regions"
+    base_loss = "hinge"
+    optimizer = "adamw"
+    augment = VSE_AUGMENT
+    weight_decay: float
+
+    def encode_images(self, batch: dict) -> torch.Tensor:
+        regions = batch["images"]
+        return self.img_enc(regions, _lengths(batch, "image_lengths", regions))
+
+
+@register("vse_infty")
+class VSEInfty(_VSEInftyBase):
+    """VSE∞ with the BiGRU text tower (BUTD regions). Defaults: the published F30K/COCO configuration."""
+
+    # The reference BiGRU branch builds torch.optim.AdamW(params, lr) without weight_decay, i.e. torch's
+    # default 1e-2; its BERT branch passes weight_decay=1e-4.
+    weight_decay = 1e-2
+
+    def __init__(self, vocab_size: int, img_dim: int = 2048, embed_size: int = 1024, word_dim: int = 300,
+                 num_layers: int = 1):
+        super().__init__()
+        if vocab_size is None or vocab_size < 4:
+            raise ValueError(
+                f"vse_infty: vocab_size must be the size of the SCAN vocabulary (e.g. 8481 for F30K), got {vocab_size}"
+            )
+        self.img_enc = RegionEncoder(img_dim, embed_size)
+        self.txt_enc = BiGRUTextEncoder(vocab_size, word_dim, embed_size, num_layers)
+
+    def encode_captions(self, batch: dict) -> torch.Tensor:
+        captions = batch["captions"]
+        return self.txt_enc(captions, _lengths(batch, "caption_lengths", captions))
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """One AdamW group at the base lr (reference BiGRU branch)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": params, "lr": lr, "weight_decay": self.weight_decay}]
+
+
+class BertTextEncoder(nn.Module):
+    """Text tower: BERT → linear hidden→embed per token → GPO over the valid tokens → L2 norm.
+
+    BERT is built without its pooler: the reference loads one but only uses the token states.
+    """
+
+    def __init__(self, bert: nn.Module, embed_size: int = 1024):
+        super().__init__()
+        self.bert = bert
+        self.linear = nn.Linear(bert.config.hidden_size, embed_size)
+        self.gpo = GPO(32, 32)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        lengths = attention_mask.long().sum(dim=1)
+        tokens = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return l2norm(self.gpo(self.linear(tokens), lengths))
+
+
+@register("vse_infty_bert")
+class VSEInftyBert(_VSEInftyBase):
+    """VSE∞ with a BERT text tower; captions as BERT ids (``input_ids``/``attention_mask``) or ``raw_captions``."""
+
+    weight_decay = 1e-4  # reference BERT branch: AdamW(..., weight_decay=1e-4)
+    bert_lr_factor = 0.1
+
+    def __init__(self, bert_path: str | None = None, bert_config=None, img_dim: int = 2048,
+                 embed_size: int = 1024, tokenizer=None, vocab_size: int | None = None):
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        del vocab_size  # accepted (and ignored) so a shared config may pass the SCAN vocab size
+        if bert_path is not None:
+            if not os.path.isdir(bert_path):
+                raise FileNotFoundError(
+                    f"vse_infty_bert: bert_path={bert_path!r} is not a directory. Point it to a local copy of "
+                    "bert-base-uncased (config.json, model weights, vocab.txt), e.g. one written by "
+                    "BertModel.save_pretrained + BertTokenizerFast.save_pretrained."
+                )
+            bert = BertModel.from_pretrained(bert_path, local_files_only=True, add_pooling_layer=False)
+        elif bert_config is not None:
+            config = BertConfig(**bert_config) if isinstance(bert_config, dict) else bert_config
+            bert = BertModel(config, add_pooling_layer=False)
+        else:
+            raise ValueError(
+                "vse_infty_bert: give bert_path (a local bert-base-uncased directory; nothing is downloaded) "
+                "or bert_config (a BertConfig or dict, for a randomly initialised tower)."
+            )
+        self.bert_path = bert_path
+        self._tokenizer = tokenizer
+        self.img_enc = RegionEncoder(img_dim, embed_size)
+        self.txt_enc = BertTextEncoder(bert, embed_size)
+
+    @property
+    def tokenizer(self):
+        """The BERT tokenizer: the one given, else loaded (once) from ``bert_path``."""
+        if self._tokenizer is None:
+            if self.bert_path is None:
+                raise ValueError(
+                    "vse_infty_bert: raw_captions need a tokenizer; build the model with bert_path=<local dir "
+                    "with vocab.txt> or tokenizer=BertTokenizerFast(...)"
+                )
+            from transformers import BertTokenizerFast
+
+            self._tokenizer = BertTokenizerFast.from_pretrained(self.bert_path, local_files_only=True)
+        return self._tokenizer
+
+    def prepare(self, batch: dict) -> dict:
+        """Tokenise ``raw_captions`` into ``input_ids``/``attention_mask`` ([CLS] … [SEP]); regions unchanged.
+
+        In training mode (and with ``augment["token_aug"]``) the words are augmented as the reference
+        does for BERT: see :meth:`augment_words`.
+        """
+        if "raw_captions" not in batch or "input_ids" in batch:
+            return batch
+        tok = self.tokenizer
+        max_len = min(tok.model_max_length, self.txt_enc.bert.config.max_position_embeddings)
+        enc = tok(list(batch["raw_captions"]), add_special_tokens=False, truncation=True, max_length=max_len - 2)
+        rows = []
+        for i, ids in enumerate(enc["input_ids"]):
+            if self.training and self.augment.get("token_aug"):
+                ids = self.augment_words(ids, enc.word_ids(i), len(tok), tok.mask_token_id)
+            rows.append([tok.cls_token_id, *ids, tok.sep_token_id])
+        width = max(len(r) for r in rows)
+        device = self.txt_enc.linear.weight.device
+        input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, : len(r)] = torch.tensor(r)
+            attention_mask[i, : len(r)] = 1
+        return {**batch, "input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+
+    @staticmethod
+    def augment_words(ids: list[int], word_ids: list[int], vocab_size: int, mask_id: int,
+                      p: float = 0.2) -> list[int]:
+        """Reference BERT caption augmentation: each word is picked with probability ``p``; a picked word's
+        word-pieces are all masked (50%), all replaced by random ids (10%) or deleted (40%)."""
+        out: list[int] = []
+        draws: dict[int, float] = {}
+        for tid, wid in zip(ids, word_ids):
+            if wid not in draws:
+                draws[wid] = float(torch.rand(()))
+            u = draws[wid]
+            if u >= p:
+                out.append(tid)
+            elif u < 0.5 * p:
+                out.append(mask_id)
+            elif u < 0.6 * p:
+                out.append(int(torch.randint(vocab_size, ())))
+            # else: deleted
+        return out
+
+    def encode_captions(self, batch: dict) -> torch.Tensor:
+        if "input_ids" not in batch:
+            if "raw_captions" not in batch:
+                raise KeyError(
+                    "vse_infty_bert: a caption batch needs 'input_ids' (+ 'attention_mask') of BERT ids or "
+                    f"'raw_captions' (strings); keys present: {sorted(batch)}"
+                )
+            batch = self.prepare(batch)
+        input_ids = batch["input_ids"]
+        attention_mask = batch.get("attention_mask")
+        if attention_mask is None:  # the reference's mask: BERT's [PAD] id is 0
+            attention_mask = (input_ids != 0).long()
+        return self.txt_enc(input_ids, attention_mask)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Reference BERT branch: BERT at lr × 0.1, everything else at lr; AdamW weight decay 1e-4."""
+        bert_ids = {id(p) for p in self.txt_enc.bert.parameters()}
+        bert = [p for p in self.txt_enc.bert.parameters() if p.requires_grad]
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in bert_ids]
+        wd = self.weight_decay
+        return [
+            {"params": rest, "lr": lr, "weight_decay": wd},
+            {"params": bert, "lr": lr * self.bert_lr_factor, "weight_decay": wd},
+        ]
+
