@@ -1,0 +1,549 @@
+"""The one training loop for every matcher × strategy.
+
+``run_cell(cell, run_dir)`` trains the branches a strategy declares on one dataset, evaluates the
+reported branch on dev after every epoch, keeps the best checkpoint by dev RSUM, and finally
+evaluates that checkpoint under the dataset's test protocols. The loop itself is ``_train_epoch``:
+
+    for batch in loader:
+        scores = {b: model_b(batch) for b in branches}        # anchors without grad
+        losses = strategy.losses(scores, ctx)                  # one loss per optimised branch
+        sum(losses).backward(); clip(2.0); step(); EMA updates
+
+Everything a resumed run needs is in ``last.pt`` (branches, EMA anchor, optimisers, RNG, epoch and
+step, dev curve, best score): a run resumed from any checkpoint finishes with bitwise-equal metrics
+on CPU. Data order and augmentation are functions of (seed, epoch, index), so skipping the batches
+already done reproduces the same stream.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import random
+import resource
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import models
+import strategies
+from bench import checkpoint as ckpt
+from bench.metrics import retrieval_metrics
+
+log = logging.getLogger("bench.train")
+
+CHECKPOINT_FORMAT = "itm-coop-bench/1"
+
+#: Schedule defaults; suites override per matcher/dataset (published values live in the suites).
+SCHEDULE_DEFAULTS = {
+    "epochs": 2,
+    "batch_size": 128,
+    "lr": 2e-4,
+    "lr_schedule": "step",  # "step": ×lr_decay at each epoch in lr_decay_epochs; "constant"
+    "lr_decay_epochs": [],
+    "lr_decay": 0.1,
+    "weight_decay": 0.0,
+    "grad_clip": 2.0,
+    "margin": 0.2,
+    "max_violation": True,
+    "hinge_warmup_epochs": None,  # None: the matcher's own (1 for VSE∞, else 0)
+    "workers": 0,
+    "checkpoint_every": 0,  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
+    "max_steps_per_epoch": None,
+    "log_every": 10,
+    "amp": True,  # bf16 autocast on CUDA; ignored on CPU
+}
+EVAL_DEFAULTS = {"dev_images": 1000, "batch_size": 128, "protocols": None}
+HINGE_WARMUP = {"vse_infty": 1, "vse_infty_bert": 1}
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN/inf; the last good checkpoint is kept."""
+
+
+# --------------------------------------------------------------------------------------------
+# configuration
+
+
+def resolve(cell: dict) -> dict:
+    """Fill a cell's defaults; the result is what the run actually used (saved with the result)."""
+    cell = copy.deepcopy(cell)
+    for key in ("dataset", "matcher", "strategy"):
+        if key not in cell or "name" not in cell[key]:
+            raise ValueError(f"cell is missing '{key}.name' (got keys {sorted(cell)})")
+    ds = cell["dataset"]
+    ds.setdefault("data_root", "data/synth-demo")
+    ds.setdefault("vocab_root", str(Path(ds["data_root"]) / "vocab"))
+    ds.setdefault("captions_per_image", 5)
+    cell["strategy"].setdefault("params", {})
+    sched = {**SCHEDULE_DEFAULTS, **cell.get("schedule", {})}
+    unknown = set(sched) - set(SCHEDULE_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown schedule keys {sorted(unknown)}; valid: {sorted(SCHEDULE_DEFAULTS)}")
+    if sched["hinge_warmup_epochs"] is None:
+        sched["hinge_warmup_epochs"] = HINGE_WARMUP.get(cell["matcher"]["name"], 0)
+    cell["schedule"] = sched
+    cell["eval"] = {**EVAL_DEFAULTS, **cell.get("eval", {})}
+    cell.setdefault("seed", 0)
+    cell.setdefault("device", "auto")
+    return cell
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class Data:
+    """The splits of one cell and how to iterate them."""
+
+    kind: str  # "regions" | "pixels"
+    train: object
+    dev: object
+    vocab: object = None
+    test_splits: dict = field(default_factory=dict)  # split name -> split object
+    build_kwargs: dict = field(default_factory=dict)  # what the matcher needs from the data
+
+    def train_dataset(self, augment: dict, seed: int, one_caption_per_image: bool):
+        if self.kind == "regions":
+            from bench.data.precomp import PrecompDataset
+
+            return PrecompDataset(self.train, self.vocab, train=True, region_drop=augment.get("region_drop", 0.0),
+                                  token_aug=augment.get("token_aug", False), seed=seed)
+        from bench.data.karpathy import KarpathyPairs
+
+        return KarpathyPairs(self.train, one_caption_per_image=one_caption_per_image, seed=seed)
+
+    def collate(self):
+        if self.kind == "regions":
+            from bench.data.precomp import collate_pairs
+
+            return collate_pairs
+        from bench.data.karpathy import collate_raw
+
+        return collate_raw
+
+    def eval_batches(self, split, batch_size: int, n_images: int | None = None):
+        """(image batches, caption batches) iterables: every image once, every caption once."""
+        if self.kind == "regions":
+            from bench.data.precomp import iter_caption_batches, iter_image_batches
+
+            return (iter_image_batches(split, batch_size, n_images=n_images),
+                    iter_caption_batches(split, self.vocab, batch_size, n_images=n_images))
+        from bench.data.karpathy import iter_raw_caption_batches, iter_raw_image_batches
+
+        return (iter_raw_image_batches(split, batch_size, n_images=n_images),
+                iter_raw_caption_batches(split, batch_size, n_images=n_images))
+
+
+def open_data(cell: dict, input_kind: str) -> Data:
+    from bench.protocols import PROTOCOLS, protocols_for
+
+    ds = cell["dataset"]
+    cpi = ds["captions_per_image"]
+    protocols = cell["eval"]["protocols"] or [p.name for p in protocols_for(ds["name"])]
+    test_split_names = sorted({PROTOCOLS[p].split for p in protocols})
+    if input_kind == "regions":
+        from bench.data.precomp import PrecompSplit, vocab_path
+        from bench.data.vocab import load_vocab
+
+        def split(name):
+            return PrecompSplit(ds["data_root"], ds["name"], name, captions_per_image=cpi)
+
+        vocab = load_vocab(vocab_path(ds["vocab_root"], ds["name"]))
+        train = split("train")
+        return Data("regions", train, split("dev"), vocab, {s: split(s) for s in test_split_names},
+                    {"vocab_size": len(vocab), "img_dim": int(train.region_shape[1])})
+    from bench.data.karpathy import KarpathySplit
+
+    root = Path(ds["data_root"])
+    json_path = ds.get("karpathy_json", str(root / "karpathy" / "dataset_f30k.json"))
+    image_root = ds.get("image_root", str(root / "images"))
+    karpathy_split = {"dev": "val", "testall": "test"}
+
+    def ksplit(name):
+        return KarpathySplit(json_path, image_root, karpathy_split.get(name, name), captions_per_image=cpi)
+
+    train = ksplit("train")
+    vocab_words = sorted({w for c in train.captions for w in c.lower().split()})
+    return Data("pixels", train, ksplit("dev"), None, {s: ksplit(s) for s in test_split_names},
+                {"vocab_words": vocab_words})
+
+
+# --------------------------------------------------------------------------------------------
+# branches
+
+
+def build_matcher(cell: dict, data: Data) -> models.Matcher:
+    m = dict(cell["matcher"])
+    name = m.pop("name")
+    kwargs = {**data.build_kwargs, **m}
+    return models.build(name, **kwargs)
+
+
+def build_strategy(cell: dict, model: models.Matcher) -> strategies.Strategy:
+    s = cell["strategy"]
+    sched = cell["schedule"]
+    return strategies.build(s["name"], base_loss=model.base_loss, margin=sched["margin"],
+                            max_violation=sched["max_violation"],
+                            hinge_warmup_epochs=sched["hinge_warmup_epochs"], **s["params"])
+
+
+def load_reported_weights(path: str | Path) -> dict:
+    """The reported branch's weights from a run's ``best.pt`` (the OAS anchor/teacher)."""
+    state = ckpt.load(path)
+    if state.get("format") != CHECKPOINT_FORMAT or "weights" not in state:
+        raise ckpt.CheckpointError(f"{path} is not a best-model checkpoint of this suite ({CHECKPOINT_FORMAT})")
+    return state
+
+
+def _make_branches(cell, strategy, data, anchor_checkpoint):
+    branches = {}
+    anchor_state = None
+    if strategy.needs_anchor_checkpoint:
+        if anchor_checkpoint is None:
+            raise ValueError(f"strategy {strategy.name!r} ({strategy.scenario}) needs the trained baseline "
+                             "checkpoint of the same matcher/dataset/seed (anchor_checkpoint=.../best.pt)")
+        anchor_state = load_reported_weights(anchor_checkpoint)
+        if anchor_state["matcher"] != cell["matcher"] or anchor_state.get("vocab_size") != data.build_kwargs.get(
+                "vocab_size"):
+            raise ckpt.CheckpointError(
+                f"{anchor_checkpoint} was trained with matcher {anchor_state['matcher']} and vocabulary size "
+                f"{anchor_state.get('vocab_size')}, this cell uses {cell['matcher']} and "
+                f"{data.build_kwargs.get('vocab_size')}: use the baseline run of the same matcher and data")
+    for b in strategy.branches():
+        if b.init.startswith("copy:"):
+            continue
+        model = build_matcher(cell, data)
+        if b.init == "checkpoint":
+            model.load_state_dict(anchor_state["weights"])
+        branches[b.name] = model
+    for b in strategy.branches():
+        if b.init.startswith("copy:"):
+            branches[b.name] = copy.deepcopy(branches[b.init.split(":", 1)[1]])
+    for b in strategy.branches():
+        if not b.optimised:
+            for p in branches[b.name].parameters():
+                p.requires_grad_(False)
+    return branches
+
+
+def _make_optimizer(model: models.Matcher, sched: dict):
+    groups = model.param_groups(sched["lr"])
+    for g in groups:
+        g["initial_lr"] = g["lr"]
+    extra = getattr(model, "optimizer_kwargs", {})  # e.g. CLIP's betas/eps; groups may set weight_decay
+    if model.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=sched["lr"], weight_decay=sched["weight_decay"], **extra)
+    return torch.optim.Adam(groups, lr=sched["lr"], weight_decay=sched["weight_decay"], **extra)
+
+
+def lr_factor(epoch: int, sched: dict) -> float:
+    """Step schedule: lr × lr_decay^(number of decay epochs ≤ epoch); constant: 1."""
+    if sched["lr_schedule"] == "constant":
+        return 1.0
+    if sched["lr_schedule"] != "step":
+        raise ValueError(f"schedule.lr_schedule must be 'step' or 'constant', got {sched['lr_schedule']!r}")
+    return sched["lr_decay"] ** sum(1 for e in sched["lr_decay_epochs"] if epoch >= e)
+
+
+@torch.no_grad()
+def ema_update(anchor: torch.nn.Module, target: torch.nn.Module, momentum: float) -> None:
+    """θ_anchor ← m·θ_anchor + (1 − m)·θ_target; buffers (BatchNorm statistics) are copied."""
+    for pa, pt in zip(anchor.parameters(), target.parameters()):
+        pa.mul_(momentum).add_(pt.detach(), alpha=1.0 - momentum)
+    for ba, bt in zip(anchor.buffers(), target.buffers()):
+        ba.copy_(bt)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def evaluate_dev(model, data: Data, cell: dict, device) -> dict:
+    from bench.evaluate import encode_all, score_matrix
+
+    ev = cell["eval"]
+    n = min(ev["dev_images"], data.dev.n_images)
+    imgs, caps = data.eval_batches(data.dev, ev["batch_size"], n_images=n)
+    img_enc, cap_enc = encode_all(model, imgs, caps, device=device)
+    sims = score_matrix(model, img_enc, cap_enc, device=device)
+    return retrieval_metrics(sims, captions_per_image=cell["dataset"]["captions_per_image"])
+
+
+@torch.no_grad()
+def evaluate_test(model, data: Data, cell: dict, device) -> tuple[dict, dict]:
+    """Metrics per protocol and per-query ranks (``"<protocol>/i2t"``, ``"<protocol>/t2i"``)."""
+    from bench.evaluate import encode_all, score_matrix
+    from bench.protocols import PROTOCOLS, evaluate_protocol, protocols_for
+
+    names = cell["eval"]["protocols"] or [p.name for p in protocols_for(cell["dataset"]["name"])]
+    metrics, ranks = {}, {}
+    by_split: dict[str, list[str]] = {}
+    for name in names:
+        by_split.setdefault(PROTOCOLS[name].split, []).append(name)
+    for split_name, protos in by_split.items():
+        split = data.test_splits[split_name]
+        imgs, caps = data.eval_batches(split, cell["eval"]["batch_size"])
+        img_enc, cap_enc = encode_all(model, imgs, caps, device=device)
+        sims = score_matrix(model, img_enc, cap_enc, device=device)
+        for name in protos:
+            m, r_i2t, r_t2i = evaluate_protocol(PROTOCOLS[name], sims, return_ranks=True)
+            metrics[name] = {k: v for k, v in m.items() if k != "folds"}
+            ranks[f"{name}/i2t"], ranks[f"{name}/t2i"] = np.asarray(r_i2t), np.asarray(r_t2i)
+    return metrics, ranks
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class RunState:
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0  # batches of the current epoch done
+    global_step: int = 0
+    best_rsum: float = -math.inf
+    best_epoch: int = -1
+    dev_curve: list = field(default_factory=list)
+    step_time_sum: float = 0.0
+    steps_timed: int = 0
+    train_wall_s: float = 0.0
+
+
+def _peak_mem_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: str | Path | None = None,
+             stop_after_steps: int | None = None) -> dict:
+    """Train and evaluate one cell in ``run_dir``; resume from ``run_dir/last.pt`` when present.
+
+    ``stop_after_steps`` ends the process's work after that many optimiser steps of this call,
+    having written a checkpoint (a clean preemption, used by tests and the SLURM requeue path);
+    the result is then ``{"status": "interrupted"}``.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cell = resolve(cell)
+    sched, device = cell["schedule"], _device(cell["device"])
+    seed_everything(cell["seed"])
+
+    data = open_data(cell, models.input_kind(cell["matcher"]["name"]))
+    strategy = build_strategy(cell, build_matcher(cell, data))
+    # Branches are built in a fixed order right after seeding, so every run starts identically.
+    seed_everything(cell["seed"])
+    branches = _make_branches(cell, strategy, data, anchor_checkpoint)
+    for m in branches.values():
+        m.to(device)
+    specs = {b.name: b for b in strategy.branches()}
+    optimised = [b.name for b in strategy.branches() if b.optimised]
+    optimizers = {name: _make_optimizer(branches[name], sched) for name in optimised}
+    reported = strategy.reported
+
+    one_per_image = branches[reported].base_loss == "infonce"
+    dataset = data.train_dataset(branches[reported].augment, cell["seed"], one_per_image)
+    n_items = len(dataset)
+    bs = sched["batch_size"]
+    steps_per_epoch = n_items // bs
+    if sched["max_steps_per_epoch"]:
+        steps_per_epoch = min(steps_per_epoch, sched["max_steps_per_epoch"])
+    if steps_per_epoch < 1:
+        raise ValueError(f"training split has {n_items} items, fewer than one batch of {bs}: lower "
+                         "schedule.batch_size")
+    total_steps = steps_per_epoch * sched["epochs"]
+
+    state = RunState()
+    last = run_dir / "last.pt"
+    if last.exists() or _previous(last).exists():
+        state = _resume(last, branches, optimizers, cell)
+        log.info("resumed %s at epoch %d step %d", run_dir, state.epoch, state.step_in_epoch)
+
+    steps_this_call = 0
+    t_run = time.perf_counter()
+    while state.epoch < sched["epochs"]:
+        epoch = state.epoch
+        for name, opt in optimizers.items():
+            for g in opt.param_groups:
+                g["lr"] = g["initial_lr"] * lr_factor(epoch, sched)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        order = torch.randperm(n_items, generator=torch.Generator().manual_seed(cell["seed"] * 100003 + epoch))
+        batches = [order[i * bs:(i + 1) * bs].tolist() for i in range(steps_per_epoch)]
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[state.step_in_epoch:],
+                                             collate_fn=data.collate(), num_workers=sched["workers"])
+        for name, m in branches.items():
+            m.train(specs[name].mode == "train")
+        for batch in loader:
+            t0 = time.perf_counter()
+            ctx = strategies.StepContext(epoch=epoch, step=state.global_step, total_steps=total_steps,
+                                         logit_scales={n: getattr(m, "logit_scale", None)
+                                                       for n, m in branches.items()})
+            losses = _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device, run_dir)
+            dt = time.perf_counter() - t0
+            state.step_time_sum += dt
+            state.steps_timed += 1
+            state.global_step += 1
+            state.step_in_epoch += 1
+            steps_this_call += 1
+            if tracker is not None and state.global_step % sched["log_every"] == 0:
+                logs = {f"train/loss/{n}": v for n, v in losses.items()}
+                logs.update({f"lr/{n}": o.param_groups[0]["lr"] for n, o in optimizers.items()})
+                logs["epoch"] = epoch
+                tracker.log(logs, step=state.global_step)
+            if sched["checkpoint_every"] and state.global_step % sched["checkpoint_every"] == 0 \
+                    and state.step_in_epoch < steps_per_epoch:
+                _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run)
+                t_run = time.perf_counter()
+            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
+                _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run)
+                return {"status": "interrupted", "global_step": state.global_step}
+        # epoch end: dev evaluation of the reported branch, best checkpoint, full checkpoint
+        dev = evaluate_dev(branches[reported], data, cell, device)
+        state.dev_curve.append({"epoch": epoch, **dev})
+        if tracker is not None:
+            tracker.log({**{f"dev/{k}": v for k, v in dev.items()}, "epoch": epoch}, step=state.global_step)
+        log.info("epoch %d dev rsum %.2f", epoch, dev["rsum"])
+        state.epoch += 1
+        state.step_in_epoch = 0
+        if dev["rsum"] > state.best_rsum:
+            state.best_rsum, state.best_epoch = dev["rsum"], epoch
+            ckpt.save({"format": CHECKPOINT_FORMAT, "matcher": cell["matcher"],
+                       "vocab_size": data.build_kwargs.get("vocab_size"), "branch": reported,
+                       "epoch": epoch, "dev": dev, "weights": branches[reported].state_dict()},
+                      run_dir / "best.pt")
+        _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run)
+        t_run = time.perf_counter()
+
+    # final test evaluation of the best dev checkpoint of the reported branch
+    best = load_reported_weights(run_dir / "best.pt")
+    final = build_matcher(cell, data).to(device)
+    final.load_state_dict(best["weights"])
+    metrics, ranks = evaluate_test(final, data, cell, device)
+    np.savez_compressed(run_dir / "ranks.npz", **ranks)
+    n_fwd = len(branches)
+    cost = {
+        "step_time_s": state.step_time_sum / max(state.steps_timed, 1),
+        "samples_per_s": bs * state.steps_timed / max(state.step_time_sum, 1e-12),
+        "train_wall_s": state.train_wall_s,
+        "steps": state.global_step,
+        "forward_passes_per_step": n_fwd,
+        "backward_passes_per_step": len(optimised),
+        "peak_mem_mb": _peak_mem_mb(device),
+        "cpu_hours": state.train_wall_s / 3600.0 if device.type == "cpu" else 0.0,
+        "gpu_hours": state.train_wall_s / 3600.0 if device.type == "cuda" else 0.0,
+        "device": str(device),
+    }
+    return {"status": "done", "metrics": metrics, "dev_curve": state.dev_curve, "best_epoch": state.best_epoch,
+            "best_dev_rsum": state.best_rsum, "reported_branch": reported, "strategy": strategy.describe(),
+            "cost": cost, "ranks_file": "ranks.npz", "resolved_cell": cell}
+
+
+def _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device, run_dir) -> dict:
+    batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    amp = sched["amp"] and device.type == "cuda"
+    scores = {}
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+        for name, model in branches.items():
+            if specs[name].optimised:
+                scores[name] = model(batch).float()
+            else:
+                with torch.no_grad():
+                    scores[name] = model(batch).float()
+    losses = strategy.losses(scores, ctx)
+    values = {n: float(v.detach()) for n, v in losses.items()}
+    bad = {n: v for n, v in values.items() if not math.isfinite(v)}
+    if bad:
+        raise TrainingDiverged(
+            f"non-finite loss {bad} at epoch {ctx.epoch}, step {ctx.step}; stopped without saving, the last good "
+            f"checkpoint {Path(run_dir) / 'last.pt'} is kept. Lower schedule.lr or check the data for NaN/inf.")
+    for opt in optimizers.values():
+        opt.zero_grad(set_to_none=True)
+    sum(losses.values()).backward()
+    for name, opt in optimizers.items():
+        if sched["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(branches[name].parameters(), sched["grad_clip"])
+        opt.step()
+        branches[name].after_optimizer_step()
+    for name, spec in specs.items():
+        if spec.update.startswith("ema:"):
+            ema_update(branches[name], branches[spec.update.split(":", 1)[1]],
+                       strategy.momentum(ctx.step, ctx.total_steps))
+    return values
+
+
+def _previous(path: Path) -> Path:
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+def _save_last(path, branches, optimizers, state: RunState, cell, wall_s: float) -> None:
+    """Write ``last.pt``; the one it replaces stays as ``last.prev.pt`` (the fallback when corrupted)."""
+    state.train_wall_s += wall_s
+    if path.exists():
+        for p in (path, Path(str(path) + ".sha256")):
+            if p.exists():
+                os.replace(p, _previous(p) if p.suffix == ".pt" else Path(str(_previous(path)) + ".sha256"))
+    ckpt.save({"format": CHECKPOINT_FORMAT, "matcher": cell["matcher"], "strategy": cell["strategy"],
+               "seed": cell["seed"], "state": state.__dict__,
+               "branches": {n: m.state_dict() for n, m in branches.items()},
+               "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+               "rng": _rng_state()}, path)
+
+
+def _resume(path, branches, optimizers, cell) -> RunState:
+    try:
+        saved = ckpt.load(path)
+    except ckpt.CheckpointError as e:
+        prev = _previous(Path(path))
+        if not prev.exists():
+            raise ckpt.CheckpointError(f"{e}; delete {path} to restart the cell from scratch") from e
+        warnings.warn(f"{e}; resuming from the previous checkpoint {prev}", stacklevel=2)
+        saved = ckpt.load(prev)
+    if saved.get("format") != CHECKPOINT_FORMAT:
+        raise ckpt.CheckpointError(f"{path} is not a checkpoint of this suite (format {saved.get('format')!r})")
+    if saved["matcher"] != cell["matcher"] or saved["strategy"] != cell["strategy"] or saved["seed"] != cell["seed"]:
+        raise ckpt.CheckpointError(
+            f"{path} belongs to another cell (matcher {saved['matcher']}, strategy {saved['strategy']}, seed "
+            f"{saved['seed']}); move it away or use a fresh run folder")
+    for n, m in branches.items():
+        m.load_state_dict(saved["branches"][n])
+    for n, o in optimizers.items():
+        o.load_state_dict(saved["optimizers"][n])
+    _set_rng_state(saved["rng"])
+    return RunState(**saved["state"])
