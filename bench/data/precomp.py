@@ -1,0 +1,286 @@
+"""Readers for the SCAN "precomp" layout of precomputed region features.
+
+    DATA/{f30k_precomp,coco_precomp}/{split}_ims.npy   float [N_images, R, D] (R=36, D=2048 for BUTD)
+    DATA/{f30k_precomp,coco_precomp}/{split}_caps.txt  one caption per line; caption c <-> image c // 5
+    DATA/{f30k_precomp,coco_precomp}/{split}_ids.txt   source image ids
+    VOCAB/{f30k,coco}_precomp_vocab.json
+
+Features are memory-mapped, never loaded whole (COCO train is 33 GB): items and evaluation batches
+read only the rows they need, and NaN/inf checks run on what is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from bench.data.errors import DataError
+from bench.data.vocab import UNK, Vocabulary
+
+DATASETS: dict[str, tuple[str, ...]] = {
+    "f30k_precomp": ("train", "dev", "test"),
+    "coco_precomp": ("train", "dev", "test", "testall"),
+}
+SPLIT_FILES = ("ims.npy", "caps.txt", "ids.txt")
+DOWNLOAD_HINT = (
+    "download the SCAN precomputed features (data/{f30k,coco}_precomp) or generate the embedded "
+    "dataset with `python -m bench.data.synth --preset demo --out data/synth-demo`"
+)
+
+
+def _check_dataset(dataset: str) -> None:
+    if dataset not in DATASETS:
+        raise DataError(f"unknown precomp dataset {dataset!r}; expected one of {sorted(DATASETS)}")
+
+
+def vocab_path(vocab_root: str | Path, dataset: str) -> Path:
+    """``VOCAB/{f30k,coco}_precomp_vocab.json`` for ``dataset`` in :data:`DATASETS`."""
+    _check_dataset(dataset)
+    return Path(vocab_root) / f"{dataset}_vocab.json"
+
+
+def _read_lines(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    while lines and not lines[-1].strip():  # tolerate trailing blank lines at the end of the file
+        lines.pop()
+    return lines
+
+
+def check_finite(x: np.ndarray, path: Path, first_index: int) -> None:
+    """Raise :class:`DataError` when a read block of features holds NaN or inf."""
+    if not np.isfinite(x).all():
+        bad = first_index + int(np.argwhere(~np.isfinite(x).reshape(len(x), -1).all(axis=1))[0, 0])
+        raise DataError(f"{path}: image {bad} has NaN/inf region features; regenerate or re-download the file")
+
+
+class PrecompSplit:
+    """One split of a precomp dataset: memory-mapped features, captions and ids, validated.
+
+    Attributes: ``images`` (np.memmap [N, R, D]), ``captions`` (list[str], ``captions_per_image``
+    per image, consecutive), ``ids`` (list[str], per image or per caption), ``n_images``,
+    ``n_captions``, ``region_shape`` (R, D), ``path`` (the ``*_ims.npy`` file).
+    """
+
+    def __init__(self, data_root: str | Path, dataset: str, split: str, captions_per_image: int = 5):
+        _check_dataset(dataset)
+        if split not in DATASETS[dataset]:
+            raise DataError(f"{dataset} has no split {split!r}; expected one of {DATASETS[dataset]}")
+        self.dataset, self.split, self.captions_per_image = dataset, split, captions_per_image
+        folder = Path(data_root) / dataset
+        self.path = folder / f"{split}_ims.npy"
+        self.captions_path = folder / f"{split}_caps.txt"
+        self.ids_path = folder / f"{split}_ids.txt"
+        for path in (self.path, self.captions_path, self.ids_path):
+            if not path.is_file():
+                raise DataError(f"missing file {path}; {DOWNLOAD_HINT}")
+        self._images: np.ndarray | None = None
+        images = self.images
+        if images.ndim != 3:
+            raise DataError(
+                f"{self.path}: expected region features [N_images, R, D], got shape {images.shape}; "
+                "re-extract the features (one [R, D] block per image)"
+            )
+        if not np.issubdtype(images.dtype, np.floating):
+            raise DataError(f"{self.path}: features must be float (float32), got {images.dtype}; re-save as float32")
+        self.n_images = int(images.shape[0])
+        self.region_shape = (int(images.shape[1]), int(images.shape[2]))
+        if self.n_images == 0:
+            raise DataError(f"{self.path}: the split is empty (0 images); re-download or regenerate it")
+        self.captions = _read_lines(self.captions_path)
+        self.n_captions = len(self.captions)
+        if self.n_captions != captions_per_image * self.n_images:
+            raise DataError(
+                f"{self.captions_path}: {self.n_captions} captions for {self.n_images} images in {self.path}; "
+                f"expected {captions_per_image} consecutive captions per image "
+                f"({captions_per_image * self.n_images} lines) — the two files belong to different splits or "
+                "one is truncated"
+            )
+        for line_no, caption in enumerate(self.captions, 1):
+            if not caption.strip():
+                raise DataError(f"{self.captions_path}:{line_no}: empty caption line; every line needs a caption")
+        self.ids = _read_lines(self.ids_path)
+        if len(self.ids) not in (self.n_images, self.n_captions):
+            raise DataError(
+                f"{self.ids_path}: {len(self.ids)} ids, expected one per image ({self.n_images}) or one per "
+                f"caption ({self.n_captions}); the file belongs to another split or is truncated"
+            )
+
+    @property
+    def images(self) -> np.ndarray:
+        """The features as a read-only memory map (reopened lazily, e.g. in DataLoader workers)."""
+        if self._images is None:
+            try:
+                self._images = np.load(self.path, mmap_mode="r")
+            except (ValueError, OSError) as e:
+                raise DataError(f"{self.path}: not a readable .npy array ({e}); re-download or regenerate it") from e
+        return self._images
+
+    def __getstate__(self) -> dict:
+        # never pickle the memmap (pickling would copy the whole array); workers reopen it
+        return {**self.__dict__, "_images": None}
+
+    @property
+    def image_ids(self) -> list[str]:
+        return self.ids if len(self.ids) == self.n_images else self.ids[:: self.captions_per_image]
+
+    def read_images(self, start: int, stop: int) -> np.ndarray:
+        """float32 copy of images [start, stop) — one contiguous slice of the memmap, checked finite."""
+        block = np.array(self.images[start:stop], dtype=np.float32)  # copy: writable, off the map
+        check_finite(block, self.path, start)
+        return block
+
+    def _limit(self, n_images: int | None) -> int:
+        if n_images is None:
+            return self.n_images
+        if not 0 < n_images <= self.n_images:
+            raise DataError(f"n_images={n_images} outside 1..{self.n_images} for {self.path}")
+        return n_images
+
+    def __repr__(self) -> str:
+        return (
+            f"PrecompSplit({self.dataset}/{self.split}: {self.n_images} images x {self.region_shape}, "
+            f"{self.n_captions} captions)"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Training / validation pairs
+
+
+def augment_caption(ids: np.ndarray, vocab_size: int, unk_id: int, rng: np.random.Generator,
+                    p: float = 0.2) -> np.ndarray:
+    """VSE∞ token augmentation: each word (not <start>/<end>) with probability ``p`` is masked to
+    <unk> (50%), replaced by a random non-special id (10%) or deleted (40%)."""
+    words = ids[1:-1].copy()
+    u = rng.random(len(words))
+    v = u / p
+    chosen = u < p
+    words[chosen & (v < 0.5)] = unk_id
+    replace = chosen & (v >= 0.5) & (v < 0.6)
+    words[replace] = rng.integers(4, max(vocab_size, 5), size=int(replace.sum()))
+    keep = ~(chosen & (v >= 0.6))
+    return np.concatenate([ids[:1], words[keep], ids[-1:]])
+
+
+def drop_regions(image: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """Keep each region with probability 1 - p (at least one region is always kept)."""
+    keep = rng.random(len(image)) >= p
+    if not keep.any():
+        keep[rng.integers(len(image))] = True
+    return image[keep]
+
+
+class PrecompDataset(Dataset):
+    """One item per caption: caption c with image c // captions_per_image.
+
+    With ``train=True`` the VSE∞ augmentations apply (``region_drop``, ``token_aug``); their
+    randomness is ``np.random.default_rng([seed, epoch, index])``, so item ``index`` of epoch
+    ``epoch`` is the same in every run and after a resume (call :meth:`set_epoch` each epoch).
+    ``n_images`` restricts the split to its first images (validation uses the first 1,000 of dev).
+    """
+
+    def __init__(self, split: PrecompSplit, vocab: Vocabulary, train: bool = False, region_drop: float = 0.0,
+                 token_aug: bool = False, n_images: int | None = None, seed: int = 0):
+        if not 0.0 <= region_drop < 1.0:
+            raise ValueError(f"region_drop={region_drop} must be in [0, 1)")
+        self.split, self.vocab = split, vocab
+        self.train, self.region_drop, self.token_aug, self.seed = train, region_drop, token_aug, seed
+        self.n_images = split._limit(n_images)
+        self.n_captions = self.n_images * split.captions_per_image
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n_captions
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.n_captions:
+            raise IndexError(f"caption index {index} out of range 0..{self.n_captions - 1}")
+        image_index = index // self.split.captions_per_image
+        image = self.split.read_images(image_index, image_index + 1)[0]
+        caption = np.asarray(self.vocab.encode(self.split.captions[index]), dtype=np.int64)
+        if self.train and (self.region_drop > 0 or self.token_aug):
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            if self.region_drop > 0:
+                image = drop_regions(image, rng, self.region_drop)
+            if self.token_aug:
+                caption = augment_caption(caption, len(self.vocab), self.vocab.word2idx[UNK], rng)
+        return {"image": image, "caption": caption, "image_index": image_index, "caption_index": index}
+
+
+def pad_regions(images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack [r_i, D] arrays into float32 [B, max r, D] (zero padding) and lengths int64 [B]."""
+    lengths = torch.tensor([len(x) for x in images], dtype=torch.int64)
+    out = torch.zeros(len(images), int(lengths.max()), images[0].shape[-1], dtype=torch.float32)
+    for i, x in enumerate(images):
+        out[i, : len(x)] = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    return out, lengths
+
+
+def pad_captions(captions: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack id sequences into int64 [B, max L] (0 = <pad>) and lengths int64 [B]."""
+    lengths = torch.tensor([len(c) for c in captions], dtype=torch.int64)
+    out = torch.zeros(len(captions), int(lengths.max()), dtype=torch.int64)
+    for i, c in enumerate(captions):
+        out[i, : len(c)] = torch.as_tensor(np.asarray(c, dtype=np.int64))
+    return out, lengths
+
+
+def collate_pairs(items: Sequence[dict]) -> dict:
+    """Batch of matched pairs (row i of ``images`` matches row i of ``captions``)."""
+    images, image_lengths = pad_regions([it["image"] for it in items])
+    captions, caption_lengths = pad_captions([it["caption"] for it in items])
+    return {
+        "images": images,
+        "image_lengths": image_lengths,
+        "captions": captions,
+        "caption_lengths": caption_lengths,
+        "image_index": torch.tensor([it["image_index"] for it in items], dtype=torch.int64),
+        "caption_index": torch.tensor([it["caption_index"] for it in items], dtype=torch.int64),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation: images and captions iterated separately, each image once.
+
+
+def iter_image_batches(split: PrecompSplit, batch_size: int, n_images: int | None = None) -> Iterator[dict]:
+    """Image-only batches (``images``, ``image_lengths``, ``image_index``) over the first
+    ``n_images`` images, each read as one contiguous slice of the memmap."""
+    n = split._limit(n_images)
+    n_regions = split.region_shape[0]
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        yield {
+            "images": torch.from_numpy(split.read_images(start, stop)),
+            "image_lengths": torch.full((stop - start,), n_regions, dtype=torch.int64),
+            "image_index": torch.arange(start, stop, dtype=torch.int64),
+        }
+
+
+def iter_caption_batches(split: PrecompSplit, vocab: Vocabulary, batch_size: int,
+                         n_images: int | None = None) -> Iterator[dict]:
+    """Caption-only batches (``captions``, ``caption_lengths``, ``caption_index``) over the captions
+    of the first ``n_images`` images."""
+    n = split._limit(n_images) * split.captions_per_image
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        captions, lengths = pad_captions([vocab.encode(c) for c in split.captions[start:stop]])
+        yield {
+            "captions": captions,
+            "caption_lengths": lengths,
+            "caption_index": torch.arange(start, stop, dtype=torch.int64),
+        }
+
+
+__all__ = [
+    "DATASETS", "PrecompDataset", "PrecompSplit", "collate_pairs", "iter_caption_batches",
+    "iter_image_batches", "vocab_path",
+]

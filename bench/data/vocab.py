@@ -1,0 +1,249 @@
+"""Word tokenisation and the SCAN vocabulary (``{dataset}_vocab.json``).
+
+Region matchers (VSE∞, SGRAF) read captions as vocabulary ids::
+
+    ids = [<start>] + [word2idx.get(w, <unk>) for w in tokenize(caption)] + [<end>]
+
+with the special ids ``<pad>=0, <start>=1, <end>=2, <unk>=3``. The reference code tokenises with
+``nltk.tokenize.word_tokenize(caption.lower())``; :func:`tokenize` reproduces its rules (sentence
+split, then the Penn-Treebank/NLTK word rules) with plain regular expressions, so that nothing has
+to be downloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from bench.data.errors import DataError
+
+PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
+SPECIALS = (PAD, START, END, UNK)
+
+# ----------------------------------------------------------------------------------------------
+# Tokeniser: word_tokenize = sentence split (Punkt) + NLTK's improved Treebank word rules.
+
+# A period closes a sentence when it ends a whitespace-delimited chunk, unless the chunk is an
+# abbreviation, an initial ("j."), a number or contains another period ("u.s.").
+_SENT_END = re.compile(r"""(?<=[.?!])(?:["')\]}»”’]*)\s+""")
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr st jr sr vs etc e.g i.e no co inc ltd mt ft approx dept est".split()
+)
+
+# Rules applied in order; each is (pattern, replacement). Spaces are inserted around tokens and
+# the result is split on whitespace.
+_OPENING_QUOTES = [
+    (re.compile(r"([«“‘„]|`+)"), r" \1 "),
+    (re.compile(r'^"'), r"``"),
+    (re.compile(r"(``)"), r" \1 "),
+    (re.compile(r"""([ (\[{<])("|'')"""), r"\1 `` "),
+    # a leading apostrophe that does not start a clitic ('re, 've, 'll, 'm, 't, 's, 'd, 'n)
+    (re.compile(r"(?i)(?<!\w)(')(?!(?:re|ve|ll|m|t|s|d|n)\b)(?=\w)"), r"\1 "),
+]
+_CLOSERS = "\\])}>\"'»”’"
+_PUNCTUATION = [
+    (re.compile(rf"([^.])(\.)([{_CLOSERS} ]*)\s*$"), r"\1 \2 \3 "),  # sentence-final period
+    (re.compile(r"([:,])([^\d])"), r" \1 \2"),  # , and : except inside numbers (3,000 10:30)
+    (re.compile(r"([:,])$"), r" \1 "),
+    (re.compile(r"\.{2,}"), r" \g<0> "),  # ellipsis
+    (re.compile(r"[;@#$%&]"), r" \g<0> "),
+    (re.compile("[\u2012-\u2015]"), r" \g<0> "),  # figure/en/em dashes
+    (re.compile(rf"([^.])(\.)([{_CLOSERS}]*)\s*$"), r"\1 \2\3 "),
+    (re.compile(r"[?!]"), r" \g<0> "),
+    (re.compile(r"([^'])' "), r"\1 ' "),
+    (re.compile(r"\*"), r" \g<0> "),
+]
+_BRACKETS = (re.compile(r"[\]\[(){}<>]"), r" \g<0> ")
+_DOUBLE_DASH = (re.compile(r"--"), r" -- ")
+_CLOSING_QUOTES = [
+    (re.compile(r"([»”’])"), r" \1 "),
+    (re.compile(r"''"), " '' "),
+    (re.compile(r'"'), " '' "),
+    (re.compile(r"\s+"), " "),
+    (re.compile(r"([^' ])('[sS]|'[mM]|'[dD]|') "), r"\1 \2 "),
+    (re.compile(r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) "), r"\1 \2 "),
+]
+# Words written together that the Treebank splits ("cannot" -> "can not", "gonna" -> "gon na").
+_SPLIT_WORDS = [
+    re.compile(r"(?i)\b(can)(not)\b"),
+    re.compile(r"(?i)\b(d)('ye)\b"),
+    re.compile(r"(?i)\b(gim)(me)\b"),
+    re.compile(r"(?i)\b(gon)(na)\b"),
+    re.compile(r"(?i)\b(got)(ta)\b"),
+    re.compile(r"(?i)\b(lem)(me)\b"),
+    re.compile(r"(?i)\b(more)('n)\b"),
+    re.compile(r"(?i)\b(wan)(na)(?=\s)"),
+    re.compile(r"(?i) ('t)(is)\b"),
+    re.compile(r"(?i) ('t)(was)\b"),
+]
+
+
+def _ends_sentence(chunk: str) -> bool:
+    """Whether a whitespace-delimited chunk ending in . ? or ! (plus closers) ends a sentence."""
+    word = chunk.rstrip("\"')]}»”’")
+    if not word.endswith("."):
+        return True  # ? and !
+    stem = word.rstrip(".")
+    if not stem or "." in stem or stem in _ABBREVIATIONS:
+        return False
+    return not (len(stem) == 1 and stem.isalpha()) and not stem.replace(",", "").isdigit()
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split at ``. ? !`` followed by whitespace (Punkt-like; abbreviations/initials do not split)."""
+    sentences, start = [], 0
+    for m in _SENT_END.finditer(text):
+        chunk = text[start : m.start()].split()
+        if chunk and _ends_sentence(chunk[-1]):
+            sentences.append(text[start : m.start()])
+            start = m.end()
+    sentences.append(text[start:])
+    return [s for s in (s.strip() for s in sentences) if s]
+
+
+def _word_tokenize(sentence: str) -> list[str]:
+    text = sentence
+    for pattern, repl in _OPENING_QUOTES + _PUNCTUATION + [_BRACKETS, _DOUBLE_DASH]:
+        text = pattern.sub(repl, text)
+    text = f" {text} "
+    for pattern, repl in _CLOSING_QUOTES:
+        text = pattern.sub(repl, text)
+    for pattern in _SPLIT_WORDS:
+        text = pattern.sub(r" \1 \2 ", text)
+    return text.split()
+
+
+# Text of plain words and at most a final period, where no rule but the final-period split fires.
+_PLAIN = re.compile(r"[a-z0-9\s]*\.?\s*")
+_SPLIT_WORD_HINT = re.compile(r"cannot|gimme|gonna|gotta|lemme|wanna")
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _tokenize_cached(text: str) -> tuple[str, ...]:
+    text = text.lower()
+    if _PLAIN.fullmatch(text) and not _SPLIT_WORD_HINT.search(text):  # fast path, same result
+        words = text.split()
+        if words and words[-1].endswith(".") and words[-1] != ".":
+            words[-1:] = [words[-1][:-1], "."]
+        return tuple(words)
+    return tuple(tok for sentence in split_sentences(text) for tok in _word_tokenize(sentence))
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens, as ``nltk.tokenize.word_tokenize(text.lower())``.
+
+    Treebank conventions: punctuation is split off (``"dog," -> "dog" ","``), clitics are separate
+    tokens (``"don't" -> "do" "n't"``, ``"dog's" -> "dog" "'s"``), double quotes become `````` and
+    ``''``, a period is split off only at the end of a sentence, numbers keep ``3.5``/``3,000``.
+    """
+    return list(_tokenize_cached(text))
+
+
+# ----------------------------------------------------------------------------------------------
+# Vocabulary
+
+
+class Vocabulary:
+    """word <-> id maps of the SCAN vocab JSON. ``<pad>=0, <start>=1, <end>=2, <unk>=3``."""
+
+    def __init__(self, words: Iterable[str] = ()):
+        self.word2idx: dict[str, int] = {}
+        self.idx2word: dict[int, str] = {}
+        for word in SPECIALS:
+            self.add_word(word)
+        for word in words:
+            self.add_word(word)
+
+    def add_word(self, word: str) -> int:
+        if word not in self.word2idx:
+            idx = len(self.word2idx)
+            self.word2idx[word] = idx
+            self.idx2word[idx] = word
+        return self.word2idx[word]
+
+    def __len__(self) -> int:
+        return len(self.word2idx)
+
+    def __contains__(self, word: object) -> bool:
+        return word in self.word2idx
+
+    def __call__(self, word: str) -> int:
+        return self.word2idx.get(word, self.word2idx[UNK])
+
+    @property
+    def pad_id(self) -> int:
+        return self.word2idx[PAD]
+
+    @property
+    def unk_id(self) -> int:
+        return self.word2idx[UNK]
+
+    def encode(self, text: str) -> list[int]:
+        """[<start>] + ids of ``tokenize(text)`` (unknown words -> <unk>) + [<end>]."""
+        unk = self.word2idx[UNK]
+        ids = [self.word2idx.get(tok, unk) for tok in tokenize(text)]
+        return [self.word2idx[START], *ids, self.word2idx[END]]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        return [self.idx2word.get(int(i), UNK) for i in ids]
+
+    def __repr__(self) -> str:
+        return f"Vocabulary({len(self)} words)"
+
+
+def build_vocab(captions: Iterable[str], min_count: int = 1) -> Vocabulary:
+    """Vocabulary of the tokens occurring at least ``min_count`` times (most frequent first, ties
+    alphabetical), after the four special tokens."""
+    counts: Counter[str] = Counter()
+    for caption, n in Counter(captions).items():
+        for tok in tokenize(caption):
+            counts[tok] += n
+    words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+    return Vocabulary(w for w in words if w not in SPECIALS)
+
+
+def save_vocab(vocab: Vocabulary, path: str | Path) -> Path:
+    """Write the SCAN layout: ``{"word2idx": {...}, "idx2word": {"0": ...}, "idx": N}``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "word2idx": vocab.word2idx,
+        "idx2word": {str(i): w for i, w in sorted(vocab.idx2word.items())},
+        "idx": len(vocab),
+    }
+    path.write_text(json.dumps(payload, ensure_ascii=False, indent=None) + "\n", encoding="utf-8")
+    return path
+
+
+def load_vocab(path: str | Path) -> Vocabulary:
+    """Read a SCAN vocab JSON; :class:`DataError` (naming the file) when missing or inconsistent."""
+    path = Path(path)
+    fix = "use the VOCAB/{f30k,coco}_precomp_vocab.json of the SCAN release, or `python -m bench.data.synth`"
+    if not path.is_file():
+        raise DataError(f"vocabulary file not found: {path}; {fix}")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e}); {fix}") from e
+    if not isinstance(payload, dict) or not isinstance(payload.get("word2idx"), dict):
+        raise DataError(f"{path}: expected an object with a 'word2idx' mapping; {fix}")
+    vocab = Vocabulary.__new__(Vocabulary)
+    try:
+        vocab.word2idx = {str(w): int(i) for w, i in payload["word2idx"].items()}
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{path}: 'word2idx' values must be integers ({e}); {fix}") from e
+    vocab.idx2word = {i: w for w, i in vocab.word2idx.items()}
+    if len(vocab.idx2word) != len(vocab.word2idx) or sorted(vocab.idx2word) != list(range(len(vocab))):
+        raise DataError(f"{path}: word ids must be unique and cover 0..{len(vocab) - 1}; {fix}")
+    expected = {w: i for i, w in enumerate(SPECIALS)}
+    wrong = {w: vocab.word2idx.get(w) for w in SPECIALS if vocab.word2idx.get(w) != expected[w]}
+    if wrong:
+        raise DataError(f"{path}: special tokens must be {expected}, found {wrong}; {fix}")
+    idx2word = payload.get("idx2word")
+    if isinstance(idx2word, dict) and any(vocab.idx2word.get(int(i)) != w for i, w in idx2word.items()):
+        raise DataError(f"{path}: 'idx2word' disagrees with 'word2idx'; {fix}")
+    return vocab
