@@ -1,0 +1,151 @@
+"""Figures of a suite (matplotlib, Agg), PNG and PDF under ``results/figures/<suite>/``.
+
+- ``rsum_by_strategy``: RSUM per matcher, one bar per strategy (mean ± std over seeds), one panel
+  per protocol.
+- ``rsum_vs_cost``: RSUM against the training cost of the cell (GPU hours, else CPU hours, else
+  train wall-clock hours): DBL should sit at the cost of the strategy it is compared with.
+- ``dev_curves``: dev RSUM per epoch, one line per strategy (mean over seeds, band = ± std), one
+  panel per matcher.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.harness.store import REPO_ROOT  # noqa: E402
+
+FIGURES_DIR = REPO_ROOT / "results" / "figures"
+
+
+def _save(fig, out: Path, stem: str) -> list[Path]:
+    fig.tight_layout()
+    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    fig.savefig(paths[0], dpi=130)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths
+
+
+def _strategy_colors(labels) -> dict:
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {s: cmap(i % cmap.N) for i, s in enumerate(labels)}
+
+
+def rsum_by_strategy(summary: pd.DataFrame, out: Path, title: str) -> list[Path]:
+    s = summary[~summary["published"].astype(bool)]
+    protocols = list(dict.fromkeys(s["protocol"]))
+    strategies = list(dict.fromkeys(s["strategy"]))
+    colors = _strategy_colors(strategies)
+    fig, axes = plt.subplots(1, len(protocols), figsize=(max(5, 1.2 + 0.5 * len(strategies)
+                                                         * s["matcher"].nunique()) * len(protocols) ** 0.5
+                                                         + 2, 4.2), squeeze=False)
+    for ax, p in zip(axes[0], protocols):
+        sp = s[s["protocol"] == p]
+        matchers = list(dict.fromkeys(sp["matcher"]))
+        width = 0.8 / max(1, len(strategies))
+        lows = []
+        for j, st in enumerate(strategies):
+            means = [sp[(sp["matcher"] == m) & (sp["strategy"] == st)]["rsum_mean"].mean() for m in matchers]
+            stds = [sp[(sp["matcher"] == m) & (sp["strategy"] == st)]["rsum_std"].mean() for m in matchers]
+            x = np.arange(len(matchers)) + (j - (len(strategies) - 1) / 2) * width
+            ax.bar(x, means, width, yerr=np.nan_to_num(stds), capsize=3, label=st, color=colors[st])
+            lows += [v for v in means if not math.isnan(v)]
+        ax.set_xticks(np.arange(len(matchers)), matchers)
+        ax.set_ylabel("RSUM (test)")
+        ax.set_title(f"{p}")
+        if lows:  # zoom on the differences, keep some room below the lowest bar
+            lo, hi = min(lows), max(lows)
+            ax.set_ylim(max(0, lo - 0.15 * (hi - lo + 10)), hi + 0.15 * (hi - lo + 10))
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="best")
+    fig.suptitle(title)
+    return _save(fig, out, "rsum_by_strategy")
+
+
+def _cost_axis(summary: pd.DataFrame) -> tuple[str, str]:
+    for col, label in [("cost_gpu_hours", "training cost (GPU hours)"), ("cost_cpu_hours", "training cost (CPU hours)")]:
+        if col in summary and (summary[col].fillna(0) > 0).any():
+            return col, label
+    return "cost_train_wall_s", "training wall-clock (s)"
+
+
+def rsum_vs_cost(summary: pd.DataFrame, out: Path, title: str) -> list[Path]:
+    s = summary[~summary["published"].astype(bool)]
+    protocol = list(dict.fromkeys(s["protocol"]))[0] if len(s) else None
+    s = s[s["protocol"] == protocol]
+    col, xlabel = _cost_axis(s)
+    strategies = list(dict.fromkeys(s["strategy"]))
+    colors = _strategy_colors(strategies)
+    markers = dict(zip(dict.fromkeys(s["matcher"]), "osD^vP*X"))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for _, r in s.iterrows():
+        ax.errorbar(r.get(col, math.nan), r["rsum_mean"], yerr=np.nan_to_num(r["rsum_std"]),
+                    fmt=markers.get(r["matcher"], "o"), color=colors[r["strategy"]], capsize=3, markersize=7)
+    for st in strategies:
+        ax.plot([], [], "-", lw=6, color=colors[st], label=st)
+    for m, mk in markers.items():
+        ax.plot([], [], mk, color="gray", label=m)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"RSUM ({protocol})")
+    ax.set_title(title + ": accuracy vs training cost")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, out, "rsum_vs_cost")
+
+
+def dev_curves(df: pd.DataFrame, out: Path, title: str) -> list[Path]:
+    cells = df.drop_duplicates("cell_id")
+    cells = cells[cells["dev_curve"].apply(lambda c: isinstance(c, list) and len(c) > 0)]
+    matchers = list(dict.fromkeys(df["matcher"]))
+    strategies = list(dict.fromkeys(df["strategy"]))
+    colors = _strategy_colors(strategies)
+    fig, axes = plt.subplots(1, len(matchers), figsize=(5 * len(matchers), 4), squeeze=False)
+    for ax, m in zip(axes[0], matchers):
+        for st in strategies:
+            g = cells[(cells["matcher"] == m) & (cells["strategy"] == st)]
+            if not len(g):
+                continue
+            curves = pd.DataFrame([{"epoch": p["epoch"], "rsum": p["rsum"], "seed": seed}
+                                   for seed, curve in zip(g["seed"], g["dev_curve"]) for p in curve])
+            stats = curves.groupby("epoch")["rsum"].agg(["mean", "std"]).fillna(0)
+            ax.plot(stats.index, stats["mean"], marker="o", markersize=3, color=colors[st], label=st)
+            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                            color=colors[st], alpha=0.15)
+        ax.set_title(m)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_ylabel("dev RSUM")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title + ": dev RSUM during training")
+    return _save(fig, out, "dev_curves")
+
+
+def make_figures(df: pd.DataFrame, summary: pd.DataFrame, suite_name: str,
+                 out_dir: str | Path = FIGURES_DIR) -> list[Path]:
+    """All figures of a suite from ``collect`` (df) and ``summarize`` (summary); returns the files."""
+    out = Path(out_dir) / suite_name
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"suite {suite_name}"
+    paths = []
+    for dataset in dict.fromkeys(summary["dataset"]):
+        sub_out = out if summary["dataset"].nunique() == 1 else out / str(dataset)
+        sub_out.mkdir(parents=True, exist_ok=True)
+        s = summary[summary["dataset"] == dataset]
+        if (~s["published"].astype(bool)).sum() and s["rsum_mean"].notna().any():
+            paths += rsum_by_strategy(s, sub_out, f"{title} ({dataset})")
+            paths += rsum_vs_cost(s, sub_out, f"{title} ({dataset})")
+        d = df[df["dataset"] == dataset]
+        if d["dev_curve"].apply(lambda c: isinstance(c, list) and len(c) > 0).any():
+            paths += dev_curves(d, sub_out, f"{title} ({dataset})")
+    return paths

@@ -1,0 +1,158 @@
+"""Weights & Biases tracking: one W&B run per cell, offline unless the user has set up W&B.
+
+The trainer only calls ``tracker.log(metrics, step=...)``; the harness creates the tracker
+(``wandb.init``) and calls ``finish(result)``, which writes the final test metrics to the run
+summary plus a ``wandb.Table`` of them. Tracking is best-effort: any W&B error (init, log, finish)
+is reported once as a ``RuntimeWarning`` and training goes on.
+
+Mode: ``WANDB_MODE`` when set (online / offline / disabled), else online when ``WANDB_API_KEY`` is
+set, else offline. Offline runs land in ``<run_dir>/wandb/offline-run-*/run-*.wandb``;
+``make sync`` uploads them with ``wandb sync`` (:func:`offline_runs` lists them), and
+:func:`read_offline_run` reads one back without network (``python -m wandb leet inspect``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ["i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "i2t_meanr",
+                  "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "t2i_meanr", "rsum"]
+
+
+def wandb_mode() -> str:
+    return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+
+
+class WandbTracker:
+    """One W&B run for one cell: project from the suite (or ``WANDB_PROJECT``), group = suite,
+    job_type = strategy, tags = [matcher, dataset, scenario], config = the whole cell."""
+
+    def __init__(self, cell: dict, run_dir: str | Path, project: str | None = None, mode: str | None = None,
+                 dir: str | Path | None = None):
+        self.cell = cell
+        self.run = None
+        self.last_step = -1
+        self._warned = False
+        try:
+            import wandb
+
+            from bench.harness.cells import describe
+
+            wb = cell.get("wandb", {})
+            s = cell["strategy"]
+            self.run = wandb.init(
+                project=project or os.environ.get("WANDB_PROJECT") or wb.get("project") or "itm-coop-bench",
+                entity=os.environ.get("WANDB_ENTITY") or wb.get("entity"),
+                group=cell.get("suite"), job_type=s["name"],
+                tags=[cell["matcher"]["name"], cell.get("dataset_label", cell["dataset"]["name"]),
+                      s.get("scenario", "none")],
+                name=describe(cell), config=cell, dir=str(dir or run_dir), mode=mode or wandb_mode(),
+                reinit="finish_previous",
+            )
+        except Exception as e:  # noqa: BLE001 - tracking must never stop training
+            self._warn("init", e)
+
+    @property
+    def active(self) -> bool:
+        return self.run is not None
+
+    @property
+    def run_path(self) -> Path | None:
+        """The offline run folder (``.../offline-run-*``), when there is one."""
+        try:
+            return Path(self.run.settings.sync_dir) if self.run is not None else None
+        except Exception:  # noqa: BLE001
+            return None
+
+    def _warn(self, what: str, e: BaseException) -> None:
+        if not self._warned:
+            self._warned = True
+            msg = f"W&B {what} failed, training continues without (complete) tracking: {type(e).__name__}: {e}"
+            log.warning(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+    def log(self, metrics: dict, step: int | None = None) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.log(metrics, step=step)
+            if step is not None:
+                self.last_step = max(self.last_step, int(step))
+        except Exception as e:  # noqa: BLE001
+            self._warn("log", e)
+
+    def finish(self, result: dict | None, failed: bool = False) -> None:
+        """Summary: ``test/<protocol>/<metric>``, ``best_epoch``, ``cost/<key>``; a table of the metrics."""
+        if self.run is None:
+            return
+        try:
+            if result is not None:
+                rows = []
+                for protocol, m in result.get("metrics", {}).items():
+                    for k, v in m.items():
+                        self.run.summary[f"test/{protocol}/{k}"] = v
+                    rows.append([protocol] + [m.get(c) for c in METRIC_COLUMNS])
+                if "best_epoch" in result:
+                    self.run.summary["best_epoch"] = result["best_epoch"]
+                for k, v in (result.get("cost") or {}).items():
+                    self.run.summary[f"cost/{k}"] = v
+                if rows:
+                    import wandb
+
+                    table = wandb.Table(columns=["protocol"] + METRIC_COLUMNS, data=rows)
+                    self.run.log({"test/metrics": table}, step=self.last_step + 1)
+        except Exception as e:  # noqa: BLE001
+            self._warn("finish", e)
+        try:
+            self.run.finish(exit_code=1 if failed else 0)
+        except Exception as e:  # noqa: BLE001
+            self._warn("finish", e)
+        self.run = None
+
+
+def offline_runs(root: str | Path) -> list[Path]:
+    """Every offline run folder under ``root`` (for ``wandb sync``), oldest name first."""
+    return sorted(p.parent for p in Path(root).rglob("offline-run-*/run-*.wandb"))
+
+
+def _wandb_file(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_file():
+        return p
+    found = sorted(p.glob("run-*.wandb")) or sorted(p.rglob("offline-run-*/run-*.wandb"))
+    if not found:
+        raise FileNotFoundError(f"{p}: no run-*.wandb file (expected an offline run folder or a run dir)")
+    return found[-1]
+
+
+def read_offline_run(path: str | Path, timeout: float = 120) -> dict:
+    """``{"config", "summary", "history"}`` of an offline run (a ``.wandb`` file or a folder holding one).
+
+    History rows keep the logged keys and ``_step``; W&B's own ``_runtime``/``_timestamp`` are dropped.
+    W&B itself drops empty mappings from the config (a baseline's ``params: {}`` does not come back).
+    """
+    f = _wandb_file(path)
+
+    def inspect(*args) -> str:
+        return subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", *args, str(f)],
+                              capture_output=True, text=True, timeout=timeout, check=True).stdout
+
+    summary = json.loads(inspect("--summary", "--json"))
+    history = []
+    for line in inspect("--json").splitlines():
+        rec = json.loads(line) if line.startswith("{") else {}
+        if rec.get("type") == "history":
+            item = rec["history"]["item"]
+            history.append({k: v for k, v in item.items() if k not in ("_runtime", "_timestamp")})
+    return {"config": summary.get("config", {}),
+            "summary": {k: v for k, v in summary.get("summary", {}).items() if not k.startswith("_")},
+            "history": history, "state": summary.get("state"), "name": summary.get("name"),
+            "project": summary.get("project"), "tags": summary.get("tags", [])}
