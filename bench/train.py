@@ -186,7 +186,8 @@ def open_data(cell: dict, input_kind: str) -> Data:
         vocab = load_vocab(vocab_path(ds["vocab_root"], ds["name"]))
         train = split("train")
         return Data("regions", train, split("dev"), vocab, {s: split(s) for s in test_split_names},
-                    {"vocab_size": len(vocab), "img_dim": int(train.region_shape[1])})
+                    {"vocab_size": len(vocab), "img_dim": int(train.region_shape[1]),
+                     "num_regions": int(train.region_shape[0])})
     from bench.data.karpathy import KarpathySplit
 
     root = Path(ds["data_root"])
@@ -208,10 +209,13 @@ def open_data(cell: dict, input_kind: str) -> Data:
 
 
 def build_matcher(cell: dict, data: Data) -> models.Matcher:
+    """The cell's matcher; sizes that come from the data (vocabulary, region shape) are passed where
+    the constructor takes them, and the cell's own overrides win."""
     m = dict(cell["matcher"])
     name = m.pop("name")
-    kwargs = {**data.build_kwargs, **m}
-    return models.build(name, **kwargs)
+    accepted = models.constructor_args(name)
+    kwargs = {k: v for k, v in data.build_kwargs.items() if accepted is None or k in accepted}
+    return models.build(name, **{**kwargs, **m})
 
 
 def build_strategy(cell: dict, model: models.Matcher) -> strategies.Strategy:

@@ -48,6 +48,20 @@ def input_kind(name: str) -> str:
     return getattr(_REGISTRY[name], "input_kind", "regions")
 
 
+def constructor_args(name: str) -> set[str] | None:
+    """Keyword arguments matcher ``name``'s constructor accepts (None when it takes ``**kwargs``)."""
+    import inspect
+
+    _import_all()
+    if name not in _REGISTRY:
+        build(name)
+    ctor = _REGISTRY[name]
+    params = inspect.signature(ctor.__init__ if inspect.isclass(ctor) else ctor).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return {p for p in params if p != "self"}
+
+
 def _import_all() -> None:
     import importlib
     import pkgutil
