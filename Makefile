@@ -17,7 +17,7 @@ export MPLBACKEND := Agg
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast bench lint data collect sync status clean \
+.PHONY: setup demo test test-fast bench lint data collect readme sync status clean \
         table-dbl table-oas table-oss table-mss table-ablation table-cohort
 
 setup: $(STAMP)
@@ -59,6 +59,10 @@ lint: setup
 table-dbl table-oas table-oss table-mss table-ablation table-cohort: setup
 	$(PY) -m bench sweep $(subst table-,,$@) --executor $(EXECUTOR) --cluster $(CLUSTER) data_root=$(DATA) scale=$(SCALE) $(ARGS)
 	$(PY) -m bench collect $(subst table-,,$@) $(ARGS)
+
+## regenerate the README's demo table and figure from the demo's results (after make demo)
+readme: setup
+	$(PY) -m bench readme
 
 collect: setup
 	$(PY) -m bench collect $(or $(SUITE),demo) $(ARGS)

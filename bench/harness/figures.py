@@ -52,19 +52,20 @@ def rsum_by_strategy(summary: pd.DataFrame, out: Path, title: str) -> list[Path]
         sp = s[s["protocol"] == p]
         matchers = list(dict.fromkeys(sp["matcher"]))
         width = 0.8 / max(1, len(strategies))
-        lows = []
+        lows, highs = [], []
         for j, st in enumerate(strategies):
             means = [sp[(sp["matcher"] == m) & (sp["strategy"] == st)]["rsum_mean"].mean() for m in matchers]
             stds = [sp[(sp["matcher"] == m) & (sp["strategy"] == st)]["rsum_std"].mean() for m in matchers]
             x = np.arange(len(matchers)) + (j - (len(strategies) - 1) / 2) * width
             ax.bar(x, means, width, yerr=np.nan_to_num(stds), capsize=3, label=st, color=colors[st])
             lows += [v for v in means if not math.isnan(v)]
+            highs += [m + (0 if math.isnan(e) else e) for m, e in zip(means, stds) if not math.isnan(m)]
         ax.set_xticks(np.arange(len(matchers)), matchers)
         ax.set_ylabel("RSUM (test)")
         ax.set_title(f"{p}")
-        if lows:  # zoom on the differences, keep some room below the lowest bar
-            lo, hi = min(lows), max(lows)
-            ax.set_ylim(max(0, lo - 0.15 * (hi - lo + 10)), hi + 0.15 * (hi - lo + 10))
+        if lows:  # zoom on the differences (the axis does not start at 0), error bars kept whole
+            lo, hi = min(lows), max(highs)
+            ax.set_ylim(max(0, lo - 0.15 * (hi - lo + 10)), hi + 0.08 * (hi - lo + 10))
         ax.grid(axis="y", alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="best")
     fig.suptitle(title)

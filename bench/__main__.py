@@ -1,0 +1,164 @@
+"""Command line of the suite: ``python -m bench <command> …``.
+
+    run SUITE --cell ID [key=value …]      train one cell in this process
+    sweep SUITE [key=value …] --executor inline|local|slurm [--cluster PROFILE] [--force] [--retry-failed]
+    status SUITE [key=value …]             every cell's state with its log path
+    collect SUITE [key=value …]            tables (md, tex, csv) and figures
+    demo                                   the demo suite end to end, then its table
+    sync [PATH]                            upload offline W&B runs (wandb sync)
+    readme                                 put the demo table into README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.harness.store import DEFAULT_ROOT, REPO_ROOT
+
+README_BEGIN, README_END = "<!-- demo-table:begin -->", "<!-- demo-table:end -->"
+
+
+def _suite_args(p):
+    p.add_argument("suite", help="suite name (bench/suites/<name>.yaml) or path to a YAML file")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. scale=smoke seeds=[0,1]")
+    p.add_argument("--root", default=str(DEFAULT_ROOT), help="result store (default results/runs)")
+
+
+def cmd_run(args):
+    from bench.harness.cells import expand
+    from bench.harness.config import load_suite
+    from bench.harness.store import run_cell_in_store
+
+    suite = load_suite(args.suite, args.overrides)
+    cells = expand(suite)
+    match = [c for c in cells if c["id"].startswith(args.cell)]
+    if len(match) != 1:
+        ids = ", ".join(f"{c['id']} ({c['matcher_label']}/{c['strategy']['label']}/seed {c['seed']})" for c in cells)
+        sys.exit(f"--cell {args.cell!r} matches {len(match)} cells of suite {suite.name}; cells: {ids}")
+    out = run_cell_in_store(match[0], args.root, force=args.force)
+    print(f"{out['state']}: {out['run_dir']}")
+
+
+def cmd_sweep(args):
+    from bench.harness.config import load_suite
+    from bench.harness.sweep import sweep
+
+    suite = load_suite(args.suite, args.overrides)
+    report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, force=args.force,
+                   retry_failed=args.retry_failed, wait=not args.no_wait)
+    _print_states(suite.name, report["states"])
+    if any(s["state"] == "failed" for s in report["states"].values()):
+        print("some cells failed; see their log and `--retry-failed` to rerun only those", file=sys.stderr)
+
+
+def _print_states(name, states):
+    from collections import Counter
+
+    counts = Counter(s["state"] for s in states.values())
+    print(f"suite {name}: {len(states)} cells: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    for cid, s in states.items():
+        extra = f"  job {s['job_id']}" if "job_id" in s else ""
+        err = f"  {s['error']}" if s.get("error") else ""
+        print(f"  {cid}  {s['state']:<8} {s['run_dir']}{extra}{err}")
+
+
+def cmd_status(args):
+    from bench.harness.cells import expand, topological_order
+    from bench.harness.config import load_suite
+    from bench.harness.sweep import cell_states
+
+    suite = load_suite(args.suite, args.overrides)
+    _print_states(suite.name, cell_states(topological_order(expand(suite)), Path(args.root)))
+
+
+def cmd_collect(args):
+    from bench.harness import collect
+
+    argv = [args.suite, *args.overrides, "--root", args.root]
+    collect.main(argv)
+    md = collect.TABLES_DIR / f"{Path(args.suite).stem}.md"
+    if md.exists():
+        print(md.read_text())
+
+
+def cmd_demo(args):
+    from bench.harness.config import load_suite
+    from bench.harness.sweep import sweep
+
+    suite = load_suite("demo", args.overrides)
+    report = sweep(suite, executor="inline", root=args.root)
+    _print_states(suite.name, report["states"])
+    cmd_collect(argparse.Namespace(suite="demo", overrides=args.overrides, root=args.root))
+
+
+def cmd_sync(args):
+    from bench.harness.tracking import offline_runs
+
+    runs = [Path(p) for p in args.paths] or offline_runs(args.root)
+    if not runs:
+        print(f"no offline W&B runs under {args.root}")
+        return
+    cmd = [sys.executable, "-m", "wandb", "sync", *(["--dry-run"] if args.dry_run else []), *map(str, runs)]
+    sys.exit(subprocess.call(cmd))
+
+
+def cmd_readme(args):
+    table = Path(args.table)
+    if not table.exists():
+        sys.exit(f"{table} does not exist: run `make demo` first")
+    readme = REPO_ROOT / "README.md"
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        sys.exit(f"README.md lacks the markers {README_BEGIN} … {README_END}")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    body = table.read_text().strip()
+    figure = "results/figures/demo/rsum_by_strategy.png"
+    fig = f"\n\n![RSUM by strategy]({figure})" if (REPO_ROOT / figure).exists() else ""
+    readme.write_text(f"{head}{README_BEGIN}\n{body}{fig}\n{README_END}{tail}")
+    print(f"README.md: demo table from {table}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="train one cell in this process")
+    _suite_args(p)
+    p.add_argument("--cell", required=True, help="cell id (or a unique prefix)")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("sweep", help="run the pending cells of a suite")
+    _suite_args(p)
+    p.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline")
+    p.add_argument("--cluster", default=None, help="SLURM profile name or path (slurm/profiles/*.yaml)")
+    p.add_argument("--force", action="store_true", help="re-run every cell (done ones are replaced when complete)")
+    p.add_argument("--retry-failed", action="store_true", help="re-run only the failed cells")
+    p.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
+    p.set_defaults(fn=cmd_sweep)
+    p = sub.add_parser("status", help="every cell's state")
+    _suite_args(p)
+    p.set_defaults(fn=cmd_status)
+    p = sub.add_parser("collect", help="tables and figures")
+    _suite_args(p)
+    p.set_defaults(fn=cmd_collect)
+    p = sub.add_parser("demo", help="the demo suite end to end")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--root", default=str(DEFAULT_ROOT))
+    p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("sync", help="upload offline W&B runs")
+    p.add_argument("paths", nargs="*")
+    p.add_argument("--root", default=str(REPO_ROOT / "results"))
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(fn=cmd_sync)
+    p = sub.add_parser("readme", help="put the demo table into README.md")
+    p.add_argument("--table", default=str(REPO_ROOT / "results" / "tables" / "demo.md"))
+    p.set_defaults(fn=cmd_readme)
+    args = ap.parse_args(argv)
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Run the pending cells of a suite: in this process, or as submitit jobs (local processes or SLURM).
+
+The executor boundary: every executor receives cells in dependency stages (baselines first, then
+the OAS cells that fine-tune from them) and runs :class:`bench.harness.jobs.CellJob` for each —
+``run_cell_in_store``, which skips done cells and resumes from a cell's last checkpoint. The store
+is the source of truth for states; SLURM adds queued/running for submitted cells.
+
+- ``inline``: one cell after another in this process (progress bar over the sweep).
+- ``local``: submitit's LocalExecutor (subprocesses on this machine), one stage after the other.
+- ``slurm``: one job array per stage; the OAS stage waits on its baselines with ``afterok``. A
+  ``submitted.json`` in a cell's folder records its job, so submitting again never duplicates a
+  cell that is queued or running.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from bench.harness.cells import expand, topological_order
+from bench.harness.config import Suite
+from bench.harness.store import DEFAULT_ROOT, cell_state, failure_message, locate_run, run_cell_in_store
+
+SUBMITTED_FILE = "submitted.json"
+ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
+                       "REQUEUE_HOLD", "REQUEUE_FED"}
+
+
+def submitted_job(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / SUBMITTED_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def cell_states(cells: list[dict], root: Path, query_slurm: bool = True) -> dict[str, dict]:
+    """Per cell id: {"state": pending|queued|running|done|failed, "run_dir", "job_id"?, "error"?, "log"?}."""
+    out, slurm_ids = {}, {}
+    for cell in cells:
+        run_dir = locate_run(cell, root)
+        state = cell_state(run_dir)
+        info = {"state": state, "run_dir": str(run_dir), "log": str(run_dir / "log.txt")}
+        if state == "failed":
+            info["error"] = (failure_message(run_dir) or "").splitlines()[0] if failure_message(run_dir) else ""
+        job = submitted_job(run_dir)
+        if job and state not in ("done",):
+            info["job_id"] = job["job_id"]
+            info["job_log"] = job.get("stderr")
+            if job.get("executor") == "slurm":
+                slurm_ids[cell["id"]] = job["job_id"]
+        out[cell["id"]] = info
+    if slurm_ids and query_slurm:
+        from bench.harness.slurm import slurm_states
+
+        try:
+            states = slurm_states(list(slurm_ids.values()))
+        except Exception:  # noqa: BLE001 - SLURM unreachable: report the store's view
+            states = {}
+        for cid, jid in slurm_ids.items():
+            s = states.get(jid, "UNKNOWN")
+            out[cid]["slurm_state"] = s
+            if out[cid]["state"] in ("pending", "running") and s in ACTIVE_SLURM_STATES:
+                out[cid]["state"] = "queued" if s in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING") \
+                    else "running"
+    return out
+
+
+def select_cells(cells: list[dict], states: dict, force: bool = False, retry_failed: bool = False) -> list[dict]:
+    """Cells to run now: pending ones (not queued/running elsewhere); with ``retry_failed`` only the
+    failed ones; with ``force`` every cell."""
+    if force:
+        return list(cells)
+    if retry_failed:
+        return [c for c in cells if states[c["id"]]["state"] == "failed"]
+    return [c for c in cells if states[c["id"]]["state"] == "pending"]
+
+
+def stages(cells: list[dict]) -> list[list[dict]]:
+    """Cells grouped so every cell comes after the cells it depends on (0: no dependency)."""
+    level: dict[str, int] = {}
+    by_id = {c["id"]: c for c in cells}
+    for c in topological_order(cells):
+        level[c["id"]] = 1 + max((level[d] for d in c.get("depends_on", []) if d in by_id), default=-1)
+    out: list[list[dict]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for c in topological_order(cells):
+        out[level[c["id"]]].append(c)
+    return out
+
+
+def sweep(suite: Suite, executor: str = "inline", root: str | Path = DEFAULT_ROOT, cluster: str | None = None,
+          force: bool = False, retry_failed: bool = False, wait: bool = True, progress: bool = True,
+          tracker_factory="default", jobs_folder: str | Path | None = None) -> dict:
+    """Run the selected cells of ``suite``; returns {"cells": n, "ran": [...], "states": {...}, "jobs": {...}}."""
+    root = Path(root)
+    cells = topological_order(expand(suite))
+    states = cell_states(cells, root)
+    todo = select_cells(cells, states, force=force, retry_failed=retry_failed)
+    report = {"suite": suite.name, "cells": len(cells), "selected": [c["id"] for c in todo], "jobs": {}}
+    if executor == "inline":
+        _run_inline(todo, root, force, progress, tracker_factory)
+    elif executor in ("local", "slurm"):
+        report["jobs"] = _submit(todo, root, executor, cluster, wait, jobs_folder)
+    else:
+        raise ValueError(f"executor must be inline, local or slurm, got {executor!r}")
+    report["states"] = cell_states(cells, root)
+    return report
+
+
+def _run_inline(cells, root, force, progress, tracker_factory):
+    from tqdm import tqdm
+
+    kwargs = {} if tracker_factory == "default" else {"tracker_factory": tracker_factory}
+    bar = tqdm(cells, desc="sweep", unit="cell", disable=not progress)
+    for cell in bar:
+        bar.set_postfix_str(f"{cell['matcher_label']} / {cell['strategy']['label']} / seed {cell['seed']}")
+        run_cell_in_store(cell, root, force=force, raise_errors=False, **kwargs)
+
+
+def _submit(cells, root, kind, cluster, wait, jobs_folder) -> dict:
+    from bench.harness.jobs import CellJob
+    from bench.harness.slurm import load_profile, make_executor, submit_array, wait_for_jobs
+
+    profile = load_profile(cluster or "local") if kind == "slurm" else None
+    folder = Path(jobs_folder or root.parent / "jobs")
+    executor = make_executor(kind, folder, profile)
+    submitted: dict[str, str] = {}
+    for stage in stages(cells):
+        if kind == "slurm":  # one array per resource shape would be finer; the profile sets one here
+            deps = sorted({submitted[d] for c in stage for d in c.get("depends_on", []) if d in submitted})
+            jobs = submit_array(executor, None, [CellJob(c, root) for c in stage], dependency_job_ids=deps or None)
+        else:
+            jobs = submit_array(executor, None, [CellJob(c, root) for c in stage])
+        for cell, job in zip(stage, jobs):
+            submitted[cell["id"]] = job.job_id
+            run_dir = locate_run(cell, root)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / SUBMITTED_FILE).write_text(json.dumps(
+                {"job_id": job.job_id, "executor": kind, "stderr": str(job.paths.stderr),
+                 "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+        if kind == "local" or wait:
+            wait_for_jobs(jobs)
+    return submitted
