@@ -1,0 +1,168 @@
+"""``make bench``: every benchmark of the suite, measured side by side in one run, into results/perf.md.
+
+    python -m bench.benchmarks [--quick] [--only metrics,matchers,...] [--out results/perf.md]
+
+Each figure comes with its target; the file is generated, never typed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import os
+import platform
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from bench.harness.store import REPO_ROOT, git_info
+
+ORDER = ["metrics", "matchers", "strategies", "memmap", "harness", "slurm"]
+
+
+def _fmt(x, nd=2):
+    return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
+
+
+def section_metrics(r):
+    ok = r["speedup"] >= r["target_speedup"]
+    return [
+        "## Recall@K vs a naive per-query implementation",
+        f"Score matrix {r['shape'][0]:,} × {r['shape'][1]:,} (float32, seeded), {r['torch_threads']} threads.",
+        "",
+        "| implementation | seconds | ratio | target | met | equal numbers |",
+        "|---|---|---|---|---|---|",
+        f"| `retrieval_metrics` (vectorised, chunked) | {r['fast_seconds']:.3f} | {r['speedup']:.0f}× | "
+        f"≥ {r['target_speedup']:.0f}× | {'yes' if ok else 'NO'} | {r['equal']} |",
+        f"| naive argsort per query{' (timed on a ' + _fmt(100 * r['naive_query_fraction'], 0) + '% sample, scaled)' if r.get('naive_extrapolated') else ''}"
+        f" | {r['naive_seconds']:.1f} | 1× | | | |",
+    ]
+
+
+def section_matchers(r):
+    tr, ev = r["training"], r["evaluation"]
+    lines = ["## Matchers: training step time and pairwise evaluation throughput",
+             f"Device {r['device']}, {r['threads']} threads. Forward + backward of the hinge loss per step.", "",
+             f"| matcher | s/step, published size (batch {tr['published_batch']}) | "
+             f"s/step, demo size (batch {tr['demo_batch']}) |", "|---|---|---|"]
+    for name, v in tr["seconds_per_step"].items():
+        lines.append(f"| {name} | {_fmt(v.get('published', '–'), 3)} | {_fmt(v.get('demo', '–'), 3)} |")
+    for name, why in tr.get("skipped", {}).items():
+        lines.append(f"| {name} | skipped: {why} | |")
+    if tr.get("note"):
+        lines += ["", tr["note"]]
+    met = "yes" if ev["target_met"] else "NO"
+    lines += ["", f"Batched SGR scoring vs the per-caption loop ({ev['images']} images × {ev['captions']} "
+              f"captions at published size; loop timed on {ev['loop_captions']} captions, per pair):", "",
+              "| scorer | pairs/s | ratio | target | met | equal scores |", "|---|---|---|---|---|---|",
+              f"| batched (`model.score`, tiles) | {ev['batched_pairs_per_s']:,.0f} | {ev['ratio']:.2f}× | "
+              f"≥ {ev['target_ratio']:.0f}× | {met} | {ev['scores_equal']} (max diff {ev['max_abs_diff']:.1e}) |",
+              f"| per-caption loop (reference style) | {ev['loop_pairs_per_s']:,.0f} | 1× | | | |"]
+    if not ev["target_met"]:
+        lines += ["", "On CPU both paths are bound by the same arithmetic (~20 MFLOP per pair, dominated by the "
+                  "256-d projections of every word's difference vector and the graph reasoning); the loop's "
+                  "per-call overhead is small next to it, so batching gains little here. The ≥ 10× target is "
+                  "expected where the loop pays per-launch overhead (GPU) — not measured in this run."]
+    return lines
+
+
+def section_strategies(r):
+    lines = ["## Step time of each strategy relative to the baseline",
+             f"{r['matcher']} at demo size, batch {r['batch']}, interleaved rounds, median. Expected from the "
+             "method: OAS and MSS ≈ 1.33×, OSS ≈ 2×; DBL within 5% of the competing strategy of its scenario.", "",
+             "| strategy | s/step | × baseline | expected | DBL / competitor | within 5% |", "|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        comp = f"{row['vs_competitor']:.3f}" if "vs_competitor" in row else ""
+        within = ("yes" if row["within_5pct"] else "NO") if "within_5pct" in row else ""
+        lines.append(f"| {row['strategy']} | {row['step_s']:.4f} | {row['ratio']:.2f} | {row['expected']:.2f} | "
+                     f"{comp} | {within} |")
+    return lines
+
+
+def section_memmap(r):
+    met = "yes" if r["mmap_fraction"] <= r["target_fraction"] else "NO"
+    return ["## Memory: COCO-train-shaped features memory-mapped vs loaded whole",
+            f"Scaled file: {r['n_images']:,} images × 36 × 2048 float32 = {r['file_mb']:,.0f} MB; peak private "
+            f"(anonymous) resident memory while iterating every image in batches of {r['batch']}.", "",
+            "| reader | peak MB | share of file | target | met |", "|---|---|---|---|---|",
+            f"| memory-mapped (`PrecompSplit`) | {r['mmap_peak_mb']:.1f} | {100 * r['mmap_fraction']:.2f}% | ≤ 1% | "
+            f"{met} |",
+            f"| loaded whole (reference) | {r['whole_peak_mb']:,.0f} | "
+            f"{100 * r['whole_peak_mb'] / r['file_mb']:.0f}% | | |", "",
+            f"The memory-mapped peak does not grow with the file: at COCO train's 33.4 GB it is "
+            f"{100 * r['mmap_fraction_at_coco_train']:.3f}%. Same data read: {r['same_data']}."]
+
+
+def section_harness(r):
+    rows = [("expansion", r["expand_s"], r["expand_peak_mib"]), ("collection", r["collect_s"], r["collect_peak_mib"]),
+            ("summary (mean ± std, bootstrap)", r["summarize_s"], r["summarize_peak_mib"])]
+    lines = ["## Harness at large sweeps", f"{r['cells']:,} synthetic cells (results written to disk first, "
+             f"{r['write_s']:.1f} s, not timed).", "", "| step | seconds | peak MiB | target | met |",
+             "|---|---|---|---|---|"]
+    for name, s, mib in rows:
+        target = "< 10 s" if name in ("expansion", "collection") else ""
+        met = ("yes" if s < 10 else "NO") if target else ""
+        lines.append(f"| {name} | {s:.2f} | {mib:.1f} | {target} | {met} |")
+    return lines
+
+
+def section_slurm(r):
+    if "skipped" in r:
+        return ["## SLURM submission", f"Not measured: {r['skipped']}."]
+    lines = ["## SLURM submission (local test cluster)", ""]
+    lines += [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in r.items() if not isinstance(v, dict | list)]
+    return lines
+
+
+def run(only: list[str], quick: bool) -> tuple[list[str], dict]:
+    results, lines = {}, []
+    for name in only:
+        t0 = time.perf_counter()
+        print(f"[bench] {name} …", flush=True)
+        try:
+            mod = importlib.import_module(f"bench.benchmarks.bench_{name}")
+            results[name] = mod.run(quick=quick)
+            lines += globals()[f"section_{name}"](results[name])
+        except Exception as e:  # noqa: BLE001 - one failing benchmark must not hide the others
+            traceback.print_exc()
+            results[name] = {"error": f"{type(e).__name__}: {e}"}
+            lines += [f"## {name}", f"FAILED: {type(e).__name__}: {e}"]
+        lines.append("")
+        print(f"[bench] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return lines, results
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run; not the reported figures)")
+    ap.add_argument("--only", default=",".join(ORDER), help=f"comma-separated subset of {','.join(ORDER)}")
+    ap.add_argument("--out", default=str(REPO_ROOT / "results" / "perf.md"))
+    args = ap.parse_args(argv)
+    only = [n for n in args.only.split(",") if n]
+    unknown = set(only) - set(ORDER)
+    if unknown:
+        ap.error(f"unknown benchmarks {sorted(unknown)}; choose from {ORDER}")
+    t0 = time.perf_counter()
+    body, _ = run(only, args.quick)
+    g = git_info()
+    head = ["# Performance report", "",
+            f"Generated by `make bench` ({'quick sizes, ' if args.quick else ''}"
+            f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, commit {g.get('commit', '?')[:10]}"
+            f"{' + local changes' if g.get('dirty') else ''}) on {platform.node()}: {os.cpu_count()} CPU cores, "
+            f"torch {torch.__version__}, "
+            f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}. "
+            "Every ratio is measured side by side in this one run. Never edit by hand.", "",
+            "GPU: not measured in this run (no accelerator on this machine)." if not torch.cuda.is_available()
+            else "", ""]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(head + body + [f"Total benchmark time: {time.perf_counter() - t0:.0f} s."]) + "\n")
+    print(out.read_text())
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
