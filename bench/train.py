@@ -18,6 +18,7 @@ already done reproduces the same stream.
 from __future__ import annotations
 
 import copy
+import io
 import logging
 import math
 import os
@@ -34,6 +35,7 @@ import torch
 import models
 import strategies
 from bench import checkpoint as ckpt
+from bench.faults import point as fault_point
 from bench.metrics import retrieval_metrics
 
 log = logging.getLogger("bench.train")
@@ -187,7 +189,8 @@ def open_data(cell: dict, input_kind: str) -> Data:
         train = split("train")
         return Data("regions", train, split("dev"), vocab, {s: split(s) for s in test_split_names},
                     {"vocab_size": len(vocab), "img_dim": int(train.region_shape[1]),
-                     "num_regions": int(train.region_shape[0])})
+                     "num_regions": int(train.region_shape[0]),
+                     "vocab_words": [vocab.idx2word[i] for i in range(4, len(vocab))]})
     from bench.data.karpathy import KarpathySplit
 
     root = Path(ds["data_root"])
@@ -305,6 +308,7 @@ def evaluate_dev(model, data: Data, cell: dict, device) -> dict:
     n = min(ev["dev_images"], data.dev.n_images)
     imgs, caps = data.eval_batches(data.dev, ev["batch_size"], n_images=n)
     img_enc, cap_enc = encode_all(model, imgs, caps, device=device)
+    fault_point("eval.dev")
     sims = score_matrix(model, img_enc, cap_enc, device=device)
     return retrieval_metrics(sims, captions_per_image=cell["dataset"]["captions_per_image"])
 
@@ -324,6 +328,7 @@ def evaluate_test(model, data: Data, cell: dict, device) -> tuple[dict, dict]:
         split = data.test_splits[split_name]
         imgs, caps = data.eval_batches(split, cell["eval"]["batch_size"])
         img_enc, cap_enc = encode_all(model, imgs, caps, device=device)
+        fault_point("eval.test")
         sims = score_matrix(model, img_enc, cap_enc, device=device)
         for name in protos:
             m, r_i2t, r_t2i = evaluate_protocol(PROTOCOLS[name], sims, return_ranks=True)
@@ -454,13 +459,16 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
                       run_dir / "best.pt")
         _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run)
         t_run = time.perf_counter()
+        fault_point("train.between_epochs")
 
     # final test evaluation of the best dev checkpoint of the reported branch
     best = load_reported_weights(run_dir / "best.pt")
     final = build_matcher(cell, data).to(device)
     final.load_state_dict(best["weights"])
     metrics, ranks = evaluate_test(final, data, cell, device)
-    np.savez_compressed(run_dir / "ranks.npz", **ranks)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **ranks)
+    ckpt.atomic_write_bytes(run_dir / "ranks.npz", buf.getvalue())
     n_fwd = len(branches)
     cost = {
         "step_time_s": state.step_time_sum / max(state.steps_timed, 1),
@@ -490,6 +498,7 @@ def _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device
             else:
                 with torch.no_grad():
                     scores[name] = model(batch).float()
+    fault_point("train.after_forward")
     losses = strategy.losses(scores, ctx)
     values = {n: float(v.detach()) for n, v in losses.items()}
     bad = {n: v for n, v in values.items() if not math.isfinite(v)}
@@ -500,11 +509,13 @@ def _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device
     for opt in optimizers.values():
         opt.zero_grad(set_to_none=True)
     sum(losses.values()).backward()
+    fault_point("train.after_backward")
     for name, opt in optimizers.items():
         if sched["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(branches[name].parameters(), sched["grad_clip"])
         opt.step()
         branches[name].after_optimizer_step()
+        fault_point("train.after_optimizer_step")
     for name, spec in specs.items():
         if spec.update.startswith("ema:"):
             ema_update(branches[name], branches[spec.update.split(":", 1)[1]],
@@ -519,10 +530,11 @@ def _previous(path: Path) -> Path:
 def _save_last(path, branches, optimizers, state: RunState, cell, wall_s: float) -> None:
     """Write ``last.pt``; the one it replaces stays as ``last.prev.pt`` (the fallback when corrupted)."""
     state.train_wall_s += wall_s
+    _finish_rotation(path)
     if path.exists():
-        for p in (path, Path(str(path) + ".sha256")):
-            if p.exists():
-                os.replace(p, _previous(p) if p.suffix == ".pt" else Path(str(_previous(path)) + ".sha256"))
+        os.replace(path, _previous(path))
+        fault_point("checkpoint.rotate")
+        _finish_rotation(path)
     ckpt.save({"format": CHECKPOINT_FORMAT, "matcher": cell["matcher"], "strategy": cell["strategy"],
                "seed": cell["seed"], "state": state.__dict__,
                "branches": {n: m.state_dict() for n, m in branches.items()},
@@ -530,7 +542,16 @@ def _save_last(path, branches, optimizers, state: RunState, cell, wall_s: float)
                "rng": _rng_state()}, path)
 
 
+def _finish_rotation(path: Path) -> None:
+    """Complete a rotation cut short between moving ``last.pt`` and moving its digest: without this
+    ``last.prev.pt`` would be checked against the older digest and fail (tests/test_faults.py)."""
+    digest, prev = Path(str(path) + ".sha256"), _previous(Path(path))
+    if not Path(path).exists() and digest.exists() and prev.exists():
+        os.replace(digest, Path(str(prev) + ".sha256"))
+
+
 def _resume(path, branches, optimizers, cell) -> RunState:
+    _finish_rotation(Path(path))
     try:
         saved = ckpt.load(path)
     except ckpt.CheckpointError as e:

@@ -161,6 +161,19 @@ class BertTextEncoder(nn.Module):
         return l2norm(self.gpo(self.linear(tokens), lengths))
 
 
+def word_tokenizer(words: list[str]):
+    """A BERT WordPiece tokenizer whose vocabulary is [PAD] [UNK] [CLS] [SEP] [MASK] + ``words`` (lower-cased).
+
+    For a randomly initialised BERT tower on the embedded data (no pretrained directory): every
+    vocabulary word is one token. Built offline, in memory.
+    """
+    from transformers import BertTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = specials + sorted({w.lower() for w in words} - set(specials))
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+
+
 @register("vse_infty_bert")
 class VSEInftyBert(_VSEInftyBase):
     """VSE∞ with a BERT text tower; captions as BERT ids (``input_ids``/``attention_mask``) or ``raw_captions``."""
@@ -169,11 +182,16 @@ class VSEInftyBert(_VSEInftyBase):
     bert_lr_factor = 0.1
 
     def __init__(self, bert_path: str | None = None, bert_config=None, img_dim: int = 2048,
-                 embed_size: int = 1024, tokenizer=None, vocab_size: int | None = None):
+                 embed_size: int = 1024, tokenizer=None, vocab_size: int | None = None,
+                 vocab_words: list[str] | None = None):
         super().__init__()
         from transformers import BertConfig, BertModel
 
         del vocab_size  # accepted (and ignored) so a shared config may pass the SCAN vocab size
+        if tokenizer is None and bert_path is None and vocab_words is not None:
+            tokenizer = word_tokenizer(vocab_words)
+        if isinstance(bert_config, dict) and "vocab_size" not in bert_config and tokenizer is not None:
+            bert_config = {**bert_config, "vocab_size": len(tokenizer)}
         if bert_path is not None:
             if not os.path.isdir(bert_path):
                 raise FileNotFoundError(

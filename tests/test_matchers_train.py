@@ -11,8 +11,11 @@ SMALL = {
     "saf": {"embed_size": 64, "word_dim": 32, "sim_dim": 32},
     "xattn": {"embed_size": 64, "word_dim": 32, "sim_dim": 32},
     "clip": {"preset": "tiny"},
+    # a randomly initialised tiny BERT tower, tokenised with the data's vocabulary (no download)
+    "vse_infty_bert": {"embed_size": 128, "bert_config": {"hidden_size": 64, "num_hidden_layers": 2,
+                                                          "num_attention_heads": 2, "intermediate_size": 128}},
 }
-LR = {"vse_infty": 1e-3, "sgr": 2e-3, "saf": 2e-3, "xattn": 2e-3, "clip": 2e-3}
+LR = {"vse_infty": 1e-3, "sgr": 2e-3, "saf": 2e-3, "xattn": 2e-3, "clip": 2e-3, "vse_infty_bert": 1e-3}
 
 
 def chance_rsum(n_images, cpi=5):

@@ -212,7 +212,8 @@ class PrecompDataset(Dataset):
                 image = drop_regions(image, rng, self.region_drop)
             if self.token_aug:
                 caption = augment_caption(caption, len(self.vocab), self.vocab.word2idx[UNK], rng)
-        return {"image": image, "caption": caption, "image_index": image_index, "caption_index": index}
+        return {"image": image, "caption": caption, "image_index": image_index, "caption_index": index,
+                "raw_caption": self.split.captions[index]}
 
 
 def pad_regions(images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,6 +245,7 @@ def collate_pairs(items: Sequence[dict]) -> dict:
         "caption_lengths": caption_lengths,
         "image_index": torch.tensor([it["image_index"] for it in items], dtype=torch.int64),
         "caption_index": torch.tensor([it["caption_index"] for it in items], dtype=torch.int64),
+        "raw_captions": [it["raw_caption"] for it in items],  # for text towers with their own tokenizer (BERT)
     }
 
 
@@ -277,6 +279,7 @@ def iter_caption_batches(split: PrecompSplit, vocab: Vocabulary, batch_size: int
             "captions": captions,
             "caption_lengths": lengths,
             "caption_index": torch.arange(start, stop, dtype=torch.int64),
+            "raw_captions": list(split.captions[start:stop]),
         }
 
 
