@@ -408,7 +408,7 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
     t_run = time.perf_counter()
     while state.epoch < sched["epochs"]:
         epoch = state.epoch
-        for name, opt in optimizers.items():
+        for opt in optimizers.values():
             for g in opt.param_groups:
                 g["lr"] = g["initial_lr"] * lr_factor(epoch, sched)
         if hasattr(dataset, "set_epoch"):
