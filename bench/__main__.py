@@ -77,9 +77,12 @@ def cmd_status(args):
 def cmd_collect(args):
     from bench.harness import collect
 
-    argv = [args.suite, *args.overrides, "--root", args.root]
+    tables = getattr(args, "tables", None) or str(collect.TABLES_DIR)
+    argv = [args.suite, *args.overrides, "--root", args.root, "--tables", tables]
+    if getattr(args, "figures", None):
+        argv += ["--figures", args.figures]
     collect.main(argv)
-    md = collect.TABLES_DIR / f"{Path(args.suite).stem}.md"
+    md = Path(tables) / f"{Path(args.suite).stem}.md"
     if md.exists():
         print(md.read_text())
 
@@ -143,6 +146,8 @@ def main(argv=None):
     p.set_defaults(fn=cmd_status)
     p = sub.add_parser("collect", help="tables and figures")
     _suite_args(p)
+    p.add_argument("--tables", default=None, help="folder for the tables (default results/tables)")
+    p.add_argument("--figures", default=None, help="folder for the figures (default results/figures)")
     p.set_defaults(fn=cmd_collect)
     p = sub.add_parser("demo", help="the demo suite end to end")
     p.add_argument("overrides", nargs="*")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from bench.faults import point as fault_point
+
 
 class CheckpointError(RuntimeError):
     pass
@@ -25,15 +27,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file, fsync, rename, fsync of the folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        fault_point("checkpoint.before_rename")
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno is not None:  # name the file: "[Errno 28]" alone says not where
+            raise OSError(e.errno, f"{e.strerror}: cannot write {path} ({len(data)} bytes); free space or "
+                                   f"fix the disk and re-run, any previous {path.name} is unchanged") from e
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -54,6 +62,7 @@ def save(obj, path: str | Path) -> None:
     # The digest is written first under a temporary name would not help a reader: a checkpoint whose
     # digest is older simply fails verification and the caller falls back to the previous one.
     atomic_write_bytes(path, data)
+    fault_point("checkpoint.before_digest")
     atomic_write_bytes(_digest_path(path), hashlib.sha256(data).hexdigest().encode())
 
 

@@ -60,7 +60,9 @@ def test_sweep_status_collect_and_idempotent_rerun(tiny_data, tmp_path):
     assert stamps == {r: (r / "result.json").stat().st_mtime_ns for r in runs}
     status = bench("status", suite, "--root", root).stdout
     assert status.count("done") >= 2
-    collect = bench("collect", suite, "--root", root).stdout
+    collect = bench("collect", suite, "--root", root, "--tables", tmp_path / "tables",
+                    "--figures", tmp_path / "figures").stdout
+    assert (tmp_path / "tables" / "cli.md").exists() and (tmp_path / "figures" / "cli").is_dir()
     assert "DBL rel (OSS)" in collect and "RSUM" in collect
     # one cell by id, forced: replaced only when complete
     cell_id = runs[0].name

@@ -224,7 +224,7 @@ def test_eval_iterators_each_image_once(tmp_path, vocab):
     np.testing.assert_array_equal(torch.cat([b["images"] for b in batches]).numpy(), ims[:4])
     assert all(b["image_lengths"].tolist() == [6] * len(b["images"]) for b in batches)
     caps = list(iter_caption_batches(split, vocab, batch_size=7, n_images=4))
-    assert [sorted(b) for b in caps][0] == ["caption_index", "caption_lengths", "captions"]
+    assert [sorted(b) for b in caps][0] == ["caption_index", "caption_lengths", "captions", "raw_captions"]
     assert torch.cat([b["caption_index"] for b in caps]).tolist() == list(range(20))
     first = caps[0]
     for row in range(7):

@@ -353,6 +353,9 @@ class _Validator:
         spec["seeds"] = self.typed("seeds", raw["seeds"], [int])
         if not spec["seeds"]:
             self.fail("seeds", "empty list: give at least one seed")
+        dupes = sorted({x for x in spec["seeds"] if spec["seeds"].count(x) > 1})
+        if dupes:
+            self.fail("seeds", f"seed(s) {dupes} listed more than once in {spec['seeds']}; list each seed once")
         scales = self.mapping("scales", raw["scales"], {"full", "smoke"})
         if spec["scale"] not in scales:
             self.fail("scales", f"no entry for the chosen scale {spec['scale']!r} (have: {', '.join(scales)})")

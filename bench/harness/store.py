@@ -33,6 +33,8 @@ from pathlib import Path
 
 import yaml
 
+from bench.faults import point as fault_point
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = REPO_ROOT / "results" / "runs"
 PACKAGES = ("torch", "transformers", "wandb", "numpy", "pandas", "submitit")
@@ -47,11 +49,19 @@ def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so a reader sees the old file or the whole new one, never a part."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+            fault_point("store.before_rename")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, f"{e.strerror}: cannot write {path}; free space or fix the disk and re-run, "
+                               f"any previous {path.name} is unchanged") from e
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -217,7 +227,11 @@ def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool =
         from bench.train import run_cell as train_fn  # lazy: the store is used without torch too
     final = run_dir_for(cell, root)
     work = final.with_name(final.name + ".rerun") if cell_state(final) == "done" else final
-    work.mkdir(parents=True, exist_ok=True)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # e.g. a path under a regular file, a read-only mount
+        raise OSError(e.errno, f"cannot create the run folder {work} in the results folder {root} "
+                               f"({e.strerror}); choose a writable results folder (--root)") from e
     for marker in (FAILED_FILE, DONE_FILE):
         (work / marker).unlink(missing_ok=True)
     write_atomic(work / "config.yaml", yaml.safe_dump(cell, sort_keys=False))
@@ -252,15 +266,20 @@ def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool =
         result = dict(body)
         result.update({"cell_id": cell["id"], "cell": cell,
                        "provenance": provenance(cell, wall_time_s=time.time() - start)})
+        fault_point("store.before_result")
         write_json_atomic(work / RESULT_FILE, result)
+        fault_point("store.before_done")
         if tracker is not None:
             tracker.finish(result)
         (work / DONE_FILE).touch()
         (work / RUNNING_FILE).unlink(missing_ok=True)
     except BaseException as e:
         tb = work / "traceback.txt"
-        tb.write_text(traceback.format_exc())
-        write_atomic(work / FAILED_FILE, f"{type(e).__name__}: {e}\ntraceback: {tb}\n")
+        try:
+            tb.write_text(traceback.format_exc())
+            write_atomic(work / FAILED_FILE, f"{type(e).__name__}: {e}\ntraceback: {tb}\n")
+        except OSError as record_error:  # e.g. the disk is full: the original error still propagates
+            log.error("could not record the failure of %s in %s: %s", cell["id"], work, record_error)
         (work / RUNNING_FILE).unlink(missing_ok=True)
         if tracker is not None:
             tracker.finish(None, failed=True)
