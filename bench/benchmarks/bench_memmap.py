@@ -71,7 +71,7 @@ def _child(root, mode, batch):
 
 
 def run(quick: bool = False) -> dict:
-    n_images = 1500 if quick else 8000  # 0.44 GB / 2.36 GB (COCO train: 113,287 images, 33.4 GB)
+    n_images = 1500 if quick else 12000  # 0.44 GB / 3.5 GB (COCO train: 113,287 images, 33.4 GB)
     batch = 32
     with tempfile.TemporaryDirectory(prefix="memmap-bench-") as tmp:
         path = _write_scaled(Path(tmp), n_images)
