@@ -35,6 +35,7 @@ import torch
 import models
 import strategies
 from bench import checkpoint as ckpt
+from bench import distributed
 from bench.faults import point as fault_point
 from bench.metrics import retrieval_metrics
 
@@ -372,6 +373,10 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
     run_dir.mkdir(parents=True, exist_ok=True)
     cell = resolve(cell)
     sched, device = cell["schedule"], _device(cell["device"])
+    # DISTRIBUTED: join the ranks of a multi-task job (no-op for one process); only rank 0 logs and writes
+    rank, world = distributed.init_from_env(device.type)
+    if not distributed.is_main():
+        tracker = None
     seed_everything(cell["seed"])
 
     data = open_data(cell, models.input_kind(cell["matcher"]["name"]))
@@ -396,12 +401,16 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
     if steps_per_epoch < 1:
         raise ValueError(f"training split has {n_items} items, fewer than one batch of {bs}: lower "
                          "schedule.batch_size")
+    if bs % world:  # DISTRIBUTED: every rank takes an equal contiguous slice of each global batch
+        raise ValueError(f"schedule.batch_size={bs} (the global batch) is not divisible by the {world} ranks "
+                         f"of this job: use a multiple of {world}")
     total_steps = steps_per_epoch * sched["epochs"]
 
     state = RunState()
     last = run_dir / "last.pt"
     if last.exists() or _previous(last).exists():
-        state = _resume(last, branches, optimizers, cell)
+        with distributed.main_first():  # DISTRIBUTED: rank 0 repairs a torn rotation before the others read
+            state = _resume(last, branches, optimizers, cell)
         log.info("resumed %s at epoch %d step %d", run_dir, state.epoch, state.step_in_epoch)
 
     steps_this_call = 0
@@ -415,6 +424,8 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
             dataset.set_epoch(epoch)
         order = torch.randperm(n_items, generator=torch.Generator().manual_seed(cell["seed"] * 100003 + epoch))
         batches = [order[i * bs:(i + 1) * bs].tolist() for i in range(steps_per_epoch)]
+        if world > 1:  # DISTRIBUTED: this rank's contiguous slice of every global batch
+            batches = [b[rank * (bs // world):(rank + 1) * (bs // world)] for b in batches]
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[state.step_in_epoch:],
                                              collate_fn=data.collate(), num_workers=sched["workers"])
         for name, m in branches.items():
@@ -445,6 +456,7 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
                 return {"status": "interrupted", "global_step": state.global_step}
         # epoch end: dev evaluation of the reported branch, best checkpoint, full checkpoint
         dev = evaluate_dev(branches[reported], data, cell, device)
+        dev = distributed.broadcast_object(dev)  # DISTRIBUTED: every rank takes rank 0's decision
         state.dev_curve.append({"epoch": epoch, **dev})
         if tracker is not None:
             tracker.log({**{f"dev/{k}": v for k, v in dev.items()}, "epoch": epoch}, step=state.global_step)
@@ -453,22 +465,25 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
         state.step_in_epoch = 0
         if dev["rsum"] > state.best_rsum:
             state.best_rsum, state.best_epoch = dev["rsum"], epoch
-            ckpt.save({"format": CHECKPOINT_FORMAT, "matcher": cell["matcher"],
-                       "vocab_size": data.build_kwargs.get("vocab_size"), "branch": reported,
-                       "epoch": epoch, "dev": dev, "weights": branches[reported].state_dict()},
-                      run_dir / "best.pt")
+            if distributed.is_main():  # DISTRIBUTED
+                ckpt.save({"format": CHECKPOINT_FORMAT, "matcher": cell["matcher"],
+                           "vocab_size": data.build_kwargs.get("vocab_size"), "branch": reported,
+                           "epoch": epoch, "dev": dev, "weights": branches[reported].state_dict()},
+                          run_dir / "best.pt")
         _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run)
         t_run = time.perf_counter()
         fault_point("train.between_epochs")
 
     # final test evaluation of the best dev checkpoint of the reported branch
+    distributed.barrier()  # DISTRIBUTED: rank 0 has written best.pt; every rank evaluates it identically
     best = load_reported_weights(run_dir / "best.pt")
     final = build_matcher(cell, data).to(device)
     final.load_state_dict(best["weights"])
     metrics, ranks = evaluate_test(final, data, cell, device)
     buf = io.BytesIO()
     np.savez_compressed(buf, **ranks)
-    ckpt.atomic_write_bytes(run_dir / "ranks.npz", buf.getvalue())
+    if distributed.is_main():  # DISTRIBUTED
+        ckpt.atomic_write_bytes(run_dir / "ranks.npz", buf.getvalue())
     n_fwd = len(branches)
     cost = {
         "step_time_s": state.step_time_sum / max(state.steps_timed, 1),
@@ -494,10 +509,10 @@ def _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
         for name, model in branches.items():
             if specs[name].optimised:
-                scores[name] = model(batch).float()
+                scores[name] = distributed.global_scores(model, batch).float()  # model(batch) in 1 process
             else:
                 with torch.no_grad():
-                    scores[name] = model(batch).float()
+                    scores[name] = distributed.global_scores(model, batch).float()
     fault_point("train.after_forward")
     losses = strategy.losses(scores, ctx)
     values = {n: float(v.detach()) for n, v in losses.items()}
@@ -511,6 +526,7 @@ def _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device
     sum(losses.values()).backward()
     fault_point("train.after_backward")
     for name, opt in optimizers.items():
+        distributed.average_gradients(branches[name])  # DISTRIBUTED: the 1-process gradient (no-op in 1 process)
         if sched["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(branches[name].parameters(), sched["grad_clip"])
         opt.step()
@@ -530,6 +546,8 @@ def _previous(path: Path) -> Path:
 def _save_last(path, branches, optimizers, state: RunState, cell, wall_s: float) -> None:
     """Write ``last.pt``; the one it replaces stays as ``last.prev.pt`` (the fallback when corrupted)."""
     state.train_wall_s += wall_s
+    if not distributed.is_main():  # DISTRIBUTED: only rank 0 writes checkpoints
+        return
     _finish_rotation(path)
     if path.exists():
         os.replace(path, _previous(path))

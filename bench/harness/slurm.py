@@ -179,6 +179,8 @@ def submit_array(
     if dependency_job_ids:
         additional = dict(previous_additional or {})
         additional["dependency"] = "afterok:" + ":".join(str(j) for j in dependency_job_ids)
+        # A parent that fails would leave this array PENDING (DependencyNeverSatisfied) forever: cancel it.
+        additional["kill_on_invalid_dep"] = "yes"
         executor.update_parameters(slurm_additional_parameters=additional)
     try:
         with executor.batch():
@@ -260,15 +262,18 @@ class JobLostError(RuntimeError):
 
 
 def wait_for_jobs(
-    jobs: Sequence[submitit.Job], timeout_s: float | None = None, poll_s: float = 1.0, grace_s: float = 10.0
-) -> None:
+    jobs: Sequence[submitit.Job], timeout_s: float | None = None, poll_s: float = 1.0, grace_s: float = 10.0,
+    raise_lost: bool = True,
+) -> list[str]:
     """Wait until every job wrote its result file (success or failure; then ``job.result()`` returns at
     once). Unlike ``job.result()`` this does not hang when states are UNKNOWN (no accounting): a SLURM
-    job that finished without a result file for ``grace_s`` raises :class:`JobLostError` naming its log.
+    job that finished without a result file for ``grace_s`` raises :class:`JobLostError` naming its log
+    (``raise_lost=False``: it is dropped and the others are still waited for). Returns the lost job ids.
     """
     start = time.monotonic()
     pending = list(jobs)
     gone_since: dict[str, float] = {}
+    lost: list[str] = []
     while pending:
         pending = [job for job in pending if not job.paths.result_pickle.exists()]
         slurm_jobs = [job for job in pending if isinstance(job, submitit.SlurmJob)]
@@ -280,15 +285,18 @@ def wait_for_jobs(
                 if state in FINISHED_STATES or state == "UNKNOWN":
                     first = gone_since.setdefault(job.job_id, now)
                     if now - first > grace_s and not job.paths.result_pickle.exists():
-                        raise JobLostError(
-                            f"job {job.job_id} ended ({state}) without a result; log: {job.paths.stderr}"
-                        )
+                        if raise_lost:
+                            raise JobLostError(
+                                f"job {job.job_id} ended ({state}) without a result; log: {job.paths.stderr}"
+                            )
+                        lost.append(job.job_id)
                 else:
                     gone_since.pop(job.job_id, None)
-        pending = [job for job in pending if not job.done()]
+        pending = [job for job in pending if job.job_id not in lost and not job.done()]
         if not pending:
-            return
+            return lost
         if timeout_s is not None and time.monotonic() - start > timeout_s:
             ids = ", ".join(job.job_id for job in pending)
             raise TimeoutError(f"jobs not finished after {timeout_s:.0f}s: {ids}")
         time.sleep(poll_s)
+    return lost

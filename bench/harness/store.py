@@ -208,6 +208,23 @@ def default_tracker_factory(cell: dict, run_dir: Path):
     return WandbTracker(cell, run_dir)
 
 
+def _task_rank() -> int:
+    """This process's rank in a multi-task job (torch's RANK, else SLURM's task id), 0 otherwise."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+
+
+def _anchor_checkpoint(cell: dict, root: Path, reuse_other_suites: bool) -> Path | None:
+    """``best.pt`` of the baseline an OAS cell depends on; an error when that cell is not done."""
+    if not cell.get("depends_on"):
+        return None
+    dep = {"suite": cell["suite"], "id": cell["depends_on"][0]}
+    dep_dir = locate_run(dep, root, reuse_other_suites)
+    if cell_state(dep_dir) != "done":
+        raise RuntimeError(f"anchor cell {dep['id']} is not done ({cell_state(dep_dir)} in {dep_dir}); "
+                           "run it first (topological order)")
+    return dep_dir / "best.pt"
+
+
 def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool = False,
                       tracker_factory: Callable | None = default_tracker_factory,
                       train_fn: Callable | None = None, raise_errors: bool = True,
@@ -227,6 +244,10 @@ def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool =
         from bench.train import run_cell as train_fn  # lazy: the store is used without torch too
     final = run_dir_for(cell, root)
     work = final.with_name(final.name + ".rerun") if cell_state(final) == "done" else final
+    if _task_rank() != 0:  # a multi-task cell: the other ranks train alongside rank 0, which alone writes
+        work.mkdir(parents=True, exist_ok=True)
+        body = train_fn(cell, work, tracker=None, anchor_checkpoint=_anchor_checkpoint(cell, root, reuse_other_suites))
+        return {"state": "rank", "run_dir": str(work), "result": None, "status": body.get("status")}
     try:
         work.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # e.g. a path under a regular file, a read-only mount
@@ -247,14 +268,7 @@ def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool =
     tracker = None
     start = time.time()
     try:
-        anchor = None
-        if cell.get("depends_on"):
-            dep = {"suite": cell["suite"], "id": cell["depends_on"][0]}
-            dep_dir = locate_run(dep, root, reuse_other_suites)
-            if cell_state(dep_dir) != "done":
-                raise RuntimeError(f"anchor cell {dep['id']} is not done ({cell_state(dep_dir)} in {dep_dir}); "
-                                   "run it first (topological order)")
-            anchor = dep_dir / "best.pt"
+        anchor = _anchor_checkpoint(cell, root, reuse_other_suites)
         tracker = tracker_factory(cell, work) if tracker_factory else None
         log.info("training cell %s in %s", cell["id"], work)
         body = train_fn(cell, work, tracker=tracker, anchor_checkpoint=anchor)

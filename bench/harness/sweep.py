@@ -7,9 +7,10 @@ is the source of truth for states; SLURM adds queued/running for submitted cells
 
 - ``inline``: one cell after another in this process (progress bar over the sweep).
 - ``local``: submitit's LocalExecutor (subprocesses on this machine), one stage after the other.
-- ``slurm``: one job array per stage; the OAS stage waits on its baselines with ``afterok``. A
-  ``submitted.json`` in a cell's folder records its job, so submitting again never duplicates a
-  cell that is queued or running.
+- ``slurm``: one job array per stage, all submitted at once; the OAS stage waits on its baselines
+  with ``afterok`` (cancelled by SLURM if a baseline fails). A ``submitted.json`` in a cell's folder
+  records its job, so submitting again never duplicates a cell that is queued or running; a cell
+  whose job is gone but left its ``running`` marker (scancel, node failure) is pending again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from pathlib import Path
 
 from bench.harness.cells import expand, topological_order
 from bench.harness.config import Suite
-from bench.harness.store import DEFAULT_ROOT, cell_state, failure_message, locate_run, run_cell_in_store
+from bench.harness.store import (
+    DEFAULT_ROOT,
+    cell_state,
+    failure_message,
+    locate_run,
+    run_cell_in_store,
+    write_atomic,
+)
 
 SUBMITTED_FILE = "submitted.json"
 ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
@@ -42,14 +50,16 @@ def cell_states(cells: list[dict], root: Path, query_slurm: bool = True) -> dict
         run_dir = locate_run(cell, root)
         state = cell_state(run_dir)
         info = {"state": state, "run_dir": str(run_dir), "log": str(run_dir / "log.txt")}
-        if state == "failed":
-            info["error"] = (failure_message(run_dir) or "").splitlines()[0] if failure_message(run_dir) else ""
         job = submitted_job(run_dir)
         if job and state not in ("done",):
             info["job_id"] = job["job_id"]
             info["job_log"] = job.get("stderr")
             if job.get("executor") == "slurm":
                 slurm_ids[cell["id"]] = job["job_id"]
+        if state == "failed":  # the error line and where to read more (shown by `python -m bench status`)
+            message = failure_message(run_dir) or ""
+            first = message.splitlines()[0] if message else "failed"
+            info["error"] = f"{first} (log: {info.get('job_log') or info['log']})"
         out[cell["id"]] = info
     if slurm_ids and query_slurm:
         from bench.harness.slurm import slurm_states
@@ -64,6 +74,11 @@ def cell_states(cells: list[dict], root: Path, query_slurm: bool = True) -> dict
             if out[cid]["state"] in ("pending", "running") and s in ACTIVE_SLURM_STATES:
                 out[cid]["state"] = "queued" if s in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING") \
                     else "running"
+            elif out[cid]["state"] == "running" and s not in ACTIVE_SLURM_STATES:
+                # The job was killed (scancel, node failure) without removing its `running` marker: the
+                # cell is not running anywhere, so it is pending again (it resumes from its checkpoint).
+                out[cid]["state"] = "pending"
+                out[cid]["interrupted"] = True
     return out
 
 
@@ -92,7 +107,8 @@ def stages(cells: list[dict]) -> list[list[dict]]:
 def sweep(suite: Suite, executor: str = "inline", root: str | Path = DEFAULT_ROOT, cluster: str | None = None,
           force: bool = False, retry_failed: bool = False, wait: bool = True, progress: bool = True,
           tracker_factory="default", jobs_folder: str | Path | None = None) -> dict:
-    """Run the selected cells of ``suite``; returns {"cells": n, "ran": [...], "states": {...}, "jobs": {...}}."""
+    """Run the selected cells of ``suite``; returns {"cells": n, "selected": [ids], "states": {...},
+    "jobs": {cell id: job id}, "lost": [job ids that ended without a result, e.g. cancelled]}."""
     root = Path(root)
     cells = topological_order(expand(suite))
     states = cell_states(cells, root)
@@ -101,7 +117,10 @@ def sweep(suite: Suite, executor: str = "inline", root: str | Path = DEFAULT_ROO
     if executor == "inline":
         _run_inline(todo, root, force, progress, tracker_factory)
     elif executor in ("local", "slurm"):
-        report["jobs"] = _submit(todo, root, executor, cluster, wait, jobs_folder)
+        # Parents queued/running from an earlier sweep: their dependents wait for that job.
+        active = {cid: s["job_id"] for cid, s in states.items()
+                  if s["state"] in ("queued", "running") and "job_id" in s and "slurm_state" in s}
+        report["jobs"], report["lost"] = _submit(todo, root, executor, cluster, wait, jobs_folder, active)
     else:
         raise ValueError(f"executor must be inline, local or slurm, got {executor!r}")
     report["states"] = cell_states(cells, root)
@@ -118,14 +137,18 @@ def _run_inline(cells, root, force, progress, tracker_factory):
         run_cell_in_store(cell, root, force=force, raise_errors=False, **kwargs)
 
 
-def _submit(cells, root, kind, cluster, wait, jobs_folder) -> dict:
+def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None) -> tuple[dict, list]:
+    """Submit ``cells`` stage by stage; SLURM: every stage at once, dependents held by ``afterok`` on their
+    parents' jobs (submitted now or still active from an earlier sweep, ``active_jobs``), then wait for
+    all (``wait``). Returns ({cell id: job id}, [job ids lost without a result, e.g. cancelled])."""
     from bench.harness.jobs import CellJob
     from bench.harness.slurm import load_profile, make_executor, submit_array, wait_for_jobs
 
     profile = load_profile(cluster or "local") if kind == "slurm" else None
     folder = Path(jobs_folder or root.parent / "jobs")
     executor = make_executor(kind, folder, profile)
-    submitted: dict[str, str] = {}
+    submitted: dict[str, str] = dict(active_jobs or {}) if kind == "slurm" else {}
+    all_jobs, lost = [], []
     for stage in stages(cells):
         if kind == "slurm":  # one array per resource shape would be finer; the profile sets one here
             deps = sorted({submitted[d] for c in stage for d in c.get("depends_on", []) if d in submitted})
@@ -136,9 +159,13 @@ def _submit(cells, root, kind, cluster, wait, jobs_folder) -> dict:
             submitted[cell["id"]] = job.job_id
             run_dir = locate_run(cell, root)
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / SUBMITTED_FILE).write_text(json.dumps(
+            write_atomic(run_dir / SUBMITTED_FILE, json.dumps(  # a concurrent `status` never reads half of it
                 {"job_id": job.job_id, "executor": kind, "stderr": str(job.paths.stderr),
                  "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
-        if kind == "local" or wait:
-            wait_for_jobs(jobs)
-    return submitted
+        all_jobs += jobs
+        if kind == "local":  # no dependencies without SLURM: finish this stage first
+            lost += wait_for_jobs(jobs, raise_lost=False)
+    if kind == "slurm" and wait:
+        lost += wait_for_jobs(all_jobs, raise_lost=False)
+    ids = {c["id"] for c in cells}
+    return {cid: jid for cid, jid in submitted.items() if cid in ids}, lost

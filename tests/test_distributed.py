@@ -1,0 +1,228 @@
+"""Multi-process training (bench.distributed): 2 CPU ranks over gloo reproduce a 1-process run.
+
+Workers are spawned with torch.multiprocessing; each joins the group through the standard environment
+(RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), exactly as a torchrun/submitit task would.
+"""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from bench import checkpoint as ckpt
+from bench.train import run_cell
+
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(fn, *args):
+    port = _free_port()
+    mp.spawn(_join_then, args=(fn, port, args), nprocs=WORLD, join=True)
+
+
+def _join_then(rank, fn, port, args):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from bench import distributed
+
+    assert distributed.init_from_env("cpu") == (rank, WORLD)
+    try:
+        fn(rank, *args)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------------------------
+# gather-with-grad + gradient averaging == the 1-process gradient
+
+
+class TinyMatcher(torch.nn.Module):
+    """Image: l2norm(W x) [n, 4]; caption: per-word features (W_e e_w) [n, L, 4] + lengths, L varies
+    per batch; score: exp(s)-free cosine of the image with the l2-normalised sum of the words."""
+
+    def __init__(self):
+        super().__init__()
+        self.img = torch.nn.Linear(6, 4)
+        self.word = torch.nn.Embedding(20, 4, padding_idx=0)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(2.0))
+
+    def encode_images(self, batch):
+        return torch.nn.functional.normalize(self.img(batch["images"]), dim=-1)
+
+    def encode_captions(self, batch):
+        ids = batch["captions"][:, : int(batch["caption_lengths"].max())]  # trim to the local longest
+        return self.word(ids), batch["caption_lengths"]
+
+    def score(self, img, cap):
+        words, _ = cap
+        return img @ torch.nn.functional.normalize(words.sum(1), dim=-1).t()
+
+
+def _tiny_batch(b=8):
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(1, 7, (b,), generator=g)
+    lengths[0] = 6  # the longest caption is in rank 0's half only: rank 1 pads to it
+    caps = torch.randint(1, 20, (b, 6), generator=g) * (torch.arange(6) < lengths[:, None])
+    return {"images": torch.randn(b, 6, generator=g), "captions": caps, "caption_lengths": lengths}
+
+
+def _loss(model, img, cap, kind):
+    from strategies import losses as L
+
+    S = model.score(img, cap)
+    return L.infonce(S, model.logit_scale) if kind == "infonce" else L.triplet(S, margin=0.2, max_violation=True)
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _check_gradients(rank, kind):
+    """Runs on every rank: the averaged distributed gradient equals the 1-process one (both losses)."""
+    from bench import distributed
+    from models.base import cat_encodings, slice_encoding
+
+    torch.manual_seed(0)
+    model = TinyMatcher()
+    full = _tiny_batch()
+    n = len(full["images"]) // WORLD
+    mine = slice(rank * n, (rank + 1) * n)
+    local = {k: v[mine] for k, v in full.items()}
+
+    # 1 process: the global batch (captions padded to the global longest, as the collate does)
+    _loss(model, model.encode_images(full), model.encode_captions(full), kind).backward()
+    reference = _grads(model)
+    # this rank's own share: the same loss with every other rank's items detached
+    model.zero_grad()
+    img, cap = model.encode_images(full), model.encode_captions(full)
+    own = torch.zeros(len(full["images"]), 1)
+    own[mine] = 1
+    img = own * img + (1 - own) * img.detach()
+    cap = (own[:, :, None] * cap[0] + (1 - own[:, :, None]) * cap[0].detach(), cap[1])
+    _loss(model, img, cap, kind).backward()
+    own_share = _grads(model)
+
+    # distributed: local encodings, gathered with gradient, the full loss on every rank
+    model.zero_grad()
+    img = distributed.gather_encoding(model.encode_images(local))
+    cap = distributed.gather_encoding(model.encode_captions(local))
+    # the gathered encodings are the 1-process ones (dim 1 zero-padded to the widest rank)
+    expected = cat_encodings([model.encode_captions({k: v[s] for k, v in full.items()})
+                              for s in (slice(0, n), slice(n, 2 * n))])
+    torch.testing.assert_close(cap[0], expected[0])
+    torch.testing.assert_close(slice_encoding(img, mine), model.encode_images(local))
+    _loss(model, img, cap, kind).backward()
+    before = _grads(model)
+    # the claim: every rank's backward gives world × its own items' share through the encoders
+    for name in ("img.weight", "img.bias", "word.weight"):
+        torch.testing.assert_close(before[name], WORLD * own_share[name], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(before["img.weight"], reference["img.weight"], atol=1e-4)
+    distributed.average_gradients(model)
+    averaged = _grads(model)
+    assert averaged.keys() == reference.keys()  # the hinge loss leaves logit_scale without a gradient
+    for name, g in averaged.items():
+        torch.testing.assert_close(g, reference[name], atol=1e-6, rtol=1e-5, msg=f"{kind} {name}")
+
+
+def _check_both_losses(rank):
+    for kind in ("infonce", "hinge"):
+        _check_gradients(rank, kind)
+
+
+def test_gather_with_grad_and_averaging_give_the_one_process_gradient():
+    _spawn(_check_both_losses)
+
+
+# ------------------------------------------------------------------------------------------------
+# run_cell on 2 ranks == run_cell on 1 process with the same global batch
+
+# CLIP tiny: no BatchNorm, no dropout (CLIPConfig dropouts are 0), so the claim holds up to float rounding.
+CLIP_TINY = {"name": "clip", "preset": "tiny"}
+
+
+def _cell(data, batch_size=20, strategy="baseline", params=None):
+    return {
+        "dataset": {"name": "f30k_precomp", "data_root": str(data), "vocab_root": str(data / "vocab")},
+        "matcher": dict(CLIP_TINY),
+        "strategy": {"name": strategy, "params": dict(params or {})},
+        "schedule": {"epochs": 2, "batch_size": batch_size, "lr": 2e-3, "log_every": 1, "max_steps_per_epoch": 3},
+        "eval": {"dev_images": 1000, "batch_size": 64},
+        "seed": 0,
+    }
+
+
+class Recorder:
+    def __init__(self):
+        self.rows = []
+
+    def log(self, row, step):
+        self.rows.append((step, dict(row)))
+
+
+def _run_rank(rank, cell, run_dir, out_dir):
+    with pytest.raises(ValueError, match="not divisible by the 2 ranks"):
+        run_cell({**cell, "schedule": {**cell["schedule"], "batch_size": 21}}, out_dir / f"odd{rank}")
+    # preempted after 2 steps (rank 0 writes last.pt), then resumed by both ranks from it
+    assert run_cell(cell, run_dir, stop_after_steps=2)["status"] == "interrupted"
+    tracker = Recorder()
+    result = run_cell(cell, run_dir, tracker=tracker)
+    torch.save({"result": result, "logged": len(tracker.rows)}, out_dir / f"rank{rank}.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy,params", [("momentum", {"loss": "dino", "m0": 0.9})])
+def test_two_ranks_preempted_and_resumed_reproduce_the_one_process_run(tiny_data, tmp_path, strategy, params):
+    cell = _cell(tiny_data, strategy=strategy, params=params)
+    single = run_cell(cell, tmp_path / "single")
+    _spawn(_run_rank, cell, tmp_path / "dist", tmp_path)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD))
+    assert r0["result"]["status"] == r1["result"]["status"] == "done"
+    assert r0["logged"] > 0 and r1["logged"] == 0  # only rank 0 logs
+    # the ranks stayed in sync: the same dev curve, best epoch and test metrics on both
+    for key in ("dev_curve", "best_epoch", "metrics"):
+        assert r0["result"][key] == r1["result"][key], key
+    dist = r0["result"]
+    assert dist["best_epoch"] == single["best_epoch"]
+    for got, want in zip(dist["dev_curve"], single["dev_curve"]):
+        assert got == pytest.approx(want, abs=1e-6)
+    assert dist["metrics"]["f30k_1k"] == pytest.approx(single["metrics"]["f30k_1k"], abs=1e-6)
+    # weights after training: the last checkpoint of every branch
+    a = ckpt.load(tmp_path / "single" / "last.pt")["branches"]
+    b = ckpt.load(tmp_path / "dist" / "last.pt")["branches"]
+    for branch in a:
+        for k in a[branch]:
+            torch.testing.assert_close(b[branch][k], a[branch][k], atol=5e-5, rtol=1e-4, msg=f"{branch}.{k}")
+    assert (tmp_path / "dist" / "ranks.npz").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_two_task_slurm_job_trains_one_cell_across_its_tasks(slurm_cluster, tiny_data, tmp_path):
+    """submitit tasks_per_node=2: both tasks join one gloo group from the SLURM job environment."""
+    from bench.harness import jobs
+    from bench.harness.cells import cell_id
+    from bench.harness.slurm import load_profile, make_executor
+
+    profile = {**load_profile(slurm_cluster["profile"]), "tasks_per_node": 2, "cpus_per_task": 1, "mem_gb": 4}
+    cell = {**_cell(tiny_data), "suite": "distributed"}
+    cell["id"] = cell_id(cell)
+    job = make_executor("slurm", tmp_path / "jobs", profile).submit(jobs.CellJob(cell, tmp_path / "results"))
+    per_task = job.results()  # one result per task (rank)
+    assert len(per_task) == 2 and all(r["state"] == "done" for r in per_task)
+    got = per_task[0]["result"]
+    assert got["dev_curve"] == per_task[1]["result"]["dev_curve"]
+    log = (tmp_path / "results" / "distributed" / cell["id"] / "log.txt").read_text()
+    assert "rank 0 of 2 (gloo" in log and "rank 1 of 2 (gloo" in log, log
+    single = run_cell(_cell(tiny_data), tmp_path / "single")
+    for a, b in zip(got["dev_curve"], single["dev_curve"]):
+        assert a == pytest.approx(b, abs=1e-6)
+    assert got["metrics"]["f30k_1k"] == pytest.approx(single["metrics"]["f30k_1k"], abs=1e-6)
