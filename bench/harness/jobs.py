@@ -45,9 +45,9 @@ def started_at_job(tag: str) -> dict:
 
 
 def _write_json_atomically(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
+    from bench.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(payload).encode())
 
 
 class CheckpointableJob:

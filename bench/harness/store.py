@@ -47,21 +47,9 @@ log = logging.getLogger(__name__)
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so a reader sees the old file or the whole new one, never a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-            fault_point("store.before_rename")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if e.errno is None:
-            raise
-        raise OSError(e.errno, f"{e.strerror}: cannot write {path}; free space or fix the disk and re-run, "
-                               f"any previous {path.name} is unchanged") from e
+    from bench.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode(), fault="store.before_rename")
 
 
 def write_json_atomic(path: Path, obj) -> None:
