@@ -24,6 +24,7 @@ import math
 import os
 import random
 import resource
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import models
 import strategies
@@ -430,7 +432,10 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
                                              collate_fn=data.collate(), num_workers=sched["workers"])
         for name, m in branches.items():
             m.train(specs[name].mode == "train")
-        for batch in loader:
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{sched['epochs']}", unit="step", leave=False,
+                   initial=state.step_in_epoch, total=steps_per_epoch,
+                   disable=not (sys.stderr.isatty() and distributed.is_main()))
+        for batch in bar:
             t0 = time.perf_counter()
             ctx = strategies.StepContext(epoch=epoch, step=state.global_step, total_steps=total_steps,
                                          logit_scales={n: getattr(m, "logit_scale", None)
