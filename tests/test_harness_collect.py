@@ -1,5 +1,7 @@
 """collect / summarize / tables / figures on result files written here, and the paired bootstrap."""
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -168,5 +170,17 @@ def test_end_to_end_with_the_real_trainer(tiny_data, tmp_path):
     assert make_figures(df, summary, suite.name, tmp_path / "figures")
     runs = offline_runs(root)
     assert len(runs) == 2
-    back = read_offline_run(runs[0])
-    assert any("train/loss/target" in h for h in back["history"]) and "test/f30k_1k/rsum" in back["summary"]
+    for run in runs:
+        back = read_offline_run(run)
+        cell_dir = next(p for p in run.parents if (p / "result.json").exists())
+        result = json.loads((cell_dir / "result.json").read_text())
+        # the W&B run holds the same cell config and the same final metrics as the cell's result.json
+        assert back["config"]["id"] == result["cell_id"]
+        assert back["config"]["strategy"]["name"] == result["cell"]["strategy"]["name"]
+        assert back["config"]["schedule"] == result["cell"]["schedule"]
+        for proto, metrics in result["metrics"].items():
+            for key, value in metrics.items():
+                assert back["summary"][f"test/{proto}/{key}"] == pytest.approx(value, abs=1e-9), (proto, key)
+        dev = [h for h in back["history"] if "dev/rsum" in h]
+        assert [h["dev/rsum"] for h in dev] == pytest.approx([d["rsum"] for d in result["dev_curve"]])
+        assert any("train/loss/target" in h for h in back["history"])
