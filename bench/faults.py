@@ -5,6 +5,9 @@
 process reaches it, ``action`` happens: ``kill`` (default, SIGKILL of this process: a power cut),
 ``enospc`` or ``eio`` (raise the OSError a full or failing disk gives). Unset, a call costs one
 dictionary lookup.
+
+``ITM_BENCH_SLOW=<point>:<seconds>`` instead makes every pass through that point sleep, so tests can
+catch a tiny training job while it runs (SLURM requeue, scancel) on any machine speed.
 """
 
 from __future__ import annotations
@@ -12,12 +15,17 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
 
 ENV = "ITM_BENCH_FAULT"
+SLOW_ENV = "ITM_BENCH_SLOW"
 _hits: dict[str, int] = {}
 
 
 def point(name: str) -> None:
+    slow = os.environ.get(SLOW_ENV)
+    if slow and slow.partition(":")[0] == name:
+        time.sleep(float(slow.partition(":")[2]))
     spec = os.environ.get(ENV)
     if not spec:
         return

@@ -220,8 +220,10 @@ def test_a_two_task_slurm_job_trains_one_cell_across_its_tasks(slurm_cluster, ti
     assert len(per_task) == 2 and all(r["state"] == "done" for r in per_task)
     got = per_task[0]["result"]
     assert got["dev_curve"] == per_task[1]["result"]["dev_curve"]
+    assert [r.get("rank", 0) for r in per_task] == [0, 1]  # rank 1 trained alongside, rank 0 alone wrote the store
     log = (tmp_path / "results" / "distributed" / cell["id"] / "log.txt").read_text()
-    assert "rank 0 of 2 (gloo" in log and "rank 1 of 2 (gloo" in log, log
+    assert "rank 0 of 2 (gloo" in log and "rank 1 of 2" not in log, log
+    assert (tmp_path / "results" / "distributed" / cell["id"] / "done").exists()
     single = run_cell(_cell(tiny_data), tmp_path / "single")
     for a, b in zip(got["dev_curve"], single["dev_curve"]):
         assert a == pytest.approx(b, abs=1e-6)

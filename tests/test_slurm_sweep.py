@@ -36,6 +36,9 @@ SHORT = {"epochs": 2, "batch_size": 32, "lr": 2e-3, "max_steps_per_epoch": 4, "l
 # A checkpoint after every step, and long enough (45 steps) that a job caught after its first step is
 # still training when SLURM's KillWait (5 s after SIGTERM, which submitit ignores) ends it.
 LONG = {**SHORT, "epochs": 3, "max_steps_per_epoch": 15, "checkpoint_every": 1}
+# Sleep after every optimiser step of the SLURM jobs (bench/faults.py; sbatch passes the environment on):
+# 45 steps then take over 10 s however fast the machine, so a job is reliably caught mid-training.
+SLOW_STEPS = "train.after_optimizer_step:0.25"
 BASELINE, KD, DBL_OAS = "baseline", {"name": "kd"}, {"name": "dbl", "label": "DBL rel (OAS)",
                                                      "params": {"loss": "rel", "scenario": "oas"}}
 
@@ -210,7 +213,9 @@ def test_failing_cell_fails_alone_and_retry_failed_reruns_only_it(slurm_cluster,
     _same_numbers(_result(root, bad), _result(root, good))
 
 
-def test_scontrol_requeue_of_running_cell_gives_one_equal_result(slurm_cluster, tiny_data, tmp_path, request):
+def test_scontrol_requeue_of_running_cell_gives_one_equal_result(slurm_cluster, tiny_data, tmp_path, request,
+                                                                 monkeypatch):
+    monkeypatch.setenv("ITM_BENCH_SLOW", SLOW_STEPS)  # the job outlives SIGTERM + KillWait on any machine
     suite = _write_suite(tmp_path, "long", {"tiny": tiny_data}, [BASELINE], LONG)
     [cell] = _cells(suite)
     root = tmp_path / "runs"
@@ -235,7 +240,8 @@ def test_scontrol_requeue_of_running_cell_gives_one_equal_result(slurm_cluster, 
 
 
 def test_scancel_mid_sweep_leaves_no_partial_results_and_resweep_completes(slurm_cluster, tiny_data, tmp_path,
-                                                                           long_reference):
+                                                                           long_reference, monkeypatch):
+    monkeypatch.setenv("ITM_BENCH_SLOW", SLOW_STEPS)  # still training when the kill comes, on any machine
     suite = _write_suite(tmp_path, "long", {"tiny": tiny_data}, [BASELINE, KD], LONG)
     base, kd = _cells(suite)
     root = tmp_path / "runs"

@@ -235,7 +235,8 @@ def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool =
     if _task_rank() != 0:  # a multi-task cell: the other ranks train alongside rank 0, which alone writes
         work.mkdir(parents=True, exist_ok=True)
         body = train_fn(cell, work, tracker=None, anchor_checkpoint=_anchor_checkpoint(cell, root, reuse_other_suites))
-        return {"state": "rank", "run_dir": str(work), "result": None, "status": body.get("status")}
+        state = "done" if body.get("status", "done") == "done" else "pending"
+        return {"state": state, "run_dir": str(work), "result": body, "rank": _task_rank()}
     try:
         work.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # e.g. a path under a regular file, a read-only mount
