@@ -14,6 +14,7 @@ are concatenated across batches by :func:`cat_encodings`, which zero-pads dimens
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -59,7 +60,7 @@ def cat_encodings(encs: Sequence[Encoding]) -> Encoding:
     return _pad_cat(encs)
 
 
-class Matcher(nn.Module):
+class Matcher(nn.Module, metaclass=ABCMeta):
     """Base class of the matchers. Subclasses set the class attributes and the three methods.
 
     Attributes:
@@ -83,17 +84,19 @@ class Matcher(nn.Module):
         """Turn a loader batch into model inputs (pixel matchers run their processor here)."""
         return batch
 
+    @abstractmethod
     def encode_images(self, batch: dict) -> Encoding:
-        raise NotImplementedError  # abstract
+        """Encodings of the batch's images (one item per image)."""
 
+    @abstractmethod
     def encode_captions(self, batch: dict) -> Encoding:
-        raise NotImplementedError  # abstract
+        """Encodings of the batch's captions (one item per caption)."""
 
     def score(self, img: Encoding, cap: Encoding) -> torch.Tensor:
         """Scores [n_images, n_captions]; for dual encoders ``img @ cap.T``."""
         if self.dual_encoder:
             return img @ cap.t()
-        raise NotImplementedError  # abstract for pairwise matchers
+        raise TypeError(f"{type(self).__name__} is a pairwise matcher (dual_encoder=False): it must define score()")
 
     def forward(self, batch: dict) -> torch.Tensor:
         """The B×B score matrix of a training batch (rows images, columns captions)."""

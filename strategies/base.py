@@ -10,6 +10,7 @@ because every cross-branch term uses the other branch's scores detached (stop-gr
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
@@ -52,7 +53,7 @@ class StepContext:
 SCENARIOS = ("none", "oas", "oss", "mss")
 
 
-class Strategy:
+class Strategy(ABC):
     """Base class. Subclasses set ``name`` and ``scenario`` and implement ``branches`` and ``losses``.
 
     Args common to all strategies:
@@ -78,11 +79,13 @@ class Strategy:
         self.hinge_warmup_epochs = hinge_warmup_epochs
 
     # -- to implement -------------------------------------------------------------------------
+    @abstractmethod
     def branches(self) -> list[Branch]:
-        raise NotImplementedError  # abstract
+        """The branches, in order; the last is reported unless a subclass says otherwise."""
 
+    @abstractmethod
     def losses(self, scores: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
-        raise NotImplementedError  # abstract
+        """One scalar loss per optimised branch from every branch's B×B score matrix."""
 
     # -- shared -----------------------------------------------------------------------------
     @property

@@ -14,6 +14,8 @@ where L_kd is one of (method.md, "Compared cooperative strategies"):
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from strategies import losses as L
 from strategies import register
 from strategies.base import Branch, Strategy
@@ -31,8 +33,9 @@ class _Distillation(Strategy):
         return [Branch("teacher", init="checkpoint", update="frozen", mode="eval"),
                 Branch("target", init="checkpoint")]
 
+    @abstractmethod
     def distill(self, S, A):
-        raise NotImplementedError  # abstract
+        """The distillation term L_kd(S, sg(A))."""
 
     def losses(self, scores, ctx):
         S, A = scores["target"], scores["teacher"].detach()
