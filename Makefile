@@ -13,6 +13,9 @@ SEEDS      ?=
 ARGS       ?=
 STAMP      := $(VENV)/.installed-stamp
 
+# W&B writes offline runs under results/runs/<suite>/<cell>/wandb quietly (WANDB_SILENT=false to see its log)
+WANDB_SILENT ?= true
+export WANDB_SILENT
 export MPLBACKEND := Agg
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

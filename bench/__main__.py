@@ -95,6 +95,8 @@ def cmd_demo(args):
     report = sweep(suite, executor="inline", root=args.root)
     _print_states(suite.name, report["states"])
     cmd_collect(argparse.Namespace(suite="demo", overrides=args.overrides, root=args.root))
+    print(f"W&B runs (offline unless you have an API key): {args.root}/demo/<cell>/wandb — `make sync` uploads "
+          "them; figures: results/figures/demo/; `make readme` puts this table into README.md")
 
 
 def cmd_sync(args):
