@@ -120,7 +120,8 @@ def cmd_readme(args):
         sys.exit(f"README.md lacks the markers {README_BEGIN} … {README_END}")
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
-    body = table.read_text().strip()
+    body = "\n".join(f"**{line[2:]}** (synthetic data; regenerate with `make demo` then `make readme`)"
+                     if line.startswith("# ") else line for line in table.read_text().strip().splitlines())
     figure = "results/figures/demo/rsum_by_strategy.png"
     fig = f"\n\n![RSUM by strategy]({figure})" if (REPO_ROOT / figure).exists() else ""
     readme.write_text(f"{head}{README_BEGIN}\n{body}{fig}\n{README_END}{tail}")
