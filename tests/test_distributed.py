@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 
 from bench import checkpoint as ckpt
 from bench.train import run_cell
+from tests.test_train import Recorder  # the tracker stand-in that keeps what the trainer logs
 
 WORLD = 2
 
@@ -158,14 +159,6 @@ def _cell(data, batch_size=20, strategy="baseline", params=None):
         "eval": {"dev_images": 1000, "batch_size": 64},
         "seed": 0,
     }
-
-
-class Recorder:
-    def __init__(self):
-        self.rows = []
-
-    def log(self, row, step):
-        self.rows.append((step, dict(row)))
 
 
 def _run_rank(rank, cell, run_dir, out_dir):
