@@ -95,6 +95,27 @@ def retrieval_ranks(sims, captions_per_image: int = 5) -> tuple[np.ndarray, np.n
     return _ranks_torch(S, captions_per_image)
 
 
+def rank_bounds(sims, delta: float, captions_per_image: int = 5) -> tuple[tuple[np.ndarray, np.ndarray],
+                                                                          tuple[np.ndarray, np.ndarray]]:
+    """The ranks any score matrix within ``delta`` (max abs difference) of ``sims`` can give.
+
+    Returns ``((i2t_lo, t2i_lo), (i2t_hi, t2i_hi))``: for every query, a matrix S' with
+    ``|S' - sims| <= delta`` elementwise ranks it in ``[lo, hi]``. A positive can gain at most
+    ``2 * delta`` on a competitor, so ``lo`` ranks ``sims`` with every positive raised by ``2 * delta``
+    (and a hair, so that exact ties still count against it) and ``hi`` with every positive lowered by
+    as much. This is what "equal up to near-tie flips" means for two runs whose scores differ by
+    float rounding (e.g. a multi-process run, whose all-reduce sums in another order).
+    """
+    S = _as_score_tensor(sims, captions_per_image).float()
+    n_images, n_captions = S.shape
+    positive = torch.zeros_like(S, dtype=torch.bool)
+    positive[torch.arange(n_captions) // captions_per_image, torch.arange(n_captions)] = True
+    shift = 2.0 * float(delta) * (1 + 1e-6) + 1e-12
+    lo = retrieval_ranks(torch.where(positive, S + shift, S), captions_per_image)
+    hi = retrieval_ranks(torch.where(positive, S - shift, S), captions_per_image)
+    return lo, hi
+
+
 def _positive_thresholds(S, captions_per_image: int):
     """Best own-caption score per image, how many own captions reach it, and each caption's gt score.
 

@@ -22,3 +22,14 @@ def tiny_data(tmp_path_factory):
     from bench.data.synth import generate
 
     return generate(tmp_path_factory.mktemp("synth") / "tiny", preset="tiny", seed=0)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under ``REQUIRE_SLURM=1`` (CI) a SLURM test never skips: a skip there is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if (report.skipped and os.environ.get("REQUIRE_SLURM") == "1" and os.environ.get("SLURM_TEST_EXISTING") != "1"
+            and item.get_closest_marker("slurm") is not None and not hasattr(report, "wasxfail")):
+        report.outcome = "failed"
+        report.longrepr = f"REQUIRE_SLURM=1 but the SLURM test {item.nodeid} was skipped: {report.longrepr}"

@@ -299,9 +299,9 @@ def test_slurm_client_not_installed(tmp_path, monkeypatch):
         make_executor("slurm", tmp_path / "jobs", "local")
 
 
-def test_slurm_controller_not_running(tmp_path, monkeypatch):
-    if shutil.which("sinfo") is None:
-        pytest.skip("sinfo is not installed")
+@pytest.mark.slurm
+def test_slurm_controller_not_running(slurm_cluster, tmp_path, monkeypatch):
+    # slurm_cluster installs the SLURM client (a real sinfo) where missing; this test points it elsewhere
     conf = tmp_path / "slurm.conf"  # a cluster whose controller was never started
     conf.write_text("ClusterName=ghost\nSlurmctldHost=localhost\nSlurmctldPort=6899\nMessageTimeout=2\n"
                     "AuthType=auth/none\nCredType=cred/none\nNodeName=localhost CPUs=1 State=UNKNOWN\n"

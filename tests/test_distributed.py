@@ -7,6 +7,7 @@ Workers are spawned with torch.multiprocessing; each joins the group through the
 import os
 import socket
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -171,6 +172,94 @@ def _run_rank(rank, cell, run_dir, out_dir):
     torch.save({"result": result, "logged": len(tracker.rows)}, out_dir / f"rank{rank}.pt")
 
 
+# ------------------------------------------------------------------------------------------------
+# What a multi-process run promises against a 1-process run with the same global batch.
+#
+# The ranks stay bitwise in sync with each other (every rank applies the same all-reduced gradient),
+# but not with a 1-process run: gloo/NCCL sum the gradients in another order than one backward over
+# the whole batch, so weights agree to float32 rounding (~1e-5 after a few steps), score matrices to a
+# small delta, and a query whose ground truth is within 2*delta of a competitor may move one place.
+# So the check is: weights within a float32 tolerance, scores within SCORE_TOL, and every query's
+# rank inside the window that the observed score difference allows (bench.metrics.rank_bounds), hence
+# every metric between the metrics of those windows' ends. That holds on any machine; the dev curve's
+# epochs with a checkpoint (the best and the last) are checked the same way on the dev split.
+
+WEIGHT_ATOL, WEIGHT_RTOL = 5e-5, 1e-4
+SCORE_TOL = 1e-3  # far above float32 reduction noise after a few steps, far below a real difference
+
+
+def _scores(cell, weights, split):
+    """The score matrix of ``weights`` (the reported branch) on ``split`` ("dev" or a test split)."""
+    import models
+    from bench.evaluate import encode_all, score_matrix
+    from bench.train import build_matcher, open_data, resolve
+
+    cell = resolve(cell)
+    data = open_data(cell, models.input_kind(cell["matcher"]["name"]))
+    model = build_matcher(cell, data)
+    model.load_state_dict(weights)
+    model.eval()
+    if split == "dev":
+        n = min(cell["eval"]["dev_images"], data.dev.n_images)
+        imgs, caps = data.eval_batches(data.dev, cell["eval"]["batch_size"], n_images=n)
+    else:
+        imgs, caps = data.eval_batches(data.test_splits[split], cell["eval"]["batch_size"])
+    with torch.no_grad():
+        img, cap = encode_all(model, imgs, caps)
+        return score_matrix(model, img, cap).float()
+
+
+def _assert_equal_up_to_near_ties(S_ref, S_got, got_metrics, got_ranks=None, what=""):
+    """``got_*`` (from the run whose scores are ``S_got``) are what ``S_ref`` gives up to near-tie flips."""
+    from bench.metrics import RECALL_KEYS, _metrics_from_ranks, rank_bounds
+
+    delta = float((S_ref - S_got).abs().max())
+    assert delta <= SCORE_TOL, f"{what}: scores differ by {delta:.2e} (> {SCORE_TOL}): not float rounding"
+    (lo_i2t, lo_t2i), (hi_i2t, hi_t2i) = rank_bounds(S_ref, delta)
+    if got_ranks is not None:
+        for name, got, lo, hi in (("i2t", got_ranks[0], lo_i2t, hi_i2t), ("t2i", got_ranks[1], lo_t2i, hi_t2i)):
+            outside = np.flatnonzero((got < lo) | (got > hi))
+            assert outside.size == 0, f"{what} {name}: queries {outside[:10]} ranked outside their window"
+    best, worst = _metrics_from_ranks(lo_i2t, lo_t2i), _metrics_from_ranks(hi_i2t, hi_t2i)
+    for key in (*RECALL_KEYS, "rsum"):
+        assert worst[key] - 1e-9 <= got_metrics[key] <= best[key] + 1e-9, (what, key, got_metrics[key], worst, best)
+    for key in ("i2t_meanr", "t2i_meanr", "i2t_medr", "t2i_medr"):
+        assert best[key] - 1e-9 <= got_metrics[key] <= worst[key] + 1e-9, (what, key, got_metrics[key], best, worst)
+    # the window is narrow: a real difference between the runs (not rounding) would not fit in it
+    assert (hi_t2i - lo_t2i).mean() < 0.5 and (hi_i2t - lo_i2t).mean() < 0.5, what
+
+
+def assert_distributed_matches_single(cell, single_dir, single, dist_dir, dist, protocol="f30k_1k"):
+    """The promise above, for the run folders of a 1-process and a multi-process run of ``cell``."""
+    a, b = ckpt.load(single_dir / "last.pt")["branches"], ckpt.load(dist_dir / "last.pt")["branches"]
+    assert a.keys() == b.keys()
+    for branch in a:
+        for k in a[branch]:
+            torch.testing.assert_close(b[branch][k], a[branch][k], atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL,
+                                       msg=f"{branch}.{k}")
+    reported = single["reported_branch"]
+    assert dist["reported_branch"] == reported
+    assert len(dist["dev_curve"]) == len(single["dev_curve"])
+    # the test split, from each run's best checkpoint, against the saved per-query ranks
+    best_a = ckpt.load(single_dir / "best.pt")
+    best_b = ckpt.load(dist_dir / "best.pt")
+    S_a, S_b = _scores(cell, best_a["weights"], "test"), _scores(cell, best_b["weights"], "test")
+    ranks = np.load(dist_dir / "ranks.npz")
+    _assert_equal_up_to_near_ties(S_a, S_b, dist["metrics"][protocol],
+                                  (ranks[f"{protocol}/i2t"], ranks[f"{protocol}/t2i"]), what="test")
+    # the dev curve at the epochs whose weights were kept: the last (last.pt) and each run's best
+    last = len(single["dev_curve"]) - 1
+    S_a, S_b = _scores(cell, a[reported], "dev"), _scores(cell, b[reported], "dev")
+    _assert_equal_up_to_near_ties(S_a, S_b, dist["dev_curve"][last], what=f"dev epoch {last}")
+    if best_b["epoch"] == best_a["epoch"] != last:
+        S_a, S_b = _scores(cell, best_a["weights"], "dev"), _scores(cell, best_b["weights"], "dev")
+        _assert_equal_up_to_near_ties(S_a, S_b, dist["dev_curve"][best_a["epoch"]], what="dev best epoch")
+    elif best_b["epoch"] != best_a["epoch"]:  # only a near-tie of dev RSUM between epochs may flip the choice
+        ea, eb = best_a["epoch"], best_b["epoch"]
+        gap = abs(single["dev_curve"][ea]["rsum"] - single["dev_curve"][eb]["rsum"])
+        assert gap < 10, f"best epoch {eb} (distributed) vs {ea} (1 process) although dev RSUM differs by {gap}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy,params", [("momentum", {"loss": "dino", "m0": 0.9})])
 def test_two_ranks_preempted_and_resumed_reproduce_the_one_process_run(tiny_data, tmp_path, strategy, params):
@@ -183,18 +272,7 @@ def test_two_ranks_preempted_and_resumed_reproduce_the_one_process_run(tiny_data
     # the ranks stayed in sync: the same dev curve, best epoch and test metrics on both
     for key in ("dev_curve", "best_epoch", "metrics"):
         assert r0["result"][key] == r1["result"][key], key
-    dist = r0["result"]
-    assert dist["best_epoch"] == single["best_epoch"]
-    for got, want in zip(dist["dev_curve"], single["dev_curve"]):
-        assert got == pytest.approx(want, abs=1e-6)
-    assert dist["metrics"]["f30k_1k"] == pytest.approx(single["metrics"]["f30k_1k"], abs=1e-6)
-    # weights after training: the last checkpoint of every branch
-    a = ckpt.load(tmp_path / "single" / "last.pt")["branches"]
-    b = ckpt.load(tmp_path / "dist" / "last.pt")["branches"]
-    for branch in a:
-        for k in a[branch]:
-            torch.testing.assert_close(b[branch][k], a[branch][k], atol=5e-5, rtol=1e-4, msg=f"{branch}.{k}")
-    assert (tmp_path / "dist" / "ranks.npz").exists()
+    assert_distributed_matches_single(cell, tmp_path / "single", single, tmp_path / "dist", r0["result"])
 
 
 @pytest.mark.slow
@@ -218,6 +296,5 @@ def test_a_two_task_slurm_job_trains_one_cell_across_its_tasks(slurm_cluster, ti
     assert "rank 0 of 2 (gloo" in log and "rank 1 of 2" not in log, log
     assert (tmp_path / "results" / "distributed" / cell["id"] / "done").exists()
     single = run_cell(_cell(tiny_data), tmp_path / "single")
-    for a, b in zip(got["dev_curve"], single["dev_curve"]):
-        assert a == pytest.approx(b, abs=1e-6)
-    assert got["metrics"]["f30k_1k"] == pytest.approx(single["metrics"]["f30k_1k"], abs=1e-6)
+    assert_distributed_matches_single(_cell(tiny_data), tmp_path / "single", single,
+                                      tmp_path / "results" / "distributed" / cell["id"], got)
