@@ -298,3 +298,24 @@ def test_benchmark_quick_run_reports_equal_ranks():
     assert r["equal"] is True and r["shape"] == [1000, 5000]
     assert r["fast_seconds"] > 0 and r["naive_seconds"] > 0 and r["naive_extrapolated"]
     assert r["speedup"] == pytest.approx(r["naive_seconds"] / r["fast_seconds"])
+
+
+def test_rank_bounds_contain_the_ranks_of_every_matrix_within_delta():
+    from bench.metrics import rank_bounds, retrieval_ranks
+
+    g = np.random.default_rng(3)
+    S = g.normal(size=(40, 200)).astype(np.float32)
+    (lo_i, lo_t), (hi_i, hi_t) = rank_bounds(S, 0.0)
+    ri, rt = retrieval_ranks(S)
+    assert (lo_i == ri).all() and (hi_i == ri).all() and (lo_t == rt).all() and (hi_t == rt).all()
+    delta = 0.05
+    (lo_i, lo_t), (hi_i, hi_t) = rank_bounds(S, delta)
+    assert (hi_t - lo_t).sum() > 0  # some queries are near a tie at this delta
+    for _ in range(20):
+        P = S + g.uniform(-delta, delta, size=S.shape).astype(np.float32)
+        ri, rt = retrieval_ranks(P)
+        assert (lo_i <= ri).all() and (ri <= hi_i).all() and (lo_t <= rt).all() and (rt <= hi_t).all()
+    # a perturbation larger than delta can leave the window
+    P = S.copy()
+    P[np.arange(200) // 5, np.arange(200)] -= 1.0
+    assert (retrieval_ranks(P)[1] > hi_t).any()
