@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from bench.benchmarks.gpu import SECTION as GPU_SECTION
+from bench.benchmarks.report import read_section
 from bench.harness.store import REPO_ROOT, git_info
 
 ORDER = ["metrics", "matchers", "strategies", "memmap", "harness", "slurm"]
@@ -160,11 +162,13 @@ def main(argv=None):
             f"torch {torch.__version__}, "
             f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}. "
             "Every ratio is measured side by side in this one run. Never edit by hand.", "",
-            "GPU: not measured in this run (no accelerator on this machine)." if not torch.cuda.is_available()
-            else "", ""]
+            "GPU: `make bench` measures on this machine's CPU; the GPU figures are `make bench-gpu`'s section "
+            "below (carried over from its last run, with its own date and card), when it has been run.", ""]
     out = Path(args.out)
+    gpu_section = read_section(out, GPU_SECTION) or []  # written by `make bench-gpu`, possibly on another machine
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(head + body + [f"Total benchmark time: {time.perf_counter() - t0:.0f} s."]) + "\n")
+    out.write_text("\n".join(head + body + [f"Total benchmark time: {time.perf_counter() - t0:.0f} s.", ""]
+                             + gpu_section) + "\n")
     print(out.read_text())
     print(f"wrote {out}")
 
