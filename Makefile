@@ -20,7 +20,7 @@ export MPLBACKEND := Agg
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast bench lint data collect readme sync status clean \
+.PHONY: setup demo test test-fast bench bench-gpu lint data collect readme sync status clean \
         table-dbl table-oas table-oss table-mss table-ablation table-cohort
 
 setup: $(STAMP)
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[dev]"
+	PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
 ## the embedded dataset (generated, deterministic; real SCAN precomp + Karpathy layouts)
@@ -54,6 +54,11 @@ test-fast: setup
 ## benchmarks: every figure measured side by side, written to results/perf.md
 bench: setup
 	$(PY) -m bench.benchmarks $(ARGS)
+
+## the matchers on one CUDA GPU at published sizes (< 10 min on an H100/H200), into its section of results/perf.md;
+## set up with a CUDA torch: make setup TORCH_SPEC="torch==2.13.0 --index-url <CUDA wheel index>"
+bench-gpu: setup
+	$(PY) -m bench.benchmarks.gpu $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check bench models strategies tests
