@@ -1,0 +1,278 @@
+"""``python -m bench evaluate`` and ``python -m bench export``: checkpoints in and out of the suite.
+
+    evaluate CHECKPOINT [CHECKPOINT2 …] --data-root DIR --dataset f30k_precomp|coco_precomp
+             [--protocol f30k_1k|coco_1k|coco_5k …] [--out result.json] [--batch-size N] [--device D]
+    export RUN_DIR --format official OUT
+
+``evaluate`` reads this suite's ``best.pt`` or an official checkpoint (``models.official``), scores the
+test split exactly as a training cell's final evaluation does (same batches, same tiles), prints
+R@1/5/10 both ways, RSUM, medr and meanr per protocol (COCO 1K fold by fold and averaged) and, with
+``--out``, writes a result JSON (``metrics`` as in a cell's ``result.json``) and the per-query ranks
+next to it (``<out stem>.ranks.npz``, the keys of a cell's ``ranks.npz``). Several checkpoints are an
+evaluation-time ensemble: their score matrices are averaged (SGRAF = SGR + SAF).
+The vocabulary is the data root's ``vocab/``, as for training.
+
+``export`` writes a run's ``best.pt`` in the layout of the official program of its matcher, which the
+reference ``evalrank`` can read (and ``evaluate`` reads back bit for bit).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bench.atomic import atomic_write_bytes
+
+EXPORTABLE = ("vse_infty", "vse_infty_bert", "sgr", "saf", "xattn")
+
+
+class EvaluateError(ValueError):
+    """A bad ``evaluate``/``export`` argument: names the value and the fix."""
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _data_for(matcher_name: str, dataset: str, data_root: str, vocab_root: str | None, protocols: list[str],
+              batch_size: int):
+    """The trainer's view of the data for ``matcher_name`` (same vocabulary and sizes as a training cell)."""
+    from bench.train import open_data, resolve
+    import models
+
+    cell = resolve({"dataset": {"name": dataset, "data_root": data_root,
+                                **({"vocab_root": vocab_root} if vocab_root else {})},
+                    "matcher": {"name": matcher_name}, "strategy": {"name": "baseline", "params": {}},
+                    "eval": {"protocols": protocols, "batch_size": batch_size}})
+    return cell, open_data(cell, models.input_kind(matcher_name))
+
+
+def _run_config(path: Path) -> dict | None:
+    """The ``config.yaml`` of the run folder holding ``path`` (this suite's best.pt), if any."""
+    import yaml
+
+    cfg = path.parent / "config.yaml"
+    if cfg.is_file():
+        try:
+            return yaml.safe_load(cfg.read_text())
+        except yaml.YAMLError:
+            return None
+    return None
+
+
+def load_for_data(path: str | Path, dataset: str, data_root: str, vocab_root: str | None, protocols: list[str],
+                  batch_size: int | None, bert_path: str | None = None):
+    """``(model, info, data, batch_size)``: the checkpoint at ``path`` fitted to the data's vocabulary."""
+    from models import official
+
+    path = Path(path)
+    ckpt = official.read(path)
+    program = official.detect(ckpt, path)
+    name = ckpt["matcher"]["name"] if program == "ours" else program
+    if batch_size is None:
+        cfg = _run_config(path) if program == "ours" else None
+        batch_size = int(((cfg or {}).get("eval") or {}).get("batch_size") or 128)
+    cell, data = _data_for(name, dataset, data_root, vocab_root, protocols, batch_size)
+    model, info = official.load(path, vocab_size=data.build_kwargs.get("vocab_size"), bert_path=bert_path,
+                                data_kwargs=data.build_kwargs)
+    return model, info, data, batch_size
+
+
+def _bar(iterable, desc: str, total: int | None = None):
+    return tqdm(iterable, desc=desc, total=total, leave=False, disable=not sys.stderr.isatty())
+
+
+def score_checkpoint(model, data, split, batch_size: int, device, name: str) -> torch.Tensor:
+    """The score matrix [n_images, n_captions] of ``model`` on ``split`` (the trainer's evaluation path)."""
+    from bench.evaluate import encode_all, score_matrix
+
+    imgs, caps = data.eval_batches(split, batch_size)
+    n_img = -(-split.n_images // batch_size)
+    n_cap = -(-split.n_captions // batch_size)
+    img_enc, cap_enc = encode_all(model, _bar(imgs, f"{name}: images", n_img), _bar(caps, f"{name}: captions", n_cap),
+                                  device=device)
+    return score_matrix(model, img_enc, cap_enc, device=device)
+
+
+def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protocols: list[str] | None = None,
+                         vocab_root: str | None = None, batch_size: int | None = None, device: str = "auto",
+                         bert_path: str | None = None) -> tuple[dict, dict]:
+    """``(result, ranks)``: metrics per protocol of the checkpoint (or the score-averaged ensemble)."""
+    from bench.data.precomp import DATASETS
+    from bench.protocols import PROTOCOLS, evaluate_protocol, protocols_for
+
+    if dataset not in DATASETS:
+        raise EvaluateError(f"--dataset {dataset!r} is not a precomp dataset; use one of {sorted(DATASETS)}")
+    names = list(protocols or [p.name for p in protocols_for(dataset)])
+    for n in names:
+        if n not in PROTOCOLS:
+            raise EvaluateError(f"--protocol {n!r} is unknown; valid: {', '.join(PROTOCOLS)}")
+        if PROTOCOLS[n].dataset != dataset:
+            raise EvaluateError(f"--protocol {n} evaluates {PROTOCOLS[n].dataset}, not --dataset {dataset}; "
+                                f"protocols of {dataset}: {', '.join(p.name for p in protocols_for(dataset))}")
+    dev = _device(device)
+    by_split: dict[str, list[str]] = {}
+    for n in names:
+        by_split.setdefault(PROTOCOLS[n].split, []).append(n)
+    sims: dict[str, torch.Tensor] = {}
+    infos = []
+    for path in paths:
+        model, info, data, bs = load_for_data(path, dataset, data_root, vocab_root, names, batch_size, bert_path)
+        model.to(dev)
+        info["eval_batch_size"] = bs
+        infos.append(info)
+        for split_name in by_split:
+            s = score_checkpoint(model, data, data.test_splits[split_name], bs, dev, Path(path).name)
+            if split_name in sims and sims[split_name].shape != s.shape:
+                raise EvaluateError(f"{path} scores a {tuple(s.shape)} matrix, the others {tuple(sims[split_name].shape)}")
+            sims[split_name] = s if split_name not in sims else sims[split_name] + s
+        del model
+    metrics, folds, ranks = {}, {}, {}
+    for split_name, protos in by_split.items():
+        S = sims[split_name] / len(paths) if len(paths) > 1 else sims[split_name]
+        for n in protos:
+            m, r_i2t, r_t2i = evaluate_protocol(PROTOCOLS[n], S, return_ranks=True)
+            if "folds" in m:
+                folds[n] = m["folds"]
+            metrics[n] = {k: v for k, v in m.items() if k != "folds"}
+            ranks[f"{n}/i2t"], ranks[f"{n}/t2i"] = np.asarray(r_i2t), np.asarray(r_t2i)
+    result = {"status": "done", "metrics": metrics, "folds": folds, "dataset": dataset, "data_root": str(data_root),
+              "protocols": names, "checkpoints": infos, "ensemble": len(paths) > 1,
+              "source": " + ".join(i["source"] for i in infos)}
+    return result, ranks
+
+
+COLUMNS = (("i2t_r1", "i2t R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10"), ("t2i_r1", "t2i R@1"),
+           ("t2i_r5", "R@5"), ("t2i_r10", "R@10"), ("rsum", "RSUM"), ("i2t_medr", "i2t medr"),
+           ("i2t_meanr", "meanr"), ("t2i_medr", "t2i medr"), ("t2i_meanr", "meanr"))
+
+
+def format_table(result: dict) -> str:
+    """The printed table: one row per protocol (and per COCO 1K fold, then their average)."""
+    head = f"{'protocol':<14}" + "".join(f"{h:>10}" for _, h in COLUMNS)
+    lines = [head, "-" * len(head)]
+
+    def row(label, m):
+        return f"{label:<14}" + "".join(f"{m[k]:>10.1f}" for k, _ in COLUMNS)
+
+    for n, m in result["metrics"].items():
+        for i, f in enumerate(result["folds"].get(n, [])):
+            lines.append(row(f"{n} fold {i + 1}", f))
+        lines.append(row(f"{n} mean" if n in result["folds"] else n, m))
+    return "\n".join(lines)
+
+
+def write_result(result: dict, ranks: dict, out: str | Path) -> tuple[Path, Path]:
+    import io
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ranks_path = out.with_name(out.stem + ".ranks.npz")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **ranks)
+    atomic_write_bytes(ranks_path, buf.getvalue())
+    atomic_write_bytes(out, (json.dumps({**result, "ranks_file": ranks_path.name}, indent=2, default=str) + "\n")
+                       .encode())
+    return out, ranks_path
+
+
+def cmd_evaluate(args) -> None:
+    from models.official import OfficialCheckpointError
+
+    try:
+        result, ranks = evaluate_checkpoints(args.checkpoints, args.dataset, args.data_root, args.protocol,
+                                             vocab_root=args.vocab_root, batch_size=args.batch_size,
+                                             device=args.device, bert_path=args.bert_path)
+    except (OfficialCheckpointError, EvaluateError) as e:
+        sys.exit(f"error: {e}")
+    what = "ensemble of " + " + ".join(i["source"] for i in result["checkpoints"]) if result["ensemble"] \
+        else result["checkpoints"][0]["source"]
+    print(f"{what} on {args.dataset} ({args.data_root})")
+    print(format_table(result))
+    if args.out:
+        out, ranks_path = write_result(result, ranks, args.out)
+        print(f"result: {out}; ranks: {ranks_path}")
+
+
+def export_run(run_dir: str | Path, out: str | Path, fmt: str = "official") -> Path:
+    """Write the run's ``best.pt`` as the official program's checkpoint ``out``."""
+    import yaml
+
+    from bench import checkpoint as ckpt
+    from bench.data.precomp import vocab_path
+    from bench.data.vocab import MASK, load_vocab
+    from models import official
+
+    if fmt != "official":
+        raise EvaluateError(f"--format {fmt!r} is not supported; use --format official")
+    run_dir = Path(run_dir)
+    best = run_dir / "best.pt"
+    if not best.is_file():
+        raise EvaluateError(f"{run_dir} has no best.pt: give a finished run folder (results/runs/<suite>/<cell-id>)")
+    state = ckpt.load(best)
+    name = state["matcher"]["name"]
+    if name not in EXPORTABLE:
+        raise EvaluateError(f"{best}: matcher {name!r} has no official checkpoint layout; exportable: "
+                            f"{', '.join(EXPORTABLE)}")
+    cfg_path = run_dir / "config.yaml"
+    cell = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+    ds = cell.get("dataset") or {}
+    dataset = ds.get("name", "f30k_precomp")
+    words = state.get("vocab_size")
+    vocab_root = ds.get("vocab_root") or (str(Path(ds["data_root"]) / "vocab") if ds.get("data_root") else None)
+    if vocab_root and Path(vocab_path(vocab_root, dataset)).is_file():
+        vocab = load_vocab(vocab_path(vocab_root, dataset))
+        words = len([w for w in vocab.word2idx if w != MASK])  # the file's words: the reference adds <mask>
+    model, _ = official.load(best, data_kwargs=_sizes_from_weights(name, state["weights"]))
+    return official.export(model, name, out, dataset=dataset, vocab_size=int(words or 0),
+                           epoch=int(state.get("epoch", 0)), best_rsum=float((state.get("dev") or {}).get("rsum", 0.0)))
+
+
+def _sizes_from_weights(name: str, weights: dict) -> dict:
+    """Data-given constructor sizes recovered from trained weights (so export needs no data folder)."""
+    fc = weights["img_enc.fc.weight"]
+    sizes = {"img_dim": int(fc.shape[1])}
+    if "txt_enc.embed.weight" in weights:
+        sizes["vocab_size"] = int(weights["txt_enc.embed.weight"].shape[0])
+    if "img_pool.local_proj.1.weight" in weights:
+        sizes["num_regions"] = int(weights["img_pool.local_proj.1.weight"].shape[0])
+    return sizes
+
+
+def cmd_export(args) -> None:
+    from models.official import OfficialCheckpointError
+
+    try:
+        out = export_run(args.run_dir, args.out, args.format)
+    except (OfficialCheckpointError, EvaluateError) as e:
+        sys.exit(f"error: {e}")
+    print(f"wrote {out} (official layout)")
+
+
+def add_subparsers(sub) -> None:
+    """Register ``evaluate`` and ``export`` on the ``python -m bench`` subparsers."""
+    p = sub.add_parser("evaluate", help="Recall@K of a checkpoint (ours or official), or an ensemble of several")
+    p.add_argument("checkpoints", nargs="+", help="best.pt of a run, or an official model_best.pth(.tar)")
+    p.add_argument("--data-root", required=True, help="folder with <dataset>/ and vocab/, as for training")
+    p.add_argument("--dataset", required=True, choices=["f30k_precomp", "coco_precomp"])
+    p.add_argument("--protocol", action="append", default=None,
+                   help="f30k_1k | coco_1k | coco_5k (repeatable; default: the dataset's)")
+    p.add_argument("--vocab-root", default=None, help="vocabulary folder (default DATA_ROOT/vocab)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="encoding batch size (default: the run's eval batch size, else 128)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--bert-path", default=None, help="VSE∞ BERT: a local bert-base-uncased folder (tokenizer)")
+    p.add_argument("--out", default=None, help="write the result JSON here (ranks next to it)")
+    p.set_defaults(fn=cmd_evaluate)
+    p = sub.add_parser("export", help="a run's best checkpoint in the official layout")
+    p.add_argument("run_dir", help="a finished run folder (results/runs/<suite>/<cell-id>)")
+    p.add_argument("out", help="the checkpoint file to write")
+    p.add_argument("--format", default="official", choices=["official"])
+    p.set_defaults(fn=cmd_export)
