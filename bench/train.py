@@ -183,13 +183,14 @@ def open_data(cell: dict, input_kind: str) -> Data:
     test_split_names = sorted({PROTOCOLS[p].split for p in protocols})
     if input_kind == "regions":
         from bench.data.precomp import PrecompSplit, vocab_path
-        from bench.data.vocab import load_vocab
+        from bench.data.vocab import check_coverage, load_vocab
 
         def split(name):
             return PrecompSplit(ds["data_root"], ds["name"], name, captions_per_image=cpi)
 
         vocab = load_vocab(vocab_path(ds["vocab_root"], ds["name"]))
         train = split("train")
+        check_coverage(vocab, train.captions, vocab_path(ds["vocab_root"], ds["name"]), train.captions_path)
         return Data("regions", train, split("dev"), vocab, {s: split(s) for s in test_split_names},
                     {"vocab_size": len(vocab), "img_dim": int(train.region_shape[1]),
                      "num_regions": int(train.region_shape[0]),

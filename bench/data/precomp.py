@@ -11,6 +11,7 @@ read only the rows they need, and NaN/inf checks run on what is read.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -44,8 +45,24 @@ def vocab_path(vocab_root: str | Path, dataset: str) -> Path:
 
 
 def _read_lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    """The lines of a UTF-8 text file (a leading byte-order mark removed), split on ``\n`` only, a
+    trailing ``\r`` stripped (Windows line ends). Not ``str.splitlines``: it also breaks on ``\x0b``,
+    ``\x0c``, ``\x1c``–``\x1e``, ``\x85``, U+2028 and U+2029, which can sit inside a caption and
+    would shift every later caption onto the wrong image. Bytes that are not UTF-8 raise
+    :class:`DataError` naming the file, line and column."""
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_no, line_start = data.count(b"\n", 0, e.start) + 1, data.rfind(b"\n", 0, e.start) + 1
+        raise DataError(
+            f"{path}:{line_no}: not UTF-8 (byte {data[e.start]:#04x} at column "
+            f"{e.start - line_start + 1}: {e.reason}); re-save the file as UTF-8, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path.name} > fixed.txt` for a Latin-1 file"
+        ) from None
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
     while lines and not lines[-1].strip():  # tolerate trailing blank lines at the end of the file
         lines.pop()
     return lines
@@ -114,10 +131,20 @@ class PrecompSplit:
     def images(self) -> np.ndarray:
         """The features as a read-only memory map (reopened lazily, e.g. in DataLoader workers)."""
         if self._images is None:
+            if self.path.stat().st_size == 0:
+                raise DataError(f"{self.path}: the file is empty (0 bytes; an interrupted download or copy?); "
+                                "re-download or regenerate it")
             try:
-                self._images = np.load(self.path, mmap_mode="r")
-            except (ValueError, OSError) as e:
+                images = np.load(self.path, mmap_mode="r")
+            except (ValueError, OSError, EOFError) as e:
                 raise DataError(f"{self.path}: not a readable .npy array ({e}); re-download or regenerate it") from e
+            if not isinstance(images, np.ndarray):  # np.load opens a zip (.npz) whatever its name
+                names = ", ".join(getattr(images, "files", [])) or "-"
+                if hasattr(images, "close"):
+                    images.close()
+                raise DataError(f"{self.path}: an .npz archive (arrays: {names}), not one .npy array; save the "
+                                "features with numpy.save(path, array) (or extract the array into this file)")
+            self._images = images
         return self._images
 
     def __getstate__(self) -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -247,3 +248,50 @@ def load_vocab(path: str | Path) -> Vocabulary:
     if isinstance(idx2word, dict) and any(vocab.idx2word.get(int(i)) != w for i, w in idx2word.items()):
         raise DataError(f"{path}: 'idx2word' disagrees with 'word2idx'; {fix}")
     return vocab
+
+
+# ----------------------------------------------------------------------------------------------
+# Coverage: how much of the captions a vocabulary knows
+
+# A vocabulary built from the captions it is used with (the SCAN release's, ``build_vocab``, the
+# embedded dataset's) leaves only rare words unknown, a few percent of the tokens at most: above
+# UNK_WARN_SHARE the suite warns. Above UNK_STOP_SHARE most of every caption is the one shared
+# <unk> id, so captions can hardly be told apart and a table would measure the vocabulary, not the
+# strategies; no vocabulary of these captions comes near it, a mismatched one does (another
+# dataset's, other casing or tokenisation), so the run stops before training.
+UNK_WARN_SHARE = 0.05
+UNK_STOP_SHARE = 0.5
+COVERAGE_SAMPLE = 1000  # captions, evenly spaced over the split: milliseconds even on COCO
+
+
+def unk_share(vocab: Vocabulary, captions: list[str], sample: int = COVERAGE_SAMPLE) -> tuple[float, int, Counter]:
+    """(share of the word tokens that map to <unk>, tokens counted, Counter of the unknown words)
+    over up to ``sample`` captions evenly spaced over ``captions``."""
+    picked = captions[:: max(1, len(captions) // max(1, sample))][:sample]
+    unknown: Counter[str] = Counter()
+    total = 0
+    for caption in picked:
+        tokens = tokenize(caption)
+        total += len(tokens)
+        unknown.update(t for t in tokens if t not in vocab.word2idx)
+    return (sum(unknown.values()) / total if total else 0.0), total, unknown
+
+
+def check_coverage(vocab: Vocabulary, captions: list[str], vocab_file: str | Path, captions_file: str | Path,
+                   sample: int = COVERAGE_SAMPLE) -> float:
+    """The <unk> share of ``captions`` under ``vocab``: a warning above :data:`UNK_WARN_SHARE`,
+    :class:`DataError` above :data:`UNK_STOP_SHARE` (both name the files, the share and the most
+    frequent unknown words)."""
+    share, total, unknown = unk_share(vocab, captions, sample)
+    if share <= UNK_WARN_SHARE:
+        return share
+    words = ", ".join(repr(w) for w, _ in unknown.most_common(5))
+    what = (f"{vocab_file}: {share:.1%} of the {total} word tokens in {min(len(captions), sample)} captions of "
+            f"{captions_file} are not in the vocabulary and read as {UNK} (most frequent: {words})")
+    fix = ("use the vocabulary built from these captions (the SCAN release's VOCAB/<dataset>_vocab.json, or "
+           "bench.data.build_vocab on the training captions)")
+    if share > UNK_STOP_SHARE:
+        raise DataError(f"{what}; above {UNK_STOP_SHARE:.0%} the text side is mostly one id and the results "
+                        f"would measure the vocabulary: {fix}")
+    warnings.warn(f"{what}; a matching vocabulary leaves under {UNK_WARN_SHARE:.0%} unknown: {fix}", stacklevel=2)
+    return share
