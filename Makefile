@@ -11,6 +11,10 @@ EXECUTOR   ?= inline
 CLUSTER    ?= local
 SEEDS      ?=
 ARGS       ?=
+SWEEP_ARGS ?=
+ROOT       ?= results/runs
+TABLES     ?= results/tables
+FIGURES    ?= results/figures
 STAMP      := $(VENV)/.installed-stamp
 
 # W&B writes offline runs under results/runs/<suite>/<cell>/wandb quietly (WANDB_SILENT=false to see its log)
@@ -64,19 +68,23 @@ lint: setup
 	$(VENV)/bin/ruff check bench models strategies tests
 
 ## one target per paper table: DATA=<root with f30k_precomp/ coco_precomp/ vocab/> SCALE=full|smoke EXECUTOR=inline|local|slurm
+## SEEDS=[0,1] ARGS="<key=value overrides, for the sweep and the table>" SWEEP_ARGS="--force | --retry-failed"
+## ROOT=<result store> TABLES=<tables folder> FIGURES=<figures folder>
+TABLE_OVERRIDES = data_root=$(DATA) scale=$(SCALE) $(if $(SEEDS),seeds=$(SEEDS)) $(ARGS)
 table-dbl table-oas table-oss table-mss table-ablation table-cohort: setup
-	$(PY) -m bench sweep $(subst table-,,$@) --executor $(EXECUTOR) --cluster $(CLUSTER) data_root=$(DATA) scale=$(SCALE) $(ARGS)
-	$(PY) -m bench collect $(subst table-,,$@) $(ARGS)
+	$(PY) -m bench sweep $(subst table-,,$@) --executor $(EXECUTOR) --cluster $(CLUSTER) --root $(ROOT) $(SWEEP_ARGS) $(TABLE_OVERRIDES)
+	$(PY) -m bench collect $(subst table-,,$@) --root $(ROOT) --tables $(TABLES) --figures $(FIGURES) $(TABLE_OVERRIDES)
 
 ## regenerate the README's demo table and figure from the demo's results (after make demo)
 readme: setup
 	$(PY) -m bench readme
 
+## a suite's table / every cell's state: SUITE=<name or path> (default demo), ARGS = the sweep's key=value overrides
 collect: setup
-	$(PY) -m bench collect $(or $(SUITE),demo) $(ARGS)
+	$(PY) -m bench collect $(or $(SUITE),demo) --root $(ROOT) --tables $(TABLES) --figures $(FIGURES) $(ARGS)
 
 status: setup
-	$(PY) -m bench status $(or $(SUITE),demo) $(ARGS)
+	$(PY) -m bench status $(or $(SUITE),demo) --root $(ROOT) $(ARGS)
 
 ## upload offline W&B runs (needs your API key and network)
 sync: setup

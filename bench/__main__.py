@@ -164,8 +164,29 @@ def main(argv=None):
     p = sub.add_parser("readme", help="put the demo table into README.md")
     p.add_argument("--table", default=str(REPO_ROOT / "results" / "tables" / "demo.md"))
     p.set_defaults(fn=cmd_readme)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)
     args.fn(args)
+
+
+def parse_args(ap: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse ``argv`` with ``key=value`` overrides accepted anywhere on the line.
+
+    argparse stops filling a ``nargs="*"`` positional at the first option, so ``sweep oss --executor
+    inline scale=smoke`` leaves ``scale=smoke`` unrecognised (and ``parse_intermixed_args`` refuses
+    subparsers). Every subcommand that takes overrides (an ``overrides`` positional) gets the
+    leftover ``key=value`` tokens appended in the order typed; anything else left over is the usual
+    "unrecognized arguments" error.
+    """
+    args, extra = ap.parse_known_args(argv)
+    overrides = [t for t in extra if "=" in t and not t.startswith("-")]
+    rest = [t for t in extra if t not in overrides]
+    if overrides and isinstance(getattr(args, "overrides", None), list):
+        args.overrides = [*args.overrides, *overrides]
+    else:
+        rest = extra
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
 
 
 if __name__ == "__main__":
