@@ -85,6 +85,21 @@ class CheckpointableJob:
         return submitit.helpers.DelayedSubmission(self)
 
 
+def set_cell_threads(cell: Any) -> int | None:
+    """Give torch as many intra-op threads as the cell's ``resources.cpus`` (at most the CPUs this process
+    may use), so cells that run side by side (the local executor starts a stage's cells at once) do not
+    each take every core. Returns the thread count set, or None when the cell names no cpus."""
+    cpus = (cell.get("resources") or {}).get("cpus") if isinstance(cell, dict) else None
+    if not cpus:
+        return None
+    import torch
+
+    threads = max(1, min(int(cpus), len(os.sched_getaffinity(0))))
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # what the cell's own child processes (loader workers) inherit
+    return threads
+
+
 class CellJob:
     """Train and evaluate one benchmark cell in the result store (resumable; see module docstring).
 
@@ -100,6 +115,7 @@ class CellJob:
     def __call__(self) -> Any:
         from bench.harness.store import run_cell_in_store  # lazy: keeps job pickles light
 
+        set_cell_threads(self.cell)
         return run_cell_in_store(self.cell, self.root)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:

@@ -1,0 +1,40 @@
+"""Speed plumbing: per-process torch threads for cells run side by side by the local executor."""
+
+import json
+
+import pytest
+import yaml
+
+from bench.harness.cells import expand
+from bench.harness.config import load_suite
+from bench.harness.jobs import CellJob
+from bench.harness.slurm import make_executor, submit_array, wait_for_jobs
+from bench.harness.store import locate_run
+
+
+def _tiny_suite(tmp_path, data):
+    spec = {"name": "threads", "datasets": [{"name": "f30k_precomp", "label": "tiny", "data_root": str(data)}],
+            "matchers": [{"name": "vse_infty"}], "strategies": [{"name": "baseline"}], "seeds": [0, 1],
+            "scale": "smoke",
+            "scales": {"smoke": {
+                "schedule": {"default": {"epochs": 1, "batch_size": 16, "lr": 2e-3, "max_steps_per_epoch": 2}},
+                "matchers": {"vse_infty": {"embed_size": 16, "word_dim": 8}}}},
+            "eval": {"dev_images": 20}}
+    path = tmp_path / "threads.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    return load_suite(path)
+
+
+@pytest.mark.slow
+def test_parallel_local_cells_each_get_their_cpus_as_torch_threads(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the cell, not the environment, sets the count
+    cells = expand(_tiny_suite(tmp_path, tiny_data))
+    for cell, cpus in zip(cells, (1, 2)):
+        cell["resources"]["cpus"] = cpus
+    root = tmp_path / "runs"
+    jobs = submit_array(make_executor("local", tmp_path / "jobs"), None, [CellJob(c, root) for c in cells])
+    assert not wait_for_jobs(jobs, raise_lost=False, timeout_s=600)
+    for cell, cpus in zip(cells, (1, 2)):
+        result = json.loads((locate_run(cell, root) / "result.json").read_text())
+        assert result["cost"]["torch_threads"] == cpus, (cell["id"], result["cost"])
