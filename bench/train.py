@@ -502,6 +502,7 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
         "cpu_hours": state.train_wall_s / 3600.0 if device.type == "cpu" else 0.0,
         "gpu_hours": state.train_wall_s / 3600.0 if device.type == "cuda" else 0.0,
         "device": str(device),
+        "torch_threads": torch.get_num_threads(),
     }
     return {"status": "done", "metrics": metrics, "dev_curve": state.dev_curve, "best_epoch": state.best_epoch,
             "best_dev_rsum": state.best_rsum, "reported_branch": reported, "strategy": strategy.describe(),
