@@ -44,8 +44,8 @@ def _device(name: str) -> torch.device:
 def _data_for(matcher_name: str, dataset: str, data_root: str, vocab_root: str | None, protocols: list[str],
               batch_size: int):
     """The trainer's view of the data for ``matcher_name`` (same vocabulary and sizes as a training cell)."""
-    from bench.train import open_data, resolve
     import models
+    from bench.train import open_data, resolve
 
     cell = resolve({"dataset": {"name": dataset, "data_root": data_root,
                                 **({"vocab_root": vocab_root} if vocab_root else {})},
