@@ -19,6 +19,8 @@ Only the target (the last branch) is used at test time.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from strategies import losses as L
 from strategies import register
 from strategies.base import Branch, Strategy
@@ -29,8 +31,9 @@ from strategies.momentum import cosine_momentum
 class DBL(Strategy):
     name = "dbl"
 
-    def __init__(self, loss: str = "rel", scenario: str = "oss", reduction: str = "max",
-                 soft_margin: str = "none", alpha: float = 1.0, beta: float = 1.0, split: float = 0.5,
+    def __init__(self, loss: Literal["abs", "rel"] = "rel", scenario: Literal["oas", "oss", "mss"] = "oss",
+                 reduction: Literal["max", "sum"] = "max", soft_margin: Literal["none", "sigmoid", "clip"] = "none",
+                 alpha: float = 1.0, beta: float = 1.0, split: float = 0.5,
                  branches: int = 2, m0: float = 0.99995, **base):
         super().__init__(**base)
         checks = {"loss": (loss, ("abs", "rel")), "scenario": (scenario, ("oas", "oss", "mss")),

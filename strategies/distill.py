@@ -15,6 +15,7 @@ where L_kd is one of (method.md, "Compared cooperative strategies"):
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Literal
 
 from strategies import losses as L
 from strategies import register
@@ -70,7 +71,7 @@ class SP(_Distillation):
 class DarkRank(_Distillation):
     name = "darkrank"
 
-    def __init__(self, order: str = "similarity", **kw):
+    def __init__(self, order: Literal["similarity", "distance"] = "similarity", **kw):
         super().__init__(**kw)
         self.order = order
 

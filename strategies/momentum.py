@@ -13,6 +13,7 @@ reverse-KL variant (``loss="reverse"``).
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from strategies import losses as L
 from strategies import register
@@ -30,7 +31,7 @@ class Momentum(Strategy):
     name = "momentum"
     scenario = "mss"
 
-    def __init__(self, loss: str = "dino", m0: float = 0.99995, alpha: float = 1.0, **base):
+    def __init__(self, loss: Literal["dino", "reverse"] = "dino", m0: float = 0.99995, alpha: float = 1.0, **base):
         super().__init__(**base)
         if loss not in ("dino", "reverse"):
             raise ValueError(f"momentum loss must be 'dino' or 'reverse', got {loss!r}")

@@ -7,7 +7,8 @@ A cell is a plain dict (YAML/JSON-friendly, passed as is to ``bench.train.run_ce
      "matcher":  {"name", **overrides},                   # models.build(name, **overrides)
      "strategy": {"name", "label", "scenario", "params"}, # strategies.build(name, **params)
      "schedule": {...}, "eval": {"protocols", "dev_images"}, "seed",
-     "depends_on": [cell ids], "resources": {...}, "wandb": {"project", "entity"}}
+     "depends_on": [cell ids], "resources": {...}, "wandb": {"project", "entity"},
+     "recipe"?: {group: "option@version"}}               # the suite's recipes (bench/recipes/)
 
 Cell id (DomainBed style): the first 12 hex digits of sha1 over the canonical JSON of what decides
 the result: dataset name and label, matcher name + overrides, strategy name + params, schedule, eval, seed and
@@ -119,6 +120,11 @@ def resolve_schedule(spec: dict, matcher: str, dataset: str) -> tuple[dict, dict
     return base, stage2
 
 
+def recipe_tags(spec: dict) -> dict:
+    """{group: "option@version"} of the recipes a suite composed (bench/recipes/<group>/<option>.yaml)."""
+    return {g: f"{r['option']}@{r['version']}" for g, r in (spec.get("recipes") or {}).items()}
+
+
 def _resources(spec: dict, matcher: str) -> dict:
     res = dict(DEFAULT_RESOURCES)
     res.update(spec["resources"].get("default", {}))
@@ -173,6 +179,8 @@ def expand(suite: Suite) -> list[Cell]:
                               "matcher_label": m["label"], "dataset": dict(dataset),
                               "matcher": copy.deepcopy(matcher), "eval": copy.deepcopy(ev), "seed": seed,
                               "resources": _resources(spec, m["name"]), "wandb": dict(spec["wandb"])}
+                    if spec.get("recipes"):  # the recipe versions of this cell (the resolved schedule is hashed)
+                        common["recipe"] = recipe_tags(spec)
                     depends = []
                     schedule = dict(base_sched)
                     if scenario == "oas":

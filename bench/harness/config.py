@@ -12,6 +12,7 @@ Layout (all keys; ``?`` = optional)::
     scale?: full | smoke            # which entry of `scales` to use (default full)
     data_root?: str                 # default data root of every dataset (else $DATA)
     vocab_root?: str                # default vocabulary root (else $VOCAB)
+    anchor_checkpoint?: str         # OAS cells start from this checkpoint (ours or official), no baseline
     datasets: [{name, label?, data_root?, vocab_root?, protocols?: [str]}]   # name: f30k | coco (SCAN
                                     # layout); label names the data source (synth-demo), default = name
     matchers: [{name, label?, overrides?: {...}, datasets?: [str]}]
@@ -30,8 +31,10 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
+import json
+import math
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,59 +42,29 @@ from typing import Any
 import yaml
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
-
-# Used only while the registries cannot be imported (see `valid_matchers` / `valid_strategies`).
-FALLBACK_MATCHERS = ["clip", "saf", "sgr", "sgraf", "vse_infty", "vse_infty_bert", "xattn"]
-FALLBACK_STRATEGIES = ["baseline", "darkrank", "dbl", "dml", "kd", "momentum", "rkd", "sp"]
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
 REQUIRED = object()
 
-# Strategy parameters: name -> {param: (type or tuple of allowed values, default or REQUIRED)}.
-# `strategy_params` reads the live vocabulary from the registry's constructor signatures and
-# overlays these entries (choices; parameters a suite must state). This table alone is the
-# fallback while `strategies` cannot be imported.
-STRATEGY_PARAMS: dict[str, dict[str, tuple[Any, Any]]] = {
-    "baseline": {},
-    "kd": {},
-    "rkd": {},
-    "sp": {},
-    "dml": {"peers": (int, 2)},
-    "momentum": {"loss": (("dino", "reverse"), "dino"), "m0": (float, 0.99995)},
-    "darkrank": {"order": (("similarity", "distance"), "similarity")},
-    "dbl": {
-        "loss": (("abs", "rel"), REQUIRED),
-        "scenario": (("oas", "oss", "mss"), REQUIRED),
-        "reduction": (("max", "sum"), "max"),
-        "soft_margin": (("none", "sigmoid", "clip"), "none"),
-        "alpha": (float, 1.0),
-        "beta": (float, 1.0),
-        "split": (float, 0.5),
-        "branches": (int, 2),
-    },
-}
+# Strategy parameters a suite must state (their constructor defaults exist for direct use). Every
+# other fact about a parameter (name, type, default, choices) comes from the constructor's
+# signature (`typing.Literal` annotations give the choices): see `strategy_params`.
+SUITE_REQUIRED_PARAMS = {"dbl": ("loss", "scenario")}
 # The training scenario of each strategy (method.md, "The three training scenarios").
 STRATEGY_SCENARIO = {"baseline": "none", "kd": "oas", "rkd": "oas", "sp": "oas", "darkrank": "oas",
                      "dml": "oss", "momentum": "mss"}
-
-# The trainer's schedule keys (bench.train.SCHEDULE_DEFAULTS) and their types.
-SCHEDULE_KEYS: dict[str, Any] = {
-    "epochs": int,
-    "batch_size": int,
-    "lr": float,
+# What a schedule key's default in bench.train.SCHEDULE_DEFAULTS cannot tell about its type (a None
+# or empty default, a closed set of strings); every other key's type is its default's.
+_SCHEDULE_TYPE_HINTS: dict[str, Any] = {
     "lr_schedule": ("step", "constant"),
     "lr_decay_epochs": [int],
-    "lr_decay": float,
-    "weight_decay": float,
-    "grad_clip": float,
-    "margin": float,
-    "max_violation": bool,
     "hinge_warmup_epochs": int,
-    "workers": int,
-    "checkpoint_every": int,
     "max_steps_per_epoch": int,
-    "log_every": int,
-    "amp": bool,
+    "caption_aug": bool,
 }
+# Schedule keys that count something and must be >= 1 (a None default stays allowed: "no limit").
+POSITIVE_KEYS = ("epochs", "batch_size", "max_steps_per_epoch")
+SEED_RANGE = (0, 2**32)  # numpy's seed range
 SCHEDULE_REQUIRED = ("epochs", "lr", "batch_size")
 KNOWN_DATASETS = ["coco_precomp", "f30k_precomp"]  # bench.data.precomp.DATASETS
 RESOURCE_KEYS = {"gpus": int, "cpus": int, "mem_gb": int, "time_min": int, "partition": str}
@@ -113,32 +86,60 @@ class Suite:
 
 # ----------------------------------------------------------------------------- registries
 
-_valid_cache: dict[str, list[str]] = {}
+_valid_cache: dict[str, Any] = {}
 
 
 def valid_matchers() -> list[str]:
-    """Matcher names from ``models.available()`` (fallback list while it is empty or broken)."""
-    return _registry_names("models", FALLBACK_MATCHERS)
+    """Matcher names: the registry's (``models.available()``)."""
+    if "models" not in _valid_cache:
+        import models
+
+        _valid_cache["models"] = sorted(models.available())
+    return _valid_cache["models"]
 
 
 def valid_strategies() -> list[str]:
-    """Strategy names from ``strategies.available()`` (fallback list until the registry exists)."""
-    return _registry_names("strategies", FALLBACK_STRATEGIES)
+    """Strategy names: the registry's (``strategies.available()``)."""
+    if "strategies" not in _valid_cache:
+        import strategies
+
+        _valid_cache["strategies"] = sorted(strategies.available())
+    return _valid_cache["strategies"]
 
 
-def _registry_names(module: str, fallback: list[str]) -> list[str]:
-    if module not in _valid_cache:
-        names: list[str] = []
-        try:
-            import importlib
+def matcher_args(name: str) -> set[str] | None:
+    """Keyword arguments of matcher ``name``'s constructor (None: it takes ``**kwargs``)."""
+    key = f"margs:{name}"
+    if key not in _valid_cache:
+        import models
 
-            names = list(importlib.import_module(module).available())
-        except AttributeError:
-            pass  # registry not written yet
-        except Exception as e:  # a registered module failed to import: say so, keep going
-            warnings.warn(f"{module}.available() failed ({e!r}); using the built-in list of names", stacklevel=2)
-        _valid_cache[module] = sorted(names) if names else sorted(fallback)
-    return _valid_cache[module]
+        _valid_cache[key] = models.constructor_args(name)
+    return _valid_cache[key]
+
+
+def schedule_keys() -> dict[str, Any]:
+    """The trainer's schedule keys (``bench.train.SCHEDULE_DEFAULTS``) -> their kind (see ``typed``)."""
+    if "schedule" not in _valid_cache:
+        from bench.train import SCHEDULE_DEFAULTS
+
+        kinds: dict[str, Any] = {}
+        for k, default in SCHEDULE_DEFAULTS.items():
+            if k in _SCHEDULE_TYPE_HINTS:
+                kinds[k] = _SCHEDULE_TYPE_HINTS[k]
+            elif isinstance(default, list):
+                kinds[k] = [type(default[0]) if default else float]
+            elif default is None:
+                kinds[k] = object
+            else:
+                kinds[k] = type(default)
+        _valid_cache["schedule"] = kinds
+    return _valid_cache["schedule"]
+
+
+def _nullable_schedule_keys() -> set[str]:
+    from bench.train import SCHEDULE_DEFAULTS
+
+    return {k for k, v in SCHEDULE_DEFAULTS.items() if v is None}
 
 
 # Set by the trainer from the schedule (bench.train.build_strategy), not by a suite.
@@ -146,35 +147,48 @@ _TRAINER_STRATEGY_ARGS = {"self", "base_loss", "margin", "max_violation", "hinge
 
 
 def strategy_params(name: str) -> dict[str, tuple[Any, Any]] | None:
-    """Accepted parameters of strategy ``name``: {param: (kind, default)}; None if unknown."""
+    """Accepted parameters of strategy ``name``: {param: (kind, default)}; None if unknown.
+
+    Read from the constructors' signatures along the class's MRO: the kind is the ``Literal``
+    choices when annotated so, else the default's type; ``SUITE_REQUIRED_PARAMS`` marks the
+    parameters a suite must state (default ``REQUIRED``).
+    """
     key = f"params:{name}"
     if key not in _valid_cache:
-        vocab: dict[str, tuple[Any, Any]] = {}
-        try:
-            import inspect
+        import inspect
+        import typing
 
-            import strategies
+        import strategies
 
-            cls = strategies.get(name)
-            for klass in cls.__mro__:
-                if "__init__" not in vars(klass) or klass.__module__ == "strategies.base":
-                    continue
-                for p in inspect.signature(klass.__init__).parameters.values():
-                    if p.name in _TRAINER_STRATEGY_ARGS or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                        continue
-                    default = None if p.default is p.empty else p.default
-                    kind = type(default) if isinstance(default, (bool, int, float, str)) else object
-                    vocab.setdefault(p.name, (float if kind is int and isinstance(default, float) else kind,
-                                              default))
-        except Exception:  # noqa: BLE001 - registry not importable: use the table
-            vocab = {}
-        table = STRATEGY_PARAMS.get(name, {})
-        if not vocab and name not in STRATEGY_PARAMS:
+        if name not in strategies.available():
             _valid_cache[key] = None
             return None
-        for p, (kind, default) in table.items():  # overlay choices and required parameters
-            sig_default = vocab.get(p, (None, default))[1]
-            vocab[p] = (kind, default if default is REQUIRED else sig_default)
+        vocab: dict[str, tuple[Any, Any]] = {}
+        for klass in strategies.get(name).__mro__:
+            if "__init__" not in vars(klass) or klass.__module__ == "strategies.base":
+                continue
+            try:
+                hints = typing.get_type_hints(klass.__init__)
+            except Exception:  # noqa: BLE001 - an unresolvable annotation: fall back to the defaults' types
+                hints = {}
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.name in _TRAINER_STRATEGY_ARGS or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                    continue
+                default = None if p.default is p.empty else p.default
+                hint = hints.get(p.name)
+                if typing.get_origin(hint) is typing.Literal:
+                    kind: Any = tuple(typing.get_args(hint))
+                elif isinstance(default, bool):
+                    kind = bool
+                elif isinstance(default, float) or hint is float:
+                    kind = float
+                elif isinstance(default, (int, str)):
+                    kind = type(default)
+                else:
+                    kind = object
+                vocab.setdefault(p.name, (kind, default))
+        for p in SUITE_REQUIRED_PARAMS.get(name, ()):
+            vocab[p] = (vocab[p][0], REQUIRED)
         _valid_cache[key] = vocab
     return _valid_cache[key]
 
@@ -240,23 +254,124 @@ def available_suites() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _no_duplicate_keys(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: PyYAML's own error follows
+            continue
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}: first at line {first + 1}, again at line "
+                            f"{key_node.start_mark.line + 1} (the last would silently win); keep one of them",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; ConfigError naming the file (and both lines of a duplicate key)."""
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+
+
+# ----------------------------------------------------------------------------- recipes
+
+def available_recipes() -> dict[str, list[str]]:
+    """Recipe groups (``bench/recipes/<group>/``) -> their options (``<option>.yaml``)."""
+    return {g.name: sorted(p.stem for p in g.glob("*.yaml"))
+            for g in sorted(RECIPES_DIR.iterdir()) if g.is_dir() and any(g.glob("*.yaml"))}
+
+
+def recipe_hash(content: Any) -> str:
+    """8 hex digits of sha1 over a recipe's parsed content (comments and layout do not count)."""
+    return hashlib.sha1(json.dumps(content, sort_keys=True, separators=(",", ":"),
+                                   default=str).encode()).hexdigest()[:8]
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``: mappings merge key by key, anything else (lists too) is replaced."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def compose_recipes(raw: dict, path: Path) -> dict:
+    """The suite ``raw`` over its recipes (``recipes: {group: option}``, composed in that order).
+
+    Each recipe (``bench/recipes/<group>/<option>.yaml``) holds ``scales``, ``resources`` and/or
+    ``reference`` entries (and a ``description``); the suite's own keys win over every recipe. The result
+    carries ``recipes: {group: {"option", "version", "description", "file"}}``.
+    """
+    chosen = raw.get("recipes")
+    if chosen is None or (isinstance(chosen, dict) and all(isinstance(x, dict) for x in chosen.values())):
+        return raw  # no recipes, or already composed
+    if not isinstance(chosen, dict):
+        raise ConfigError(f"{path}: recipes: expected a mapping group: option, e.g. {{full: published}}, "
+                          f"got {chosen!r}")
+    groups = available_recipes()
+    merged: dict = {}
+    record: dict = {}
+    v = _Validator(str(path))
+    for group, option in chosen.items():
+        if group not in groups:
+            v.unknown(f"recipes.{group}", group, groups, what="recipe group")
+        if option is None:  # `recipes.<group>=null` drops a group
+            continue
+        if option not in groups[group]:
+            v.unknown(f"recipes.{group}", option, groups[group], what=f"{group} recipe")
+        file = RECIPES_DIR / group / f"{option}.yaml"
+        body = read_yaml(file) or {}
+        fragment = _Validator(str(file)).mapping("", body, {"description", "scales", "resources", "reference"})
+        _Validator(str(file)).recipe(fragment)
+        record[group] = {"option": option, "version": recipe_hash(body),
+                         "description": str(fragment.get("description", "")),
+                         "file": str(file.relative_to(RECIPES_DIR.parents[1]))}
+        merged = _deep_merge(merged, {k: copy.deepcopy(x) for k, x in fragment.items() if k != "description"})
+    own = {k: x for k, x in raw.items() if k != "recipes"}
+    out = _deep_merge(merged, own)
+    out["recipes"] = record
+    return out
+
+
+def recipe_label(recipes: dict | None) -> str:
+    """``full=published@1a2b3c4d, oas_stage2=lr_2e-5@…`` (``-`` for a suite without recipes)."""
+    if not recipes:
+        return "-"
+    return ", ".join(f"{g}={r['option']}@{r['version']}" for g, r in recipes.items())
+
+
 def load_suite(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
-    """Read a suite by name (``bench/suites/<name>.yaml``) or path, apply overrides, validate."""
+    """Read a suite by name (``bench/suites/<name>.yaml``) or path, apply overrides, compose its
+    recipes, validate."""
     path = suite_path(name_or_path)
     if not path.exists():
         close = difflib.get_close_matches(str(name_or_path), available_suites(), n=3)
         raise ConfigError(f"{path}: no such suite file. Closest suites: {', '.join(close) or '-'}; "
                           f"available: {', '.join(available_suites())}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    raw = read_yaml(path) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of suite keys, got {type(raw).__name__}")
     return validate_suite(apply_overrides(raw, overrides), path)
 
 
 def validate_suite(raw: dict, path: str | Path = "<suite>") -> Suite:
     """Check ``raw`` against the schema (module docstring) and fill defaults."""
     v = _Validator(str(path))
+    if isinstance(raw, dict):
+        raw = compose_recipes(raw, Path(path))
     spec = v.suite(raw)
     return Suite(name=spec["name"], path=Path(path), spec=spec)
 
@@ -299,10 +414,13 @@ class _Validator:
         if kind is float:
             if isinstance(value, str):  # YAML 1.1 reads 5e-4 as a string
                 try:
-                    return float(value)
+                    value = float(value)
                 except ValueError:
                     pass
             if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if not math.isfinite(value):
+                    self.fail(key, f"expected a finite number, got {value!r} (YAML reads .nan and .inf as "
+                                   "floats); give a number, e.g. 1.0")
                 return float(value)
         elif kind is object:
             return value
@@ -322,7 +440,8 @@ class _Validator:
 
     def suite(self, raw) -> dict:
         top = {"name", "description", "wandb", "scale", "data_root", "vocab_root", "datasets", "matchers",
-               "strategies", "seeds", "scales", "schedule", "eval", "reference", "resources"}
+               "strategies", "seeds", "scales", "schedule", "eval", "reference", "resources", "recipes",
+               "anchor_checkpoint"}
         raw = self.mapping("", raw, top)
         for req in ("name", "datasets", "matchers", "strategies", "seeds", "scales"):
             if req not in raw:
@@ -338,36 +457,40 @@ class _Validator:
         spec["scale"] = self.typed("scale", raw.get("scale", "full"), ("full", "smoke"))
         spec["data_root"] = self._opt_str("data_root", raw.get("data_root"))
         spec["vocab_root"] = self._opt_str("vocab_root", raw.get("vocab_root"))
+        spec["anchor_checkpoint"] = self.anchor_checkpoint(raw.get("anchor_checkpoint"))
         ev = self.mapping("eval", raw.get("eval"), {"protocols", "dev_images", "batch_size"})
-        spec["eval"] = {"protocols": self.typed("eval.protocols", ev.get("protocols", []), [str]),
+        spec["eval"] = {"protocols": self.protocols("eval.protocols", ev.get("protocols", [])),
                         "dev_images": self.typed("eval.dev_images", ev.get("dev_images", 1000), int)}
+        self.positive("eval.dev_images", spec["eval"]["dev_images"])
         if "batch_size" in ev:
             spec["eval"]["batch_size"] = self.typed("eval.batch_size", ev["batch_size"], int)
+            self.positive("eval.batch_size", spec["eval"]["batch_size"])
         spec["datasets"] = [self.dataset(f"datasets[{i}]", d, spec["eval"]["protocols"])
                             for i, d in enumerate(self._list("datasets", raw["datasets"]))]
         dataset_names = [d["name"] for d in spec["datasets"]]
+        self.distinct_labels("datasets", spec["datasets"], "dataset")
         spec["matchers"] = [self.matcher(f"matchers[{i}]", m, matchers, dataset_names)
                             for i, m in enumerate(self._list("matchers", raw["matchers"]))]
+        self.distinct_labels("matchers", spec["matchers"], "matcher")
         spec["strategies"] = [self.strategy(f"strategies[{i}]", s)
                               for i, s in enumerate(self._list("strategies", raw["strategies"]))]
         spec["seeds"] = self.typed("seeds", raw["seeds"], [int])
         if not spec["seeds"]:
             self.fail("seeds", "empty list: give at least one seed")
+        lo, hi = SEED_RANGE
+        for i, seed in enumerate(spec["seeds"]):
+            if not lo <= seed < hi:
+                self.fail(f"seeds[{i}]", f"seed {seed} is outside [0, 2**32) (numpy's seed range); use a seed "
+                                         f"in 0 … {hi - 1}")
         dupes = sorted({x for x in spec["seeds"] if spec["seeds"].count(x) > 1})
         if dupes:
             self.fail("seeds", f"seed(s) {dupes} listed more than once in {spec['seeds']}; list each seed once")
         scales = self.mapping("scales", raw["scales"], {"full", "smoke"})
         if spec["scale"] not in scales:
             self.fail("scales", f"no entry for the chosen scale {spec['scale']!r} (have: {', '.join(scales)})")
-        spec["scales"] = {}
         self.dataset_names = sorted(set(dataset_names) | set(KNOWN_DATASETS))
-        for sc, body in scales.items():
-            body = self.mapping(f"scales.{sc}", body, {"schedule", "matchers"})
-            over = self.mapping(f"scales.{sc}.matchers", body.get("matchers"), matchers + ["default"])
-            spec["scales"][sc] = {
-                "schedule": self.schedules(f"scales.{sc}.schedule", body.get("schedule"), matchers),
-                "matchers": {m: dict(self.mapping(f"scales.{sc}.matchers.{m}", o, None)) for m, o in over.items()},
-            }
+        spec["scales"] = self.scales(scales, matchers)
+        spec["recipes"] = raw.get("recipes") or {}
         spec["schedule"] = self.schedules("schedule", raw.get("schedule"), matchers)
         spec["reference"] = []
         for i, r in enumerate(self._list("reference", raw.get("reference") or [], allow_empty=True)):
@@ -377,12 +500,73 @@ class _Validator:
             where = self.mapping(f"reference[{i}].where", r["where"], None)
             spec["reference"].append({"matcher": self.typed(f"reference[{i}].matcher", r["matcher"], str),
                                       "where": {k: str(v) for k, v in where.items()}})
-        res = self.mapping("resources", raw.get("resources"), matchers + ["default"])
-        spec["resources"] = {}
+        spec["resources"] = self.resources(raw.get("resources"), matchers)
+        return spec
+
+    def scales(self, scales: dict, matchers: list[str]) -> dict:
+        out = {}
+        for sc, body in scales.items():
+            body = self.mapping(f"scales.{sc}", body, {"schedule", "matchers"})
+            over = self.mapping(f"scales.{sc}.matchers", body.get("matchers"), matchers + ["default"])
+            out[sc] = {
+                "schedule": self.schedules(f"scales.{sc}.schedule", body.get("schedule"), matchers),
+                "matchers": {m: self.matcher_overrides(f"scales.{sc}.matchers.{m}", o, m) for m, o in over.items()},
+            }
+        return out
+
+    def resources(self, raw, matchers: list[str]) -> dict:
+        res = self.mapping("resources", raw, matchers + ["default"])
+        out = {}
         for m, body in res.items():
             body = self.mapping(f"resources.{m}", body, RESOURCE_KEYS)
-            spec["resources"][m] = {k: self.typed(f"resources.{m}.{k}", v, RESOURCE_KEYS[k]) for k, v in body.items()}
-        return spec
+            out[m] = {k: self.typed(f"resources.{m}.{k}", v, RESOURCE_KEYS[k]) for k, v in body.items()}
+        return out
+
+    def recipe(self, body: dict) -> None:
+        """Check a recipe file's ``scales`` and ``resources`` (bench/recipes/<group>/<option>.yaml)."""
+        matchers = valid_matchers()
+        self.dataset_names = sorted(KNOWN_DATASETS)
+        self.scales(self.mapping("scales", body.get("scales"), {"full", "smoke"}), matchers)
+        self.resources(body.get("resources"), matchers)
+
+    def matcher_overrides(self, key: str, overrides, matcher: str) -> dict:
+        """Overrides of ``matcher``'s constructor: every key must be one of its keyword arguments."""
+        overrides = dict(self.mapping(key, overrides, None))
+        if matcher == "default":
+            return overrides
+        args = matcher_args(matcher)
+        if args is not None:
+            for k in overrides:
+                if k not in args:
+                    self.unknown(f"{key}.{k}", k, args, what=f"{matcher} argument")
+        return overrides
+
+    def protocols(self, key: str, value) -> list[str]:
+        from bench.protocols import PROTOCOLS
+
+        names = self.typed(key, value, [str])
+        for i, p in enumerate(names):
+            if p not in PROTOCOLS:
+                self.unknown(f"{key}[{i}]", p, PROTOCOLS, what="protocol")
+        return names
+
+    def distinct_labels(self, key: str, entries: list[dict], what: str) -> None:
+        seen: dict[str, int] = {}
+        for i, e in enumerate(entries):
+            if e["label"] in seen:
+                j = seen[e["label"]]
+                self.fail(f"{key}[{i}].label", f"{what}s {key}[{j}] ({entries[j]['name']}) and {key}[{i}] "
+                                               f"({e['name']}) have the same label {e['label']!r}; give each "
+                                               f"{what} a distinct `label`")
+            seen[e["label"]] = i
+
+    def anchor_checkpoint(self, value):
+        """A trained checkpoint (this suite's best.pt or an official release) that replaces the OAS baseline."""
+        path = self._opt_str("anchor_checkpoint", value)
+        if path is not None and not Path(path).is_file():
+            self.fail("anchor_checkpoint", f"{path!r} is not a file; give the path of a best.pt of this suite or "
+                      "of an official checkpoint (model_best.pth / model_best.pth.tar)")
+        return path
 
     def _opt_str(self, key, value):
         return None if value is None else self.typed(key, value, str)
@@ -399,7 +583,7 @@ class _Validator:
         if "name" not in d:
             self.fail(f"{key}.name", "required key missing")
         name = self.typed(f"{key}.name", d["name"], str)
-        protocols = self.typed(f"{key}.protocols", d.get("protocols") or default_protocols, [str]) \
+        protocols = self.protocols(f"{key}.protocols", d.get("protocols") or default_protocols) \
             or default_protocols_for(name)
         if not protocols:
             self.fail(f"{key}.protocols", f"no evaluation protocol known for dataset {name!r}: set "
@@ -420,7 +604,7 @@ class _Validator:
                 if dn not in dataset_names:
                     self.unknown(f"{key}.datasets[{j}]", dn, dataset_names, what="dataset")
         return {"name": name, "label": self.typed(f"{key}.label", m.get("label", name), str),
-                "overrides": dict(self.mapping(f"{key}.overrides", m.get("overrides"), None)),
+                "overrides": self.matcher_overrides(f"{key}.overrides", m.get("overrides"), name),
                 "datasets": only}
 
     def strategy(self, key, s) -> dict:
@@ -455,29 +639,43 @@ class _Validator:
 
     def schedules(self, key, table, matchers) -> dict:
         table = self.mapping(key, table, matchers + ["default"])
+        keys = schedule_keys()
         out = {}
         for m, entry in table.items():
-            entry = self.mapping(f"{key}.{m}", entry, list(SCHEDULE_KEYS) + ["datasets", "oas_stage2"])
-            e = self.schedule_keys(f"{key}.{m}", {k: v for k, v in entry.items() if k in SCHEDULE_KEYS})
+            entry = self.mapping(f"{key}.{m}", entry, list(keys) + ["datasets", "oas_stage2"])
+            e = self.schedule_keys(f"{key}.{m}", {k: v for k, v in entry.items() if k in keys})
             if "oas_stage2" in entry:
                 e["oas_stage2"] = self.schedule_keys(f"{key}.{m}.oas_stage2",
-                                                     self.mapping(f"{key}.{m}.oas_stage2", entry["oas_stage2"],
-                                                                  SCHEDULE_KEYS))
+                                                     self.mapping(f"{key}.{m}.oas_stage2", entry["oas_stage2"], keys))
             if "datasets" in entry:
                 e["datasets"] = {}
                 for dn, sub in self.mapping(f"{key}.{m}.datasets", entry["datasets"], self.dataset_names).items():
                     k2 = f"{key}.{m}.datasets.{dn}"
-                    sub = self.mapping(k2, sub, list(SCHEDULE_KEYS) + ["oas_stage2"])
-                    se = self.schedule_keys(k2, {k: v for k, v in sub.items() if k in SCHEDULE_KEYS})
+                    sub = self.mapping(k2, sub, list(keys) + ["oas_stage2"])
+                    se = self.schedule_keys(k2, {k: v for k, v in sub.items() if k in keys})
                     if "oas_stage2" in sub:
                         se["oas_stage2"] = self.schedule_keys(
-                            f"{k2}.oas_stage2", self.mapping(f"{k2}.oas_stage2", sub["oas_stage2"], SCHEDULE_KEYS))
+                            f"{k2}.oas_stage2", self.mapping(f"{k2}.oas_stage2", sub["oas_stage2"], keys))
                     e["datasets"][dn] = se
             out[m] = e
         return out
 
     def schedule_keys(self, key, entry) -> dict:
-        return {k: self.typed(f"{key}.{k}", v, SCHEDULE_KEYS[k]) for k, v in entry.items()}
+        keys = schedule_keys()
+        out = {}
+        for k, v in entry.items():
+            if v is None and k in _nullable_schedule_keys():  # a None default means "the trainer's choice"
+                out[k] = None
+                continue
+            out[k] = self.typed(f"{key}.{k}", v, keys[k])
+            if k in POSITIVE_KEYS:
+                self.positive(f"{key}.{k}", out[k])
+        return out
+
+    def positive(self, key, value) -> None:
+        if value < 1:
+            self.fail(key, f"must be at least 1, got {value!r}; a count of 0 or less trains or evaluates "
+                           "nothing (leave the key out for the default)")
 
 
 def default_protocols_for(dataset: str) -> list[str]:
