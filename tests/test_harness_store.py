@@ -111,12 +111,12 @@ def test_failure_writes_failed_state_and_rerun_recovers(tmp_path):
     assert cell_state(d) == "done" and not (d / "failed").exists()
 
 
-def test_interrupted_run_is_pending_and_states(tmp_path):
+def test_interrupted_run_is_interrupted_and_states(tmp_path):
     cell = make_cell()
     d = run_dir_for(cell, tmp_path)
     assert cell_state(d) == "pending"
     out = run_cell_in_store(cell, tmp_path, tracker_factory=None, train_fn=RankTrainer(status="interrupted"))
-    assert out["state"] == "pending" and cell_state(d) == "pending" and load_result(d) is None
+    assert out["state"] == "interrupted" and cell_state(d) == "interrupted" and load_result(d) is None
     (d / "running").write_text("{}")
     assert cell_state(d) == "running"
 

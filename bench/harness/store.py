@@ -2,25 +2,41 @@
 
 A run folder holds ``config.yaml`` (the resolved cell), the trainer's checkpoints, ``log.txt``,
 ``ranks.npz``, ``result.json`` (written atomically: tmp file, fsync, ``os.replace``) and finally the
-empty ``done`` marker. States (:func:`cell_state`):
+empty ``done`` marker. States (:func:`cell_state` reads the markers, :func:`run_status` adds the
+data check and the lock):
 
-- ``done``: the ``done`` marker exists (result.json is complete, as it was written before).
+- ``done``: the ``done`` marker and a ``result.json`` that parses, made from the data the cell reads now
+  (its :func:`cell_fingerprint` equals the one in the result's provenance).
+- ``stale``: done, but for other data (the fingerprints differ): never reported; a sweep retrains it,
+  keeping the old result until the new one is complete.
+- ``corrupt``: ``done`` without a ``result.json`` that parses (e.g. an interrupted copy): re-run.
 - ``failed``: a ``failed`` file (error line + path of ``traceback.txt``) and no ``done``.
-- ``running``: a ``running`` file (host, pid, start time); a requeued job simply takes it over.
+- ``running``: a ``running`` file (host, pid, start time) *and* the cell's lock is held. A ``running``
+  marker whose lock is free was left by a process that died (SIGKILL, node failure): the cell is
+  ``interrupted`` and the next sweep takes it over.
+- ``interrupted``: an ``interrupted`` file (SIGTERM, Ctrl-C, a clean stop after N steps): ``last.pt``
+  was saved and a plain sweep resumes it.
 - ``pending``: none of these.
 
-Re-running a non-done cell trains in the same folder, so the trainer can resume from its
-checkpoints. ``force=True`` on a done cell trains in ``<cell-id>.rerun/`` and swaps it in only when
-complete, so the previous result stays valid until the new one exists.
+One process per cell: training holds an exclusive ``fcntl.flock`` on ``<root>/.locks/<suite>/<id>.lock``
+(the kernel releases it when the process dies); a second process skips a locked cell (or waits for it,
+``wait_lock=True``) and takes the next one, so concurrent sweeps share the work. Re-running a non-done
+cell trains in the same folder, so the trainer resumes from its checkpoints. Replacing a complete
+result (``force=True``, or a ``stale`` one) trains in a staging folder ``<id>.rerun-<job>`` unique to
+the process (or job) and swaps it in only when complete: the previous result stays valid until then,
+and a swap cut short is repaired under the lock by the next process.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -39,6 +55,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = REPO_ROOT / "results" / "runs"
 PACKAGES = ("torch", "transformers", "wandb", "numpy", "pandas", "submitit")
 RESULT_FILE, DONE_FILE, FAILED_FILE, RUNNING_FILE = "result.json", "done", "failed", "running"
+INTERRUPTED_FILE, LOCKS_DIR, OLD_SUFFIX, STAGING_SUFFIX = "interrupted", ".locks", ".old", ".rerun"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 log = logging.getLogger(__name__)
 
@@ -64,39 +82,166 @@ def _json_default(x):
     raise TypeError(f"cannot store {type(x).__name__} in result.json")
 
 
+def _check_name(kind: str, value, root: Path) -> str:
+    """``value`` as one path component under ``root``, or a ValueError naming it and the fix."""
+    text = str(value)
+    if not _SAFE_NAME.fullmatch(text) or text in (".", ".."):
+        raise ValueError(f"{kind} {text!r} cannot name a folder inside the results folder {root} (it would "
+                         f"write {Path(root) / text} or outside --root): use a plain name of letters, digits, "
+                         "'.', '_', '+' or '-', without '/' or '..'")
+    return text
+
+
 def run_dir_for(cell: dict, root: str | Path = DEFAULT_ROOT) -> Path:
-    return Path(root) / cell["suite"] / cell["id"]
+    """``<root>/<suite>/<cell-id>``; a suite name or id that would leave ``root`` is a ValueError."""
+    root = Path(root)
+    return root / _check_name("suite name", cell["suite"], root) / _check_name("cell id", cell["id"], root)
 
 
-def locate_run(cell: dict, root: str | Path = DEFAULT_ROOT, reuse_other_suites: bool = True) -> Path:
-    """The cell's own run folder, or a *done* run with the same id in another suite (same config)."""
+def lock_path(cell: dict, root: str | Path = DEFAULT_ROOT) -> Path:
+    """The cell's lock file ``<root>/.locks/<suite>/<id>.lock``, outside its run folder (which a swap
+    replaces) and outside the suite's folder (which holds run folders only)."""
+    final = run_dir_for(cell, root)
+    return final.parent.parent / LOCKS_DIR / final.parent.name / f"{final.name}.lock"
+
+
+class CellLock:
+    """An exclusive ``fcntl.flock`` on a cell's lock file: held while a process trains the cell and
+    released by the kernel when that process dies, whatever kills it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.fd: int | None = None
+
+    def acquire(self, wait: bool = False) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def lock_is_held(path: str | Path, attempts: int = 3, pause_s: float = 0.05) -> bool:
+    """Whether some process holds the lock (probed with a shared lock taken and dropped at once;
+    a few tries, so a probe of another reader is not mistaken for a holder)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        for i in range(attempts):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return False
+            except BlockingIOError:
+                if i + 1 < attempts:
+                    time.sleep(pause_s)
+        return True
+    finally:
+        os.close(fd)
+
+
+def locate_run(cell: dict, root: str | Path = DEFAULT_ROOT, reuse_other_suites: bool = True,
+               fingerprints: dict | None = None) -> Path:
+    """The cell's own run folder, or a *done* run with the same id in another suite.
+
+    The id covers the config (with the code's defaults); another suite's run is reused only when it is
+    ``done`` for the data this cell reads now (same :func:`cell_fingerprint`), never when stale or corrupt.
+    """
     own = run_dir_for(cell, root)
     if own.exists() or not reuse_other_suites:
         return own
     for other in sorted(Path(root).glob(f"*/{cell['id']}")):
-        if (other / DONE_FILE).exists():
+        if other != own and run_status(cell, other, fingerprints)["state"] == "done":
             return other
     return own
 
 
+def read_result(run_dir: str | Path) -> tuple[dict | None, str | None]:
+    """(result, None) for a run folder with a ``result.json`` that parses, else (None, why not)."""
+    path = Path(run_dir) / RESULT_FILE
+    try:
+        result = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, f"{path} is missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"{path} does not parse ({type(e).__name__}: {e})"
+    if not isinstance(result, dict) or "metrics" not in result:
+        return None, f"{path} holds no metrics"
+    return result, None
+
+
 def cell_state(run_dir: str | Path) -> str:
-    """``done`` | ``failed`` | ``running`` | ``pending`` (module docstring)."""
+    """What the markers say: ``done`` | ``corrupt`` | ``failed`` | ``running`` | ``interrupted`` |
+    ``pending`` (module docstring; :func:`run_status` adds ``stale`` and stale ``running`` markers)."""
     d = Path(run_dir)
     if (d / DONE_FILE).exists():
-        return "done"
+        return "done" if read_result(d)[1] is None else "corrupt"
     if (d / FAILED_FILE).exists():
         return "failed"
     if (d / RUNNING_FILE).exists():
         return "running"
+    if (d / INTERRUPTED_FILE).exists():
+        return "interrupted"
     return "pending"
 
 
+def result_fingerprint(result: dict | None) -> str | None:
+    return ((result or {}).get("provenance") or {}).get("data_fingerprint")
+
+
+def run_status(cell: dict, run_dir: str | Path, fingerprints: dict | None = None,
+               check_lock: bool = True) -> dict:
+    """``{"state", "run_dir", "error"?, "data_fingerprint"?, "result_fingerprint"?}`` of ``cell`` in
+    ``run_dir``: :func:`cell_state` plus ``stale`` (a done result made from other data), ``corrupt``
+    with the path, and ``interrupted`` for a ``running`` marker whose lock is free (its process died)."""
+    d = Path(run_dir)
+    state = cell_state(d)
+    info = {"state": state, "run_dir": str(d)}
+    if state == "corrupt":
+        info["error"] = read_result(d)[1] + "; a sweep re-runs the cell"
+    elif state == "done":
+        recorded = result_fingerprint(read_result(d)[0])
+        current = cell_fingerprint(cell, fingerprints)
+        if current is None and recorded is not None:
+            info["unverified"] = f"data of {cell['dataset'].get('data_root')} not found: not compared"
+        elif current != recorded:
+            info.update(state="stale", data_fingerprint=current, result_fingerprint=recorded,
+                        error=f"made from other data: result data fingerprint {recorded}, the data now "
+                              f"{current}; a sweep retrains it (the old result stays until then)")
+    elif state == "running" and check_lock and d.name == cell["id"]:
+        try:
+            held = lock_is_held(lock_path(cell, d.parent.parent))
+        except ValueError:
+            held = False
+        if not held:
+            info.update(state="interrupted", stale_marker=True,
+                        error="its `running` marker was left by a process that is gone; a sweep takes it over")
+    return info
+
+
 def load_result(run_dir: str | Path) -> dict | None:
-    """The result of a done run, or None."""
+    """The result of a done run, or None (also when its result.json is missing or does not parse)."""
     d = Path(run_dir)
     if not (d / DONE_FILE).exists():
         return None
-    return json.loads((d / RESULT_FILE).read_text())
+    return read_result(d)[0]
 
 
 def failure_message(run_dir: str | Path) -> str | None:
@@ -141,45 +286,79 @@ def device_name() -> str:
     return f"cpu: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
-def data_fingerprint(roots, edge_bytes: int = 4096, max_files: int = 10_000) -> str | None:
-    """sha1 over every data file's relative path, size, mtime and first/last ``edge_bytes`` bytes.
+def data_fingerprint(roots, edge_bytes: int = 4096, samples: int = 8, max_files: int = 10_000) -> str | None:
+    """sha1 over every data file's relative path, size, first/last ``edge_bytes`` bytes and ``samples``
+    blocks spread evenly between them; None when no file exists.
 
-    Cheap on purpose (never reads whole files: COCO features are 33 GB); it detects replaced,
-    truncated or regenerated files, not a change in the middle of an unchanged-size file.
+    Cheap on purpose (never reads whole files: COCO features are 33 GB): it detects replaced,
+    truncated or regenerated files, not a change confined to the unsampled bytes of an unchanged-size
+    file. It reads content, not mtimes, so a copy of the same data (another disk, ``cp`` without ``-p``)
+    keeps its fingerprint and its results.
     """
     roots = [Path(r) for r in roots if r]
-    if not roots:
-        return None
     h = hashlib.sha1()
     n = 0
     for root in roots:
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        if root.is_file():
+            files = [root]
+        elif root.is_dir():
+            files = sorted(p for p in root.rglob("*") if p.is_file())
+        else:
+            continue
         for p in files:
             n += 1
             if n > max_files:
                 break
-            st = p.stat()
+            size = p.stat().st_size
             rel = p.name if p == root else str(p.relative_to(root))
-            h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}|".encode())
+            h.update(f"{rel}|{size}|".encode())
+            offsets = [0] + [size * k // (samples + 1) for k in range(1, samples + 1)] + [size - edge_bytes]
             with open(p, "rb") as f:
-                h.update(f.read(edge_bytes))
-                if st.st_size > edge_bytes:
-                    f.seek(max(edge_bytes, st.st_size - edge_bytes))
+                for off in sorted({max(0, o) for o in offsets}):
+                    f.seek(off)
                     h.update(f.read(edge_bytes))
-    return h.hexdigest()
+    return h.hexdigest() if n else None
 
 
-def provenance(cell: dict | None = None, wall_time_s: float | None = None) -> dict:
+def cell_data_files(cell: dict) -> list[Path]:
+    """The files and folders a cell's training and evaluation read: ``<data_root>/<dataset>/`` (the
+    whole ``data_root`` when it has no such folder, e.g. Karpathy JSON + images) and the vocabulary."""
+    ds = cell.get("dataset") or {}
+    data_root = Path(ds.get("data_root") or "data/synth-demo")  # bench.train.resolve's defaults
+    vocab_root = Path(ds.get("vocab_root") or data_root / "vocab")
+    name = ds.get("name", "")
+    out = [data_root / name if name and (data_root / name).is_dir() else data_root]
+    for extra in ("karpathy_json", "image_root"):
+        if ds.get(extra):
+            out.append(Path(ds[extra]))
+    vocab = vocab_root / f"{name}_vocab.json"
+    if vocab.exists():
+        out.append(vocab)
+    return out
+
+
+def cell_fingerprint(cell: dict, cache: dict | None = None) -> str | None:
+    """:func:`data_fingerprint` of the files ``cell`` reads (``cache``: one dict per pass over a suite)."""
+    key = tuple(str(p) for p in cell_data_files(cell))
+    if cache is not None and key in cache:
+        return cache[key]
+    fp = data_fingerprint(cell_data_files(cell))
+    if cache is not None:
+        cache[key] = fp
+    return fp
+
+
+def provenance(cell: dict | None = None, wall_time_s: float | None = None, fingerprint=None) -> dict:
     """Where and with what a result was made: code, packages, machine, data, seed, wall time."""
-    ds = (cell or {}).get("dataset", {})
     return {
         "git": git_info(),
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "host": socket.gethostname(),
+        "pid": os.getpid(),
         "device": device_name(),
-        "data_fingerprint": data_fingerprint([ds.get("data_root"), ds.get("vocab_root")]),
+        "data_fingerprint": fingerprint if fingerprint is not None or cell is None else cell_fingerprint(cell),
         "seed": (cell or {}).get("seed"),
         "wall_time_s": wall_time_s,
         "argv": list(sys.argv),
@@ -202,48 +381,174 @@ def _task_rank() -> int:
 
 
 def _anchor_checkpoint(cell: dict, root: Path, reuse_other_suites: bool) -> Path | None:
-    """``best.pt`` of the baseline an OAS cell depends on; an error when that cell is not done."""
+    """``best.pt`` of the baseline an OAS cell depends on; an error when that cell is not done (for the
+    data this cell reads: a stale baseline is not an anchor). A released anchor (the suite's
+    ``anchor_checkpoint:``) is used as is."""
+    if cell.get("anchor_checkpoint"):
+        return Path(cell["anchor_checkpoint"]["path"])
     if not cell.get("depends_on"):
         return None
-    dep = {"suite": cell["suite"], "id": cell["depends_on"][0]}
+    dep = {**cell, "suite": cell["suite"], "id": cell["depends_on"][0]}
     dep_dir = locate_run(dep, root, reuse_other_suites)
-    if cell_state(dep_dir) != "done":
-        raise RuntimeError(f"anchor cell {dep['id']} is not done ({cell_state(dep_dir)} in {dep_dir}); "
+    info = run_status(dep, dep_dir)
+    if info["state"] != "done":
+        why = f": {info['error']}" if info.get("error") else ""
+        raise RuntimeError(f"anchor cell {dep['id']} is not done ({info['state']} in {dep_dir}{why}); "
                            "run it first (topological order)")
     return dep_dir / "best.pt"
+
+
+def _job_token() -> str:
+    """Names this process's staging folder: the SLURM job (shared by its tasks and kept across a
+    requeue), torchrun's run id (shared by its ranks), else host and pid."""
+    if os.environ.get("SLURM_JOB_ID"):
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return f"slurm{os.environ['SLURM_JOB_ID']}" + (f"_{task}" if task else "")
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        return "torchrun" + re.sub(r"[^A-Za-z0-9._-]", "_", os.environ["TORCHELASTIC_RUN_ID"])
+    return f"{re.sub(r'[^A-Za-z0-9._-]', '_', socket.gethostname())}-{os.getpid()}"
+
+
+def _staging_dir(final: Path, adopt: bool) -> Path:
+    """This process's staging folder for replacing the complete result in ``final``. With ``adopt``
+    (the cell's lock is held, so other staging folders belong to processes that are gone) the newest
+    one that left a checkpoint is taken over, so an interrupted re-run resumes; the others are removed."""
+    mine = final.with_name(f"{final.name}{STAGING_SUFFIX}-{_job_token()}")
+    if not adopt:
+        return mine
+    others = sorted((p for p in final.parent.glob(f"{final.name}{STAGING_SUFFIX}*") if p != mine and p.is_dir()),
+                    key=lambda p: p.stat().st_mtime)
+    resumable = [p for p in others if (p / "last.pt").exists() or (p / "last.prev.pt").exists()]
+    if resumable and not mine.exists():
+        os.replace(resumable[-1], mine)
+        log.info("resuming the re-run of %s from %s", final.name, resumable[-1])
+    for p in others:
+        if p.exists():
+            shutil.rmtree(p, ignore_errors=True)
+    return mine
+
+
+def _repair_swap(final: Path) -> None:
+    """Finish a swap cut short between its two renames (the lock is held): a complete staging folder
+    becomes the result, else the previous result (``<id>.old``) is put back."""
+    old = final.with_name(final.name + OLD_SUFFIX)
+    if final.exists():
+        if old.exists() and cell_state(final) == "done":
+            shutil.rmtree(old, ignore_errors=True)
+        return
+    complete = [p for p in final.parent.glob(f"{final.name}{STAGING_SUFFIX}*") if cell_state(p) == "done"]
+    if complete:
+        os.replace(complete[0], final)
+    elif old.exists():
+        os.replace(old, final)
+    else:
+        return
+    log.warning("repaired an interrupted swap of %s", final)
+
+
+def _swap_in(work: Path, final: Path) -> None:
+    """Replace the complete result in ``final`` by the complete one in ``work``; at every instant one of
+    them is whole on disk (``<id>.old`` between the two renames, see :func:`_repair_swap`)."""
+    if cell_state(work) != "done":
+        raise RuntimeError(f"refusing to replace {final} by the incomplete run {work}")
+    old = final.with_name(final.name + OLD_SUFFIX)
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(final, old)
+    fault_point("store.swap")
+    os.replace(work, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _forced(run_dir: Path, force: bool, force_before: float | None) -> bool:
+    """Whether ``force`` replaces the done result in ``run_dir``: always, or (``force_before``, a sweep's
+    start time) only a result finished before then, so concurrent forced sweeps train each cell once."""
+    if not force:
+        return False
+    if force_before is None:
+        return True
+    try:
+        return (run_dir / DONE_FILE).stat().st_mtime < force_before
+    except FileNotFoundError:
+        return True
+
+
+def _writable_error(e: BaseException, work: Path) -> str:
+    if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"the run folder {work} is not writable any more ({os.strerror(e.errno)}: {e}); the cell "
+                "failed, the other cells go on: make the folder writable and sweep again (it resumes from "
+                "its last checkpoint)")
+    return f"{type(e).__name__}: {e}"
 
 
 def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool = False,
                       tracker_factory: Callable | None = default_tracker_factory,
                       train_fn: Callable | None = None, raise_errors: bool = True,
-                      reuse_other_suites: bool = True) -> dict:
+                      reuse_other_suites: bool = True, wait_lock: bool = False,
+                      force_before: float | None = None, allow_code_change: bool = False) -> dict:
     """Train ``cell`` into the store unless it is done; return ``{"state", "run_dir", "result"}``.
 
     ``train_fn(cell, run_dir, tracker=, anchor_checkpoint=)`` defaults to ``bench.train.run_cell``.
     OAS cells get ``anchor_checkpoint = <baseline run dir>/best.pt`` (the baseline must be done).
-    On an exception: ``failed`` + ``traceback.txt`` are written, then it is re-raised
-    (``raise_errors``) or returned as ``{"state": "failed", "error": ...}``.
+    The cell's lock is held while it trains: a cell another process holds is skipped
+    (``{"state": "locked"}``) or, with ``wait_lock``, waited for. A ``stale`` or ``corrupt`` result is
+    retrained; ``force`` retrains a done one too (only if finished before ``force_before`` when given).
+    A SIGTERM / Ctrl-C during training saves ``last.pt`` and leaves the cell ``interrupted`` (the result
+    then carries ``"signal"``). ``allow_code_change`` lets the trainer resume a checkpoint written by
+    other code (both commits are recorded). On an exception: ``failed`` + ``traceback.txt`` are
+    written, then it is re-raised (``raise_errors``) or returned as ``{"state": "failed", "error": ...}``.
     """
     root = Path(root)
-    final = locate_run(cell, root, reuse_other_suites)
-    if cell_state(final) == "done" and not force:
+    fps: dict = {}
+    final = locate_run(cell, root, reuse_other_suites, fps)
+    if run_status(cell, final, fps)["state"] == "done" and not _forced(final, force, force_before):
         return {"state": "done", "run_dir": str(final), "result": load_result(final), "skipped": True}
     if train_fn is None:
         from bench.train import run_cell as train_fn  # lazy: the store is used without torch too
+    train_kwargs = {"allow_code_change": True} if allow_code_change else {}
     final = run_dir_for(cell, root)
-    work = final.with_name(final.name + ".rerun") if cell_state(final) == "done" else final
     if _task_rank() != 0:  # a multi-task cell: the other ranks train alongside rank 0, which alone writes
+        complete = cell_state(final) == "done"
+        work = _staging_dir(final, adopt=False) if complete else final
         work.mkdir(parents=True, exist_ok=True)
-        body = train_fn(cell, work, tracker=None, anchor_checkpoint=_anchor_checkpoint(cell, root, reuse_other_suites))
-        state = "done" if body.get("status", "done") == "done" else "pending"
+        body = train_fn(cell, work, tracker=None, anchor_checkpoint=_anchor_checkpoint(cell, root, reuse_other_suites),
+                        **train_kwargs)
+        state = "done" if body.get("status", "done") == "done" else "interrupted"
         return {"state": state, "run_dir": str(work), "result": body, "rank": _task_rank()}
+    lock = CellLock(lock_path(cell, root))
+    try:
+        got = lock.acquire(wait=wait_lock)
+    except OSError as e:  # e.g. a path under a regular file, a read-only mount
+        raise OSError(e.errno, f"cannot create the run folder {final} in the results folder {root} "
+                               f"({e.strerror}); choose a writable results folder (--root)") from e
+    if not got:
+        log.info("cell %s is being trained by another process (%s): skipped", cell["id"], lock.path)
+        return {"state": "locked", "run_dir": str(final), "result": None, "skipped": True}
+    try:
+        return _run_locked(cell, root, final, force, force_before, tracker_factory, train_fn, train_kwargs,
+                           raise_errors, reuse_other_suites, fps)
+    finally:
+        lock.release()
+
+
+def _run_locked(cell, root, final, force, force_before, tracker_factory, train_fn, train_kwargs, raise_errors,
+                reuse_other_suites, fps) -> dict:
+    _repair_swap(final)
+    status = run_status(cell, final, fps, check_lock=False)  # again: another process may have finished it
+    if status["state"] == "done" and not _forced(final, force, force_before):
+        return {"state": "done", "run_dir": str(final), "result": load_result(final), "skipped": True}
+    complete = status["state"] in ("done", "stale")  # a complete result stays until replaced by another
+    work = _staging_dir(final, adopt=True) if complete else final
     try:
         work.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # e.g. a path under a regular file, a read-only mount
         raise OSError(e.errno, f"cannot create the run folder {work} in the results folder {root} "
                                f"({e.strerror}); choose a writable results folder (--root)") from e
-    for marker in (FAILED_FILE, DONE_FILE):
+    for marker in (FAILED_FILE, DONE_FILE, INTERRUPTED_FILE):
         (work / marker).unlink(missing_ok=True)
+    if force and work == final:  # --force on an unfinished cell: from scratch, not from its checkpoints
+        for f in [*work.glob("last*.pt*"), *work.glob("best.pt*")]:
+            f.unlink()
+    fingerprint = cell_fingerprint(cell, fps)  # the data this run reads (recorded in its provenance)
     write_atomic(work / "config.yaml", yaml.safe_dump(cell, sort_keys=False))
     write_json_atomic(work / RUNNING_FILE, {"host": socket.gethostname(), "pid": os.getpid(),
                                            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -260,15 +565,20 @@ def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool =
         anchor = _anchor_checkpoint(cell, root, reuse_other_suites)
         tracker = tracker_factory(cell, work) if tracker_factory else None
         log.info("training cell %s in %s", cell["id"], work)
-        body = train_fn(cell, work, tracker=tracker, anchor_checkpoint=anchor)
-        if body.get("status", "done") != "done":  # e.g. "interrupted": checkpoint written, resume later
+        body = train_fn(cell, work, tracker=tracker, anchor_checkpoint=anchor, **train_kwargs)
+        if body.get("status", "done") != "done":  # "interrupted": checkpoint written, a plain sweep resumes
+            write_json_atomic(work / INTERRUPTED_FILE, {"signal": body.get("signal"), "step": body.get("global_step"),
+                                                        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             (work / RUNNING_FILE).unlink(missing_ok=True)
             if tracker is not None:
                 tracker.finish(None)
-            return {"state": "pending", "run_dir": str(work), "result": None, "status": body.get("status")}
+            return {"state": "interrupted", "run_dir": str(work), "result": None, "status": body.get("status"),
+                    "signal": body.get("signal")}
         result = dict(body)
         result.update({"cell_id": cell["id"], "cell": cell,
-                       "provenance": provenance(cell, wall_time_s=time.time() - start)})
+                       "provenance": provenance(cell, wall_time_s=time.time() - start, fingerprint=fingerprint)})
+        if body.get("code_changes"):  # resumed across a code change (--allow-code-change): both commits
+            result["provenance"]["code_changes"] = body["code_changes"]
         fault_point("store.before_result")
         write_json_atomic(work / RESULT_FILE, result)
         fault_point("store.before_done")
@@ -277,26 +587,33 @@ def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool =
         (work / DONE_FILE).touch()
         (work / RUNNING_FILE).unlink(missing_ok=True)
     except BaseException as e:
-        tb = work / "traceback.txt"
+        message = _writable_error(e, work)
+        if isinstance(e, KeyboardInterrupt):  # a second Ctrl-C outside the training loop
+            try:
+                write_json_atomic(work / INTERRUPTED_FILE, {"signal": "SIGINT", "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            except OSError:
+                pass
+        else:
+            tb = work / "traceback.txt"
+            try:
+                tb.write_text(traceback.format_exc())
+                write_atomic(work / FAILED_FILE, f"{message}\ntraceback: {tb}\n")
+            except OSError as record_error:  # e.g. the disk is full: the original error still propagates
+                log.error("could not record the failure of %s in %s: %s", cell["id"], work, record_error)
         try:
-            tb.write_text(traceback.format_exc())
-            write_atomic(work / FAILED_FILE, f"{type(e).__name__}: {e}\ntraceback: {tb}\n")
-        except OSError as record_error:  # e.g. the disk is full: the original error still propagates
-            log.error("could not record the failure of %s in %s: %s", cell["id"], work, record_error)
-        (work / RUNNING_FILE).unlink(missing_ok=True)
+            (work / RUNNING_FILE).unlink(missing_ok=True)
+        except OSError:  # a read-only folder: the marker stays, its free lock says the cell is not running
+            pass
         if tracker is not None:
             tracker.finish(None, failed=True)
         if raise_errors or not isinstance(e, Exception):
             raise
-        return {"state": "failed", "run_dir": str(work), "error": f"{type(e).__name__}: {e}", "result": None}
+        log.error("cell %s failed: %s", cell["id"], message)
+        return {"state": "failed", "run_dir": str(work), "error": message, "result": None}
     finally:
         root_logger.removeHandler(handler)
         root_logger.setLevel(old_level)
         handler.close()
-    if work != final:  # forced re-run of a done cell: swap the new folder in, then drop the old one
-        old = final.with_name(final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(work, final)
-        shutil.rmtree(old, ignore_errors=True)
+    if work != final:  # a complete result replaced by another complete one
+        _swap_in(work, final)
     return {"state": "done", "run_dir": str(final), "result": result, "skipped": False}

@@ -11,6 +11,13 @@ is the source of truth for states; SLURM adds queued/running for submitted cells
   with ``afterok`` (cancelled by SLURM if a baseline fails). A ``submitted.json`` in a cell's folder
   records its job, so submitting again never duplicates a cell that is queued or running; a cell
   whose job is gone but left its ``running`` marker (scancel, node failure) is pending again.
+
+Concurrent sweeps on one store share the work: each cell is trained under its lock
+(:class:`bench.harness.store.CellLock`), a locked cell is skipped (``wait_lock``: waited for) and
+the next one taken; ``force`` replaces only results finished before the sweep started, so two forced
+sweeps at once train each cell once. A plain sweep runs ``pending``, ``interrupted`` (SIGTERM, Ctrl-C,
+or a ``running`` marker whose process is gone), ``stale`` (done for other data) and ``corrupt`` cells.
+A SIGTERM / Ctrl-C stops an inline sweep after saving the running cell's checkpoint.
 """
 
 from __future__ import annotations
@@ -23,12 +30,15 @@ from bench.harness.cells import expand, topological_order
 from bench.harness.config import Suite
 from bench.harness.store import (
     DEFAULT_ROOT,
-    cell_state,
     failure_message,
     locate_run,
     run_cell_in_store,
+    run_status,
     write_atomic,
 )
+
+#: States a plain sweep runs (``failed`` needs ``--retry-failed``, which also takes over interrupted ones).
+RUNNABLE = ("pending", "interrupted", "stale", "corrupt")
 
 SUBMITTED_FILE = "submitted.json"
 ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
@@ -44,12 +54,14 @@ def submitted_job(run_dir: Path) -> dict | None:
 
 
 def cell_states(cells: list[dict], root: Path, query_slurm: bool = True) -> dict[str, dict]:
-    """Per cell id: {"state": pending|queued|running|done|failed, "run_dir", "job_id"?, "error"?, "log"?}."""
-    out, slurm_ids = {}, {}
+    """Per cell id: {"state": pending|queued|running|interrupted|done|stale|corrupt|failed, "run_dir",
+    "job_id"?, "error"?, "log"?, "data_fingerprint"? and "result_fingerprint"? (stale)}."""
+    out, slurm_ids, fps = {}, {}, {}
     for cell in cells:
-        run_dir = locate_run(cell, root)
-        state = cell_state(run_dir)
-        info = {"state": state, "run_dir": str(run_dir), "log": str(run_dir / "log.txt")}
+        run_dir = locate_run(cell, root, fingerprints=fps)
+        info = run_status(cell, run_dir, fps)
+        state = info["state"]
+        info["log"] = str(run_dir / "log.txt")
         job = submitted_job(run_dir)
         if job and state not in ("done",):
             info["job_id"] = job["job_id"]
@@ -71,7 +83,7 @@ def cell_states(cells: list[dict], root: Path, query_slurm: bool = True) -> dict
         for cid, jid in slurm_ids.items():
             s = states.get(jid, "UNKNOWN")
             out[cid]["slurm_state"] = s
-            if out[cid]["state"] in ("pending", "running") and s in ACTIVE_SLURM_STATES:
+            if out[cid]["state"] in ("pending", "running", "interrupted") and s in ACTIVE_SLURM_STATES:
                 out[cid]["state"] = "queued" if s in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING") \
                     else "running"
             elif out[cid]["state"] == "running" and s not in ACTIVE_SLURM_STATES:
@@ -83,13 +95,13 @@ def cell_states(cells: list[dict], root: Path, query_slurm: bool = True) -> dict
 
 
 def select_cells(cells: list[dict], states: dict, force: bool = False, retry_failed: bool = False) -> list[dict]:
-    """Cells to run now: pending ones (not queued/running elsewhere); with ``retry_failed`` only the
-    failed ones; with ``force`` every cell."""
+    """Cells to run now: the ``RUNNABLE`` ones (not queued/running elsewhere); with ``retry_failed`` the
+    failed and interrupted ones; with ``force`` every cell."""
     if force:
         return list(cells)
     if retry_failed:
-        return [c for c in cells if states[c["id"]]["state"] == "failed"]
-    return [c for c in cells if states[c["id"]]["state"] == "pending"]
+        return [c for c in cells if states[c["id"]]["state"] in ("failed", "interrupted")]
+    return [c for c in cells if states[c["id"]]["state"] in RUNNABLE]
 
 
 def stages(cells: list[dict]) -> list[list[dict]]:
@@ -106,16 +118,21 @@ def stages(cells: list[dict]) -> list[list[dict]]:
 
 def sweep(suite: Suite, executor: str = "inline", root: str | Path = DEFAULT_ROOT, cluster: str | None = None,
           force: bool = False, retry_failed: bool = False, wait: bool = True, progress: bool = True,
-          tracker_factory="default", jobs_folder: str | Path | None = None) -> dict:
+          tracker_factory="default", jobs_folder: str | Path | None = None, wait_lock: bool = False,
+          allow_code_change: bool = False) -> dict:
     """Run the selected cells of ``suite``; returns {"cells": n, "selected": [ids], "states": {...},
-    "jobs": {cell id: job id}, "lost": [job ids that ended without a result, e.g. cancelled]}."""
+    "jobs": {cell id: job id}, "lost": [job ids that ended without a result, e.g. cancelled]} and, inline,
+    "outcomes" {cell id: state after this sweep's attempt, "… (skipped)" when it trained nothing}, "errors" {cell id: message}, "signal" (the
+    SIGTERM / SIGINT that stopped the sweep, if any)."""
     root = Path(root)
+    started = time.time()
     cells = topological_order(expand(suite))
     states = cell_states(cells, root)
     todo = select_cells(cells, states, force=force, retry_failed=retry_failed)
     report = {"suite": suite.name, "cells": len(cells), "selected": [c["id"] for c in todo], "jobs": {}}
     if executor == "inline":
-        _run_inline(todo, root, force, progress, tracker_factory)
+        report.update(_run_inline(todo, root, force, progress, tracker_factory, started, wait_lock,
+                                  allow_code_change))
     elif executor in ("local", "slurm"):
         # Parents queued/running from an earlier sweep: their dependents wait for that job.
         active = {cid: s["job_id"] for cid, s in states.items()
@@ -127,14 +144,23 @@ def sweep(suite: Suite, executor: str = "inline", root: str | Path = DEFAULT_ROO
     return report
 
 
-def _run_inline(cells, root, force, progress, tracker_factory):
+def _run_inline(cells, root, force, progress, tracker_factory, started=None, wait_lock=False,
+                allow_code_change=False) -> dict:
     from tqdm import tqdm
 
     kwargs = {} if tracker_factory == "default" else {"tracker_factory": tracker_factory}
     bar = tqdm(cells, desc="sweep", unit="cell", disable=not progress)
+    outcomes, errors = {}, {}
     for cell in bar:
         bar.set_postfix_str(f"{cell['matcher_label']} / {cell['strategy']['label']} / seed {cell['seed']}")
-        run_cell_in_store(cell, root, force=force, raise_errors=False, **kwargs)
+        out = run_cell_in_store(cell, root, force=force, raise_errors=False, force_before=started,
+                                wait_lock=wait_lock, allow_code_change=allow_code_change, **kwargs)
+        outcomes[cell["id"]] = out["state"] + (" (skipped)" if out.get("skipped") else "")
+        if out.get("error"):
+            errors[cell["id"]] = out["error"]
+        if out.get("signal"):  # SIGTERM / Ctrl-C: the cell saved its checkpoint; stop the sweep here
+            return {"outcomes": outcomes, "errors": errors, "signal": out["signal"]}
+    return {"outcomes": outcomes, "errors": errors}
 
 
 def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None) -> tuple[dict, list]:
