@@ -93,11 +93,47 @@ class BiGRUTextEncoder(nn.Module):
     def forward(self, captions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         max_len = int(lengths.max())
         words = self.embed(captions[:, :max_len])
-        packed = pack_padded_sequence(words, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = self.rnn(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=max_len)
+        if words.device.type == "cpu":  # equal outputs, without the packed CPU GRU's per-step zero-filled slices
+            out = padded_bigru(self.rnn, words, lengths)
+        else:
+            packed = pack_padded_sequence(words, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, _ = self.rnn(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=max_len)
         out = out.view(*out.shape[:2], 2, -1).mean(dim=2)  # average the two directions
         return l2norm(self.gpo(out, lengths))
+
+
+def padded_bigru(rnn: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """A bidirectional batch-first GRU over padded sequences, equal to running it on the packed sequences:
+    the forward direction reads each sequence from its start (padding comes after it), the backward
+    direction reads it reversed within its length; outputs at padded positions are zero.
+
+    On CPU the packed GRU's backward zero-fills a copy of the whole packed input for every time step
+    (quadratic in the caption length); the padded GRU's backward is linear, so a training step is faster
+    even though the padding is computed (and masked).
+    """
+    b, width = x.shape[:2]
+    lengths = lengths.to(x.device)
+    pos = torch.arange(width, device=x.device).expand(b, width)
+    valid = pos < lengths[:, None]
+    rev = torch.where(valid, lengths[:, None] - 1 - pos, pos)  # reverses each sequence within its length
+    h0 = x.new_zeros(1, b, rnn.hidden_size)
+    out = x
+    for layer in range(rnn.num_layers):
+        directions = []
+        for suffix in ("", "_reverse"):
+            weights = [getattr(rnn, f"{w}_l{layer}{suffix}") for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            if suffix:
+                inp = out.gather(1, rev[:, :, None].expand(-1, -1, out.shape[2]))
+            else:
+                inp = out
+            # torch._VF.gru is what nn.GRU.forward calls: one direction, one layer, batch first
+            y, _ = torch._VF.gru(inp, h0, weights, True, 1, 0.0, rnn.training, False, True)
+            directions.append(y.gather(1, rev[:, :, None].expand(-1, -1, y.shape[2])) if suffix else y)
+        out = torch.cat(directions, dim=2)
+        if layer + 1 < rnn.num_layers and rnn.dropout and rnn.training:
+            out = torch.nn.functional.dropout(out, rnn.dropout)
+    return out * valid[:, :, None]
 
 
 class _VSEInftyBase(Matcher):
