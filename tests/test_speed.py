@@ -38,3 +38,25 @@ def test_parallel_local_cells_each_get_their_cpus_as_torch_threads(tiny_data, tm
     for cell, cpus in zip(cells, (1, 2)):
         result = json.loads((locate_run(cell, root) / "result.json").read_text())
         assert result["cost"]["torch_threads"] == cpus, (cell["id"], result["cost"])
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_padded_bigru_equals_the_packed_gru_outputs_and_gradients(num_layers):
+    import torch
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from models.vse_infty import padded_bigru
+
+    torch.manual_seed(0)
+    rnn = torch.nn.GRU(12, 16, num_layers, batch_first=True, bidirectional=True)
+    lengths = torch.tensor([7, 3, 9, 1, 9, 5])
+    x = torch.randn(6, 9, 12, requires_grad=True)
+    packed, _ = rnn(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+    want, _ = pad_packed_sequence(packed, batch_first=True, total_length=9)
+    got = padded_bigru(rnn, x, lengths)
+    assert torch.allclose(got, want, atol=1e-6)
+    g = torch.randn_like(want)
+    grads_want = torch.autograd.grad((want * g).sum(), [x, *rnn.parameters()])
+    grads_got = torch.autograd.grad((got * g).sum(), [x, *rnn.parameters()])
+    for a, b in zip(grads_got, grads_want):
+        assert torch.allclose(a, b, atol=1e-5)
