@@ -24,7 +24,9 @@ import math
 import os
 import random
 import resource
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -53,19 +55,22 @@ SCHEDULE_DEFAULTS = {
     "lr_schedule": "step",  # "step": ×lr_decay at each epoch in lr_decay_epochs; "constant"
     "lr_decay_epochs": [],
     "lr_decay": 0.1,
-    "weight_decay": 0.0,
+    "weight_decay": None,  # None: the matcher's published value (its class attribute weight_decay)
     "grad_clip": 2.0,
     "margin": 0.2,
     "max_violation": True,
-    "hinge_warmup_epochs": None,  # None: the matcher's own (1 for VSE∞, else 0)
+    "hinge_warmup_epochs": None,  # None: the matcher's own (1 for VSE∞, else 0); 0 when starting from a checkpoint
+    "caption_aug": None,  # caption-token augmentation; None: the matcher's own (on for VSE∞, else off)
     "workers": 0,
     "checkpoint_every": 0,  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
     "max_steps_per_epoch": None,
     "log_every": 10,
-    "amp": True,  # bf16 autocast on CUDA; ignored on CPU
+    "amp": False,  # True: bf16 autocast on CUDA (opt-in; the reference programs train in fp32); ignored on CPU
 }
 EVAL_DEFAULTS = {"dev_images": 1000, "batch_size": 128, "protocols": None}
 HINGE_WARMUP = {"vse_infty": 1, "vse_infty_bert": 1}
+#: Schedule keys that do not change a result (free to change between a run and its resume).
+NOT_RESULT_KEYS = ("workers", "checkpoint_every", "log_every")
 
 
 class TrainingDiverged(RuntimeError):
@@ -91,8 +96,15 @@ def resolve(cell: dict) -> dict:
     unknown = set(sched) - set(SCHEDULE_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown schedule keys {sorted(unknown)}; valid: {sorted(SCHEDULE_DEFAULTS)}")
+    matcher = cell["matcher"]["name"]
     if sched["hinge_warmup_epochs"] is None:
-        sched["hinge_warmup_epochs"] = HINGE_WARMUP.get(cell["matcher"]["name"], 0)
+        # OAS stage 2 starts from a trained model: straight to the hardest negative, no warm-up again
+        from_checkpoint = strategies.build(cell["strategy"]["name"], **cell["strategy"]["params"]).needs_anchor_checkpoint
+        sched["hinge_warmup_epochs"] = 0 if from_checkpoint else HINGE_WARMUP.get(matcher, 0)
+    if sched["weight_decay"] is None:
+        sched["weight_decay"] = float(models.matcher_attribute(matcher, "weight_decay", 0.0))
+    if sched["caption_aug"] is None:
+        sched["caption_aug"] = bool(models.matcher_attribute(matcher, "augment", {}).get("token_aug", False))
     cell["schedule"] = sched
     cell["eval"] = {**EVAL_DEFAULTS, **cell.get("eval", {})}
     cell.setdefault("seed", 0)
@@ -147,7 +159,8 @@ class Data:
             from bench.data.precomp import PrecompDataset
 
             return PrecompDataset(self.train, self.vocab, train=True, region_drop=augment.get("region_drop", 0.0),
-                                  token_aug=augment.get("token_aug", False), seed=seed)
+                                  token_aug=augment.get("token_aug", False), seed=seed,
+                                  token_aug_ends=augment.get("token_aug_ends", False))
         from bench.data.karpathy import KarpathyPairs
 
         return KarpathyPairs(self.train, one_caption_per_image=one_caption_per_image, seed=seed)
@@ -188,13 +201,17 @@ def open_data(cell: dict, input_kind: str) -> Data:
         def split(name):
             return PrecompSplit(ds["data_root"], ds["name"], name, captions_per_image=cpi)
 
+        from bench.data.vocab import MASK
+
         vocab = load_vocab(vocab_path(ds["vocab_root"], ds["name"]))
+        words = [vocab.idx2word[i] for i in range(4, len(vocab)) if vocab.idx2word[i] != MASK]
+        if cell["schedule"]["caption_aug"] or models.matcher_attribute(cell["matcher"]["name"], "mask_word", False):
+            vocab = vocab.with_mask()  # one more embedding row, learned; the file on disk is unchanged
         train = split("train")
         check_coverage(vocab, train.captions, vocab_path(ds["vocab_root"], ds["name"]), train.captions_path)
         return Data("regions", train, split("dev"), vocab, {s: split(s) for s in test_split_names},
                     {"vocab_size": len(vocab), "img_dim": int(train.region_shape[1]),
-                     "num_regions": int(train.region_shape[0]),
-                     "vocab_words": [vocab.idx2word[i] for i in range(4, len(vocab))]})
+                     "num_regions": int(train.region_shape[0]), "vocab_words": words})
     from bench.data.karpathy import KarpathySplit
 
     root = Path(ds["data_root"])
@@ -216,12 +233,15 @@ def open_data(cell: dict, input_kind: str) -> Data:
 
 
 def build_matcher(cell: dict, data: Data) -> models.Matcher:
-    """The cell's matcher; sizes that come from the data (vocabulary, region shape) are passed where
-    the constructor takes them, and the cell's own overrides win."""
+    """The cell's matcher; sizes that come from the data (vocabulary, region shape) and the schedule's
+    weight decay are passed where the constructor takes them, and the cell's own overrides win."""
     m = dict(cell["matcher"])
     name = m.pop("name")
     accepted = models.constructor_args(name)
-    kwargs = {k: v for k, v in data.build_kwargs.items() if accepted is None or k in accepted}
+    given = {**data.build_kwargs}
+    if cell.get("schedule", {}).get("weight_decay") is not None:
+        given["weight_decay"] = cell["schedule"]["weight_decay"]
+    kwargs = {k: v for k, v in given.items() if accepted is None or k in accepted}
     return models.build(name, **{**kwargs, **m})
 
 
@@ -241,6 +261,20 @@ def load_reported_weights(path: str | Path) -> dict:
     return state
 
 
+def load_anchor_weights(path: str | Path, cell: dict, data: Data) -> dict:
+    """The OAS anchor: this suite's ``best.pt`` (:func:`load_reported_weights`) or an official release
+    (``models.official``, embedding fitted to the data's vocabulary) of the cell's matcher."""
+    from models import official
+
+    if official.detect(official.read(path), path) == "ours":
+        return load_reported_weights(path)
+    model, info = official.load(path, vocab_size=data.build_kwargs.get("vocab_size"))
+    if info["matcher"]["name"] != cell["matcher"]["name"]:
+        raise ckpt.CheckpointError(f"{path} is an {info['source']} (matcher {info['matcher']['name']}) but this "
+                                   f"cell trains {cell['matcher']['name']}: use a checkpoint of the same matcher")
+    return {"official": True, "matcher": info["matcher"], "source": info["source"], "weights": model.state_dict()}
+
+
 def _make_branches(cell, strategy, data, anchor_checkpoint):
     branches = {}
     anchor_state = None
@@ -248,8 +282,10 @@ def _make_branches(cell, strategy, data, anchor_checkpoint):
         if anchor_checkpoint is None:
             raise ValueError(f"strategy {strategy.name!r} ({strategy.scenario}) needs the trained baseline "
                              "checkpoint of the same matcher/dataset/seed (anchor_checkpoint=.../best.pt)")
-        anchor_state = load_reported_weights(anchor_checkpoint)
-        if anchor_state["matcher"] != cell["matcher"] or anchor_state.get("vocab_size") != data.build_kwargs.get(
+        anchor_state = load_anchor_weights(anchor_checkpoint, cell, data)
+        if anchor_state.get("official"):
+            pass  # a released checkpoint: its sizes are checked when loaded below
+        elif anchor_state["matcher"] != cell["matcher"] or anchor_state.get("vocab_size") != data.build_kwargs.get(
                 "vocab_size"):
             raise ckpt.CheckpointError(
                 f"{anchor_checkpoint} was trained with matcher {anchor_state['matcher']} and vocabulary size "
@@ -260,7 +296,13 @@ def _make_branches(cell, strategy, data, anchor_checkpoint):
             continue
         model = build_matcher(cell, data)
         if b.init == "checkpoint":
-            model.load_state_dict(anchor_state["weights"])
+            try:
+                model.load_state_dict(anchor_state["weights"])
+            except RuntimeError as e:
+                raise ckpt.CheckpointError(
+                    f"{anchor_checkpoint} ({anchor_state.get('source', 'anchor')}, matcher {anchor_state['matcher']}) "
+                    f"does not fit this cell's matcher {cell['matcher']}: give the matcher the checkpoint's sizes "
+                    f"as overrides. {e}") from e
         branches[b.name] = model
     for b in strategy.branches():
         if b.init.startswith("copy:"):
@@ -273,13 +315,28 @@ def _make_branches(cell, strategy, data, anchor_checkpoint):
 
 
 def _make_optimizer(model: models.Matcher, sched: dict):
+    """The matcher's optimiser over its parameter groups; weight decay: the schedule's (None: the
+    matcher's published value), which is what ``resolve`` records. Groups may set their own (CLIP's
+    gains and biases: 0)."""
     groups = model.param_groups(sched["lr"])
     for g in groups:
         g["initial_lr"] = g["lr"]
-    extra = getattr(model, "optimizer_kwargs", {})  # e.g. CLIP's betas/eps; groups may set weight_decay
+    weight_decay = sched["weight_decay"]
+    if weight_decay is None:
+        weight_decay = float(getattr(model, "weight_decay", 0.0))
+    extra = getattr(model, "optimizer_kwargs", {})  # e.g. CLIP's betas/eps
     if model.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=sched["lr"], weight_decay=sched["weight_decay"], **extra)
-    return torch.optim.Adam(groups, lr=sched["lr"], weight_decay=sched["weight_decay"], **extra)
+        return torch.optim.AdamW(groups, lr=sched["lr"], weight_decay=weight_decay, **extra)
+    return torch.optim.Adam(groups, lr=sched["lr"], weight_decay=weight_decay, **extra)
+
+
+def train_augment(model: models.Matcher, sched: dict) -> dict:
+    """The training augmentation of a cell: the matcher's, with caption-token augmentation as the
+    schedule's ``caption_aug`` says (the matcher's rule for ``<start>``/``<end>``)."""
+    augment = dict(model.augment)
+    if sched.get("caption_aug") is not None:
+        augment["token_aug"] = bool(sched["caption_aug"])
+    return augment
 
 
 def lr_factor(epoch: int, sched: dict) -> float:
@@ -356,6 +413,43 @@ class RunState:
     step_time_sum: float = 0.0
     steps_timed: int = 0
     train_wall_s: float = 0.0
+    code_changes: list = field(default_factory=list)  # resumes allowed across a code change (provenance)
+
+
+class StopRequest:
+    """SIGTERM (what SLURM and ``kill`` send) and Ctrl-C set a flag instead of killing the run: the loop
+    saves ``last.pt`` after the current step and returns ``{"status": "interrupted"}``, so a plain sweep
+    resumes the cell. A second Ctrl-C stops at once. Installed only in the main thread."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("received %s: saving last.pt after this step, then stopping (a plain sweep resumes)",
+                    signal.Signals(signum).name)
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._old.items():
+            if handler is not None:
+                signal.signal(s, handler)
+
+    def requested(self) -> bool:
+        flag = self.signum is not None
+        return bool(distributed.broadcast_object(flag)) if distributed.world_size() > 1 else flag
+
+    @property
+    def name(self) -> str | None:
+        return signal.Signals(self.signum).name if self.signum is not None else None
 
 
 def _peak_mem_mb(device) -> float:
@@ -365,16 +459,27 @@ def _peak_mem_mb(device) -> float:
 
 
 def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: str | Path | None = None,
-             stop_after_steps: int | None = None) -> dict:
+             stop_after_steps: int | None = None, allow_code_change: bool = False) -> dict:
     """Train and evaluate one cell in ``run_dir``; resume from ``run_dir/last.pt`` when present.
 
     ``stop_after_steps`` ends the process's work after that many optimiser steps of this call,
     having written a checkpoint (a clean preemption, used by tests and the SLURM requeue path);
-    the result is then ``{"status": "interrupted"}``.
+    the result is then ``{"status": "interrupted"}``, as after a SIGTERM or Ctrl-C (:class:`StopRequest`,
+    with ``"signal"``). ``last.pt`` records the code's commit and the resolved cell; resuming one
+    written by other code or for another resolved cell is refused unless ``allow_code_change`` (then
+    both commits are recorded in the result's ``code_changes``).
     """
+    with StopRequest() as stop:
+        return _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow_code_change, stop)
+
+
+def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow_code_change, stop) -> dict:
+    from bench.harness.store import cell_fingerprint, git_info
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cell = resolve(cell)
+    code = {"commit": git_info()["commit"], "cell": _resume_key(cell), "data_fingerprint": cell_fingerprint(cell)}
     sched, device = cell["schedule"], _device(cell["device"])
     # DISTRIBUTED: join the ranks of a multi-task job (no-op for one process); only rank 0 logs and writes
     rank, world = distributed.init_from_env(device.type)
@@ -395,7 +500,10 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
     reported = strategy.reported
 
     one_per_image = branches[reported].base_loss == "infonce"
-    dataset = data.train_dataset(branches[reported].augment, cell["seed"], one_per_image)
+    augment = train_augment(branches[reported], sched)
+    for m in branches.values():
+        m.augment = augment  # towers that augment inside the model (BERT) follow the schedule too
+    dataset = data.train_dataset(augment, cell["seed"], one_per_image)
     n_items = len(dataset)
     bs = sched["batch_size"]
     steps_per_epoch = n_items // bs
@@ -413,7 +521,7 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
     last = run_dir / "last.pt"
     if last.exists() or _previous(last).exists():
         with distributed.main_first():  # DISTRIBUTED: rank 0 repairs a torn rotation before the others read
-            state = _resume(last, branches, optimizers, cell)
+            state = _resume(last, branches, optimizers, cell, code, allow_code_change)
         log.info("resumed %s at epoch %d step %d", run_dir, state.epoch, state.step_in_epoch)
 
     steps_this_call = 0
@@ -455,11 +563,11 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
                 tracker.log(logs, step=state.global_step)
             if sched["checkpoint_every"] and state.global_step % sched["checkpoint_every"] == 0 \
                     and state.step_in_epoch < steps_per_epoch:
-                _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run)
+                _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run, code)
                 t_run = time.perf_counter()
-            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
-                _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run)
-                return {"status": "interrupted", "global_step": state.global_step}
+            if (stop_after_steps is not None and steps_this_call >= stop_after_steps) or stop.requested():
+                _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run, code)
+                return {"status": "interrupted", "global_step": state.global_step, "signal": stop.name}
         # epoch end: dev evaluation of the reported branch, best checkpoint, full checkpoint
         dev = evaluate_dev(branches[reported], data, cell, device)
         dev = distributed.broadcast_object(dev)  # DISTRIBUTED: every rank takes rank 0's decision
@@ -476,9 +584,11 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
                            "vocab_size": data.build_kwargs.get("vocab_size"), "branch": reported,
                            "epoch": epoch, "dev": dev, "weights": branches[reported].state_dict()},
                           run_dir / "best.pt")
-        _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run)
+        _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run, code)
         t_run = time.perf_counter()
         fault_point("train.between_epochs")
+        if stop.requested():
+            return {"status": "interrupted", "global_step": state.global_step, "signal": stop.name}
 
     # final test evaluation of the best dev checkpoint of the reported branch
     distributed.barrier()  # DISTRIBUTED: rank 0 has written best.pt; every rank evaluates it identically
@@ -487,7 +597,7 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
     final.load_state_dict(best["weights"])
     metrics, ranks = evaluate_test(final, data, cell, device)
     buf = io.BytesIO()
-    np.savez_compressed(buf, **ranks)
+    np.savez_compressed(buf, **ranks, cell_id=np.array(str(cell.get("id", ""))))  # whose ranks these are
     if distributed.is_main():  # DISTRIBUTED
         ckpt.atomic_write_bytes(run_dir / "ranks.npz", buf.getvalue())
     n_fwd = len(branches)
@@ -506,12 +616,18 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
     }
     return {"status": "done", "metrics": metrics, "dev_curve": state.dev_curve, "best_epoch": state.best_epoch,
             "best_dev_rsum": state.best_rsum, "reported_branch": reported, "strategy": strategy.describe(),
-            "cost": cost, "ranks_file": "ranks.npz", "resolved_cell": cell}
+            "cost": cost, "ranks_file": "ranks.npz", "resolved_cell": cell,
+            **({"code_changes": state.code_changes} if state.code_changes else {})}
+
+
+def use_amp(sched: dict, device: torch.device) -> bool:
+    """bf16 autocast for the forward passes: only when the schedule opts in (``amp: true``) on CUDA."""
+    return bool(sched["amp"]) and device.type == "cuda"
 
 
 def _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device, run_dir) -> dict:
     batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-    amp = sched["amp"] and device.type == "cuda"
+    amp = use_amp(sched, device)
     scores = {}
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
         for name, model in branches.items():
@@ -550,7 +666,7 @@ def _previous(path: Path) -> Path:
     return path.with_name(path.stem + ".prev" + path.suffix)
 
 
-def _save_last(path, branches, optimizers, state: RunState, cell, wall_s: float) -> None:
+def _save_last(path, branches, optimizers, state: RunState, cell, wall_s: float, code: dict | None = None) -> None:
     """Write ``last.pt``; the one it replaces stays as ``last.prev.pt`` (the fallback when corrupted)."""
     state.train_wall_s += wall_s
     if not distributed.is_main():  # DISTRIBUTED: only rank 0 writes checkpoints
@@ -561,7 +677,7 @@ def _save_last(path, branches, optimizers, state: RunState, cell, wall_s: float)
         fault_point("checkpoint.rotate")
         _finish_rotation(path)
     ckpt.save({"format": CHECKPOINT_FORMAT, "matcher": cell["matcher"], "strategy": cell["strategy"],
-               "seed": cell["seed"], "state": state.__dict__,
+               "seed": cell["seed"], "state": state.__dict__, "code": code,
                "branches": {n: m.state_dict() for n, m in branches.items()},
                "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
                "rng": _rng_state()}, path)
@@ -575,7 +691,43 @@ def _finish_rotation(path: Path) -> None:
         os.replace(digest, Path(str(prev) + ".sha256"))
 
 
-def _resume(path, branches, optimizers, cell) -> RunState:
+def _resume_key(cell: dict) -> dict:
+    """What of a resolved cell decides its result (data paths, resources, W&B, labels excluded)."""
+    return {"dataset": {k: v for k, v in cell["dataset"].items() if k not in ("data_root", "vocab_root", "image_root",
+                                                                                "karpathy_json")},
+            **{k: copy.deepcopy(cell.get(k)) for k in ("matcher", "eval", "seed")},
+            "schedule": {k: v for k, v in cell["schedule"].items() if k not in NOT_RESULT_KEYS},
+            "strategy": {"name": cell["strategy"]["name"], "params": cell["strategy"].get("params", {})}}
+
+
+def _diff(a, b, prefix="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+def _check_code(path, saved: dict, code: dict, allow: bool, state: RunState) -> None:
+    """Refuse (or, allowed, record) a resume across a change of commit, resolved cell or data."""
+    before = saved.get("code") or {}
+    changes = _diff(before.get("cell"), code["cell"]) if before else ["no record of the code that wrote it"]
+    if before.get("commit") != code["commit"]:
+        changes.insert(0, f"commit: {before.get('commit')} -> {code['commit']}")
+    if before.get("data_fingerprint") != code["data_fingerprint"]:
+        changes.append(f"data fingerprint: {before.get('data_fingerprint')} -> {code['data_fingerprint']}")
+    if not changes:
+        return
+    if not allow:
+        raise ckpt.CheckpointError(
+            f"{path} was written by other code or for another cell ({'; '.join(changes)}): resuming would mix "
+            "two versions in one result. Run again with --force to train the cell from scratch, or with "
+            "--allow-code-change to resume anyway (both commits are then recorded in the provenance)")
+    warnings.warn(f"resuming {path} across a code change ({'; '.join(changes)}), as --allow-code-change asked",
+                  stacklevel=3)
+    state.code_changes.append({"from_commit": before.get("commit"), "to_commit": code["commit"], "changes": changes,
+                               "at_step": state.global_step})
+
+
+def _resume(path, branches, optimizers, cell, code: dict | None = None, allow_code_change: bool = False) -> RunState:
     _finish_rotation(Path(path))
     try:
         saved = ckpt.load(path)
@@ -596,4 +748,7 @@ def _resume(path, branches, optimizers, cell) -> RunState:
     for n, o in optimizers.items():
         o.load_state_dict(saved["optimizers"][n])
     _set_rng_state(saved["rng"])
-    return RunState(**saved["state"])
+    state = RunState(**saved["state"])
+    if code is not None:
+        _check_code(path, saved, code, allow_code_change, state)
+    return state

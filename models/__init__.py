@@ -48,6 +48,14 @@ def input_kind(name: str) -> str:
     return getattr(_REGISTRY[name], "input_kind", "regions")
 
 
+def matcher_attribute(name: str, attr: str, default=None):
+    """Class attribute ``attr`` of matcher ``name`` (e.g. its ``augment`` or ``weight_decay``), else ``default``."""
+    _import_all()
+    if name not in _REGISTRY:
+        build(name)  # raises the registry's error listing the valid names
+    return getattr(_REGISTRY[name], attr, default)
+
+
 def constructor_args(name: str) -> set[str] | None:
     """Keyword arguments matcher ``name``'s constructor accepts (None when it takes ``**kwargs``)."""
     import inspect
@@ -62,6 +70,13 @@ def constructor_args(name: str) -> set[str] | None:
     return {p for p in params if p != "self"}
 
 
+def from_official(path, vocab_size: int | None = None, bert_path: str | None = None) -> Matcher:
+    """Our matcher holding an official checkpoint's weights (VSE∞, SGR, SAF, DBL): see ``models.official``."""
+    from models.official import from_official as _from_official
+
+    return _from_official(path, vocab_size=vocab_size, bert_path=bert_path)
+
+
 def _import_all() -> None:
     import importlib
     import pkgutil
@@ -73,4 +88,4 @@ def _import_all() -> None:
             importlib.import_module(f"models.{mod.name}")
 
 
-__all__ = ["Matcher", "available", "build", "input_kind", "register"]
+__all__ = ["Matcher", "available", "build", "from_official", "input_kind", "matcher_attribute", "register"]

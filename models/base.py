@@ -71,7 +71,13 @@ class Matcher(nn.Module, metaclass=ABCMeta):
         base_loss: ``"hinge"`` (bidirectional triplet, VSE++/VSE∞/SGRAF) or ``"infonce"`` (CLIP).
         optimizer: the published optimiser, ``"adam"`` or ``"adamw"``.
         augment: training-time data augmentation the data loader applies for this matcher,
-            e.g. ``{"region_drop": 0.2, "token_aug": True}`` for VSE∞.
+            e.g. ``{"region_drop": 0.2, "token_aug": True, "token_aug_ends": True}`` for VSE∞
+            (``token_aug``: caption-token augmentation, the default of the schedule's
+            ``caption_aug``; ``token_aug_ends``: it may touch ``<start>``/``<end>``).
+        mask_word: the vocabulary always has the ``<mask>`` word (VSE∞, as its reference code);
+            other matchers get it only when trained with ``caption_aug``.
+        weight_decay: the published weight decay, the default of the schedule's ``weight_decay``
+            (the trainer applies the schedule's value to every parameter group).
     """
 
     dual_encoder: bool = False
@@ -79,6 +85,8 @@ class Matcher(nn.Module, metaclass=ABCMeta):
     base_loss: str = "hinge"
     optimizer: str = "adam"
     augment: dict = {}
+    mask_word: bool = False
+    weight_decay: float = 0.0
 
     def prepare(self, batch: dict) -> dict:
         """Turn a loader batch into model inputs (pixel matchers run their processor here)."""
@@ -104,7 +112,8 @@ class Matcher(nn.Module, metaclass=ABCMeta):
         return self.score(self.encode_images(batch), self.encode_captions(batch))
 
     def param_groups(self, lr: float) -> list[dict]:
-        """Optimiser parameter groups; pretrained towers override this to scale their lr."""
+        """Optimiser parameter groups; pretrained towers override this to scale their lr. Groups that
+        do not set ``weight_decay`` get the schedule's."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
     def after_optimizer_step(self) -> None:

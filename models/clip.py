@@ -168,6 +168,7 @@ class ClipMatcher(Matcher):
     optimizer = "adamw"
     optimizer_kwargs = {"betas": (0.9, 0.98), "eps": 1e-6}
     augment: dict = {}
+    weight_decay = 0.2  # the published value (constructor default); the trainer passes the schedule's
     logit_scale_max = math.log(100.0)
 
     def __init__(

@@ -30,7 +30,8 @@ from models import register
 from models.base import Matcher, l2norm
 from models.gpo import GPO
 
-VSE_AUGMENT = {"region_drop": 0.2, "token_aug": True}
+# The reference's caption augmentation may hit every position, <start>/<end> included.
+VSE_AUGMENT = {"region_drop": 0.2, "token_aug": True, "token_aug_ends": True}
 
 
 def _lengths(batch: dict, key: str, like: torch.Tensor) -> torch.Tensor:
@@ -158,6 +159,8 @@ class VSEInfty(_VSEInftyBase):
     # The reference BiGRU branch builds torch.optim.AdamW(params, lr) without weight_decay, i.e. torch's
     # default 1e-2; its BERT branch passes weight_decay=1e-4.
     weight_decay = 1e-2
+    # The reference appends a learned <mask> row to the SCAN vocabulary (F30K: 8,481 + 1 embeddings).
+    mask_word = True
 
     def __init__(self, vocab_size: int, img_dim: int = 2048, embed_size: int = 1024, word_dim: int = 300,
                  num_layers: int = 1):
@@ -174,9 +177,9 @@ class VSEInfty(_VSEInftyBase):
         return self.txt_enc(captions, _lengths(batch, "caption_lengths", captions))
 
     def param_groups(self, lr: float) -> list[dict]:
-        """One AdamW group at the base lr (reference BiGRU branch)."""
+        """One AdamW group at the base lr (reference BiGRU branch); weight decay: the schedule's."""
         params = [p for p in self.parameters() if p.requires_grad]
-        return [{"params": params, "lr": lr, "weight_decay": self.weight_decay}]
+        return [{"params": params, "lr": lr}]
 
 
 class BertTextEncoder(nn.Module):
@@ -323,13 +326,13 @@ class VSEInftyBert(_VSEInftyBase):
         return self.txt_enc(input_ids, attention_mask)
 
     def param_groups(self, lr: float) -> list[dict]:
-        """Reference BERT branch: BERT at lr × 0.1, everything else at lr; AdamW weight decay 1e-4."""
+        """Reference BERT branch: BERT at lr × 0.1, everything else at lr; weight decay: the schedule's
+        (published: 1e-4, the class attribute ``weight_decay``)."""
         bert_ids = {id(p) for p in self.txt_enc.bert.parameters()}
         bert = [p for p in self.txt_enc.bert.parameters() if p.requires_grad]
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in bert_ids]
-        wd = self.weight_decay
         return [
-            {"params": rest, "lr": lr, "weight_decay": wd},
-            {"params": bert, "lr": lr * self.bert_lr_factor, "weight_decay": wd},
+            {"params": rest, "lr": lr},
+            {"params": bert, "lr": lr * self.bert_lr_factor},
         ]
 

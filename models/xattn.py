@@ -6,6 +6,11 @@ Same local encoders as SGRAF (``models.sgraf``); per (image i, caption c) pair:
     s        = l2norm(mean over valid words of s_l)
     score    = tanh(w_e · s)                                  in (−1, 1)
 No global alignment, no SGR/SAF (DBL's ``EncoderSimilarity``, with its default ``no_simnorm=False``).
+
+DBL's OAS program trains this matcher (both stages) with caption-token augmentation (mask /
+random / delete, p = 0.2, ``<start>``/``<end>`` kept) and a ``<mask>`` vocabulary word; its OSS and
+MSS programs do not. It is the schedule's ``caption_aug`` (default off for this matcher; the
+recipes turn it on for OAS), see ``bench.data.precomp.augment_caption``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ class CrossAttentionMatcher(Matcher):
     input_kind = "regions"
     base_loss = "hinge"
     optimizer = "adam"
-    augment: dict = {}
+    augment: dict = {"token_aug": False, "token_aug_ends": False}  # caption_aug: off unless the schedule says so
 
     def __init__(self, vocab_size: int = F30K_VOCAB_SIZE, img_dim: int = 2048, embed_size: int = 1024,
                  word_dim: int = 300, sim_dim: int = 256, smooth: float = 9.0, word_dropout: float = 0.4,

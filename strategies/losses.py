@@ -241,23 +241,33 @@ def dml(S: torch.Tensor, A: torch.Tensor, temperature: float = 0.1) -> torch.Ten
     return _kl_rows_and_columns(S, A, temperature)
 
 
-def dino(S: torch.Tensor, A: torch.Tensor, temperature: float = 0.1, reverse: bool = False) -> torch.Tensor:
+def dino(S: torch.Tensor, A: torch.Tensor, temperature: float = 0.1, reverse: bool = False,
+         eps: float = 1e-8) -> torch.Tensor:
     """Contrastive self-distillation from a momentum teacher (DINO style, no centering), P = softmax(X/τ).
 
         reverse=False:  (1/B) Σ_i H(P(A)_i·, P(S)_i·) + (1/B) Σ_j H(P(A)_·j, P(S)_·j),
                         H(p, q) = −Σ_k p_k log q_k (cross-entropy, teacher as target);
         reverse=True:   (1/B) Σ_i KL(P(S)_i· ‖ P(A)_i·) + (1/B) Σ_j KL(P(S)_·j ‖ P(A)_·j),
                         the reverse KL (student distribution first; gradient flows through both the
-                        weights P(S) and log P(S)).
+                        weights P(S) and log P(S)), with the reference's smoothing ``eps`` (1e-8):
+                        KL_eps(p ‖ q) = Σ_k p_k log(eps + p_k / (q_k + eps)); ``eps=0`` gives the
+                        exact KL, computed from log-probabilities. They differ where the teacher
+                        saturates (q_k → 0 while p_k > 0): the exact term grows without bound, the
+                        smoothed one is capped near log(1/eps).
 
     Same temperature for teacher and student. A (teacher) detached.
     """
+    if eps < 0:
+        raise ValueError(f"strategies/losses.py dino: eps must be ≥ 0, got {eps}")
     A = _check_pair("dino", S, A)
     loss = S.new_zeros(())
     for s, a in ((S, A), (S.t(), A.t())):
         log_p_s = F.log_softmax(s / temperature, dim=1)
         log_p_a = F.log_softmax(a / temperature, dim=1)
-        if reverse:
+        if reverse and eps > 0:
+            p_s = log_p_s.exp()
+            per_query = (p_s * torch.log(eps + p_s / (log_p_a.exp() + eps))).sum(dim=1)
+        elif reverse:
             per_query = (log_p_s.exp() * (log_p_s - log_p_a)).sum(dim=1)
         else:
             per_query = -(log_p_a.exp() * log_p_s).sum(dim=1)

@@ -7,7 +7,8 @@ randomly initialised target, without gradient and in eval mode. After every step
 
 The target minimises L_raw(S) + α · L_dino(S, sg(A)) where L_dino is the DINO-style cross-entropy
 H(P(A), P(S)) over rows and columns at temperature 0.1 without centering (``loss="dino"``) or its
-reverse-KL variant (``loss="reverse"``).
+reverse-KL variant (``loss="reverse"``, with the reference's eps = 1e-8 inside the log by default;
+``eps=0`` for the exact KL, see ``losses.dino``).
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ class Momentum(Strategy):
     name = "momentum"
     scenario = "mss"
 
-    def __init__(self, loss: Literal["dino", "reverse"] = "dino", m0: float = 0.99995, alpha: float = 1.0, **base):
+    def __init__(self, loss: Literal["dino", "reverse"] = "dino", m0: float = 0.99995, alpha: float = 1.0,
+                 eps: float = 1e-8, **base):
         super().__init__(**base)
         if loss not in ("dino", "reverse"):
             raise ValueError(f"momentum loss must be 'dino' or 'reverse', got {loss!r}")
-        self.loss, self.m0, self.alpha = loss, m0, alpha
+        if eps < 0:
+            raise ValueError(f"momentum eps must be >= 0 (the reverse KL's smoothing), got {eps}")
+        self.loss, self.m0, self.alpha, self.eps = loss, m0, alpha, float(eps)
 
     def branches(self):
         return [Branch("teacher", init="copy:target", update="ema:target", mode="eval"), Branch("target")]
@@ -45,5 +49,5 @@ class Momentum(Strategy):
 
     def losses(self, scores, ctx):
         S, A = scores["target"], scores["teacher"].detach()
-        distill = L.dino(S, A, reverse=self.loss == "reverse")
+        distill = L.dino(S, A, reverse=self.loss == "reverse", eps=self.eps)
         return {"target": self.base(S, ctx, "target") + self.alpha * distill}

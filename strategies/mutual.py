@@ -1,11 +1,15 @@
 """Deep mutual learning in the online synchronous scenario (OSS).
 
 K ≥ 2 peers of the same matcher are trained from scratch at the same time, each with its own
-optimiser. Peer k minimises (symmetric DML; the reference wires it one way only)
+optimiser. With ``symmetric=True`` (the default, DML as published) peer k minimises
 
     L_k = L_raw(S_k) + α · 1/(K−1) · Σ_{l≠k} KL(P(sg(S_l)) ‖ P(S_k)),   P = softmax(X / 0.1)
 
-over rows and columns. The reported peer is ``peer1`` (the first) unless ``report`` says otherwise.
+over rows and columns. ``symmetric=False`` is the wiring of the DBL repository's OSS program
+(its cascade loop with the DML term): the first peer learns from L_raw alone and peer k > 0 from
+the detached earlier peers only, L_k = L_raw(S_k) + α · 1/k · Σ_{l<k} KL(P(sg(S_l)) ‖ P(S_k)).
+The reported peer is ``report``; by default ``peer1`` (the first) when symmetric, and the last
+peer (the one that learns from all others, as the reference's target) when one-sided.
 """
 
 from __future__ import annotations
@@ -20,11 +24,15 @@ class DML(Strategy):
     name = "dml"
     scenario = "oss"
 
-    def __init__(self, peers: int = 2, alpha: float = 1.0, report: str = "peer1", **base):
+    def __init__(self, peers: int = 2, alpha: float = 1.0, report: str | None = None, symmetric: bool = True,
+                 **base):
         super().__init__(**base)
         if peers < 2:
             raise ValueError(f"dml needs peers >= 2, got {peers}")
-        self.peers, self.alpha, self._report = peers, alpha, report
+        self.peers, self.alpha, self.symmetric = peers, alpha, bool(symmetric)
+        if report is None:
+            report = "peer1" if self.symmetric else f"peer{peers}"
+        self._report = report
         if report not in [b.name for b in self.branches()]:
             raise ValueError(f"dml report={report!r} is not a peer (peer1..peer{peers})")
 
@@ -38,7 +46,10 @@ class DML(Strategy):
     def losses(self, scores, ctx):
         names = [b.name for b in self.branches()]
         out = {}
-        for k in names:
-            mimic = sum(L.dml(scores[k], scores[l].detach()) for l in names if l != k) / (len(names) - 1)
-            out[k] = self.base(scores[k], ctx, k) + self.alpha * mimic
+        for i, k in enumerate(names):
+            others = [l for l in names if l != k] if self.symmetric else names[:i]
+            loss = self.base(scores[k], ctx, k)
+            if others:
+                loss = loss + self.alpha * sum(L.dml(scores[k], scores[l].detach()) for l in others) / len(others)
+            out[k] = loss
         return out

@@ -132,7 +132,7 @@ def test_items_pair_caption_with_its_image(tmp_path, vocab):
 def test_no_augmentation_unless_training(tmp_path, vocab):
     ims, captions = write_split(tmp_path)
     split = PrecompSplit(tmp_path, "f30k_precomp", "test")
-    dataset = PrecompDataset(split, vocab, train=False, region_drop=0.5, token_aug=True)
+    dataset = PrecompDataset(split, vocab.with_mask(), train=False, region_drop=0.5, token_aug=True)
     item = dataset[3]
     assert item["image"].shape == (6, 8) and item["caption"].tolist() == vocab.encode(captions[3])
 
@@ -142,7 +142,7 @@ def test_augmentation_is_a_function_of_seed_epoch_index(tmp_path, vocab):
     split = PrecompSplit(tmp_path, "f30k_precomp", "test")
 
     def make(seed):
-        return PrecompDataset(split, vocab, train=True, region_drop=0.5, token_aug=True, seed=seed)
+        return PrecompDataset(split, vocab.with_mask(), train=True, region_drop=0.5, token_aug=True, seed=seed)
 
     a, b = make(0), make(0)
     a.set_epoch(3)
@@ -171,19 +171,74 @@ def test_region_drop_keeps_at_least_one(tmp_path, vocab):
     assert min(dataset[i]["image"].shape[0] for i in range(20)) == 1
 
 
-def test_token_augmentation_rates():
+@pytest.mark.parametrize("touch_ends", [True, False])
+def test_token_augmentation_rates(touch_ends):
     rng = np.random.default_rng(0)
     n = 20000
     ids = np.concatenate([[1], np.full(n, 7), [2]])
-    out = augment_caption(ids, vocab_size=50, unk_id=3, rng=rng)
-    assert out[0] == 1 and out[-1] == 2
+    out = augment_caption(ids, rng, mask_id=50, vocab_size=51, touch_ends=touch_ends)
+    if not touch_ends:
+        assert out[0] == 1 and out[-1] == 2
     words = out[1:-1]
-    deleted = n - len(words)
-    masked = int((words == 3).sum())
-    replaced = int(((words != 7) & (words != 3)).sum())
-    # p = 0.2: masked 10%, replaced 2% (minus the few that hit id 7), deleted 8%
+    deleted = n + 2 - len(out)
+    masked = int((words == 50).sum())
+    replaced = int(((words != 7) & (words != 50)).sum())
+    # p = 0.2: masked 10%, replaced 2% (minus the few that hit id 7 or the mask), deleted 8%
     assert abs(masked / n - 0.10) < 0.01 and abs(deleted / n - 0.08) < 0.01 and abs(replaced / n - 0.02) < 0.005
-    assert words.min() >= 3 and words.max() < 50
+    # replacements come from the whole vocabulary, specials and the mask word included
+    assert words.min() == 0 and words.max() == 50
+
+
+def _reference_augment(tokens, vocab, rng, touch_ends, p=0.2):
+    """The reference rule, re-implemented from its description: caption tokens as strings with
+    <start>/<end> around them; one uniform per token; below p: mask (first half of the band),
+    random id of the whole vocabulary (next tenth), else delete. DBL (touch_ends=False) still
+    draws for <start>/<end> but never changes them."""
+    out = []
+    for token in ["<start>", *tokens, "<end>"]:
+        u = rng.random()
+        if u < p and (touch_ends or token not in ("<start>", "<end>")):
+            if u / p < 0.5:
+                out.append(vocab.word2idx["<mask>"])
+            elif u / p < 0.6:
+                out.append(int(rng.integers(len(vocab))))
+            continue
+        out.append(vocab(token))
+    return out
+
+
+@pytest.mark.parametrize("touch_ends", [True, False])
+def test_augmented_caption_equals_the_reference_rule(tmp_path, touch_ends):
+    from bench.data.vocab import tokenize
+
+    _, captions = write_split(tmp_path, n_images=40, regions=4)
+    split = PrecompSplit(tmp_path, "f30k_precomp", "test")
+    vocab = Vocabulary(WORDS).with_mask()
+    assert len(vocab) == len(WORDS) + 5 and vocab.word2idx["<mask>"] == len(WORDS) + 4
+    dataset = PrecompDataset(split, vocab, train=True, token_aug=True, token_aug_ends=touch_ends, seed=7)
+    dataset.set_epoch(2)
+    changed = ends_hit = 0
+    for index in range(len(dataset)):
+        rng = np.random.default_rng([7, 2, index])  # the item's random stream
+        want = _reference_augment(tokenize(captions[index]), vocab, rng, touch_ends)
+        got = dataset[index]["caption"].tolist()
+        if want:  # (where the reference would delete every token, the caption is kept instead)
+            assert got == want, index
+        changed += got != vocab.encode(captions[index])
+        ends_hit += got[:1] != [1] or got[-1:] != [2]
+    assert changed > 50  # the augmentation ran on most captions
+    assert (ends_hit > 0) == touch_ends  # VSE∞ may touch <start>/<end>, DBL never
+
+
+def test_token_augmentation_needs_the_mask_word(tmp_path, vocab):
+    write_split(tmp_path)
+    split = PrecompSplit(tmp_path, "f30k_precomp", "test")
+    with pytest.raises(ValueError, match=r"<mask>.*vocab.with_mask\(\)"):
+        PrecompDataset(split, vocab, train=True, token_aug=True)
+    # with_mask copies: the loaded vocabulary (and its file) stay without the word
+    extended = vocab.with_mask()
+    assert "<mask>" not in vocab and len(extended) == len(vocab) + 1
+    assert extended.word2idx["<mask>"] == len(vocab) and len(extended.with_mask()) == len(extended)
 
 
 def test_collate_pairs_pads(tmp_path, vocab):

@@ -42,6 +42,8 @@ def test_tokenize_matches_treebank_rules(text, expected):
 
 def test_split_sentences():
     assert split_sentences("a man. a dog? yes! mr. x j. doe") == ["a man.", "a dog?", "yes!", "mr. x j. doe"]
+    # closing quotes and brackets stay with their sentence (they were once dropped)
+    assert split_sentences('he said "stop!" then (left.) ok?" ') == ['he said "stop!"', "then (left.)", 'ok?"']
 
 
 def test_tokenize_returns_fresh_list():
@@ -108,3 +110,72 @@ def test_plain_text_fast_path_agrees_with_the_rules(text):
 
     full = [tok for sentence in split_sentences(text.lower()) for tok in _word_tokenize(sentence)]
     assert tokenize(text) == full
+
+
+# ----------------------------------------------------------------------------- equivalence with NLTK
+
+_GEN_WORDS = ["a", "man", "woman", "dog", "the", "red", "shirt", "is", "on", "street", "two", "children",
+              "playing", "Mr", "St", "Dr", "u.s.", "e.g.", "etc", "J.", "A", "BIG"]
+_GEN_CLITICS = ["don't", "it's", "they're", "we'll", "I'm", "can't", "won't", "cannot", "gonna", "wanna",
+                "gotta", "lemme", "gimme", "dog's", "dogs'", "y'all", "o'clock", "rock'n'roll", "'tis", "'twas",
+                "d'ye", "more'n", "she'd", "you've", "ISN'T", "Wasn't", "'hello", "'a"]
+_GEN_HYPHENS = ["t-shirt", "black-and-white", "x-ray", "well-known", "-", "--", "---", "a-", "-b"]
+_GEN_NUMBERS = ["3", "3.5", "3,000", "10:30", "1990s", "$5", "50%", "#1", "4th", "1/2", "2.", "0.5.", "1,2",
+                "12:00pm"]
+_GEN_PUNCT = [",", ".", "...", "..", ";", ":", "!", "?", "!?", "&", "@", "*", "(", ")", "[", "]", "{", "}", "<",
+              ">", '"', "'", "`", "``", "''", "/", "\\", "|", "~", "^", "+", "=", "_"]
+_GEN_UNICODE = ["café", "naïve", "über", "“quoted”", "‘single’", "—", "–", "…", "日本", "🙂", "«x»", "„low“", "ß",
+                "ﬁ", "e\u0301", "\u00a0", "²", "½", "Ω", "İ", "\u2012", "\u2015"]
+
+
+def _generated_captions(n, seed=0):
+    """Varied captions: plain ones, and ones mixing clitics, hyphens, numbers, punctuation, quotes,
+    brackets and non-ASCII text, with assorted endings and spacing."""
+    import random
+
+    rng = random.Random(seed)
+
+    def token():
+        r = rng.random()
+        pool = (_GEN_WORDS if r < 0.45 else _GEN_CLITICS if r < 0.58 else _GEN_HYPHENS if r < 0.65
+                else _GEN_NUMBERS if r < 0.75 else _GEN_PUNCT if r < 0.9 else _GEN_UNICODE)
+        t = rng.choice(pool)
+        if rng.random() < 0.12:
+            t = rng.choice(_GEN_PUNCT) + t
+        if rng.random() < 0.15:
+            t += rng.choice(_GEN_PUNCT)
+        if rng.random() < 0.1:
+            t = f'"{t}"'
+        return t
+
+    out = []
+    for i in range(n):
+        if i % 4 == 0:  # plain captions (the tokeniser's fast path)
+            text = " ".join(rng.choice(_GEN_WORDS[:13]) for _ in range(rng.randint(1, 12)))
+        else:
+            text = "".join(token() + rng.choice([" "] * 9 + ["", "  ", "\t"]) for _ in range(rng.randint(1, 14)))
+        out.append(text.strip() + rng.choice(["", ".", " .", ". ", "!", "?", '."', ".)", "...", " "]))
+    return out
+
+
+def test_tokenize_equals_nltk_word_tokenize_on_generated_captions():
+    # NLTK's word_tokenize = Punkt sentence split (a downloaded model) + NLTKWordTokenizer per sentence.
+    # Without the download we compare the word rules: NLTK on each of our sentences (preserve_line=True
+    # runs the word tokenizer on the text as given), which is exactly word_tokenize for one sentence.
+    from nltk.tokenize import word_tokenize
+
+    captions = _generated_captions(4000)
+    differ = []
+    multi = 0
+    for caption in captions:
+        sentences = split_sentences(caption.lower())
+        multi += len(sentences) > 1
+        want = [tok for s in sentences for tok in word_tokenize(s, preserve_line=True)]
+        if tokenize(caption) != want:
+            differ.append((caption, tokenize(caption), want))
+    assert not differ, f"{len(differ)} of {len(captions)} captions differ, e.g. {differ[:3]}"
+    assert multi > 100  # several sentences in a caption occur too
+    # single sentences: the whole line through NLTK directly
+    single = [c for c in captions if len(split_sentences(c.lower())) == 1]
+    assert len(single) > 2000
+    assert all(tokenize(c) == word_tokenize(c.lower(), preserve_line=True) for c in single)

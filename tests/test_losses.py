@@ -266,8 +266,39 @@ def test_dino_matches_cross_entropy():
     for s, a in ((S, A), (S.t(), A.t())):
         p_s, p_a = F.softmax(s / tau, 1), F.softmax(a / tau, 1)
         rev += float((p_s * (p_s.log() - p_a.log())).sum(1).mean())
-    close(L.dino(S, A, reverse=True), rev)
-    close(L.dino(S, S, reverse=True), 0.0)
+    close(L.dino(S, A, reverse=True, eps=0.0), rev)
+    close(L.dino(S, S, reverse=True, eps=0.0), 0.0)
+    close(L.dino(S, A, reverse=True), rev, tol=1e-4)  # the reference's eps: a small change here
+
+
+def _reference_reverse_kl(S, A, tau=0.1, eps=1e-8):
+    """The DBL MSS program's reverse-KL term, from its description: softmax probabilities of the
+    student p and the teacher q per row (then per column), Σ_k p_k log(eps + p_k / (q_k + eps)),
+    averaged over the queries, both directions added."""
+    total = 0.0
+    for s, a in ((S, A), (S.t(), A.t())):
+        p, q = torch.softmax(s / tau, dim=-1), torch.softmax(a / tau, dim=-1)
+        total += float((p * torch.log(eps + p / (q + eps))).sum(1).mean())
+    return total
+
+
+def test_reverse_kl_keeps_the_reference_eps_with_saturated_teacher():
+    # A saturated teacher: one column far above the others, so its softmax gives the rest ~1e-30;
+    # the student is spread out. The exact KL and the reference's eps-smoothed one then differ.
+    g = torch.Generator().manual_seed(4)
+    S = torch.rand(6, 6, generator=g, dtype=torch.float64) * 0.4
+    A = torch.full((6, 6), -1.0, dtype=torch.float64)
+    A.fill_diagonal_(1.0)
+    A[:, 0] += 6.0
+    ours = float(L.dino(S, A, reverse=True))
+    assert ours == pytest.approx(_reference_reverse_kl(S, A), rel=1e-12)
+    exact = float(L.dino(S, A, reverse=True, eps=0.0))
+    assert abs(exact - ours) / ours > 0.05  # what dropping the eps changed (issue 11, defect 9)
+    # float32 saturates to exact zeros: still finite, still the reference value
+    ours32 = float(L.dino(S.float(), A.float(), reverse=True))
+    assert ours32 == pytest.approx(_reference_reverse_kl(S.float(), A.float()), rel=1e-4)
+    with pytest.raises(ValueError, match="eps"):
+        L.dino(S, A, reverse=True, eps=-1.0)
 
 
 def test_dino_2x2_by_hand():

@@ -109,6 +109,25 @@ def test_dml_is_symmetric_over_k_peers():
         strategies.build("dml", peers=1)
 
 
+def test_dml_one_sided_is_the_reference_wiring():
+    # DBL's OSS program: branch k > 0 learns from the detached earlier branches (mean), branch 0 from L_raw only
+    s = strategies.build("dml", peers=3, symmetric=False)
+    assert s.reported == "peer3"  # the branch that learns from all the others
+    sc = _scores("peer1", "peer2", "peer3")
+    out = s.losses(sc, CTX)
+    assert torch.allclose(out["peer1"], L.triplet(sc["peer1"]))
+    assert torch.allclose(out["peer2"], L.triplet(sc["peer2"]) + L.dml(sc["peer2"], sc["peer1"]))
+    want3 = L.triplet(sc["peer3"]) + (L.dml(sc["peer3"], sc["peer1"]) + L.dml(sc["peer3"], sc["peer2"])) / 2
+    assert torch.allclose(out["peer3"], want3)
+    sum(out.values()).backward()  # no term reaches a later peer: peer1's gradient is its L_raw's alone
+    g1 = sc["peer1"].grad.clone()
+    sc1 = sc["peer1"].detach().requires_grad_(True)
+    L.triplet(sc1).backward()
+    assert torch.allclose(g1, sc1.grad)
+    assert strategies.build("dml", peers=3, symmetric=False, report="peer1").reported == "peer1"
+    assert strategies.build("dml").symmetric and strategies.build("dml").reported == "peer1"
+
+
 @pytest.mark.parametrize("variant", ["dino", "reverse"])
 def test_momentum_uses_ema_teacher_and_dino_loss(variant):
     s = strategies.build("momentum", loss=variant)
@@ -118,6 +137,10 @@ def test_momentum_uses_ema_teacher_and_dino_loss(variant):
     out = s.losses(sc, CTX)
     assert torch.allclose(out["target"], L.triplet(sc["target"]) +
                           L.dino(sc["target"], sc["teacher"], reverse=variant == "reverse"))
+    assert s.eps == 1e-8  # the reference's eps inside the reverse KL's log; eps=0: the exact KL
+    exact = strategies.build("momentum", loss=variant, eps=0.0).losses(sc, CTX)["target"]
+    assert torch.allclose(exact, L.triplet(sc["target"]) +
+                          L.dino(sc["target"], sc["teacher"], reverse=variant == "reverse", eps=0.0))
 
 
 def test_cosine_momentum_schedule_goes_from_m0_to_one():

@@ -108,3 +108,116 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tiny_
         run_cell(cell, tmp_path / "run")
     ckpt.verify(tmp_path / "run" / "last.pt")
     assert not (tmp_path / "run" / "ranks.npz").exists()
+
+
+# ----------------------------------------------------------------------------- recipe defects (issue 11)
+
+TINY_BERT = {"name": "vse_infty_bert", "embed_size": 32,
+             "bert_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                             "intermediate_size": 64, "max_position_embeddings": 64}}
+
+
+def _built(cell):
+    """The resolved cell, its data, and the optimiser of one matcher, as ``run_cell`` builds them."""
+    import models
+    from bench.train import _make_optimizer, build_matcher, open_data, resolve
+
+    cell = resolve(cell)
+    data = open_data(cell, models.input_kind(cell["matcher"]["name"]))
+    model = build_matcher(cell, data)
+    return cell, data, model, _make_optimizer(model, cell["schedule"])
+
+
+@pytest.mark.parametrize("matcher, published", [(SMALL_VSE, 1e-2), (TINY_BERT, 1e-4),
+                                                ({"name": "xattn", "embed_size": 32, "word_dim": 16}, 0.0)])
+def test_optimiser_groups_equal_the_recorded_weight_decay(tiny_data, matcher, published):
+    cell, _, _, opt = _built(_cell(tiny_data, matcher=matcher))
+    assert cell["schedule"]["weight_decay"] == published  # recorded: the matcher's published value
+    assert {g["weight_decay"] for g in opt.param_groups} == {published}
+    cell, _, _, opt = _built(_cell(tiny_data, matcher=matcher, weight_decay=3e-3))
+    assert cell["schedule"]["weight_decay"] == 3e-3 and {g["weight_decay"] for g in opt.param_groups} == {3e-3}
+
+
+def test_clip_decay_groups_follow_the_recorded_weight_decay(tiny_data):
+    from bench.train import Data, _make_optimizer, build_matcher, resolve
+
+    cell = resolve(_cell(tiny_data, matcher={"name": "clip", "preset": "tiny"}, weight_decay=0.05))
+    model = build_matcher(cell, Data("pixels", None, None, build_kwargs={"vocab_words": ["a", "dog"]}))
+    groups = {g["name"]: g["weight_decay"] for g in _make_optimizer(model, cell["schedule"]).param_groups}
+    assert {v for k, v in groups.items() if k.endswith("_decay") and "no_decay" not in k} == {0.05}
+    assert {v for k, v in groups.items() if "no_decay" in k} == {0.0}
+    assert resolve(_cell(tiny_data, matcher={"name": "clip"}))["schedule"]["weight_decay"] == 0.2
+
+
+def test_amp_is_opt_in():
+    from bench.train import resolve, use_amp
+
+    cell = {"dataset": {"name": "f30k_precomp"}, "matcher": {"name": "vse_infty"}, "strategy": {"name": "baseline"}}
+    sched = resolve(cell)["schedule"]
+    assert sched["amp"] is False  # fp32, as the three reference programs
+    assert not use_amp(sched, torch.device("cuda")) and not use_amp(sched, torch.device("cpu"))
+    assert use_amp({**sched, "amp": True}, torch.device("cuda")) and not use_amp({**sched, "amp": True},
+                                                                                  torch.device("cpu"))
+
+
+@pytest.mark.parametrize("strategy, params, warmup", [
+    ("baseline", {}, 1), ("dml", {}, 1), ("dbl", {"scenario": "oss"}, 1), ("dbl", {"scenario": "mss"}, 1),
+    ("kd", {}, 0), ("darkrank", {}, 0), ("dbl", {"scenario": "oas", "loss": "abs"}, 0)])
+def test_oas_stage2_starts_with_the_hardest_negative(strategy, params, warmup):
+    from bench.train import build_strategy, resolve
+    from strategies import StepContext
+    from strategies import losses as L
+
+    cell = {"dataset": {"name": "f30k_precomp"}, "matcher": {"name": "vse_infty"},
+            "strategy": {"name": strategy, "params": params}}
+    cell = resolve(cell)
+    assert cell["schedule"]["hinge_warmup_epochs"] == warmup
+    import models
+
+    s = build_strategy(cell, models.build("vse_infty", vocab_size=10, embed_size=8, word_dim=4, img_dim=4))
+    S = torch.rand(5, 5, generator=torch.Generator().manual_seed(0))
+    first = s.base(S, StepContext(epoch=0, step=0, total_steps=10), s.reported)
+    assert torch.allclose(first, L.triplet(S, max_violation=not warmup))
+    # a schedule that asks for a warm-up still gets it
+    explicit = resolve({**cell, "schedule": {"hinge_warmup_epochs": 1}})
+    assert explicit["schedule"]["hinge_warmup_epochs"] == 1
+
+
+@pytest.mark.parametrize("matcher, caption_aug, resolved, extra_row, ends", [
+    (SMALL_VSE, None, True, 1, True),   # VSE∞: always the <mask> row; its augmentation may touch <start>/<end>
+    (SMALL_VSE, False, False, 1, True),
+    ({"name": "xattn", "embed_size": 32, "word_dim": 16}, None, False, 0, False),  # DBL OSS/MSS
+    ({"name": "xattn", "embed_size": 32, "word_dim": 16}, True, True, 1, False),   # DBL OAS
+])
+def test_caption_augmentation_setting_and_mask_word(tiny_data, matcher, caption_aug, resolved, extra_row, ends):
+    from bench.data.vocab import load_vocab
+    from bench.train import train_augment
+
+    vocab_file = tiny_data / "vocab" / "f30k_precomp_vocab.json"
+    before = vocab_file.read_bytes()
+    sched = {} if caption_aug is None else {"caption_aug": caption_aug}
+    cell, data, model, _ = _built(_cell(tiny_data, matcher=matcher, **sched))
+    assert cell["schedule"]["caption_aug"] is resolved
+    n_file = len(load_vocab(vocab_file))
+    assert data.build_kwargs["vocab_size"] == len(data.vocab) == n_file + extra_row
+    assert model.txt_enc.embed.num_embeddings == n_file + extra_row
+    assert vocab_file.read_bytes() == before  # the SCAN file is unchanged; the row exists in memory only
+    augment = train_augment(model, cell["schedule"])
+    dataset = data.train_dataset(augment, seed=0, one_caption_per_image=False)
+    assert dataset.token_aug is resolved and dataset.token_aug_ends is ends
+    caps = [dataset[i]["caption"] for i in range(300)]
+    mask = data.vocab.word2idx.get("<mask>")
+    assert any(mask in c.tolist() for c in caps) is resolved
+    ends_touched = any(c[0] != 1 or c[-1] != 2 for c in caps)
+    assert ends_touched is (resolved and ends)
+
+
+def test_xattn_trains_with_caption_augmentation(tiny_data, tmp_path):
+    xattn = {"name": "xattn", "embed_size": 32, "word_dim": 16, "sim_dim": 16}
+    res = run_cell(_cell(tiny_data, matcher=xattn, epochs=1, caption_aug=True, max_steps_per_epoch=2,
+                         batch_size=16), tmp_path / "x")
+    assert res["status"] == "done" and res["resolved_cell"]["schedule"]["caption_aug"] is True
+    from bench.data.vocab import load_vocab
+
+    n_file = len(load_vocab(tiny_data / "vocab" / "f30k_precomp_vocab.json"))
+    assert ckpt.load(tmp_path / "x" / "best.pt")["vocab_size"] == n_file + 1  # with the learned <mask> row

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bench.data.errors import DataError
-from bench.data.vocab import UNK, Vocabulary
+from bench.data.vocab import MASK, Vocabulary
 
 DATASETS: dict[str, tuple[str, ...]] = {
     "f30k_precomp": ("train", "dev", "test"),
@@ -179,19 +179,33 @@ class PrecompSplit:
 # Training / validation pairs
 
 
-def augment_caption(ids: np.ndarray, vocab_size: int, unk_id: int, rng: np.random.Generator,
-                    p: float = 0.2) -> np.ndarray:
-    """VSE∞ token augmentation: each word (not <start>/<end>) with probability ``p`` is masked to
-    <unk> (50%), replaced by a random non-special id (10%) or deleted (40%)."""
-    words = ids[1:-1].copy()
-    u = rng.random(len(words))
-    v = u / p
-    chosen = u < p
-    words[chosen & (v < 0.5)] = unk_id
-    replace = chosen & (v >= 0.5) & (v < 0.6)
-    words[replace] = rng.integers(4, max(vocab_size, 5), size=int(replace.sum()))
-    keep = ~(chosen & (v >= 0.6))
-    return np.concatenate([ids[:1], words[keep], ids[-1:]])
+def augment_caption(ids: np.ndarray, rng: np.random.Generator, mask_id: int, vocab_size: int, p: float = 0.2,
+                    touch_ends: bool = True) -> np.ndarray:
+    """Caption-token augmentation of the reference programs (VSE∞ and DBL's OAS program).
+
+    Token by token, one uniform draw ``u`` each: a token with ``u < p`` is masked to ``mask_id``
+    when ``u / p < 0.5``, replaced by an id drawn uniformly from the whole vocabulary
+    ``0 .. vocab_size - 1`` (one more draw, right after ``u``) when ``u / p < 0.6``, and deleted
+    otherwise. ``touch_ends=True`` (VSE∞) lets this hit ``<start>``/``<end>`` too; with
+    ``touch_ends=False`` (DBL) they still consume their draw but are always kept. Where every
+    token would be deleted (the reference then yields an empty caption), the caption is kept as it is.
+    """
+    last = len(ids) - 1
+    out = []
+    for i, token in enumerate(ids.tolist()):
+        u = rng.random()
+        if u >= p or (not touch_ends and i in (0, last)):
+            out.append(token)
+            continue
+        v = u / p
+        if v < 0.5:
+            out.append(mask_id)
+        elif v < 0.6:
+            out.append(int(rng.integers(vocab_size)))
+        # else: deleted
+    if not out:
+        return np.array(ids, dtype=np.int64)
+    return np.asarray(out, dtype=np.int64)
 
 
 def drop_regions(image: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
@@ -205,17 +219,23 @@ def drop_regions(image: np.ndarray, rng: np.random.Generator, p: float) -> np.nd
 class PrecompDataset(Dataset):
     """One item per caption: caption c with image c // captions_per_image.
 
-    With ``train=True`` the VSE∞ augmentations apply (``region_drop``, ``token_aug``); their
+    With ``train=True`` the augmentations apply (``region_drop``; ``token_aug``, see
+    :func:`augment_caption`, which needs a vocabulary with ``<mask>``: ``vocab.with_mask()``, and
+    ``token_aug_ends`` says whether it may touch ``<start>``/``<end>``, as VSE∞'s does); their
     randomness is ``np.random.default_rng([seed, epoch, index])``, so item ``index`` of epoch
     ``epoch`` is the same in every run and after a resume (call :meth:`set_epoch` each epoch).
     ``n_images`` restricts the split to its first images (validation uses the first 1,000 of dev).
     """
 
     def __init__(self, split: PrecompSplit, vocab: Vocabulary, train: bool = False, region_drop: float = 0.0,
-                 token_aug: bool = False, n_images: int | None = None, seed: int = 0):
+                 token_aug: bool = False, n_images: int | None = None, seed: int = 0, token_aug_ends: bool = True):
         if not 0.0 <= region_drop < 1.0:
             raise ValueError(f"region_drop={region_drop} must be in [0, 1)")
+        if token_aug and MASK not in vocab:
+            raise ValueError(f"token_aug masks words to {MASK}, which this vocabulary ({len(vocab)} words) lacks: "
+                             "pass vocab.with_mask() (the word is added in memory, the file is unchanged)")
         self.split, self.vocab = split, vocab
+        self.token_aug_ends = token_aug_ends
         self.train, self.region_drop, self.token_aug, self.seed = train, region_drop, token_aug, seed
         self.n_images = split._limit(n_images)
         self.n_captions = self.n_images * split.captions_per_image
@@ -238,7 +258,8 @@ class PrecompDataset(Dataset):
             if self.region_drop > 0:
                 image = drop_regions(image, rng, self.region_drop)
             if self.token_aug:
-                caption = augment_caption(caption, len(self.vocab), self.vocab.word2idx[UNK], rng)
+                caption = augment_caption(caption, rng, self.vocab.word2idx[MASK], len(self.vocab),
+                                          touch_ends=self.token_aug_ends)
         return {"image": image, "caption": caption, "image_index": image_index, "caption_index": index,
                 "raw_caption": self.split.captions[index]}
 

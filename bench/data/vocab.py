@@ -4,14 +4,20 @@ Region matchers (VSE∞, SGRAF) read captions as vocabulary ids::
 
     ids = [<start>] + [word2idx.get(w, <unk>) for w in tokenize(caption)] + [<end>]
 
-with the special ids ``<pad>=0, <start>=1, <end>=2, <unk>=3``. The reference code tokenises with
+with the special ids ``<pad>=0, <start>=1, <end>=2, <unk>=3``. Matchers trained with caption-token
+augmentation (VSE∞ always, ``xattn`` with ``caption_aug``) also have a ``<mask>`` word, appended
+in memory after the file's words by :meth:`Vocabulary.with_mask` (F30K: 8,481 + 1 ids); the
+vocabulary files on disk never change. The reference code tokenises with
 ``nltk.tokenize.word_tokenize(caption.lower())``; :func:`tokenize` reproduces its rules (sentence
-split, then the Penn-Treebank/NLTK word rules) with plain regular expressions, so that nothing has
-to be downloaded.
+split, then the Penn-Treebank/NLTK word rules) with regular expressions of the engine NLTK itself
+uses (``regex``), so that nothing has to be downloaded. tests/test_data_vocab.py checks the word
+rules against the installed NLTK on thousands of generated captions; the sentence split (NLTK's
+Punkt model, a download) is not compared.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
@@ -20,17 +26,20 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+import regex  # NLTK's own engine since 3.10: the same Unicode classes (\w, \s) as word_tokenize
+
 from bench.data.errors import DataError
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
+MASK = "<mask>"  # the augmentation's mask word; never on disk, appended by Vocabulary.with_mask
 
 # ----------------------------------------------------------------------------------------------
 # Tokeniser: word_tokenize = sentence split (Punkt) + NLTK's improved Treebank word rules.
 
 # A period closes a sentence when it ends a whitespace-delimited chunk, unless the chunk is an
 # abbreviation, an initial ("j."), a number or contains another period ("u.s.").
-_SENT_END = re.compile(r"""(?<=[.?!])(?:["')\]}»”’]*)\s+""")
+_SENT_END = regex.compile(r"""(?<=[.?!])["')\]}»”’]*(\s+)""")  # closing quotes/brackets stay with the sentence
 _ABBREVIATIONS = frozenset(
     "mr mrs ms dr st jr sr vs etc e.g i.e no co inc ltd mt ft approx dept est".split()
 )
@@ -38,37 +47,39 @@ _ABBREVIATIONS = frozenset(
 # Rules applied in order; each is (pattern, replacement). Spaces are inserted around tokens and
 # the result is split on whitespace.
 _OPENING_QUOTES = [
-    (re.compile(r"([«“‘„]|`+)"), r" \1 "),
-    (re.compile(r'^"'), r"``"),
-    (re.compile(r"(``)"), r" \1 "),
-    (re.compile(r"""([ (\[{<])("|'')"""), r"\1 `` "),
+    (regex.compile(r"([«“‘„]|`+)"), r" \1 "),
+    (regex.compile(r'^"'), r"``"),
+    (regex.compile(r"(``)"), r" \1 "),
+    (regex.compile(r"""([ (\[{<])("|'')"""), r"\1 `` "),
     # a leading apostrophe that does not start a clitic ('re, 've, 'll, 'm, 't, 's, 'd, 'n)
-    (re.compile(r"(?i)(?<!\w)(')(?!(?:re|ve|ll|m|t|s|d|n)\b)(?=\w)"), r"\1 "),
+    (regex.compile(r"(?i)(?<!\w)(')(?!(?:re|ve|ll|m|t|s|d|n)\b)(?=\w)"), r"\1 "),
 ]
 _CLOSERS = "\\])}>\"'»”’"
 _PUNCTUATION = [
-    (re.compile(rf"([^.])(\.)([{_CLOSERS} ]*)\s*$"), r"\1 \2 \3 "),  # sentence-final period
-    (re.compile(r"([:,])([^\d])"), r" \1 \2"),  # , and : except inside numbers (3,000 10:30)
-    (re.compile(r"([:,])$"), r" \1 "),
-    (re.compile(r"\.{2,}"), r" \g<0> "),  # ellipsis
-    (re.compile(r"[;@#$%&]"), r" \g<0> "),
-    (re.compile("[\u2012-\u2015]"), r" \g<0> "),  # figure/en/em dashes
-    (re.compile(rf"([^.])(\.)([{_CLOSERS}]*)\s*$"), r"\1 \2\3 "),
-    (re.compile(r"[?!]"), r" \g<0> "),
-    (re.compile(r"([^'])' "), r"\1 ' "),
-    (re.compile(r"\*"), r" \g<0> "),
+    (regex.compile(rf"([^.])(\.)([{_CLOSERS} ]*)\s*$"), r"\1 \2 \3 "),  # sentence-final period
+    (regex.compile(r"([:,])([^\d])"), r" \1 \2"),  # , and : except inside numbers (3,000 10:30)
+    (regex.compile(r"([:,])$"), r" \1 "),
+    (regex.compile(r"\.{2,}"), r" \g<0> "),  # ellipsis
+    (regex.compile(r"[;@#$%&]"), r" \g<0> "),
+    (regex.compile("[\u2012-\u2015]"), r" \g<0> "),  # figure/en/em dashes
+    (regex.compile(rf"([^.])(\.)([{_CLOSERS}]*)\s*$"), r"\1 \2\3 "),
+    (regex.compile(r"[?!]"), r" \g<0> "),
+    (regex.compile(r"([^'])' "), r"\1 ' "),
+    (regex.compile(r"\*"), r" \g<0> "),
 ]
-_BRACKETS = (re.compile(r"[\]\[(){}<>]"), r" \g<0> ")
-_DOUBLE_DASH = (re.compile(r"--"), r" -- ")
+_BRACKETS = (regex.compile(r"[\]\[(){}<>]"), r" \g<0> ")
+_DOUBLE_DASH = (regex.compile(r"--"), r" -- ")
 _CLOSING_QUOTES = [
-    (re.compile(r"([»”’])"), r" \1 "),
-    (re.compile(r"''"), " '' "),
-    (re.compile(r'"'), " '' "),
-    (re.compile(r"\s+"), " "),
-    (re.compile(r"([^' ])('[sS]|'[mM]|'[dD]|') "), r"\1 \2 "),
-    (re.compile(r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) "), r"\1 \2 "),
+    (regex.compile(r"([»”’])"), r" \1 "),
+    (regex.compile(r"''"), " '' "),
+    (regex.compile(r'"'), " '' "),
+    (regex.compile(r"\s+"), " "),
+    (regex.compile(r"([^' ])('[sS]|'[mM]|'[dD]|') "), r"\1 \2 "),
+    (regex.compile(r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) "), r"\1 \2 "),
 ]
 # Words written together that the Treebank splits ("cannot" -> "can not", "gonna" -> "gon na").
+# NLTK compiles these with the standard library's ``re`` (its ``\b`` differs from ``regex``'s
+# next to combining marks and digits such as "²"), so they do here too.
 _SPLIT_WORDS = [
     re.compile(r"(?i)\b(can)(not)\b"),
     re.compile(r"(?i)\b(d)('ye)\b"),
@@ -98,9 +109,9 @@ def split_sentences(text: str) -> list[str]:
     """Split at ``. ? !`` followed by whitespace (Punkt-like; abbreviations/initials do not split)."""
     sentences, start = [], 0
     for m in _SENT_END.finditer(text):
-        chunk = text[start : m.start()].split()
+        chunk = text[start : m.start(1)].split()
         if chunk and _ends_sentence(chunk[-1]):
-            sentences.append(text[start : m.start()])
+            sentences.append(text[start : m.start(1)])
             start = m.end()
     sentences.append(text[start:])
     return [s for s in (s.strip() for s in sentences) if s]
@@ -119,8 +130,8 @@ def _word_tokenize(sentence: str) -> list[str]:
 
 
 # Text of plain words and at most a final period, where no rule but the final-period split fires.
-_PLAIN = re.compile(r"[a-z0-9\s]*\.?\s*")
-_SPLIT_WORD_HINT = re.compile(r"cannot|gimme|gonna|gotta|lemme|wanna")
+_PLAIN = regex.compile(r"[a-z0-9\s]*\.?\s*")
+_SPLIT_WORD_HINT = regex.compile(r"cannot|gimme|gonna|gotta|lemme|wanna")
 
 
 @functools.lru_cache(maxsize=1 << 17)
@@ -182,6 +193,13 @@ class Vocabulary:
     @property
     def unk_id(self) -> int:
         return self.word2idx[UNK]
+
+    def with_mask(self) -> Vocabulary:
+        """A copy with ``<mask>`` appended as the last id (unchanged when it already has one)."""
+        vocab = copy.copy(self)
+        vocab.word2idx, vocab.idx2word = dict(self.word2idx), dict(self.idx2word)
+        vocab.add_word(MASK)
+        return vocab
 
     def encode(self, text: str) -> list[int]:
         """[<start>] + ids of ``tokenize(text)`` (unknown words -> <unk>) + [<end>]."""

@@ -61,6 +61,7 @@ _SCHEDULE_TYPE_HINTS: dict[str, Any] = {
     "hinge_warmup_epochs": int,
     "max_steps_per_epoch": int,
     "caption_aug": bool,
+    "weight_decay": float,
 }
 # Schedule keys that count something and must be >= 1 (a None default stays allowed: "no limit").
 POSITIVE_KEYS = ("epochs", "batch_size", "max_steps_per_epoch")
@@ -295,7 +296,7 @@ def available_recipes() -> dict[str, list[str]]:
 
 
 def recipe_hash(content: Any) -> str:
-    """8 hex digits of sha1 over a recipe's parsed content (comments and layout do not count)."""
+    """8 hex digits of sha1 over a recipe's parsed values (comments, layout, description do not count)."""
     return hashlib.sha1(json.dumps(content, sort_keys=True, separators=(",", ":"),
                                    default=str).encode()).hexdigest()[:8]
 
@@ -336,7 +337,8 @@ def compose_recipes(raw: dict, path: Path) -> dict:
         body = read_yaml(file) or {}
         fragment = _Validator(str(file)).mapping("", body, {"description", "scales", "resources", "reference"})
         _Validator(str(file)).recipe(fragment)
-        record[group] = {"option": option, "version": recipe_hash(body),
+        record[group] = {"option": option, "version": recipe_hash({k: x for k, x in fragment.items()
+                                                                   if k != "description"}),
                          "description": str(fragment.get("description", "")),
                          "file": str(file.relative_to(RECIPES_DIR.parents[1]))}
         merged = _deep_merge(merged, {k: copy.deepcopy(x) for k, x in fragment.items() if k != "description"})
