@@ -22,11 +22,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm import tqdm
-
-from bench.atomic import atomic_write_bytes
+# torch, numpy and tqdm are imported inside the functions: registering the subcommands must not
+# slow down every other `python -m bench` command.
 
 EXPORTABLE = ("vse_infty", "vse_infty_bert", "sgr", "saf", "xattn")
 
@@ -35,7 +32,9 @@ class EvaluateError(ValueError):
     """A bad ``evaluate``/``export`` argument: names the value and the fix."""
 
 
-def _device(name: str) -> torch.device:
+def _device(name: str):
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -86,10 +85,12 @@ def load_for_data(path: str | Path, dataset: str, data_root: str, vocab_root: st
 
 
 def _bar(iterable, desc: str, total: int | None = None):
+    from tqdm import tqdm
+
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=not sys.stderr.isatty())
 
 
-def score_checkpoint(model, data, split, batch_size: int, device, name: str) -> torch.Tensor:
+def score_checkpoint(model, data, split, batch_size: int, device, name: str):
     """The score matrix [n_images, n_captions] of ``model`` on ``split`` (the trainer's evaluation path)."""
     from bench.evaluate import encode_all, score_matrix
 
@@ -105,6 +106,8 @@ def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protoco
                          vocab_root: str | None = None, batch_size: int | None = None, device: str = "auto",
                          bert_path: str | None = None) -> tuple[dict, dict]:
     """``(result, ranks)``: metrics per protocol of the checkpoint (or the score-averaged ensemble)."""
+    import numpy as np
+
     from bench.data.precomp import DATASETS
     from bench.protocols import PROTOCOLS, evaluate_protocol, protocols_for
 
@@ -121,7 +124,7 @@ def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protoco
     by_split: dict[str, list[str]] = {}
     for n in names:
         by_split.setdefault(PROTOCOLS[n].split, []).append(n)
-    sims: dict[str, torch.Tensor] = {}
+    sims: dict = {}
     infos = []
     for path in paths:
         model, info, data, bs = load_for_data(path, dataset, data_root, vocab_root, names, batch_size, bert_path)
@@ -171,6 +174,10 @@ def format_table(result: dict) -> str:
 
 def write_result(result: dict, ranks: dict, out: str | Path) -> tuple[Path, Path]:
     import io
+
+    import numpy as np
+
+    from bench.atomic import atomic_write_bytes
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,7 @@ A cell is a plain dict (YAML/JSON-friendly, passed as is to ``bench.train.run_ce
 
 Cell id (DomainBed style): the first 12 hex digits of sha1 over the canonical JSON of what decides
 the result: dataset name and label, matcher name + overrides, strategy name + params, schedule, eval, seed and
-the ids it depends on, each over the code's defaults (a default changed in ``bench.train`` or in a matcher's
-or strategy's constructor changes the ids it reaches). Excluded: suite name, scale, labels, data paths,
-resources, W&B settings; the data itself is checked by its fingerprint (``bench.harness.store``).
+the ids it depends on. Excluded: suite name, scale, labels, data paths, resources, W&B settings.
 So the same run declared in two suites has the same id (the store may reuse it, see
 ``bench.harness.store.locate_run``), and moving the data to another disk keeps the ids.
 
@@ -27,6 +25,7 @@ updated with the ``oas_stage2`` entries (method.md: OAS stage 2 restarts optimis
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -50,63 +49,19 @@ def canonical_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _jsonable(v) -> bool:
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return True
-    if isinstance(v, (list, tuple)):
-        return all(_jsonable(x) for x in v)
-    return isinstance(v, dict) and all(isinstance(k, str) and _jsonable(x) for k, x in v.items())
-
-
-def _constructor_defaults(fn) -> dict:
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return {}
-    return {p.name: p.default for p in params
-            if p.name != "self" and p.default is not inspect.Parameter.empty and _jsonable(p.default)}
-
-
-def code_defaults(cell: Cell) -> dict:
-    """The result-deciding parts of ``cell`` resolved over the code's defaults: the matcher's and the
-    strategy's constructor defaults, ``bench.train.SCHEDULE_DEFAULTS`` / ``EVAL_DEFAULTS`` (schedule keys
-    that do not change a result, ``NOT_RESULT_KEYS``, left out). A default changed in the code thus
-    changes the id of every cell it reaches, and an override equal to the default does not."""
-    import models
-    import strategies
-    from bench.train import EVAL_DEFAULTS, HINGE_WARMUP, NOT_RESULT_KEYS, SCHEDULE_DEFAULTS
-
-    m = dict(cell["matcher"])
-    try:
-        models.input_kind(m["name"])  # imports the registry; KeyError for an unknown matcher
-        m = {**_constructor_defaults(models._REGISTRY[m["name"]].__init__), **m}
-    except KeyError:  # an unknown matcher: validation names it; the id still exists
-        pass
-    params = dict(cell["strategy"].get("params", {}))
-    try:
-        ctor = _constructor_defaults(strategies.get(cell["strategy"]["name"]).__init__)
-    except KeyError:
-        ctor = {}
-    for k in ("base_loss", "margin", "max_violation", "hinge_warmup_epochs"):  # set from the schedule
-        ctor.pop(k, None)
-    sched = {k: v for k, v in {**SCHEDULE_DEFAULTS, **cell["schedule"]}.items() if k not in NOT_RESULT_KEYS}
-    if sched.get("hinge_warmup_epochs") is None:
-        sched["hinge_warmup_epochs"] = HINGE_WARMUP.get(m["name"], 0)
-    return {"matcher": m, "strategy": [cell["strategy"]["name"], {**ctor, **params}], "schedule": sched,
-            "eval": {**EVAL_DEFAULTS, **cell["eval"]}}
-
-
 def cell_id(cell: Cell) -> str:
-    """sha1 (12 hex) of the canonical JSON of the result-deciding fields (``HASHED_KEYS``), each resolved
-    over the code's defaults (:func:`code_defaults`)."""
+    """sha1 (12 hex) of the canonical JSON of the result-deciding fields (``HASHED_KEYS``)."""
     key = {
         "dataset": [cell["dataset"]["name"], cell.get("dataset_label", cell["dataset"]["name"])],
-        **code_defaults(cell),  # matcher, strategy params, schedule, eval: over the code's defaults
+        "matcher": cell["matcher"],
+        "strategy": [cell["strategy"]["name"], cell["strategy"].get("params", {})],
+        "schedule": cell["schedule"],
+        "eval": cell["eval"],
         "seed": cell["seed"],
         "depends_on": sorted(cell.get("depends_on", [])),
     }
+    if cell.get("anchor_checkpoint"):  # a released anchor instead of a baseline cell: its content decides
+        key["anchor_checkpoint"] = cell["anchor_checkpoint"]["sha256"]
     return hashlib.sha1(canonical_json(key).encode()).hexdigest()[:12]
 
 
@@ -231,7 +186,10 @@ def expand(suite: Suite) -> list[Cell]:
                         common["recipe"] = recipe_tags(spec)
                     depends = []
                     schedule = dict(base_sched)
-                    if scenario == "oas":
+                    if scenario == "oas" and spec.get("anchor_checkpoint"):
+                        common["anchor_checkpoint"] = anchor_info(spec["anchor_checkpoint"])  # no baseline cell
+                        schedule.update(stage2)
+                    elif scenario == "oas":
                         anchor = _make_cell(common, {"name": "baseline", "label": "baseline", "params": {}},
                                             "none", dict(base_sched), [])
                         anchor["auto_added"] = True
@@ -242,6 +200,27 @@ def expand(suite: Suite) -> list[Cell]:
     for c in cells:
         c.pop("auto_added", None)
     return cells
+
+
+def anchor_info(path: str) -> dict:
+    """``{"path", "sha256", "source"}`` of a released OAS anchor (``anchor_checkpoint:``); hashed once per file
+    version (path, size, modification time) in this process."""
+    from pathlib import Path
+
+    p = Path(path).resolve()
+    st = p.stat()
+    return {"path": str(p), "sha256": _file_sha256(str(p), st.st_size, st.st_mtime_ns),
+            "source": f"checkpoint {p.name} (sha256 {_file_sha256(str(p), st.st_size, st.st_mtime_ns)[:12]})"}
+
+
+@functools.lru_cache(maxsize=32)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    del size, mtime_ns  # part of the cache key only
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _make_cell(common: dict, variant: dict, scenario: str, schedule: dict, depends: list[str]) -> Cell:

@@ -1,0 +1,228 @@
+"""``python -m bench evaluate`` / ``export`` and OAS from a released anchor, on the tiny embedded data.
+
+Training cells run through the real store; the commands run through `python -m bench`'s own `main`;
+exported files are read back bit for bit; the README's "Evaluate a checkpoint" block runs in a shell as written.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from bench import checkpoint as ckpt
+from bench.cli_eval import evaluate_checkpoints, load_for_data, score_checkpoint
+from bench.harness import expand, load_suite
+from bench.harness.config import ConfigError
+from bench.harness.store import run_cell_in_store
+from bench.protocols import PROTOCOLS, evaluate_protocol
+from models import official
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"embed_size": 32, "word_dim": 16}
+SIM = {**SMALL, "sim_dim": 16}
+
+
+def _suite(tmp, data, name, matchers, strategies, datasets=("f30k_precomp",), **extra):
+    raw = {"name": name,
+           "datasets": [{"name": d, "label": "tiny", "data_root": str(data), "vocab_root": str(data / "vocab")}
+                        for d in datasets],
+           "matchers": [{"name": m, "label": m, "overrides": o} for m, o in matchers],
+           "strategies": strategies, "seeds": [0], "eval": {"batch_size": 64, "dev_images": 30},
+           "scales": {"smoke": {"schedule": {"default": {
+               "epochs": 1, "batch_size": 32, "lr": 2e-3, "max_steps_per_epoch": 2,
+               "oas_stage2": {"epochs": 1, "lr": 1e-3, "lr_schedule": "constant"}}}}},
+           "scale": "smoke", **extra}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    return load_suite(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    """Baseline cells (VSE∞, SGR, SAF on F30K; DBL's matcher on COCO) trained in a store: {matcher: run dir}."""
+    tmp = tmp_path_factory.mktemp("cells")
+    root = tmp / "runs"
+    f30k = _suite(tmp, tiny_data, "ev", [("vse_infty", SMALL), ("sgr", {**SIM, "sgr_step": 2}), ("saf", SIM)],
+                  ["baseline"])
+    coco = _suite(tmp, tiny_data, "evcoco", [("xattn", SIM)], ["baseline"], datasets=("coco_precomp",))
+    runs = {}
+    for cell in expand(f30k) + expand(coco):
+        out = run_cell_in_store(cell, root, tracker_factory=None)
+        assert out["state"] == "done"
+        runs[cell["matcher"]["name"]] = Path(out["run_dir"])
+    return runs
+
+
+def _bench(capsys, *args):
+    """``python -m bench ARGS`` in this process (the same parser and code; the README test runs a shell)."""
+    from bench.__main__ import main
+
+    capsys.readouterr()
+    main([str(a) for a in args])
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("matcher,dataset", [("vse_infty", "f30k_precomp"), ("xattn", "coco_precomp")])
+def test_evaluate_a_cells_best_checkpoint_gives_the_cells_metrics(trained, tiny_data, tmp_path, matcher, dataset,
+                                                                  capsys):
+    run = trained[matcher]
+    out = _bench(capsys, "evaluate", run / "best.pt", "--data-root", tiny_data, "--dataset", dataset,
+                 "--out", tmp_path / "result.json")
+    cell_result = json.loads((run / "result.json").read_text())
+    ours = json.loads((tmp_path / "result.json").read_text())
+    assert ours["metrics"] == cell_result["metrics"]  # exactly: same batches, tiles and protocol code
+    cell_ranks, our_ranks = np.load(run / "ranks.npz"), np.load(tmp_path / ours["ranks_file"])
+    rank_keys = sorted(k for k in cell_ranks.files if "/" in k)  # "<protocol>/i2t", "<protocol>/t2i"
+    assert rank_keys == sorted(our_ranks.files)
+    assert all(np.array_equal(cell_ranks[k], our_ranks[k]) for k in rank_keys)
+    for proto, m in ours["metrics"].items():
+        assert f"{m['rsum']:.1f}" in out and proto in out
+    if dataset == "coco_precomp":  # COCO 1K: the five folds, then their average
+        assert [f"coco_1k fold {k}" in out for k in range(1, 6)] == [True] * 5 and "coco_1k mean" in out
+        folds = ours["folds"]["coco_1k"]
+        assert ours["metrics"]["coco_1k"]["i2t_r1"] == pytest.approx(np.mean([f["i2t_r1"] for f in folds]))
+
+
+def test_export_writes_the_official_layout_and_reads_back_bitwise(trained, tiny_data, tmp_path, capsys):
+    for matcher, entries in (("vse_infty", 2), ("sgr", 3), ("xattn", None)):
+        run = trained[matcher]
+        target = tmp_path / f"{matcher}_model_best.pth"
+        if matcher == "vse_infty":  # the command line, once
+            assert "official layout" in _bench(capsys, "export", run, "--format", "official", target)
+        else:
+            from bench.cli_eval import export_run
+
+            export_run(run, target)
+        raw = torch.load(target, weights_only=False)
+        assert {"model", "opt", "epoch", "best_rsum"} <= set(raw)
+        if entries:  # VSE∞ / SGRAF: a list of per-module state dicts; DBL: one DataParallel state dict
+            assert isinstance(raw["model"], list) and len(raw["model"]) == entries
+        else:
+            assert all(k.startswith("module.") for k in raw["model"])
+        best = ckpt.load(run / "best.pt")
+        model, info = official.load(target, vocab_size=best["vocab_size"])
+        assert info["program"] == matcher
+        state = model.state_dict()
+        assert set(state) == set(best["weights"])
+        assert all(torch.equal(state[k], best["weights"][k]) for k in state)
+    vse = torch.load(tmp_path / "vse_infty_model_best.pth", weights_only=False)
+    assert "mlp.bns.1.running_var" in vse["model"][0]  # the unused BatchNorm, as the reference builds it
+    assert vse["opt"].precomp_enc_type == "basic"
+
+
+def test_sgr_plus_saf_ensemble_averages_the_score_matrices(trained, tiny_data, tmp_path, capsys):
+    sgr, saf = trained["sgr"] / "best.pt", trained["saf"] / "best.pt"
+    _bench(capsys, "evaluate", sgr, saf, "--data-root", tiny_data, "--dataset", "f30k_precomp", "--out", tmp_path / "e.json")
+    ens = json.loads((tmp_path / "e.json").read_text())
+    assert ens["ensemble"] and len(ens["checkpoints"]) == 2
+    sims = []
+    for path in (sgr, saf):
+        model, _, data, bs = load_for_data(path, "f30k_precomp", str(tiny_data), None, ["f30k_1k"], None)
+        sims.append(score_checkpoint(model, data, data.test_splits["test"], bs, torch.device("cpu"), "x"))
+    expected = evaluate_protocol(PROTOCOLS["f30k_1k"], (sims[0] + sims[1]) / 2)
+    assert ens["metrics"]["f30k_1k"] == expected
+    alone = [evaluate_protocol(PROTOCOLS["f30k_1k"], s)["rsum"] for s in sims]
+    assert ens["metrics"]["f30k_1k"]["rsum"] not in alone or alone[0] == alone[1]
+
+
+def test_oas_suite_starts_from_a_released_anchor_without_a_baseline(trained, tiny_data, tmp_path):
+    released = tmp_path / "model_best.pth"
+    from bench.cli_eval import export_run
+
+    export_run(trained["vse_infty"], released)  # an official-layout VSE∞ file as the released anchor
+    suite = _suite(tmp_path, tiny_data, "oasrel", [("vse_infty", SMALL)], [{"name": "kd", "label": "KD"}],
+                   anchor_checkpoint=str(released))
+    cells = expand(suite)
+    assert [c["strategy"]["name"] for c in cells] == ["kd"] and cells[0]["depends_on"] == []
+    assert cells[0]["anchor_checkpoint"]["sha256"] == __import__("hashlib").sha256(released.read_bytes()).hexdigest()
+    from bench.harness.collect import collect, write_tables
+    from bench.harness.sweep import sweep
+
+    root = tmp_path / "runs"
+    report = sweep(suite, executor="inline", root=root, tracker_factory=None)
+    assert [s["state"] for s in report["states"].values()] == ["done"]
+    assert [p.name for p in (root / "oasrel").iterdir() if p.is_dir()] == [cells[0]["id"]]  # no baseline trained
+    paths = write_tables(collect(suite, root), suite, tmp_path / "tables", n_boot=10)
+    assert f"OAS anchor/teacher: checkpoint model_best.pth (sha256 {cells[0]['anchor_checkpoint']['sha256'][:12]})" \
+        in paths["md"].read_text()
+    # the cell id follows the checkpoint's content
+    other = tmp_path / "other.pth"
+    shutil.copy(released, other)
+    raw = torch.load(other, weights_only=False)
+    raw["model"][0]["fc.bias"] += 1.0
+    torch.save(raw, other)
+    moved = _suite(tmp_path, tiny_data, "oasrel2", [("vse_infty", SMALL)], [{"name": "kd", "label": "KD"}],
+                   anchor_checkpoint=str(other))
+    assert expand(moved)[0]["id"] != cells[0]["id"]
+
+
+def test_released_anchor_bad_inputs(trained, tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match=r"anchor_checkpoint: '.*nowhere\.pth' is not a file; give the path"):
+        _suite(tmp_path, tiny_data, "oasbad", [("vse_infty", SMALL)], ["kd"],
+               anchor_checkpoint=str(tmp_path / "nowhere.pth"))
+    from bench.cli_eval import export_run
+
+    sgr = export_run(trained["sgr"], tmp_path / "sgr_best.pth.tar")
+    suite = _suite(tmp_path, tiny_data, "oaswrong", [("vse_infty", SMALL)], ["kd"], anchor_checkpoint=str(sgr))
+    with pytest.raises(ckpt.CheckpointError, match=r"SGRAF SGR checkpoint .* this cell trains vse_infty"):
+        run_cell_in_store(expand(suite)[0], tmp_path / "runs", tracker_factory=None)
+
+
+def test_evaluate_bad_arguments_exit_with_the_fix(trained, tiny_data, tmp_path, capsys):
+    bad = tmp_path / "cut.pt"
+    bad.write_bytes((trained["saf"] / "best.pt").read_bytes()[:1000])
+    with pytest.raises(SystemExit, match="coco_5k evaluates coco_precomp, not --dataset f30k_precomp"):
+        _bench(capsys, "evaluate", trained["saf"] / "best.pt", "--data-root", tiny_data, "--dataset", "f30k_precomp",
+               "--protocol", "coco_5k")
+    with pytest.raises(SystemExit, match=r"cut\.pt .*truncated"):
+        _bench(capsys, "evaluate", bad, "--data-root", tiny_data, "--dataset", "f30k_precomp")
+    small_vocab = tmp_path / "vocab"
+    small_vocab.mkdir()
+    from bench.data.vocab import load_vocab, save_vocab
+
+    vocab = load_vocab(tiny_data / "vocab" / "f30k_precomp_vocab.json")
+    n = len(vocab)
+    for k in range(10):  # another release's vocabulary: ten words more
+        vocab.add_word(f"extra{k}")
+    save_vocab(vocab, small_vocab / "f30k_precomp_vocab.json")
+    with pytest.raises(official.OfficialCheckpointError,
+                       match=rf"vocabulary of {n} ids but the data's vocabulary has {n + 10} \(±1 for <mask>\)"):
+        evaluate_checkpoints([str(trained["saf"] / "best.pt")], "f30k_precomp", str(tiny_data),
+                             vocab_root=str(small_vocab))
+
+
+def _readme_block() -> str:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Evaluate a checkpoint", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.slow
+def test_readme_evaluate_block_runs_as_written(trained, tiny_data, tmp_path):
+    """The README's commands, in a folder laid out as they expect: a demo cell, published files, the data."""
+    from bench.cli_eval import export_run
+
+    (tmp_path / ".venv").symlink_to(REPO / ".venv")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "synth-demo").symlink_to(tiny_data)
+    shutil.copytree(trained["vse_infty"], tmp_path / "results" / "runs" / "demo" / trained["vse_infty"].name)
+    # the published files, in the official layouts (written here from tiny-sized trained models)
+    export_run(trained["vse_infty"], tmp_path / "checkpoints" / "vse_infty_f30k_bigru" / "model_best.pth")
+    export_run(trained["sgr"], tmp_path / "checkpoints" / "f30k_SGR" / "model_best.pth.tar")
+    export_run(trained["saf"], tmp_path / "checkpoints" / "f30k_SAF" / "model_best.pth.tar")
+    block = _readme_block()
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("RSUM") >= 3
+    for out in re.findall(r"--out (\S+)", block):
+        assert json.loads((tmp_path / out).read_text())["metrics"]["f30k_1k"]["rsum"] > 0
+    for out in re.findall(r"--format official (\S+)", block):
+        assert (tmp_path / out).is_file()
