@@ -27,6 +27,13 @@ def _suite_args(p):
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="result store (default results/runs)")
 
 
+def _store_args(p):
+    p.add_argument("--wait-lock", action="store_true",
+                   help="wait for a cell another process is training instead of skipping it")
+    p.add_argument("--allow-code-change", action="store_true",
+                   help="resume a checkpoint written by other code (both commits are recorded in the provenance)")
+
+
 def cmd_run(args):
     from bench.harness.cells import expand
     from bench.harness.config import load_suite
@@ -38,8 +45,11 @@ def cmd_run(args):
     if len(match) != 1:
         ids = ", ".join(f"{c['id']} ({c['matcher_label']}/{c['strategy']['label']}/seed {c['seed']})" for c in cells)
         sys.exit(f"--cell {args.cell!r} matches {len(match)} cells of suite {suite.name}; cells: {ids}")
-    out = run_cell_in_store(match[0], args.root, force=args.force)
+    out = run_cell_in_store(match[0], args.root, force=args.force, wait_lock=args.wait_lock,
+                            allow_code_change=args.allow_code_change)
     print(f"{out['state']}: {out['run_dir']}")
+    if out.get("signal"):
+        sys.exit(f"stopped by {out['signal']}: last.pt saved; the same command resumes the cell")
 
 
 def cmd_sweep(args):
@@ -48,8 +58,14 @@ def cmd_sweep(args):
 
     suite = load_suite(args.suite, args.overrides)
     report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, force=args.force,
-                   retry_failed=args.retry_failed, wait=not args.no_wait)
+                   retry_failed=args.retry_failed, wait=not args.no_wait, wait_lock=args.wait_lock,
+                   allow_code_change=args.allow_code_change)
     _print_states(suite.name, report["states"])
+    for cid, error in report.get("errors", {}).items():
+        print(f"cell {cid} failed: {error}", file=sys.stderr)
+    if report.get("signal"):
+        sys.exit(f"sweep stopped by {report['signal']}: the running cell saved last.pt and is interrupted; "
+                 "a plain sweep resumes it")
     if any(s["state"] == "failed" for s in report["states"].values()):
         print("some cells failed; see their log and `--retry-failed` to rerun only those", file=sys.stderr)
 
@@ -135,6 +151,7 @@ def main(argv=None):
     _suite_args(p)
     p.add_argument("--cell", required=True, help="cell id (or a unique prefix)")
     p.add_argument("--force", action="store_true")
+    _store_args(p)
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("sweep", help="run the pending cells of a suite")
     _suite_args(p)
@@ -143,6 +160,7 @@ def main(argv=None):
     p.add_argument("--force", action="store_true", help="re-run every cell (done ones are replaced when complete)")
     p.add_argument("--retry-failed", action="store_true", help="re-run only the failed cells")
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
+    _store_args(p)
     p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("status", help="every cell's state")
     _suite_args(p)

@@ -20,6 +20,7 @@ matcher's baseline with a paired bootstrap 95% CI over queries:
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ import pandas as pd
 
 from bench.harness.cells import describe, expand
 from bench.harness.config import Suite, load_suite
-from bench.harness.store import DEFAULT_ROOT, REPO_ROOT, cell_state, failure_message, load_result, locate_run
+from bench.harness.store import DEFAULT_ROOT, REPO_ROOT, failure_message, load_result, locate_run, run_status
 
 RECALLS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
 METRICS = RECALLS + ["rsum", "i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr"]
@@ -47,17 +48,22 @@ def _as_suite(suite) -> Suite:
 def collect(suite, root: str | Path = DEFAULT_ROOT) -> pd.DataFrame:
     """One row per (cell, protocol) of ``suite`` (a name, path or Suite) with its state and metrics."""
     suite = _as_suite(suite)
-    rows = []
+    rows, left_out, fps = [], [], {}
     for cell in expand(suite):
-        run_dir = locate_run(cell, root)
-        state = cell_state(run_dir)
+        run_dir = locate_run(cell, root, fingerprints=fps)
+        status = run_status(cell, run_dir, fps)  # stale (other data) and corrupt results are never read
+        state = status["state"]
         result = load_result(run_dir) if state == "done" else None
+        if state == "done" and result is None:  # result.json vanished or broke since run_status read it
+            state, status["error"] = "corrupt", f"{Path(run_dir) / 'result.json'} does not parse"
+        if state in ("stale", "corrupt"):
+            left_out.append(f"{describe(cell)} ({state}: {status['error']})")
         base = {"suite": suite.name, "cell_id": cell["id"], "dataset": cell["dataset_label"],
                 "matcher": cell["matcher_label"], "matcher_name": cell["matcher"]["name"],
                 "strategy": cell["strategy"]["label"], "strategy_name": cell["strategy"]["name"],
                 "scenario": cell["strategy"]["scenario"], "seed": cell["seed"], "state": state,
                 "run_dir": str(run_dir), "name": describe(cell),
-                "error": failure_message(run_dir) if state == "failed" else None}
+                "error": failure_message(run_dir) if state == "failed" else status.get("error")}
         cost = (result or {}).get("cost") or {}
         for k in COST_KEYS:
             base[f"cost_{k}"] = cost.get(k, math.nan)
@@ -67,6 +73,9 @@ def collect(suite, root: str | Path = DEFAULT_ROOT) -> pd.DataFrame:
         for protocol in cell["eval"]["protocols"]:
             m = ((result or {}).get("metrics") or {}).get(protocol, {})
             rows.append(base | {"protocol": protocol} | {k: float(m.get(k, math.nan)) for k in METRICS})
+    if left_out:
+        warnings.warn(f"collect {suite.name}: {len(left_out)} cell(s) left out of the table: " + "; ".join(left_out),
+                      stacklevel=2)
     return pd.DataFrame(rows)
 
 
