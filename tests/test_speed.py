@@ -60,3 +60,22 @@ def test_padded_bigru_equals_the_packed_gru_outputs_and_gradients(num_layers):
     grads_got = torch.autograd.grad((got * g).sum(), [x, *rnn.parameters()])
     for a, b in zip(grads_got, grads_want):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_reference_loops_give_our_numbers_and_make_bench_prints_their_rows(tmp_path):
+    """The reference-loop side of `make bench` computes what ours computes (loss, RSUM, scores)."""
+    import torch
+
+    from bench.benchmarks import __main__ as bench_main
+    from bench.benchmarks import bench_reference
+
+    step = bench_reference.bench_train_step("demo", 8, 2, torch.device("cpu"))
+    assert step["losses_equal"] and step["ours_s"] > 0 and step["ref_s"] > 0
+    ev = bench_reference.bench_vse_eval(20)
+    assert ev["rsum_equal"] and 0 < ev["rsum_ours"] < 600
+    sgr = bench_reference.bench_sgr_eval(4, 10, dict(embed_size=32, word_dim=16, sim_dim=16, img_dim=32))
+    assert sgr["scores_equal"]
+    lines = bench_main.section_reference({"device": "cpu", "threads": 1, "train": [step], "vse_eval": ev,
+                                          "sgr_eval": sgr})
+    assert sum(line.startswith("| VSE∞ training step") for line in lines) == 1
+    assert any(line.startswith("| SGR evaluation") for line in lines)
