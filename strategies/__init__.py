@@ -7,6 +7,9 @@
 | dml | OSS | K peers trained together |
 | momentum | MSS | target + EMA teacher |
 | dbl | OAS / OSS / MSS | anchor(s) + target |
+
+kd, rkd, sp, darkrank, dml and momentum are reconstructions from the DBL paper's description
+(``Strategy.reconstructed``): the DBL repository's code for them does not run as shipped.
 """
 
 from __future__ import annotations
@@ -43,6 +46,17 @@ def get(name: str) -> type[Strategy]:
     return _REGISTRY[name]
 
 
+def reconstruction_note(names) -> str:
+    """The table note for the strategies among ``names`` that are reconstructions (``Strategy.reconstructed``);
+    empty when there are none. Unknown names are ignored."""
+    _import_all()
+    recon = sorted({n for n in names if n in _REGISTRY and _REGISTRY[n].reconstructed})
+    if not recon:
+        return ""
+    return (f"Reconstructed from the DBL paper's description: {', '.join(recon)} (the DBL repository's code for "
+            "these comparisons does not run as shipped: its losses fail to construct, and KD is absent).")
+
+
 def build(name: str, **params) -> Strategy:
     """Build strategy ``name``; unknown parameters raise a TypeError naming the valid ones."""
     cls = get(name)
@@ -55,4 +69,4 @@ def build(name: str, **params) -> Strategy:
         raise TypeError(f"strategy {name!r}: {e}. Valid parameters: {', '.join(valid)}") from e
 
 
-__all__ = ["Branch", "StepContext", "Strategy", "available", "build", "get", "register"]
+__all__ = ["Branch", "StepContext", "Strategy", "available", "build", "get", "reconstruction_note", "register"]

@@ -68,6 +68,11 @@ class Strategy(ABC):
     scenario = "none"
     #: True when the strategy starts from the trained baseline checkpoint of the same cell (OAS).
     needs_anchor_checkpoint = False
+    #: True when the DBL repository's code for this comparison does not run as shipped (its training
+    #: programs build every second loss as ``init_loss(name, margin=, beta=)``, a TypeError for every
+    #: class but the boosting losses; KD is not there at all), so the strategy is reconstructed from
+    #: the paper's description. Tables say so (:func:`strategies.reconstruction_note`).
+    reconstructed = False
 
     def __init__(self, base_loss: str = "hinge", margin: float = 0.2, max_violation: bool = True,
                  hinge_warmup_epochs: int = 0):
@@ -102,4 +107,4 @@ class Strategy(ABC):
 
     def describe(self) -> dict:
         return {"name": self.name, "scenario": self.scenario, "reported": self.reported,
-                "branches": [b.__dict__ for b in self.branches()]}
+                "reconstructed": self.reconstructed, "branches": [b.__dict__ for b in self.branches()]}

@@ -31,6 +31,7 @@ def cosine_momentum(step: int, total_steps: int, m0: float) -> float:
 class Momentum(Strategy):
     name = "momentum"
     scenario = "mss"
+    reconstructed = True  # DBL's MSS code: its DINO and reverse-KL losses fail to construct (see Strategy)
 
     def __init__(self, loss: Literal["dino", "reverse"] = "dino", m0: float = 0.99995, alpha: float = 1.0,
                  eps: float = 1e-8, **base):

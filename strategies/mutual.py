@@ -23,6 +23,7 @@ from strategies.base import Branch, Strategy
 class DML(Strategy):
     name = "dml"
     scenario = "oss"
+    reconstructed = True  # DBL's OSS code: its DML loss fails to construct (see Strategy)
 
     def __init__(self, peers: int = 2, alpha: float = 1.0, report: str | None = None, symmetric: bool = True,
                  **base):

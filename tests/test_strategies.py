@@ -109,6 +109,17 @@ def test_dml_is_symmetric_over_k_peers():
         strategies.build("dml", peers=1)
 
 
+def test_comparison_strategies_are_marked_as_reconstructions():
+    # the DBL repository builds these losses as init_loss(name, margin=, beta=): a TypeError for each
+    # (and KD is absent); only the boosting losses (and the baseline's) come from runnable code
+    recon = {n for n in strategies.available() if strategies.get(n).reconstructed}
+    assert recon == {"kd", "rkd", "sp", "darkrank", "dml", "momentum"}
+    assert strategies.build("kd").describe()["reconstructed"] and not strategies.build("dbl").describe()["reconstructed"]
+    note = strategies.reconstruction_note(["baseline", "dbl", "momentum", "kd", "unknown"])
+    assert note.startswith("Reconstructed from the DBL paper's description: kd, momentum ")
+    assert strategies.reconstruction_note(["baseline", "dbl"]) == ""
+
+
 def test_dml_one_sided_is_the_reference_wiring():
     # DBL's OSS program: branch k > 0 learns from the detached earlier branches (mean), branch 0 from L_raw only
     s = strategies.build("dml", peers=3, symmetric=False)
