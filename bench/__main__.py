@@ -3,6 +3,7 @@
     run SUITE --cell ID [key=value …]      train one cell in this process
     sweep SUITE [key=value …] --executor inline|local|slurm [--cluster PROFILE] [--force] [--retry-failed]
     status SUITE [key=value …]             every cell's state with its log path
+    show SUITE [key=value …]               cells a sweep would run, resolved recipes, estimated hours
     collect SUITE [key=value …]            tables (md, tex, csv) and figures
     demo                                   the demo suite end to end, then its table
     sync [PATH]                            upload offline W&B runs (wandb sync)
@@ -83,11 +84,20 @@ def _print_states(name, states):
 
 def cmd_status(args):
     from bench.harness.cells import expand, topological_order
-    from bench.harness.config import load_suite
+    from bench.harness.config import load_suite, recipe_label
     from bench.harness.sweep import cell_states
 
     suite = load_suite(args.suite, args.overrides)
     _print_states(suite.name, cell_states(topological_order(expand(suite)), Path(args.root)))
+    print(f"recipes (as composed now; a run records its own in result.json, cell.recipe): "
+          f"{recipe_label(suite.spec.get('recipes'))}")
+
+
+def cmd_show(args):
+    from bench.harness.config import load_suite
+    from bench.harness.show import show
+
+    print(show(load_suite(args.suite, args.overrides), Path(args.root)))
 
 
 def cmd_collect(args):
@@ -165,6 +175,9 @@ def main(argv=None):
     p = sub.add_parser("status", help="every cell's state")
     _suite_args(p)
     p.set_defaults(fn=cmd_status)
+    p = sub.add_parser("show", help="the cells a sweep would run, their recipes and estimated device hours")
+    _suite_args(p)
+    p.set_defaults(fn=cmd_show)
     p = sub.add_parser("collect", help="tables and figures")
     _suite_args(p)
     p.add_argument("--tables", default=None, help="folder for the tables (default results/tables)")

@@ -176,6 +176,11 @@ def recipe_tags(spec: dict) -> dict:
     return {g: f"{r['option']}@{r['version']}" for g, r in (spec.get("recipes") or {}).items()}
 
 
+def cell_recipe(cell: dict) -> str:
+    """``full=published@1a2b3c4d, …``: the recipes recorded in a cell (``-`` for a suite without)."""
+    return ", ".join(f"{g}={v}" for g, v in (cell.get("recipe") or {}).items()) or "-"
+
+
 def _resources(spec: dict, matcher: str) -> dict:
     res = dict(DEFAULT_RESOURCES)
     res.update(spec["resources"].get("default", {}))

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.harness.cells import describe, expand
-from bench.harness.config import Suite, load_suite
+from bench.harness.cells import cell_recipe, describe, expand, scenario_of
+from bench.harness.config import Suite, load_suite, recipe_label
 from bench.harness.store import DEFAULT_ROOT, REPO_ROOT, failure_message, load_result, locate_run, run_status
 
 RECALLS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
@@ -63,6 +63,7 @@ def collect(suite, root: str | Path = DEFAULT_ROOT) -> pd.DataFrame:
                 "strategy": cell["strategy"]["label"], "strategy_name": cell["strategy"]["name"],
                 "scenario": cell["strategy"]["scenario"], "seed": cell["seed"], "state": state,
                 "run_dir": str(run_dir), "name": describe(cell),
+                "recipe": cell_recipe((result or {}).get("cell") or cell),  # as recorded when done
                 "error": failure_message(run_dir) if state == "failed" else status.get("error")}
         cost = (result or {}).get("cost") or {}
         for k in COST_KEYS:
@@ -297,6 +298,12 @@ def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_bo
         from bench.harness.cells import anchor_info
 
         note += f" OAS anchor/teacher: {anchor_info(suite.spec['anchor_checkpoint'])['source']}."
+    for group, r in (suite.spec.get("recipes") or {}).items():  # which recipe versions made the cells
+        if group == "oas_stage2" and any(scenario_of(e["name"], e["params"]) == "oas"
+                                         for e in suite.spec["strategies"]):
+            note += f" OAS stage 2: recipe {r['option']}@{r['version']} ({r['description']})."
+    if suite.spec.get("recipes"):
+        note += f" Recipes: {recipe_label(suite.spec['recipes'])}."
     paths = {"md": out_dir / f"{suite.name}.md", "tex": out_dir / f"{suite.name}.tex",
              "csv": out_dir / f"{suite.name}.csv", "cells_csv": out_dir / f"{suite.name}_cells.csv"}
     title = f"# Suite `{suite.name}`: {suite.spec.get('description', '')}\n\n"

@@ -1,0 +1,169 @@
+"""``python -m bench show SUITE [key=value …]``: what a sweep would run, before it runs.
+
+Prints the suite's recipes (name, version = content hash, file), the resolved schedule of every
+dataset × matcher (OAS stage 2 too), every cell with its state in the store, its planned number of
+training steps and an estimate of its device hours, and the totals.
+
+The estimate is ``planned steps × recorded seconds per step`` (× GPUs of the cell's resources when
+it asks for GPUs). Seconds per step come from the finished cells already in the store (``cost``
+of their ``result.json``, measured by the trainer on the device that ran them): the median over
+done cells of the same matcher (name and overrides), batch size and strategy, else of the same
+matcher and batch size with any strategy (scaled by forward passes per step). A cell with no such
+record gets no estimate, and the output says how many; train one cell of each matcher first
+(``python -m bench run SUITE --cell ID``) to get one. Done cells show their recorded hours.
+
+Planned steps per epoch: ``ceil(training captions / batch_size)``, at most ``max_steps_per_epoch``;
+training captions are counted in ``<data_root>/<dataset>/train_caps.txt`` when it exists, else the
+published split sizes (Flickr30K 145,000, COCO 566,435).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from bench.harness.cells import canonical_json, describe, expand, resolve_schedule, topological_order
+from bench.harness.config import Suite, recipe_label
+
+TRAIN_CAPTIONS = {"f30k_precomp": 145_000, "coco_precomp": 566_435}  # 29,000 and 113,287 images × 5
+
+
+def _train_captions(cell: dict, cache: dict) -> tuple[int | None, str]:
+    ds = cell["dataset"]
+    path = Path(ds["data_root"]) / ds["name"] / "train_caps.txt" if ds.get("data_root") else None
+    key = str(path) if path else ds["name"]
+    if key not in cache:
+        if path is not None and path.is_file():
+            with open(path, "rb") as f:
+                cache[key] = (sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")), "data")
+        else:
+            cache[key] = (TRAIN_CAPTIONS.get(ds["name"]), "published size")
+    return cache[key]
+
+
+def planned_steps(cell: dict, cache: dict | None = None) -> int | None:
+    """Training steps the cell's schedule asks for (its stage only: an OAS cell's stage 2)."""
+    cache = {} if cache is None else cache
+    n, _ = _train_captions(cell, cache)
+    sched = cell["schedule"]
+    if n is None:
+        return None
+    per_epoch = math.ceil(n / sched["batch_size"])
+    if sched.get("max_steps_per_epoch"):
+        per_epoch = min(per_epoch, sched["max_steps_per_epoch"])
+    return per_epoch * sched["epochs"]
+
+
+def recorded_step_times(root: Path) -> list[dict]:
+    """(matcher, batch size, strategy, seconds per step, device) of every done cell under ``root``."""
+    out = []
+    for result_file in sorted(Path(root).glob("*/*/result.json")):
+        if not (result_file.parent / "done").exists():
+            continue
+        try:
+            result = json.loads(result_file.read_text())
+        except (OSError, ValueError):
+            continue  # a torn result: `status` reports it
+        cell, cost = result.get("cell") or {}, result.get("cost") or {}
+        if not cost.get("step_time_s") or "matcher" not in cell:
+            continue
+        out.append({"matcher": canonical_json(cell["matcher"]),
+                    "batch_size": (cell.get("schedule") or {}).get("batch_size"),
+                    "strategy": canonical_json([cell["strategy"]["name"], cell["strategy"].get("params", {})]),
+                    "step_time_s": float(cost["step_time_s"]),
+                    "forward_passes": cost.get("forward_passes_per_step") or 1,
+                    "device": cost.get("device", "?"),
+                    "hours": float(cost.get("gpu_hours") or 0.0) + float(cost.get("cpu_hours") or 0.0),
+                    "id": result.get("cell_id")})
+    return out
+
+
+def _forward_passes(cell: dict) -> int:
+    """Forward passes per step a strategy needs, relative to one model (for scaling a record)."""
+    p = cell["strategy"].get("params", {})
+    name = cell["strategy"]["name"]
+    if name == "dml":
+        return int(p.get("peers", 2))
+    if name == "dbl":
+        return int(p.get("branches", 2))
+    return 1 if name == "baseline" else 2
+
+
+def estimate(cell: dict, records: list[dict], steps: int | None) -> tuple[float | None, str]:
+    """(hours, basis) for one cell; hours None when no step time of its matcher is recorded."""
+    if steps is None:
+        return None, "no training-set size"
+    m, bs = canonical_json(cell["matcher"]), cell["schedule"]["batch_size"]
+    strat = canonical_json([cell["strategy"]["name"], cell["strategy"].get("params", {})])
+    same = [r for r in records if r["matcher"] == m and r["batch_size"] == bs and r["strategy"] == strat]
+    if same:
+        step = statistics.median(r["step_time_s"] for r in same)
+        basis = f"{len(same)} done cell(s) of this matcher, batch and strategy"
+    else:
+        like = [r for r in records if r["matcher"] == m and r["batch_size"] == bs]
+        if not like:
+            return None, "no recorded step time for this matcher and batch size"
+        step = statistics.median(r["step_time_s"] / r["forward_passes"] for r in like) * _forward_passes(cell)
+        basis = f"{len(like)} done cell(s) of this matcher and batch, x{_forward_passes(cell)} forward passes"
+    gpus = max(int(cell.get("resources", {}).get("gpus", 1)), 1)
+    return steps * step * gpus / 3600.0, basis
+
+
+def _fmt_schedule(s: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in s.items() if k not in ("datasets", "oas_stage2"))
+
+
+def show(suite: Suite, root: str | Path) -> str:
+    """The text ``python -m bench show`` prints (see the module docstring)."""
+    from bench.harness.sweep import cell_states
+
+    spec, root = suite.spec, Path(root)
+    cells = topological_order(expand(suite))
+    states = cell_states(cells, root, query_slurm=False)
+    records = recorded_step_times(root)
+    lines = [f"suite {suite.name} ({suite.path}), scale {spec['scale']}: {len(cells)} cells",
+             f"recipes: {recipe_label(spec.get('recipes'))}"]
+    for group, r in (spec.get("recipes") or {}).items():
+        lines.append(f"  {group}={r['option']}@{r['version']}  {r['file']}  {r['description']}")
+    lines.append("schedules (dataset/matcher: stage 1 | OAS stage 2 updates):")
+    for ds in spec["datasets"]:
+        for m in spec["matchers"]:
+            if m["datasets"] is not None and ds["name"] not in m["datasets"]:
+                continue
+            base, stage2 = resolve_schedule(spec, m["name"], ds["name"])
+            extra = f" | {_fmt_schedule(stage2)}" if stage2 else ""
+            lines.append(f"  {ds['label']}/{m['label']}: {_fmt_schedule(base)}{extra}")
+    lines.append("cells (id, state, dataset/matcher/strategy/seed, planned steps, hours):")
+    cache: dict = {}
+    est_total, done_total, unknown, n_done = 0.0, 0.0, 0, 0
+    devices = sorted({r["device"] for r in records})
+    by_id = {r["id"]: r for r in records}
+    for c in cells:
+        state = states[c["id"]]["state"]
+        steps = planned_steps(c, cache)
+        if state == "done" and c["id"] in by_id:
+            hours, note = by_id[c["id"]]["hours"], "recorded"
+            done_total += hours
+            n_done += 1
+        else:
+            hours, note = estimate(c, records, steps)
+            if hours is None:
+                unknown += 1
+            else:
+                est_total += hours
+                note = "estimate: " + note
+        shown = "-" if hours is None else f"{hours:.3g} h"
+        lines.append(f"  {c['id']}  {state:<8} {describe(c):<48} {steps if steps is not None else '-':>8}  "
+                     f"{shown} ({note})")
+    sources = sorted({_train_captions(c, cache)[1] for c in cells})
+    lines.append(f"total: {est_total:.3g} h estimated for {len(cells) - unknown - n_done} pending cell(s), "
+                 f"{done_total:.3g} h recorded for {n_done} done cell(s), {unknown} cell(s) without an estimate")
+    lines.append(f"based on: seconds per step of {len(records)} done cell(s) in {root} "
+                 f"(device: {', '.join(devices) or '-'}); steps from the schedule and the training captions "
+                 f"({', '.join(sources)}); GPU-hours = hours x the cell's GPUs")
+    if unknown:
+        lines.append("  for an estimate of every matcher, train one cell of each first "
+                     f"(python -m bench run {suite.name} --cell ID)")
+    return "\n".join(lines)

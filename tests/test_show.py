@@ -1,0 +1,91 @@
+"""``python -m bench show``: the README's commands as written, and the estimate from recorded step times."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from bench.harness import expand, load_suite
+from bench.harness.store import run_cell_in_store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _readme_show_lines() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    lines = [line.split("#")[0].strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+             for line in block.splitlines() if " -m bench show " in line]
+    assert len(lines) == 2, lines
+    return lines
+
+
+def _run(command: str, cwd: Path) -> str:
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONPATH=str(REPO))
+    out = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def test_readme_show_commands_as_written(tiny_data, tmp_path):
+    """Each documented `show` line, verbatim, from a folder where data/synth-demo is the tiny data."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "synth-demo").symlink_to(tiny_data)
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))  # the environment running the tests
+    smoke, variant = _readme_show_lines()
+    out = _run(smoke, tmp_path)
+    assert out.startswith("suite oas (") and "scale smoke: 28 cells" in out
+    assert re.search(r"oas_stage2=lr_2e-5@[0-9a-f]{8}  bench/recipes/oas_stage2/lr_2e-5\.yaml", out)
+    # the smoke schedule of DBL's matcher with OAS's caption augmentation, stage 2 after the bar
+    assert "f30k/xattn: epochs=2 lr=0.0002 lr_decay_epochs=[] batch_size=128 max_steps_per_epoch=20 " \
+           "caption_aug=True | epochs=1 lr=2e-05 lr_schedule=constant" in out
+    n_train = sum(1 for _ in open(tiny_data / "f30k_precomp" / "train_caps.txt"))
+    steps = 2 * min(-(-n_train // 128), 20)
+    assert re.search(rf"f30k/vse_infty/baseline/s0 +{steps} ", out)
+    assert "the training captions (data)" in out  # counted in the tiny data's train_caps.txt
+    out = _run(variant, tmp_path)
+    assert "scale full: 84 cells" in out and "oas_stage2=lr_2e-4@" in out
+    assert "f30k/xattn: amp=False epochs=40 lr=0.0002 lr_decay_epochs=[30] batch_size=128 grad_clip=2.0 " \
+           "caption_aug=True | epochs=30 lr=0.0002 lr_schedule=constant lr_decay_epochs=[]" in out
+    assert "coco/xattn: amp=False epochs=20 lr=0.0002 lr_decay_epochs=[10]" in out
+    if not os.environ.get("DATA"):  # published Flickr30K: 145,000 captions, 1133 batches of 128, 25 epochs
+        assert re.search(r"f30k/vse_infty/baseline/s0 +28325 ", out)
+
+
+def _main(capsys, *argv) -> str:
+    from bench.__main__ import main
+
+    main([str(a) for a in argv])
+    return capsys.readouterr().out
+
+
+def test_estimate_from_a_done_cell(tiny_data, tmp_path, capsys):
+    """One trained cell gives the seconds per step; a pending cell of the same matcher, batch and
+    strategy is estimated as its planned steps × that time."""
+    spec = {"name": "est", "datasets": [{"name": "f30k_precomp", "label": "tiny", "data_root": str(tiny_data)}],
+            "matchers": [{"name": "vse_infty"}], "strategies": [{"name": "baseline"}], "seeds": [0],
+            "scale": "smoke",
+            "scales": {"smoke": {"schedule": {"default": {"epochs": 1, "batch_size": 32, "lr": 2e-3,
+                                                          "max_steps_per_epoch": 2}},
+                                 "matchers": {"vse_infty": {"embed_size": 32, "word_dim": 16}}}},
+            "eval": {"dev_images": 30}, "resources": {"default": {"gpus": 0}}}
+    suite = tmp_path / "est.yaml"
+    suite.write_text(yaml.safe_dump(spec))
+    root = tmp_path / "runs"
+    (cell,) = expand(load_suite(suite))
+    assert run_cell_in_store(cell, root, tracker_factory=None)["state"] == "done"  # in process, no W&B
+    out = _main(capsys, "show", suite, "seeds=[0,1]", "schedule.default.epochs=3", "--root", root)
+    (result,) = [json.loads(p.read_text()) for p in root.glob("est/*/result.json")]
+    step = result["cost"]["step_time_s"]
+    # seed 0 with 3 epochs is another cell (other schedule): both pending, estimated from the record
+    assert not re.search(r"  done  ", out) and out.count("  pending  ") == 2
+    hours = 3 * 2 * step / 3600
+    assert out.count(f"{hours:.3g} h (estimate: 1 done cell(s) of this matcher, batch and strategy)") == 2
+    assert f"total: {2 * hours:.3g} h estimated for 2 pending cell(s)" in out
+    assert f"based on: seconds per step of 1 done cell(s) in {root} (device: cpu)" in out
+    # the done cell itself shows its recorded hours
+    out = _main(capsys, "show", suite, "--root", root)
+    assert re.search(r" done +tiny/vse_infty/baseline/s0 +2 +[0-9.e-]+ h \(recorded\)", out)
