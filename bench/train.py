@@ -73,6 +73,11 @@ HINGE_WARMUP = {"vse_infty": 1, "vse_infty_bert": 1}
 NOT_RESULT_KEYS = ("workers", "checkpoint_every", "log_every")
 
 
+#: Phases of a cell's time in ``cost["time_split_s"]`` (process start, imports and W&B set-up happen before
+#: run_cell; ``other_s`` is the loop's remainder, e.g. the progress bar and lr updates).
+TIME_SPLIT = ("setup_s", "data_s", "steps_s", "tracker_s", "checkpoint_s", "dev_eval_s", "test_eval_s")
+
+
 class TrainingDiverged(RuntimeError):
     """A loss became NaN/inf; the last good checkpoint is kept."""
 
@@ -96,20 +101,28 @@ def resolve(cell: dict) -> dict:
     unknown = set(sched) - set(SCHEDULE_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown schedule keys {sorted(unknown)}; valid: {sorted(SCHEDULE_DEFAULTS)}")
-    matcher = cell["matcher"]["name"]
-    if sched["hinge_warmup_epochs"] is None:
-        # OAS stage 2 starts from a trained model: straight to the hardest negative, no warm-up again
-        from_checkpoint = strategies.build(cell["strategy"]["name"], **cell["strategy"]["params"]).needs_anchor_checkpoint
-        sched["hinge_warmup_epochs"] = 0 if from_checkpoint else HINGE_WARMUP.get(matcher, 0)
-    if sched["weight_decay"] is None:
-        sched["weight_decay"] = float(models.matcher_attribute(matcher, "weight_decay", 0.0))
-    if sched["caption_aug"] is None:
-        sched["caption_aug"] = bool(models.matcher_attribute(matcher, "augment", {}).get("token_aug", False))
-    cell["schedule"] = sched
+    cell["schedule"] = fill_schedule(sched, cell["matcher"]["name"], cell["strategy"]["name"],
+                                     cell["strategy"]["params"])
     cell["eval"] = {**EVAL_DEFAULTS, **cell.get("eval", {})}
     cell.setdefault("seed", 0)
     cell.setdefault("device", "auto")
     return cell
+
+
+def fill_schedule(sched: dict, matcher: str, strategy: str, params: dict) -> dict:
+    """The schedule's None defaults made concrete for this matcher and strategy (what ``resolve`` records):
+    ``hinge_warmup_epochs`` the matcher's (0 for a strategy that starts from a trained checkpoint, OAS
+    stage 2: straight to the hardest negative), ``weight_decay`` the matcher's published value,
+    ``caption_aug`` the matcher's own augmentation."""
+    sched = dict(sched)
+    if sched.get("hinge_warmup_epochs") is None:
+        from_checkpoint = strategies.build(strategy, **params).needs_anchor_checkpoint
+        sched["hinge_warmup_epochs"] = 0 if from_checkpoint else HINGE_WARMUP.get(matcher, 0)
+    if sched.get("weight_decay") is None:
+        sched["weight_decay"] = float(models.matcher_attribute(matcher, "weight_decay", 0.0))
+    if sched.get("caption_aug") is None:
+        sched["caption_aug"] = bool(models.matcher_attribute(matcher, "augment", {}).get("token_aug", False))
+    return sched
 
 
 def _device(name: str) -> torch.device:
@@ -476,6 +489,8 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
 def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow_code_change, stop) -> dict:
     from bench.harness.store import cell_fingerprint, git_info
 
+    t_start = time.perf_counter()
+    split = dict.fromkeys(TIME_SPLIT, 0.0)  # where this call's time goes (result cost "time_split_s")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cell = resolve(cell)
@@ -526,6 +541,7 @@ def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow
 
     steps_this_call = 0
     t_run = time.perf_counter()
+    split["setup_s"] = t_run - t_start
     while state.epoch < sched["epochs"]:
         epoch = state.epoch
         for opt in optimizers.values():
@@ -544,14 +560,17 @@ def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{sched['epochs']}", unit="step", leave=False,
                    initial=state.step_in_epoch, total=steps_per_epoch,
                    disable=not (sys.stderr.isatty() and distributed.is_main()))
+        t_ready = time.perf_counter()
         for batch in bar:
             t0 = time.perf_counter()
+            split["data_s"] += t0 - t_ready
             ctx = strategies.StepContext(epoch=epoch, step=state.global_step, total_steps=total_steps,
                                          logit_scales={n: getattr(m, "logit_scale", None)
                                                        for n, m in branches.items()})
             losses = _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device, run_dir)
             dt = time.perf_counter() - t0
             state.step_time_sum += dt
+            split["steps_s"] += dt
             state.steps_timed += 1
             state.global_step += 1
             state.step_in_epoch += 1
@@ -560,20 +579,30 @@ def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow
                 logs = {f"train/loss/{n}": v for n, v in losses.items()}
                 logs.update({f"lr/{n}": o.param_groups[0]["lr"] for n, o in optimizers.items()})
                 logs["epoch"] = epoch
+                t_log = time.perf_counter()
                 tracker.log(logs, step=state.global_step)
+                split["tracker_s"] += time.perf_counter() - t_log
             if sched["checkpoint_every"] and state.global_step % sched["checkpoint_every"] == 0 \
                     and state.step_in_epoch < steps_per_epoch:
-                _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run, code)
+                t_save = time.perf_counter()
+                _save_last(last, branches, optimizers, state, cell, t_save - t_run, code)
                 t_run = time.perf_counter()
+                split["checkpoint_s"] += t_run - t_save
+            t_ready = time.perf_counter()
             if (stop_after_steps is not None and steps_this_call >= stop_after_steps) or stop.requested():
                 _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run, code)
                 return {"status": "interrupted", "global_step": state.global_step, "signal": stop.name}
         # epoch end: dev evaluation of the reported branch, best checkpoint, full checkpoint
+        t_end = time.perf_counter()
         dev = evaluate_dev(branches[reported], data, cell, device)
         dev = distributed.broadcast_object(dev)  # DISTRIBUTED: every rank takes rank 0's decision
         state.dev_curve.append({"epoch": epoch, **dev})
+        split["dev_eval_s"] += time.perf_counter() - t_end
         if tracker is not None:
+            t_log = time.perf_counter()
             tracker.log({**{f"dev/{k}": v for k, v in dev.items()}, "epoch": epoch}, step=state.global_step)
+            split["tracker_s"] += time.perf_counter() - t_log
+        t_save = time.perf_counter()
         log.info("epoch %d dev rsum %.2f", epoch, dev["rsum"])
         state.epoch += 1
         state.step_in_epoch = 0
@@ -586,12 +615,14 @@ def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow
                           run_dir / "best.pt")
         _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run, code)
         t_run = time.perf_counter()
+        split["checkpoint_s"] += t_run - t_save
         fault_point("train.between_epochs")
         if stop.requested():
             return {"status": "interrupted", "global_step": state.global_step, "signal": stop.name}
 
     # final test evaluation of the best dev checkpoint of the reported branch
     distributed.barrier()  # DISTRIBUTED: rank 0 has written best.pt; every rank evaluates it identically
+    t_test = time.perf_counter()
     best = load_reported_weights(run_dir / "best.pt")
     final = build_matcher(cell, data).to(device)
     final.load_state_dict(best["weights"])
@@ -600,6 +631,9 @@ def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow
     np.savez_compressed(buf, **ranks, cell_id=np.array(str(cell.get("id", ""))))  # whose ranks these are
     if distributed.is_main():  # DISTRIBUTED
         ckpt.atomic_write_bytes(run_dir / "ranks.npz", buf.getvalue())
+    split["test_eval_s"] = time.perf_counter() - t_test
+    split["total_s"] = time.perf_counter() - t_start
+    split["other_s"] = split["total_s"] - sum(v for k, v in split.items() if k not in ("total_s", "other_s"))
     n_fwd = len(branches)
     cost = {
         "step_time_s": state.step_time_sum / max(state.steps_timed, 1),
@@ -613,6 +647,7 @@ def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow
         "gpu_hours": state.train_wall_s / 3600.0 if device.type == "cuda" else 0.0,
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
+        "time_split_s": split,  # this call's time (a resumed cell: since its resume), seconds per phase
     }
     return {"status": "done", "metrics": metrics, "dev_curve": state.dev_curve, "best_epoch": state.best_epoch,
             "best_dev_rsum": state.best_rsum, "reported_branch": reported, "strategy": strategy.describe(),

@@ -38,6 +38,10 @@ def test_parallel_local_cells_each_get_their_cpus_as_torch_threads(tiny_data, tm
     for cell, cpus in zip(cells, (1, 2)):
         result = json.loads((locate_run(cell, root) / "result.json").read_text())
         assert result["cost"]["torch_threads"] == cpus, (cell["id"], result["cost"])
+        split = result["cost"]["time_split_s"]  # where the cell's time went
+        assert min(split[k] for k in ("setup_s", "steps_s", "checkpoint_s", "dev_eval_s", "test_eval_s")) > 0
+        assert sum(v for k, v in split.items() if k != "total_s") == pytest.approx(split["total_s"])
+        assert split["other_s"] >= 0
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
