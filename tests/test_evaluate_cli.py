@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -209,19 +210,18 @@ def test_readme_evaluate_block_runs_as_written(trained, tiny_data, tmp_path):
     """The README's commands, in a folder laid out as they expect: a demo cell, published files, the data."""
     from bench.cli_eval import export_run
 
-    (tmp_path / ".venv").symlink_to(REPO / ".venv")
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))  # the environment running the tests
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "synth-demo").symlink_to(tiny_data)
     shutil.copytree(trained["vse_infty"], tmp_path / "results" / "runs" / "demo" / trained["vse_infty"].name)
     # the published files, in the official layouts (written here from tiny-sized trained models)
-    export_run(trained["vse_infty"], tmp_path / "checkpoints" / "vse_infty_f30k_bigru" / "model_best.pth")
     export_run(trained["sgr"], tmp_path / "checkpoints" / "f30k_SGR" / "model_best.pth.tar")
     export_run(trained["saf"], tmp_path / "checkpoints" / "f30k_SAF" / "model_best.pth.tar")
     block = _readme_block()
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("RSUM") >= 3
+    assert proc.stdout.count("RSUM") >= 2
     for out in re.findall(r"--out (\S+)", block):
         assert json.loads((tmp_path / out).read_text())["metrics"]["f30k_1k"]["rsum"] > 0
     for out in re.findall(r"--format official (\S+)", block):

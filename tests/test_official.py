@@ -17,6 +17,7 @@ import models
 from bench.data.precomp import PrecompSplit, iter_caption_batches, iter_image_batches, vocab_path
 from bench.data.vocab import load_vocab
 from bench.evaluate import encode_all, score_matrix
+from models import official
 from models.official import OfficialCheckpointError
 
 SMALL = {"embed_size": 32, "word_dim": 16}
@@ -57,8 +58,7 @@ def _rename(state, pairs, prefix=""):
     return {k[len(prefix):] if prefix and k.startswith(prefix) else k: v for k, v in out.items()}
 
 
-def _vse_layout(model):
-    sd = model.state_dict()
+def _vse_image_layout(sd):
     img = _rename({k: v for k, v in sd.items() if k.startswith("img_enc.")},
                   [("img_enc.mlp.fc1.", "img_enc.mlp.layers.0."), ("img_enc.mlp.fc2.", "img_enc.mlp.layers.1."),
                    ("img_enc.mlp.bn.", "img_enc.mlp.bns.0."), ("img_enc.gpo.", "img_enc.gpool.")], "img_enc.")
@@ -66,9 +66,17 @@ def _vse_layout(model):
     img.update({"mlp.bns.1.weight": torch.rand(hidden), "mlp.bns.1.bias": torch.rand(hidden),
                 "mlp.bns.1.running_mean": torch.rand(hidden), "mlp.bns.1.running_var": torch.rand(hidden),
                 "mlp.bns.1.num_batches_tracked": torch.tensor(7)})
-    txt = _rename({k: v for k, v in sd.items() if k.startswith("txt_enc.")}, [("txt_enc.gpo.", "txt_enc.gpool.")],
-                  "txt_enc.")
-    return [img, txt]
+    return img
+
+
+def _vse_text_layout(sd):
+    return _rename({k: v for k, v in sd.items() if k.startswith("txt_enc.")}, [("txt_enc.gpo.", "txt_enc.gpool.")],
+                   "txt_enc.")
+
+
+def _vse_layout(model):
+    sd = model.state_dict()
+    return [_vse_image_layout(sd), _vse_text_layout(sd)]
 
 
 def _sgraf_layout(model, module):
@@ -192,3 +200,31 @@ class _Payload:
 
     def __reduce__(self):
         return (_mark_ran, ())
+
+
+def test_vse_infty_bert_official_checkpoint_maps_onto_ours(tiny_data, tmp_path):
+    """VSE∞'s BERT branch: ``bert.*`` (its pooler and position_ids included), ``linear``, ``gpool``."""
+    from models.vse_infty import word_tokenizer
+
+    vocab, split = _data(tiny_data)
+    words = [vocab.idx2word[i] for i in range(4, len(vocab))]
+    torch.manual_seed(0)
+    ours = models.build("vse_infty_bert", img_dim=split.region_shape[1], embed_size=32, vocab_words=words,
+                        bert_config={"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 1,
+                                     "intermediate_size": 96, "max_position_embeddings": 48})
+    ours = _randomised(ours)
+    img, txt = _vse_layout_bert(ours)
+    path = _save(tmp_path / "model_best.pth", [img, txt], precomp_enc_type="basic", embed_size=32)
+    loaded, info = official.load(path)
+    assert info["program"] == "vse_infty_bert" and loaded.txt_enc.bert.config.num_hidden_layers == 2
+    loaded._tokenizer = word_tokenizer(words)  # a real release takes its tokenizer from --bert-path
+    assert torch.equal(_scores(loaded, vocab, split), _scores(ours, vocab, split))
+
+
+def _vse_layout_bert(model):
+    sd = model.state_dict()
+    txt = _vse_text_layout(sd)
+    hidden = txt["linear.weight"].shape[1]
+    txt.update({"bert.pooler.dense.weight": torch.randn(hidden, hidden), "bert.pooler.dense.bias": torch.zeros(hidden),
+                "bert.embeddings.position_ids": torch.arange(48)[None]})
+    return _vse_image_layout(sd), txt
