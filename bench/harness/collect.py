@@ -297,7 +297,11 @@ def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_bo
     if suite.spec.get("anchor_checkpoint"):  # OAS cells started from a released checkpoint, no baseline cell
         from bench.harness.cells import anchor_info
 
-        note += f" OAS anchor/teacher: {anchor_info(suite.spec['anchor_checkpoint'])['source']}."
+        from models.official import describe
+
+        anchor = suite.spec["anchor_checkpoint"]
+        note += (f" OAS anchor/teacher: {describe(anchor)} (sha256 {anchor_info(anchor)['sha256'][:12]}), not a "
+                 "baseline cell.")
     for group, r in (suite.spec.get("recipes") or {}).items():  # which recipe versions made the cells
         if group == "oas_stage2" and any(scenario_of(e["name"], e["params"]) == "oas"
                                          for e in suite.spec["strategies"]):
