@@ -77,7 +77,7 @@ def code_defaults(cell: Cell) -> dict:
     changes the id of every cell it reaches, and an override equal to the default does not."""
     import models
     import strategies
-    from bench.train import EVAL_DEFAULTS, HINGE_WARMUP, NOT_RESULT_KEYS, SCHEDULE_DEFAULTS
+    from bench.train import EVAL_DEFAULTS, HINGE_WARMUP, NOT_RESULT_KEYS, SCHEDULE_DEFAULTS, fill_schedule
 
     m = dict(cell["matcher"])
     try:
@@ -93,6 +93,10 @@ def code_defaults(cell: Cell) -> dict:
     for k in ("base_loss", "margin", "max_violation", "hinge_warmup_epochs"):  # set from the schedule
         ctor.pop(k, None)
     sched = {k: v for k, v in {**SCHEDULE_DEFAULTS, **cell["schedule"]}.items() if k not in NOT_RESULT_KEYS}
+    try:  # the values the trainer will record (bench.train.fill_schedule)
+        sched = fill_schedule(sched, m["name"], cell["strategy"]["name"], params)
+    except (KeyError, TypeError, ValueError):  # an invalid cell: validation names the problem
+        pass
     if sched.get("hinge_warmup_epochs") is None:
         sched["hinge_warmup_epochs"] = HINGE_WARMUP.get(m["name"], 0)
     return {"matcher": m, "strategy": [cell["strategy"]["name"], {**ctor, **params}], "schedule": sched,
