@@ -460,3 +460,12 @@ def export(model: Matcher, name: str, out: str | Path, dataset: str, vocab_size:
     torch.save({"epoch": int(epoch) + 1, "model": layout, "best_rsum": float(best_rsum), "opt": opt, "Eiters": 0},
                out)
     return out
+
+
+def describe(path: str | Path) -> str:
+    """What the checkpoint at ``path`` is, for tables: e.g. ``official VSE∞ BiGRU checkpoint model_best.pth``."""
+    path = Path(path)
+    program = detect(read(path), path)
+    if program == "ours":
+        return f"this suite's checkpoint {path}"
+    return f"official {PROGRAM_NAMES[program]} checkpoint {path.name}"

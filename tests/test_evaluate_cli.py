@@ -151,7 +151,8 @@ def test_oas_suite_starts_from_a_released_anchor_without_a_baseline(trained, tin
     assert [s["state"] for s in report["states"].values()] == ["done"]
     assert [p.name for p in (root / "oasrel").iterdir() if p.is_dir()] == [cells[0]["id"]]  # no baseline trained
     paths = write_tables(collect(suite, root), suite, tmp_path / "tables", n_boot=10)
-    assert f"OAS anchor/teacher: checkpoint model_best.pth (sha256 {cells[0]['anchor_checkpoint']['sha256'][:12]})" \
+    sha = cells[0]["anchor_checkpoint"]["sha256"][:12]
+    assert f"OAS anchor/teacher: official VSE∞ BiGRU checkpoint model_best.pth (sha256 {sha}), not a baseline cell" \
         in paths["md"].read_text()
     # the cell id follows the checkpoint's content
     other = tmp_path / "other.pth"
@@ -226,3 +227,46 @@ def test_readme_evaluate_block_runs_as_written(trained, tiny_data, tmp_path):
         assert json.loads((tmp_path / out).read_text())["metrics"]["f30k_1k"]["rsum"] > 0
     for out in re.findall(r"--format official (\S+)", block):
         assert (tmp_path / out).is_file()
+
+
+def _official_file(run, path):
+    """The run's best weights written in the official program's layout by the layout tables of test_official."""
+    from tests.test_official import _dbl_layout, _save, _sgraf_layout, _vse_layout
+
+    best = ckpt.load(run / "best.pt")
+    name = best["matcher"]["name"]
+
+    class _Weights:  # the layout functions read ``state_dict()``
+        def state_dict(self):
+            return best["weights"]
+
+    layout = {"vse_infty": lambda m: _vse_layout(m), "sgr": lambda m: _sgraf_layout(m, "SGR"),
+              "saf": lambda m: _sgraf_layout(m, "SAF"), "xattn": lambda m: _dbl_layout(m)}[name](_Weights())
+    opt = {"sgr": {"module_name": "SGR"}, "saf": {"module_name": "SAF"},
+           "xattn": {"no_simnorm": False}}.get(name, {"precomp_enc_type": "basic"})
+    return _save(path, layout, **opt)
+
+
+@pytest.mark.parametrize("matcher", ["vse_infty", "sgr", "saf", "xattn"])
+def test_evaluate_an_official_layout_checkpoint_gives_the_cells_metrics(trained, tiny_data, tmp_path, capsys,
+                                                                       matcher):
+    run = trained[matcher]
+    dataset = "coco_precomp" if matcher == "xattn" else "f30k_precomp"
+    release = _official_file(run, tmp_path / "model_best.pth.tar")
+    out = _bench(capsys, "evaluate", release, "--data-root", tiny_data, "--dataset", dataset, "--batch-size", 64,
+                 "--out", tmp_path / "r.json")
+    assert "official" in out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["checkpoints"][0]["program"] == matcher
+    assert result["metrics"] == json.loads((run / "result.json").read_text())["metrics"]
+
+
+def test_official_sgr_plus_saf_ensemble_equals_the_ensemble_of_the_cells(trained, tiny_data, tmp_path, capsys):
+    files = [_official_file(trained[m], tmp_path / f"{m}.pth.tar") for m in ("sgr", "saf")]
+    _bench(capsys, "evaluate", *files, "--data-root", tiny_data, "--dataset", "f30k_precomp", "--batch-size", 64,
+           "--out", tmp_path / "official.json")
+    _bench(capsys, "evaluate", trained["sgr"] / "best.pt", trained["saf"] / "best.pt", "--data-root", tiny_data,
+           "--dataset", "f30k_precomp", "--out", tmp_path / "ours.json")
+    official_result = json.loads((tmp_path / "official.json").read_text())
+    assert official_result["ensemble"]
+    assert official_result["metrics"] == json.loads((tmp_path / "ours.json").read_text())["metrics"]
