@@ -262,8 +262,8 @@ def test_scancel_mid_sweep_leaves_no_partial_results_and_resweep_completes(slurm
         else:
             assert not (run_dir / DONE_FILE).exists()
     states = cell_states([base, kd], root)
-    # The killed baseline left its `running` marker; SLURM says the job is gone, so it is pending again.
-    assert states[base["id"]]["state"] == "pending" and states[base["id"]].get("interrupted")
+    # The killed baseline left its `running` marker, but its lock is free: interrupted, taken over by a sweep.
+    assert states[base["id"]]["state"] == "interrupted" and states[base["id"]].get("interrupted")
     assert states[kd["id"]]["state"] == "pending"  # cancelled while waiting on afterok
 
     again = sweep(suite, executor="slurm", root=root, cluster=slurm_cluster["profile"], wait=True, progress=False)

@@ -163,11 +163,17 @@ def test_a_corrupt_result_is_shown_rerun_and_left_out_of_the_table(tiny_data, tm
 
 
 def test_a_suite_name_cannot_write_outside_the_results_folder(tiny_data, tmp_path):
+    from bench.harness.config import ConfigError
+
     root = tmp_path / "deep" / "runs"
     for bad in ("../../x", str(tmp_path / "abs")):
-        suite = load_suite(write_suite(tmp_path, tiny_data, name=bad, fname="bad.yaml"))
+        path = write_suite(tmp_path, tiny_data, name=bad, fname="bad.yaml")
+        with pytest.raises(ConfigError, match=rf"bad.yaml: name: '{bad}' would write run folders and tables "
+                                              r"outside --root: use a plain name"):
+            load_suite(path)
+        cell = {"suite": bad, "id": "0123456789ab"}  # the store checks too (cells not made by load_suite)
         with pytest.raises(ValueError, match=r"suite name .* cannot name a folder inside the results folder"):
-            sweep(suite, root=root, progress=False, tracker_factory=None)
+            run_dir_for(cell, root)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # nothing written anywhere
 
 
@@ -213,7 +219,7 @@ def test_resuming_across_a_code_change_is_refused_or_recorded(tiny_data, tmp_pat
     assert "schedule.margin: 0.2 -> 0.3" in out["error"] and "--force" in out["error"]
     assert "--allow-code-change" in out["error"] and str(run_dir / "last.pt") in out["error"]
 
-    saved["code"]["commit"] = "0" * 40  # and a checkpoint written by another commit
+    saved["code"]["commit"], saved["code"]["source"] = "0" * 40, "1" * 40  # and written by other code
     ckpt.save(saved, run_dir / "last.pt")
     with pytest.warns(UserWarning, match="across a code change"):
         out = run_cell_in_store(cell, root, tracker_factory=None, allow_code_change=True)
@@ -221,6 +227,7 @@ def test_resuming_across_a_code_change_is_refused_or_recorded(tiny_data, tmp_pat
     (change,) = prov["code_changes"]
     assert change["from_commit"] == "0" * 40 and change["to_commit"] == prov["git"]["commit"]
     assert "schedule.margin: 0.2 -> 0.3" in change["changes"] and change["at_step"] == 1
+    assert any(c.startswith(f"code: commit {'0' * 40} -> ") for c in change["changes"])
 
     out = run_cell_in_store(cell, root, tracker_factory=None, force=True)  # --force: from scratch
     assert out["state"] == "done" and "code_changes" not in out["result"]["provenance"]
@@ -270,7 +277,7 @@ def _two_sweeps(suite_path, root, mode):
                               env=env(**slow), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
 
@@ -285,7 +292,7 @@ def _assert_whole(suite, root):
 
 @pytest.mark.slow
 def test_two_sweeps_at_once_plain_then_forced_train_each_cell_once_and_lose_nothing(tiny_data, tmp_path):
-    suite_path = write_suite(tmp_path, tiny_data, seeds=(0, 1, 2), epochs=1, steps=2)
+    suite_path = write_suite(tmp_path, tiny_data, seeds=(0, 1), epochs=1, steps=2)
     suite = load_suite(suite_path)
     root = tmp_path / "runs"
     for mode in ("plain", "force"):
@@ -293,6 +300,7 @@ def test_two_sweeps_at_once_plain_then_forced_train_each_cell_once_and_lose_noth
         a, b = _two_sweeps(suite_path, root, mode)
         trained = [cid for o in (a, b) for cid, s in o.items() if s == "done"]
         assert sorted(trained) == sorted(c["id"] for c in expand(suite)), (mode, a, b)  # each once
+        print(mode, a, b)
         _assert_whole(suite, root)
         for c in expand(suite):  # every result is this round's
             assert (run_dir_for(c, root) / "done").stat().st_mtime >= started

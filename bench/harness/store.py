@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -124,9 +125,7 @@ class CellLock:
         except BaseException:
             os.close(fd)
             raise
-        self.fd = fd
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        self.fd = fd  # the file stays empty: who trains is in the run folder's `running` marker
         return True
 
     def release(self) -> None:
@@ -231,7 +230,7 @@ def run_status(cell: dict, run_dir: str | Path, fingerprints: dict | None = None
         except ValueError:
             held = False
         if not held:
-            info.update(state="interrupted", stale_marker=True,
+            info.update(state="interrupted", stale_marker=True, interrupted=True,
                         error="its `running` marker was left by a process that is gone; a sweep takes it over")
     return info
 
@@ -263,6 +262,19 @@ def git_info(repo: Path = REPO_ROOT) -> dict:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+@functools.lru_cache(maxsize=1)
+def source_fingerprint(repo: Path = REPO_ROOT) -> str:
+    """sha1 over the Python sources of ``bench/``, ``models/`` and ``strategies/`` as this process first
+    read them (paths and bytes): what a resumed run must share with the run that wrote its checkpoint.
+    Committed or not, any change of the code changes it; a commit touching only docs or tests does not."""
+    h = hashlib.sha1()
+    for pkg in ("bench", "models", "strategies"):
+        for p in sorted((repo / pkg).rglob("*.py")):
+            h.update(f"{p.relative_to(repo)}|".encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 def package_versions() -> dict:

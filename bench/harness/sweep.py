@@ -10,7 +10,8 @@ is the source of truth for states; SLURM adds queued/running for submitted cells
 - ``slurm``: one job array per stage, all submitted at once; the OAS stage waits on its baselines
   with ``afterok`` (cancelled by SLURM if a baseline fails). A ``submitted.json`` in a cell's folder
   records its job, so submitting again never duplicates a cell that is queued or running; a cell
-  whose job is gone but left its ``running`` marker (scancel, node failure) is pending again.
+  whose job is gone but left its ``running`` marker (scancel, node failure) is interrupted (its lock is
+  free) and runs again, resuming from its checkpoint.
 
 Concurrent sweeps on one store share the work: each cell is trained under its lock
 (:class:`bench.harness.store.CellLock`), a locked cell is skipped (``wait_lock``: waited for) and
