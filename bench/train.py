@@ -487,14 +487,15 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
 
 
 def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow_code_change, stop) -> dict:
-    from bench.harness.store import cell_fingerprint, git_info
+    from bench.harness.store import cell_fingerprint, git_info, source_fingerprint
 
     t_start = time.perf_counter()
     split = dict.fromkeys(TIME_SPLIT, 0.0)  # where this call's time goes (result cost "time_split_s")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cell = resolve(cell)
-    code = {"commit": git_info()["commit"], "cell": _resume_key(cell), "data_fingerprint": cell_fingerprint(cell)}
+    code = {"commit": git_info()["commit"], "source": source_fingerprint(), "cell": _resume_key(cell),
+            "data_fingerprint": cell_fingerprint(cell)}
     sched, device = cell["schedule"], _device(cell["device"])
     # DISTRIBUTED: join the ranks of a multi-task job (no-op for one process); only rank 0 logs and writes
     rank, world = distributed.init_from_env(device.type)
@@ -742,11 +743,13 @@ def _diff(a, b, prefix="") -> list[str]:
 
 
 def _check_code(path, saved: dict, code: dict, allow: bool, state: RunState) -> None:
-    """Refuse (or, allowed, record) a resume across a change of commit, resolved cell or data."""
+    """Refuse (or, allowed, record) a resume across a change of the code (its source fingerprint: a commit
+    that changes no Python file of bench/, models/, strategies/ is no change), resolved cell or data."""
     before = saved.get("code") or {}
     changes = _diff(before.get("cell"), code["cell"]) if before else ["no record of the code that wrote it"]
-    if before.get("commit") != code["commit"]:
-        changes.insert(0, f"commit: {before.get('commit')} -> {code['commit']}")
+    if before and before.get("source") != code["source"]:
+        changes.insert(0, f"code: commit {before.get('commit')} -> {code['commit']} (source fingerprint "
+                          f"{before.get('source')} -> {code['source']})")
     if before.get("data_fingerprint") != code["data_fingerprint"]:
         changes.append(f"data fingerprint: {before.get('data_fingerprint')} -> {code['data_fingerprint']}")
     if not changes:
