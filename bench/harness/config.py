@@ -35,6 +35,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -453,6 +454,9 @@ class _Validator:
             "name": self.typed("name", raw["name"], str),
             "description": self.typed("description", raw.get("description", ""), str),
         }
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", spec["name"]) or ".." in spec["name"]:  # a folder name
+            self.fail("name", f"{spec['name']!r} would write run folders and tables outside --root: use a plain "
+                              "name of letters, digits, '.', '_', '+' or '-', without '/' or '..'")
         wb = self.mapping("wandb", raw.get("wandb"), {"project", "entity"})
         spec["wandb"] = {"project": self.typed("wandb.project", wb.get("project", "itm-coop-bench"), str),
                          "entity": self._opt_str("wandb.entity", wb.get("entity"))}
