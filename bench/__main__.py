@@ -8,6 +8,9 @@
     demo                                   the demo suite end to end, then its table
     sync [PATH]                            upload offline W&B runs (wandb sync)
     readme                                 put the demo table into README.md
+    evaluate CHECKPOINT … --data-root DIR --dataset D [--protocol P …] [--out J]   Recall@K of a checkpoint
+                                           (ours or official; several = score-averaged ensemble)
+    export RUN_DIR --format official OUT   a run's best checkpoint in the official program's layout
 """
 
 from __future__ import annotations
