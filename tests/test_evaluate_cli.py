@@ -160,9 +160,10 @@ def test_oas_suite_starts_from_a_released_anchor_without_a_baseline(trained, tin
     raw = torch.load(other, weights_only=False)
     raw["model"][0]["fc.bias"] += 1.0
     torch.save(raw, other)
-    moved = _suite(tmp_path, tiny_data, "oasrel2", [("vse_infty", SMALL)], [{"name": "kd", "label": "KD"}],
-                   anchor_checkpoint=str(other))
+    moved = load_suite(suite.path, [f"anchor_checkpoint={other}"])  # the command-line override form
+    assert moved.spec["anchor_checkpoint"] == str(other)
     assert expand(moved)[0]["id"] != cells[0]["id"]
+    assert expand(load_suite(suite.path))[0]["id"] == cells[0]["id"]  # same file, same id
 
 
 def test_released_anchor_bad_inputs(trained, tiny_data, tmp_path):
