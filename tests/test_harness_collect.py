@@ -1,13 +1,14 @@
-"""collect / summarize / tables / figures on result files written here, and the paired bootstrap."""
+"""collect / summarize / tables / figures on result files written here; ΔRSUM's reasons when it is missing."""
 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 from bench.harness import expand, load_suite
-from bench.harness.collect import collect, paired_bootstrap_delta, rsum_from_ranks, summarize, write_tables
+from bench.harness.collect import collect, rsum_from_ranks, summarize, write_tables
 from bench.harness.figures import make_figures
 from bench.harness.store import run_dir_for, write_atomic, write_json_atomic
 
@@ -81,9 +82,14 @@ def test_summary_mean_std_and_published_rows(filled):
     assert base["i2t_r1_mean"] == pytest.approx(52.0) and base["i2t_r1_std"] == pytest.approx(2.0)
     assert base["rsum_mean"] == pytest.approx(52.0 + 80 + 90 + 40 + 70 + 80) and base["n_done"] == 3
     dbl = s[s["strategy"] == "DBL abs"].iloc[0]
-    assert dbl["n_done"] == 1 and dbl["n_declared"] == 3 and dbl["rsum_std"] == 0.0
+    assert dbl["n_done"] == 1 and dbl["n_declared"] == 3 and np.isnan(dbl["rsum_std"])  # one seed: no sd
     assert "1 failed" in dbl["states"] and "1 pending" in dbl["states"]
-    assert dbl["delta_seeds"] == 1 and dbl["ci_low"] < dbl["delta_rsum"] < dbl["ci_high"]
+    # one seed pair: the delta, no interval (the seed-to-seed variance is unknown)
+    assert dbl["delta_seeds"] == 1 and np.isnan(dbl["ci_low"]) and np.isnan(dbl["ci_high"])
+    df = collect(suite, root)
+    files = {r.strategy: r.ranks_file for r in df[df["seed"] == 0].itertuples()}
+    rsum = {k: rsum_from_ranks(*(lambda z: (z["f30k_1k/i2t"], z["f30k_1k/t2i"]))(np.load(f))) for k, f in files.items()}
+    assert dbl["delta_rsum"] == pytest.approx(rsum["DBL abs"] - rsum["baseline"])  # from the ranks, seed 0
     pub = s[s["published"].astype(bool)]
     assert list(pub["protocol"]) == ["f30k_1k"] and pub.iloc[0]["rsum_mean"] == 498.1  # coco rows not asked
     assert "Chen et al." in pub.iloc[0]["source"] and pub.iloc[0]["matcher"] == "vse_infty"
@@ -96,7 +102,10 @@ def test_write_tables_and_figures(filled):
     md = paths["md"].read_text()
     assert "52.0 ± 2.0" in md and "498.1" in md and "published: baseline" in md and "1/3 (1 failed, 1 pending)" in md
     assert "pub. [1]" in md and "[1] Chen et al., CVPR 2021" in md
+    dbl_row = next(line for line in md.splitlines() if "| DBL abs |" in line)  # one seed: no "± 0.0"
+    assert "| 60.0 | 80.0 |" in dbl_row and "±" not in dbl_row and "(n=1: no interval)" in dbl_row
     assert "ΔRSUM [95% CI]" in md
+    assert "### f30k · Flickr30K 1K" in md and "Seeds needed: unknown" in md
     tex = paths["tex"].read_text()
     assert r"\begin{tabular}" in tex and r"52.0 $\pm$ 2.0" in tex
     assert paths["csv"].stat().st_size > 0 and paths["cells_csv"].read_text().count("\n") == 7
@@ -106,32 +115,21 @@ def test_write_tables_and_figures(filled):
     assert all(p.stat().st_size > 1000 for p in figs)
 
 
-def test_bootstrap_point_estimate_is_the_rsum_difference():
-    rng = np.random.default_rng(1)
-    a = {"i2t": rng.integers(0, 15, 100), "t2i": rng.integers(0, 15, 500)}
-    b = {"i2t": rng.integers(0, 15, 100), "t2i": rng.integers(0, 15, 500)}
-    point, lo, hi = paired_bootstrap_delta([(a, b)], n_boot=200)
-    assert point == pytest.approx(rsum_from_ranks(a["i2t"], a["t2i"]) - rsum_from_ranks(b["i2t"], b["t2i"]))
-    assert lo < point < hi
-    # identical runs: a zero-width interval at zero
-    assert paired_bootstrap_delta([(a, a)], n_boot=50) == (0.0, 0.0, 0.0)
-
-
-def test_bootstrap_ci_covers_the_true_delta():
-    """True ΔRSUM = 100·3·(0.6−0.5) + 100·3·(0.45−0.40) = 45; the 95% CI should cover it ~95% of the time."""
-    rng = np.random.default_rng(2)
-    covered, widths = 0, []
-    for _ in range(40):
-        pairs = []
-        for _seed in range(2):
-            ni, bi = correlated_ranks(rng, 300, 0.5, 0.6)
-            nt, bt = correlated_ranks(rng, 1500, 0.4, 0.45)
-            pairs.append(({"i2t": ni, "t2i": nt}, {"i2t": bi, "t2i": bt}))
-        _, lo, hi = paired_bootstrap_delta(pairs, n_boot=400)
-        covered += lo <= 45.0 <= hi
-        widths.append(hi - lo)
-    assert covered >= 34  # P(X >= 34) > 0.97 for X ~ Bin(40, 0.95)
-    assert 5 < np.mean(widths) < 40
+def test_reconstructed_strategies_are_labelled_in_the_tables(filled, tmp_path):
+    suite, root, tmp = filled
+    assert "Reconstructed from the DBL paper" not in write_tables(collect(suite, root), suite, tmp / "t1",
+                                                                   n_boot=50)["md"].read_text()
+    spec = dict(SUITE, name="tc2", seeds=[0],
+                strategies=[{"name": "baseline"}, {"name": "dml", "label": "DML one-sided",
+                                                   "params": {"symmetric": False}}])
+    path = tmp_path / "tc2.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    suite2 = load_suite(path)
+    runs = tmp_path / "runs2"
+    for cell in expand(suite2):
+        write_result(runs, cell, 50.0 if cell["strategy"]["name"] == "baseline" else 51.0)
+    md = write_tables(collect(suite2, runs), suite2, tmp_path / "t2", n_boot=50)["md"].read_text()
+    assert "Reconstructed from the DBL paper's description: dml" in md
 
 
 @pytest.mark.slow
@@ -163,7 +161,10 @@ def test_end_to_end_with_the_real_trainer(tiny_data, tmp_path):
     assert list(df["state"]) == ["done", "done"] and df["rsum"].notna().all()
     summary = summarize(df, suite, n_boot=100)
     kd = summary[summary["strategy"] == "KD"].iloc[0]
-    assert kd["delta_seeds"] == 1 and kd["ci_low"] <= kd["delta_rsum"] <= kd["ci_high"]
+    assert kd["delta_seeds"] == 1 and np.isnan(kd["ci_low"])  # one seed: no interval
+    for c in cells:  # ranks.npz names the cell it belongs to
+        with np.load(root / "e2e" / c["id"] / "ranks.npz") as z:
+            assert str(z["cell_id"]) == c["id"]
     assert kd["delta_rsum"] == pytest.approx(kd["rsum_mean"] - summary[summary["strategy"] == "baseline"]
                                              .iloc[0]["rsum_mean"], abs=1e-6)
     write_tables(df, suite, tmp_path / "tables", n_boot=100)
@@ -184,3 +185,105 @@ def test_end_to_end_with_the_real_trainer(tiny_data, tmp_path):
         dev = [h for h in back["history"] if "dev/rsum" in h]
         assert [h["dev/rsum"] for h in dev] == pytest.approx([d["rsum"] for d in result["dev_curve"]])
         assert any("train/loss/target" in h for h in back["history"])
+
+
+# ----------------------------------------------------------------------------- verdicts in the tables
+
+TWO_DATASETS = {
+    "name": "tv",
+    "datasets": [{"name": "f30k_precomp", "label": "f30k"}, {"name": "coco_precomp", "label": "coco"}],
+    "matchers": [{"name": "vse_infty", "label": "VSE"}],
+    "strategies": [{"name": "baseline"}, {"name": "dbl", "label": "DBL", "params": {"loss": "abs", "scenario": "oss"}},
+                   {"name": "kd", "label": "KD"}],
+    "seeds": [0, 1, 2],
+    "scales": {"full": {"schedule": {"default": {"epochs": 2, "lr": 1e-3, "batch_size": 8}}}},
+}
+
+
+def _write_cell(root, cell, ranks_by_protocol, cell_id=None):
+    """A done cell whose result.json agrees with its ranks.npz (which names ``cell_id``)."""
+    d = run_dir_for(cell, root)
+    d.mkdir(parents=True)
+    metrics, arrays = {}, {"cell_id": np.array(cell_id or cell["id"])}
+    for p, (i2t, t2i) in ranks_by_protocol.items():
+        arrays[f"{p}/i2t"], arrays[f"{p}/t2i"] = i2t, t2i
+        m = {f"{d}_r{k}": 100 * float(np.mean(r < k)) for d, r in (("i2t", i2t), ("t2i", t2i)) for k in (1, 5, 10)}
+        metrics[p] = m | {"rsum": rsum_from_ranks(i2t, t2i)}
+    np.savez(d / "ranks.npz", **arrays)
+    write_json_atomic(d / "result.json", {"metrics": metrics, "best_epoch": 0, "ranks_file": "ranks.npz",
+                                          "cost": {"train_wall_s": 1.0, "steps": 2}})
+    (d / "done").touch()
+    return d
+
+
+@pytest.fixture
+def verdicts(tmp_path):
+    """3 seeds; DBL beats the baseline by ~60 RSUM in every seed, KD is the baseline plus noise."""
+    path = tmp_path / "tv.yaml"
+    path.write_text(yaml.safe_dump(TWO_DATASETS))
+    suite = load_suite(path)
+    rng = np.random.default_rng(0)
+    root = tmp_path / "runs"
+    for c in expand(suite):
+        n = 200 if c["dataset"]["name"] == "f30k_precomp" else 250
+        gain = {"baseline": 0.0, "dbl": 0.1, "kd": 0.0}[c["strategy"]["name"]]
+        ranks = {}
+        for p in c["eval"]["protocols"]:
+            u_i, u_t = np.random.default_rng([c["seed"], n]).random((2, 5 * n))  # shared by the seed's runs
+            skill = 0.5 + gain + rng.normal(0, 0.01)
+            ranks[p] = (np.where(u_i[:n] < skill, 0, 20), np.where(u_t < skill - 0.1, 0, 20))
+        _write_cell(root, c, ranks)
+    return suite, root, tmp_path
+
+
+def test_a_table_per_protocol_with_holm_markers_and_seeds_needed(verdicts):
+    suite, root, tmp = verdicts
+    df = collect(suite, root)
+    summary = summarize(df, suite, n_boot=200)
+    paths = write_tables(df, suite, tmp / "tables", n_boot=200, summary=summary)
+    md = paths["md"].read_text()
+    titles = [line for line in md.splitlines() if line.startswith("### ")]
+    assert titles == ["### f30k · Flickr30K 1K (test: 1,000 images, 5,000 captions)",
+                      "### coco · COCO 1K (testall in 5 folds of 1,000 images, metrics averaged)",
+                      "### coco · COCO 5K (testall: 5,000 images, 25,000 captions)"]
+    assert md.count("Seeds needed: with the observed sd of paired per-seed ΔRSUM") == 3
+    assert "Holm–Bonferroni" in md and "t(S−1)" in md
+    rows = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| VSE |")}
+    assert "†" in rows["DBL"] and "†" not in rows["KD"] and "| 1.00 |" in rows["DBL"]
+    dbl = summary[(summary["strategy"] == "DBL") & (summary["protocol"] == "f30k_1k")].iloc[0]
+    assert dbl["holm_5pct"] and dbl["delta_seeds"] == 3 and dbl["ci_low"] > 0
+    assert set(json.loads(dbl["per_seed_deltas"])) == {"0", "1", "2"}
+    assert dbl["delta_rsum"] == pytest.approx(np.mean(list(json.loads(dbl["per_seed_deltas"]).values())), abs=1e-3)
+    kd = summary[(summary["strategy"] == "KD") & (summary["protocol"] == "coco_5k")].iloc[0]
+    assert not kd["holm_5pct"] and kd["ci_low"] <= kd["delta_rsum"] <= kd["ci_high"]
+    csv = pd.read_csv(paths["csv"])
+    assert {"p_improve", "per_seed_deltas", "holm_5pct", "p_value", "delta_missing"} <= set(csv.columns)
+    tex = paths["tex"].read_text()
+    assert tex.count(r"\begin{table}") == 3 and r"$^\dagger$" in tex
+
+
+def test_a_baseline_without_usable_ranks_says_why(verdicts):
+    """bad input: the baseline's ranks.npz is missing or belongs to another cell -> ΔRSUM says why."""
+    suite, root, tmp = verdicts
+    cells = {(c["dataset_label"], c["strategy"]["name"], c["seed"]): c for c in expand(suite)}
+    missing = run_dir_for(cells[("f30k", "baseline", 0)], root) / "ranks.npz"
+    missing.unlink()
+    other = cells[("coco", "baseline", 0)]
+    with np.load(run_dir_for(other, root) / "ranks.npz") as z:
+        arrays = dict(z)
+    arrays["cell_id"] = np.array("0123456789ab")  # another cell's ranks copied over this one's
+    np.savez(run_dir_for(other, root) / "ranks.npz", **arrays)
+    df = collect(suite, root)
+    summary = summarize(df, suite, n_boot=100)
+    f30k = summary[(summary["strategy"] == "DBL") & (summary["protocol"] == "f30k_1k")].iloc[0]
+    assert f30k["delta_seeds"] == 2 and f"seed 0: baseline ranks file {missing} is missing" in f30k["delta_missing"]
+    coco = summary[(summary["strategy"] == "KD") & (summary["protocol"] == "coco_5k")].iloc[0]
+    assert f"belongs to cell 0123456789ab, not {other['id']}" in coco["delta_missing"]
+    md = write_tables(df, suite, tmp / "tables", n_boot=100, summary=summary)["md"].read_text()
+    assert f"ΔRSUM of VSE / DBL: seed 0: baseline ranks file {missing} is missing." in md
+    # with one baseline left, the cell itself says why there is no ΔRSUM
+    for seed in (1, 2):
+        (run_dir_for(cells[("f30k", "baseline", seed)], root) / "ranks.npz").unlink()
+    md = write_tables(collect(suite, root), suite, tmp / "tables", n_boot=100)["md"].read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| VSE | DBL |"))
+    assert "– (seed 0: baseline ranks.npz missing; seed 1: baseline ranks.npz missing; " in row

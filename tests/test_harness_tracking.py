@@ -6,8 +6,9 @@ import warnings
 import pytest
 
 from bench.harness.store import run_cell_in_store, run_dir_for
-from bench.harness.tracking import WandbTracker, offline_runs, read_offline_run
+from bench.harness.tracking import WandbTracker, log_suite_summary, offline_runs, read_offline_run
 from tests.test_harness_store import RankTrainer, make_cell
+from tests.test_harness_collect import verdicts  # noqa: F401 - the fixture
 
 
 @pytest.fixture(autouse=True)
@@ -77,3 +78,33 @@ def test_store_run_with_tracker_writes_one_offline_run(tmp_path):
     assert run.is_relative_to(run_dir_for(cell, tmp_path))
     back = read_offline_run(run)
     assert back["summary"]["test/f30k_1k/rsum"] > 0 and back["config"]["id"] == cell["id"]
+
+
+def test_collect_writes_a_suite_summary_run_with_the_verdicts(verdicts):
+    """`collect` logs the suite's verdicts to one W&B run next to its cells' runs; read back offline."""
+    import pandas as pd
+
+    from bench.harness import collect as collect_mod
+
+    suite, root, tmp = verdicts
+    argv = [str(tmp / "tv.yaml"), "--root", str(root), "--tables", str(tmp / "tables"),
+            "--figures", str(tmp / "figures"), "--n-boot", "100"]
+    collect_mod.main(argv)
+    first = offline_runs(root)
+    # collecting again replaces the summary run, it does not add a second one
+    log_suite_summary(suite, collect_mod.summarize(collect_mod.collect(suite, root), suite, n_boot=100), root,
+                      n_boot=100)
+    (run,) = offline_runs(root)
+    assert len(first) == 1 and run != first[0]
+    assert run.is_relative_to(root / "_summary" / "tv")
+    back = read_offline_run(run)
+    assert back["state"] == "finished" and "suite-summary" in back["tags"]
+    summary = pd.read_csv(tmp / "tables" / "tv.csv")
+    dbl = summary[(summary["strategy"] == "DBL") & (summary["protocol"] == "f30k_1k")].iloc[0]
+    key = "f30k/f30k_1k/VSE/DBL"
+    for stat in ("delta_rsum", "ci_low", "ci_high", "p_improve", "p_value", "rsum_mean"):
+        assert back["summary"][f"{key}/{stat}"] == pytest.approx(dbl[stat]), stat
+    assert back["summary"][f"{key}/holm_5pct"] is True
+    assert back["summary"][f"{key}/per_seed_delta"] == pytest.approx(json.loads(dbl["per_seed_deltas"]))
+    assert back["summary"]["verdicts"]["_type"] == "table-file"
+    assert back["summary"]["verdicts"]["nrows"] == len(summary[~summary["published"].astype(bool)])

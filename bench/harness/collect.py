@@ -3,22 +3,21 @@
 ``collect(suite, root)`` expands the suite and reads every cell's run folder, so cells that are
 pending, running or failed appear as such (never silently dropped): one row per (cell, protocol).
 
-``summarize`` aggregates over seeds: mean ± sample std (ddof = 1; 0 for a single seed) of i2t/t2i
-R@1/5/10 and RSUM per (dataset, matcher, strategy) and protocol, ``n`` = seeds done / declared,
-published reference rows from ``results/reference/published.csv``, and ΔRSUM against the same
-matcher's baseline with a paired bootstrap 95% CI over queries:
+``summarize`` aggregates over seeds: mean ± sample std (ddof = 1; none for a single seed) of
+i2t/t2i R@1/5/10 and RSUM per (dataset, matcher, strategy) and protocol, ``n`` = seeds done /
+declared, published reference rows from ``results/reference/published.csv``, and ΔRSUM against the
+same matcher's baseline from :mod:`bench.harness.stats`: an interval over seeds *and* test queries
+(an image with its captions resampled together), P(X > baseline) over seed pairs, per-seed deltas,
+and a Holm–Bonferroni marker across the strategies sharing a baseline. A ΔRSUM that cannot be
+computed says why (baseline not done, its ``ranks.npz`` missing, unreadable or another cell's).
 
-    For query q let c(q) = #{K ∈ {1,5,10}: rank(q) < K}; RSUM = 100·(mean_img c_i2t + mean_cap c_t2i).
-    Per seed s present in both runs, Δc_s = c_strategy,s − c_baseline,s. When captions are the 5 per
-    image, an image and its 5 captions are resampled together (a cluster bootstrap): per image
-    d(i) = mean_s [Δc_i2t,s(i) + (1/5)·Σ_{its captions} Δc_t2i,s], ΔRSUM = 100·mean_i d(i), and each of
-    ``n_boot`` resamples draws N image indices with replacement (the same indices for both runs and
-    every seed: paired). Otherwise images and captions are resampled independently. The CI is the
-    2.5 / 97.5 percentiles; the seed of the resampling is fixed (0), so tables are reproducible.
+``write_tables`` prints one table per (dataset, protocol), as papers do, each with a "seeds
+needed" line; the note under them says what every number is.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -26,8 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import strategies
+from bench.harness import stats
 from bench.harness.cells import cell_recipe, describe, expand, scenario_of
 from bench.harness.config import Suite, load_suite, recipe_label
+from bench.harness.stats import recall_hits, rsum_from_ranks  # noqa: F401 - re-exported
 from bench.harness.store import DEFAULT_ROOT, REPO_ROOT, failure_message, load_result, locate_run, run_status
 
 RECALLS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
@@ -80,53 +82,36 @@ def collect(suite, root: str | Path = DEFAULT_ROOT) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------- bootstrap
+# ----------------------------------------------------------------------------- ranks
 
-def recall_hits(ranks: np.ndarray) -> np.ndarray:
-    """c(q) = number of K ∈ {1, 5, 10} with rank(q) < K (0-based ranks), so RSUM = 100·Σ mean c."""
-    r = np.asarray(ranks)
-    return (r < 1).astype(np.int8) + (r < 5) + (r < 10)
+def _load_ranks(path: str | None, protocol: str, cell_id: str | None = None) -> tuple[dict | None, str]:
+    """(ranks, "") or (None, why they cannot be used): missing, unreadable, another cell's, no protocol.
 
-
-def rsum_from_ranks(i2t: np.ndarray, t2i: np.ndarray) -> float:
-    return float(100 * (recall_hits(i2t).mean() + recall_hits(t2i).mean()))
-
-
-def paired_bootstrap_delta(pairs: list[tuple[dict, dict]], n_boot: int = 1000, seed: int = 0,
-                           chunk: int = 100) -> tuple[float, float, float]:
-    """(ΔRSUM, CI low, CI high) of ``strategy − baseline`` (module docstring).
-
-    ``pairs``: one (strategy ranks, baseline ranks) per seed, each ``{"i2t": [N], "t2i": [M]}``.
-    """
-    d_i2t = np.mean([recall_hits(a["i2t"]) - recall_hits(b["i2t"]).astype(float) for a, b in pairs], axis=0)
-    d_t2i = np.mean([recall_hits(a["t2i"]) - recall_hits(b["t2i"]).astype(float) for a, b in pairs], axis=0)
-    n, m = len(d_i2t), len(d_t2i)
-    point = float(100 * (d_i2t.mean() + d_t2i.mean()))
-    rng = np.random.default_rng(seed)
-    boots = []
-    clustered = m % n == 0 and m > 0
-    per_image = d_i2t + d_t2i.reshape(n, m // n).mean(axis=1) if clustered else None
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(b, n))
-        if clustered:
-            boots.append(100 * per_image[idx].mean(axis=1))
-        else:
-            jdx = rng.integers(0, m, size=(b, m))
-            boots.append(100 * (d_i2t[idx].mean(axis=1) + d_t2i[jdx].mean(axis=1)))
-    boots = np.concatenate(boots)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return point, float(lo), float(hi)
-
-
-def _load_ranks(path: str | None, protocol: str) -> dict | None:
-    if not path or not Path(path).exists():
-        return None
+    ``ranks.npz`` carries the id of the cell that wrote it (``cell_id``); a file naming another cell
+    is refused (files written before the id was stored are taken as they are)."""
+    if not path:
+        return None, "no result.json naming its ranks file"
+    if not Path(path).exists():
+        return None, f"ranks file {path} is missing"
     try:
         with np.load(path) as z:
-            return {"i2t": z[f"{protocol}/i2t"], "t2i": z[f"{protocol}/t2i"]}
-    except (OSError, KeyError, ValueError):
-        return None
+            owner = str(z["cell_id"]) if "cell_id" in z.files else None
+            if owner is not None and cell_id is not None and owner != cell_id:
+                return None, f"ranks file {path} belongs to cell {owner}, not {cell_id}"
+            if f"{protocol}/i2t" not in z.files or f"{protocol}/t2i" not in z.files:
+                return None, f"ranks file {path} has no {protocol} ranks (keys: {', '.join(z.files)})"
+            return {"i2t": z[f"{protocol}/i2t"], "t2i": z[f"{protocol}/t2i"]}, ""
+    except (OSError, KeyError, ValueError, EOFError) as e:
+        return None, f"ranks file {path} is unreadable ({type(e).__name__}: {e})"
+
+
+def _short_reason(why: str) -> str:
+    for pattern, short in (("belongs to cell", "ranks.npz of another cell"), ("is missing", "ranks.npz missing"),
+                           ("unreadable", "ranks.npz unreadable"), ("has no", "no ranks for this protocol"),
+                           ("no result.json", "no ranks file"), ("not done", "not done")):
+        if pattern in why:
+            return short
+    return why
 
 
 # ----------------------------------------------------------------------------- summary
@@ -159,18 +144,62 @@ def published_rows(suite: Suite, csv_path: str | Path = PUBLISHED_CSV) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+DELTA_COLUMNS = ["delta_rsum", "ci_low", "ci_high", "delta_seeds", "delta_se", "delta_df", "seed_sd_delta",
+                 "query_se_delta", "p_value", "holm_5pct", "p_improve", "per_seed_deltas", "delta_missing", "delta_why"]
+
+
+def _paired_delta(row: dict, key, idx, col, baseline, n_boot: int, seed: int) -> None:
+    """Fill ``row``'s ΔRSUM columns (``DELTA_COLUMNS``) from the done seeds ``idx`` and their baselines."""
+    ds, m, _, p = key
+    pairs, seeds, why, short = [], [], [], []
+    for i in idx:
+        sd = col["seed"][i]
+        if col["state"][i] != "done":
+            continue
+        base = baseline.get((ds, m, p, sd))
+        if base is None:
+            why.append(f"seed {sd}: baseline not done")
+            short.append(why[-1])
+            continue
+        ra, wa = _load_ranks(col["ranks_file"][i], p, col["cell_id"][i])
+        rb, wb = _load_ranks(base[0], p, base[1])
+        if ra is None or rb is None:
+            why += [f"seed {sd}: {who} {w}" for who, w in (("this run's", wa), ("baseline", wb)) if w]
+            short += [f"seed {sd}: {who} {_short_reason(w)}" for who, w in (("this run's", wa), ("baseline", wb)) if w]
+            continue
+        pairs.append((ra, rb))
+        seeds.append(sd)
+    row["delta_missing"], row["delta_why"] = "; ".join(why), "; ".join(short)
+    if not pairs:
+        return
+    try:
+        r = stats.delta_stats(pairs, n_boot, seed)
+    except ValueError as e:
+        row["delta_missing"] = row["delta_why"] = "; ".join(why + [str(e)])
+        return
+    row.update({"delta_rsum": r.delta, "ci_low": r.low, "ci_high": r.high, "delta_seeds": r.n, "delta_se": r.se,
+                "delta_df": r.df, "seed_sd_delta": r.seed_sd, "query_se_delta": r.query_se, "p_value": r.p_value,
+                "p_improve": r.p_improve,
+                "per_seed_deltas": json.dumps({str(s): round(d, 4) for s, d in zip(seeds, r.per_seed)})})
+
+
 def summarize(df: pd.DataFrame, suite=None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Long summary: one row per (dataset, matcher, strategy, protocol), published rows appended."""
+    """Long summary: one row per (dataset, matcher, strategy, protocol), published rows appended.
+
+    Per metric ``<k>_mean``/``<k>_std`` (sample sd, NaN with one seed); ``rsum_ci_low/high``: the 95%
+    t-interval of the mean RSUM over seeds (figures); ΔRSUM against the same matcher's baseline from
+    :mod:`bench.harness.stats` (``DELTA_COLUMNS``), ``holm_5pct`` within each (dataset, matcher, protocol).
+    """
     keys = ["dataset", "matcher", "strategy", "protocol"]
     done_mask = (df["state"] == "done").to_numpy()
     values = {k: df[k].to_numpy(dtype=float) for k in TABLE_METRICS + [f"cost_{c}" for c in COST_KEYS]}
-    # done baseline runs by (dataset, matcher, protocol, seed) -> ranks file, for the paired deltas
+    # done baseline runs by (dataset, matcher, protocol, seed) -> (ranks file, cell id), for the paired deltas
     baseline_ranks = {}
-    for ds, m, p, sd, sn, ok, rf in zip(df["dataset"], df["matcher"], df["protocol"], df["seed"],
-                                        df["strategy_name"], done_mask, df["ranks_file"]):
+    for ds, m, p, sd, sn, ok, rf, cid in zip(df["dataset"], df["matcher"], df["protocol"], df["seed"],
+                                             df["strategy_name"], done_mask, df["ranks_file"], df["cell_id"]):
         if sn == "baseline" and ok:
-            baseline_ranks.setdefault((ds, m, p, sd), rf)
-    col = {k: df[k].to_numpy() for k in ("strategy_name", "scenario", "state", "seed", "ranks_file")}
+            baseline_ranks.setdefault((ds, m, p, sd), (rf, cid))
+    col = {k: df[k].to_numpy() for k in ("strategy_name", "scenario", "state", "seed", "ranks_file", "cell_id")}
     out = []
     for key, idx in df.groupby(keys, sort=False).indices.items():
         done_idx = idx[done_mask[idx]]
@@ -185,27 +214,22 @@ def summarize(df: pd.DataFrame, suite=None, n_boot: int = 1000, seed: int = 0) -
             vals = values[k][done_idx]
             vals = vals[~np.isnan(vals)]
             row[f"{k}_mean"] = vals.mean() if len(vals) else math.nan
-            row[f"{k}_std"] = vals.std(ddof=1) if len(vals) > 1 else (0.0 if len(vals) else math.nan)
+            row[f"{k}_std"] = vals.std(ddof=1) if len(vals) > 1 else math.nan
+            if k == "rsum":
+                _, row["rsum_ci_low"], row["rsum_ci_high"] = stats.mean_interval(vals)
         for c in COST_KEYS:
             vals = values[f"cost_{c}"][done_idx]
             row[f"cost_{c}"] = np.nanmean(vals) if len(vals) and not np.isnan(vals).all() else math.nan
-        row["delta_rsum"] = row["ci_low"] = row["ci_high"] = math.nan
-        row["delta_seeds"] = 0
+        row.update({c: math.nan for c in DELTA_COLUMNS})
+        row.update({"delta_seeds": 0, "holm_5pct": False, "per_seed_deltas": "", "delta_missing": "", "delta_why": ""})
         if row["strategy_name"] != "baseline":
-            pairs = []
-            ds, m, _, p = key
-            for i in done_idx:
-                base_file = baseline_ranks.get((ds, m, p, col["seed"][i]))
-                if base_file is None:
-                    continue
-                ra, rb = _load_ranks(col["ranks_file"][i], p), _load_ranks(base_file, p)
-                if ra is not None and rb is not None:
-                    pairs.append((ra, rb))
-            if pairs:
-                row["delta_rsum"], row["ci_low"], row["ci_high"] = paired_bootstrap_delta(pairs, n_boot, seed)
-                row["delta_seeds"] = len(pairs)
+            _paired_delta(row, key, idx, col, baseline_ranks, n_boot, seed)
         out.append(row)
     summary = pd.DataFrame(out)
+    if len(summary):
+        for _, g in summary[summary["strategy_name"] != "baseline"].groupby(["dataset", "matcher", "protocol"],
+                                                                            sort=False):
+            summary.loc[g.index, "holm_5pct"] = stats.holm(g["p_value"].to_numpy(dtype=float))
     if suite is not None:
         pub = published_rows(_as_suite(suite))
         if len(pub):
@@ -215,50 +239,83 @@ def summarize(df: pd.DataFrame, suite=None, n_boot: int = 1000, seed: int = 0) -
 
 # ----------------------------------------------------------------------------- tables
 
-def _fmt(mean, std, n=None) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {std:.1f}"
+PROTOCOL_TITLES = {"f30k_1k": "Flickr30K 1K (test: 1,000 images, 5,000 captions)",
+                   "coco_1k": "COCO 1K (testall in 5 folds of 1,000 images, metrics averaged)",
+                   "coco_5k": "COCO 5K (testall: 5,000 images, 25,000 captions)"}
+BLOCK_HEADER = ["matcher", "strategy", "n"] + [HEADER[k] for k in TABLE_METRICS] + ["ΔRSUM [95% CI]", "P(> base)"]
+
+
+def _isnan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
 
 
 def _fmt_delta(r) -> str:
-    if isinstance(r.get("delta_rsum"), float) and not math.isnan(r["delta_rsum"]):
-        return f"{r['delta_rsum']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
-    return "–"
+    if r["published"] or r.get("strategy_name") == "baseline":
+        return "–"
+    if not _isnan(r.get("delta_rsum")):
+        d = stats.DeltaStats(delta=r["delta_rsum"], low=r["ci_low"], high=r["ci_high"], n=int(r["delta_seeds"]))
+        return stats.fmt_delta(d, bool(r.get("holm_5pct")))
+    why = r.get("delta_why") or ""
+    return f"– ({why})" if why else "–"
 
 
-def wide_table(summary: pd.DataFrame, sources: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
-    """Header and string rows: dataset, matcher, strategy, n, then per protocol 6 recalls, RSUM, ΔRSUM.
+def _fmt_p(r) -> str:
+    if r["published"] or r.get("strategy_name") == "baseline" or _isnan(r.get("p_improve")):
+        return "–"
+    return f"{r['p_improve']:.2f}" if int(r.get("delta_seeds", 0)) >= 2 else "–"
 
-    Published rows show ``pub. [k]``; their sources are appended to ``sources`` (k = position + 1)."""
+
+def protocol_tables(summary: pd.DataFrame, sources: list[str] | None = None) -> list[dict]:
+    """One block per (dataset, protocol), as papers print them: ``{"dataset", "protocol", "title",
+    "header", "rows", "seeds", "notes"}``; rows: matcher, strategy, n, 6 recalls, RSUM, ΔRSUM, P(> base).
+
+    Published rows show ``pub. [k]``; their sources are appended to ``sources`` (k = position + 1).
+    ``seeds`` is the "seeds needed" sentence (:func:`bench.harness.stats.seeds_line`), ``notes`` the
+    reasons, with paths, of every ΔRSUM that is missing or rests on fewer seeds than were done."""
     sources = [] if sources is None else sources
-    protocols = list(dict.fromkeys(summary["protocol"]))
-    header = ["dataset", "matcher", "strategy", "n"]
-    for p in protocols:
-        header += [f"{p} {HEADER[k]}" for k in TABLE_METRICS] + [f"{p} ΔRSUM [95% CI]"]
-    rows = []
-    for (ds, m, s), g in summary.groupby(["dataset", "matcher", "strategy"], sort=False):
-        first = g.iloc[0]
-        if first["published"]:
-            if first["source"] not in sources:
-                sources.append(first["source"])
-            n = f"pub. [{sources.index(first['source']) + 1}]"
-        else:
-            n = f"{int(first['n_done'])}/{int(first['n_declared'])}"
-            if first.get("states"):
-                n += f" ({first['states']})"
-        cells = [ds, m, s, n]
-        for p in protocols:
-            r = g[g["protocol"] == p]
-            if not len(r):
-                cells += ["–"] * (len(TABLE_METRICS) + 1)
-                continue
-            r = r.iloc[0]
-            cells += [_fmt(r[f"{k}_mean"], r[f"{k}_std"]) for k in TABLE_METRICS] + [_fmt_delta(r)]
-        rows.append(cells)
-    return header, rows
+    blocks = []
+    for (ds, p), g in summary.groupby(["dataset", "protocol"], sort=False):
+        rows, notes = [], []
+        for _, r in g.iterrows():
+            if r["published"]:
+                if r["source"] not in sources:
+                    sources.append(r["source"])
+                n = f"pub. [{sources.index(r['source']) + 1}]"
+                n_seeds = None
+            else:
+                n = f"{int(r['n_done'])}/{int(r['n_declared'])}"
+                if r.get("states"):
+                    n += f" ({r['states']})"
+                n_seeds = int(r["n_done"])
+            rows.append([r["matcher"], r["strategy"], n]
+                        + [stats.fmt_mean_std(r[f"{k}_mean"], r[f"{k}_std"], n_seeds) for k in TABLE_METRICS]
+                        + [_fmt_delta(r), _fmt_p(r)])
+            if not r["published"] and r.get("delta_missing"):
+                notes.append(f"ΔRSUM of {r['matcher']} / {r['strategy']}: {r['delta_missing']}.")
+        own = g[~g["published"].astype(bool) & (g["strategy_name"] != "baseline")]
+        if recon := strategies.reconstruction_note(own["strategy_name"].dropna().unique()):
+            notes.append(recon)
+        sd = stats.pooled_sd(own["seed_sd_delta"].to_numpy(dtype=float), own["delta_seeds"].to_numpy(dtype=int))
+        declared = int(g[~g["published"].astype(bool)]["n_declared"].max()) if (~g["published"].astype(bool)).any() else 0
+        seeds = stats.seeds_line(sd, declared) if len(own) else ""
+        blocks.append({"dataset": ds, "protocol": p, "title": f"{ds} · {PROTOCOL_TITLES.get(p, p)}",
+                       "header": list(BLOCK_HEADER), "rows": rows, "seeds": seeds, "notes": notes})
+    return blocks
+
+
+def table_note(n_boot: int) -> str:
+    """What every number of a table is (printed under the Markdown blocks and in each LaTeX caption)."""
+    return ("n = seeds done/declared. Recalls and RSUM: mean ± sample sd (ddof = 1) over the seeds done; "
+            "with one seed that seed's value alone. ΔRSUM: mean over seeds of the paired difference "
+            "strategy − the same matcher's baseline (same seed, same test queries), with a 95% interval covering "
+            "seed-to-seed and test-set variance: Δ ± t(S−1) · √(sd(Δ_s)²/S + V_q), S = paired seeds, V_q from an "
+            f"image-cluster bootstrap (an image with its captions; {n_boot} resamples); docs/verdicts.md. "
+            "'n=1: no interval': one seed pair, the seed variance is unknown. †: ΔRSUM ≠ 0 survives a "
+            "Holm–Bonferroni correction at 5% across the strategies compared with the same baseline in the block. "
+            "P(> base): share of seed pairs in which the strategy's RSUM beats the baseline's (ties ½), shown from "
+            "2 paired seeds; per-seed ΔRSUM in the CSV. Seeds needed: two-sided paired t-test at 5% with 80% power "
+            "from the pooled sd of the paired per-seed ΔRSUM of the block. 'published' rows from "
+            "results/reference/published.csv.")
 
 
 def to_markdown(header, rows) -> str:
@@ -270,30 +327,34 @@ def to_markdown(header, rows) -> str:
 
 def _tex(s: str) -> str:
     for a, b in [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("∞", r"$\infty$"), ("–", "--")]:
+                 ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("∞", r"$\infty$"), ("–", "--"), ("†", r"$^\dagger$"),
+                 ("≠", r"$\neq$"), ("√", r"$\surd$"), ("·", r"$\cdot$"), ("−", "-"), ("½", r"$\frac{1}{2}$"),
+                 ("≥", r"$\geq$"), ("α", r"$\alpha$")]:
         s = s.replace(a, b)
     return s
 
 
 def to_latex(header, rows, caption: str = "") -> str:
-    lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize", r"\begin{tabular}{" + "l" * 4 + "r" * (len(header) - 4) + "}",
+    lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize", r"\begin{tabular}{" + "l" * 3 + "r" * (len(header) - 3) + "}",
              r"\toprule", " & ".join(_tex(h) for h in header) + r" \\", r"\midrule"]
     lines += [" & ".join(_tex(str(c)) for c in r) + r" \\" for r in rows]
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex(caption)}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_boot: int = 1000) -> dict:
-    """Write ``<out_dir>/<suite>.{md,tex,csv}`` (+ ``<suite>_cells.csv``, the per-cell rows)."""
+def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_boot: int = 1000,
+                 summary: pd.DataFrame | None = None) -> dict:
+    """Write ``<out_dir>/<suite>.{md,tex,csv}`` (+ ``<suite>_cells.csv``, the per-cell rows).
+
+    The Markdown and LaTeX files hold one table per (dataset, protocol); the CSV is the long summary
+    (ΔRSUM, interval, p-value, Holm, P(> base), per-seed ΔRSUM as JSON ``{seed: Δ}``)."""
     suite = _as_suite(suite)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarize(df, suite, n_boot=n_boot)
+    summary = summarize(df, suite, n_boot=n_boot) if summary is None else summary
     sources: list[str] = []
-    header, rows = wide_table(summary, sources)
-    note = ("mean ± std over seeds (n = seeds done/declared); ΔRSUM vs the same matcher's baseline, "
-            f"paired bootstrap over queries ({n_boot} resamples, 95% CI); 'published' rows from "
-            "results/reference/published.csv.")
+    blocks = protocol_tables(summary, sources)
+    note = table_note(n_boot)
     if suite.spec.get("anchor_checkpoint"):  # OAS cells started from a released checkpoint, no baseline cell
         from bench.harness.cells import anchor_info
 
@@ -310,18 +371,25 @@ def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_bo
         note += f" Recipes: {recipe_label(suite.spec['recipes'])}."
     paths = {"md": out_dir / f"{suite.name}.md", "tex": out_dir / f"{suite.name}.tex",
              "csv": out_dir / f"{suite.name}.csv", "cells_csv": out_dir / f"{suite.name}_cells.csv"}
-    title = f"# Suite `{suite.name}`: {suite.spec.get('description', '')}\n\n"
     refs = "".join(f"[{i + 1}] {src}\n" for i, src in enumerate(sources))
-    paths["md"].write_text(title + to_markdown(header, rows) + "\n" + note + "\n\n" + refs)
-    paths["tex"].write_text(to_latex(header, rows, caption=f"{suite.name}: {note} " + "; ".join(
-        f"[{i + 1}] {src}" for i, src in enumerate(sources))))
+    md = [f"# Suite `{suite.name}`: {suite.spec.get('description', '')}\n"]
+    tex = []
+    for b in blocks:
+        extra = "".join(f"\n{line}\n" for line in [b["seeds"], *b["notes"]] if line)
+        md.append(f"### {b['title']}\n\n" + to_markdown(b["header"], b["rows"]) + extra)
+        tex.append(to_latex(b["header"], b["rows"], caption=f"{suite.name}, {b['title']}. {b['seeds']} {note} "
+                            + "; ".join(f"[{i + 1}] {src}" for i, src in enumerate(sources))))
+    paths["md"].write_text("\n".join(md) + "\n" + note + "\n\n" + refs)
+    paths["tex"].write_text("\n".join(tex))
     summary.to_csv(paths["csv"], index=False)
     df.drop(columns=["dev_curve"], errors="ignore").to_csv(paths["cells_csv"], index=False)
     return paths
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m bench.harness.collect SUITE [key=value ...] [--root R] [--tables T] [--figures F]``."""
+    """``python -m bench.harness.collect SUITE [key=value ...] [--root R] [--tables T] [--figures F]``.
+
+    Writes the tables and figures and a suite-summary W&B run (:func:`bench.harness.tracking.log_suite_summary`)."""
     import argparse
 
     from bench.harness.figures import FIGURES_DIR, make_figures
@@ -333,15 +401,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tables", default=str(TABLES_DIR))
     ap.add_argument("--figures", default=str(FIGURES_DIR))
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--no-wandb", action="store_true", help="no suite-summary W&B run (also: WANDB_MODE=disabled)")
     args = ap.parse_args(argv)
     suite = load_suite(args.suite, args.overrides)
     df = collect(suite, args.root)
-    paths = write_tables(df, suite, args.tables, n_boot=args.n_boot)
-    figs = make_figures(df, summarize(df, suite, n_boot=args.n_boot), suite.name, args.figures)
+    summary = summarize(df, suite, n_boot=args.n_boot)
+    paths = write_tables(df, suite, args.tables, n_boot=args.n_boot, summary=summary)
+    figs = make_figures(df, summary, suite.name, args.figures)
     counts = df.drop_duplicates("cell_id")["state"].value_counts().to_dict()
     print(f"suite {suite.name}: cells {counts}")
     for p in list(paths.values()) + figs:
         print(f"  wrote {p}")
+    if not args.no_wandb:
+        from bench.harness.tracking import log_suite_summary
+
+        run = log_suite_summary(suite, summary, args.root, n_boot=args.n_boot)
+        if run is not None:
+            print(f"  W&B suite summary: {run}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """Figures of a suite (matplotlib, Agg), PNG and PDF under ``results/figures/<suite>/``.
 
-- ``rsum_by_strategy``: RSUM per matcher, one bar per strategy (mean ± std over seeds), one panel
-  per protocol.
+Every interval drawn is the 95% Student-t interval of the mean over seeds from
+:func:`bench.harness.stats.mean_interval` (no interval with one seed: the point alone, hollow).
+
+- ``rsum_by_strategy``: RSUM per matcher, one point per strategy (mean over seeds) with its 95%
+  interval of the mean, one panel per protocol; the axis spans the data, it is not a bar's baseline.
 - ``rsum_vs_cost``: RSUM against the training cost of the cell (GPU hours, else CPU hours, else
   train wall-clock hours): DBL should sit at the cost of the strategy it is compared with.
-- ``dev_curves``: dev RSUM per epoch, one line per strategy (mean over seeds, band = ± std), one
-  panel per matcher.
+- ``dev_curves``: dev RSUM per epoch, one line per strategy (mean over seeds, band = 95% interval of
+  the mean), one panel per matcher.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench.harness import stats  # noqa: E402
 from bench.harness.store import REPO_ROOT  # noqa: E402
 
 FIGURES_DIR = REPO_ROOT / "results" / "figures"
@@ -40,6 +44,21 @@ def _strategy_colors(labels) -> dict:
     return {s: cmap(i % cmap.N) for i, s in enumerate(labels)}
 
 
+CI_LABEL = "error bars: 95% interval of the mean over seeds (hollow: one seed, no interval)"
+
+
+def _ci_err(r) -> tuple[float, float]:
+    """(below, above) the mean of a summary row's 95% interval of the mean RSUM; 0 without one."""
+    lo, hi, mean = r.get("rsum_ci_low", math.nan), r.get("rsum_ci_high", math.nan), r["rsum_mean"]
+    if any(v is None or math.isnan(v) for v in (lo, hi, mean)):
+        return 0.0, 0.0
+    return mean - lo, hi - mean
+
+
+def _has_ci(r) -> bool:
+    return not (math.isnan(r.get("rsum_ci_low", math.nan)) or math.isnan(r.get("rsum_ci_high", math.nan)))
+
+
 def rsum_by_strategy(summary: pd.DataFrame, out: Path, title: str) -> list[Path]:
     s = summary[~summary["published"].astype(bool)]
     protocols = list(dict.fromkeys(s["protocol"]))
@@ -47,28 +66,29 @@ def rsum_by_strategy(summary: pd.DataFrame, out: Path, title: str) -> list[Path]
     colors = _strategy_colors(strategies)
     fig, axes = plt.subplots(1, len(protocols), figsize=(max(5, 1.2 + 0.5 * len(strategies)
                                                          * s["matcher"].nunique()) * len(protocols) ** 0.5
-                                                         + 2, 4.2), squeeze=False)
+                                                         + 2, 4.4), squeeze=False)
     for ax, p in zip(axes[0], protocols):
         sp = s[s["protocol"] == p]
         matchers = list(dict.fromkeys(sp["matcher"]))
         width = 0.8 / max(1, len(strategies))
-        lows, highs = [], []
         for j, st in enumerate(strategies):
-            means = [sp[(sp["matcher"] == m) & (sp["strategy"] == st)]["rsum_mean"].mean() for m in matchers]
-            stds = [sp[(sp["matcher"] == m) & (sp["strategy"] == st)]["rsum_std"].mean() for m in matchers]
-            x = np.arange(len(matchers)) + (j - (len(strategies) - 1) / 2) * width
-            ax.bar(x, means, width, yerr=np.nan_to_num(stds), capsize=3, label=st, color=colors[st])
-            lows += [v for v in means if not math.isnan(v)]
-            highs += [m + (0 if math.isnan(e) else e) for m, e in zip(means, stds) if not math.isnan(m)]
+            for mi, m in enumerate(matchers):
+                rows = sp[(sp["matcher"] == m) & (sp["strategy"] == st)]
+                if not len(rows) or math.isnan(rows.iloc[0]["rsum_mean"]):
+                    continue
+                r = rows.iloc[0]
+                x = mi + (j - (len(strategies) - 1) / 2) * width
+                below, above = _ci_err(r)
+                ax.errorbar([x], [r["rsum_mean"]], yerr=[[below], [above]], fmt="o", capsize=4, markersize=7,
+                            color=colors[st], markerfacecolor=colors[st] if _has_ci(r) else "white",
+                            label=st if mi == 0 else None)
         ax.set_xticks(np.arange(len(matchers)), matchers)
-        ax.set_ylabel("RSUM (test)")
+        ax.set_xlim(-0.6, len(matchers) - 0.4)
+        ax.set_ylabel("RSUM (test), mean over seeds")
         ax.set_title(f"{p}")
-        if lows:  # zoom on the differences (the axis does not start at 0), error bars kept whole
-            lo, hi = min(lows), max(highs)
-            ax.set_ylim(max(0, lo - 0.15 * (hi - lo + 10)), hi + 0.08 * (hi - lo + 10))
         ax.grid(axis="y", alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="best")
-    fig.suptitle(title)
+    fig.suptitle(f"{title}\n{CI_LABEL}", fontsize=10)
     return _save(fig, out, "rsum_by_strategy")
 
 
@@ -89,15 +109,17 @@ def rsum_vs_cost(summary: pd.DataFrame, out: Path, title: str) -> list[Path]:
     markers = dict(zip(dict.fromkeys(s["matcher"]), "osD^vP*X"))
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for _, r in s.iterrows():
-        ax.errorbar(r.get(col, math.nan), r["rsum_mean"], yerr=np.nan_to_num(r["rsum_std"]),
-                    fmt=markers.get(r["matcher"], "o"), color=colors[r["strategy"]], capsize=3, markersize=7)
+        below, above = _ci_err(r)
+        ax.errorbar(r.get(col, math.nan), r["rsum_mean"], yerr=[[below], [above]],
+                    fmt=markers.get(r["matcher"], "o"), color=colors[r["strategy"]], capsize=3, markersize=7,
+                    markerfacecolor=colors[r["strategy"]] if _has_ci(r) else "white")
     for st in strategies:
         ax.plot([], [], "-", lw=6, color=colors[st], label=st)
     for m, mk in markers.items():
         ax.plot([], [], mk, color="gray", label=m)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"RSUM ({protocol})")
-    ax.set_title(title + ": accuracy vs training cost")
+    ax.set_ylabel(f"RSUM ({protocol}), mean over seeds")
+    ax.set_title(f"{title}: accuracy vs training cost\n{CI_LABEL}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return _save(fig, out, "rsum_vs_cost")
@@ -117,10 +139,11 @@ def dev_curves(df: pd.DataFrame, out: Path, title: str) -> list[Path]:
                 continue
             curves = pd.DataFrame([{"epoch": p["epoch"], "rsum": p["rsum"], "seed": seed}
                                    for seed, curve in zip(g["seed"], g["dev_curve"]) for p in curve])
-            stats = curves.groupby("epoch")["rsum"].agg(["mean", "std"]).fillna(0)
-            ax.plot(stats.index, stats["mean"], marker="o", markersize=3, color=colors[st], label=st)
-            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
-                            color=colors[st], alpha=0.15)
+            by_epoch = pd.DataFrame([(e, *stats.mean_interval(v)) for e, v in curves.groupby("epoch")["rsum"]],
+                                    columns=["epoch", "mean", "low", "high"])
+            ax.plot(by_epoch["epoch"], by_epoch["mean"], marker="o", markersize=3, color=colors[st], label=st)
+            band = by_epoch.dropna()
+            ax.fill_between(band["epoch"], band["low"], band["high"], color=colors[st], alpha=0.15)
         ax.set_title(m)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -128,7 +151,7 @@ def dev_curves(df: pd.DataFrame, out: Path, title: str) -> list[Path]:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle(title + ": dev RSUM during training")
+    fig.suptitle(f"{title}: dev RSUM during training (mean over seeds; band: 95% interval of the mean)", fontsize=10)
     return _save(fig, out, "dev_curves")
 
 

@@ -156,3 +156,78 @@ def read_offline_run(path: str | Path, timeout: float = 120) -> dict:
             "summary": {k: v for k, v in summary.get("summary", {}).items() if not k.startswith("_")},
             "history": history, "state": summary.get("state"), "name": summary.get("name"),
             "project": summary.get("project"), "tags": summary.get("tags", [])}
+
+
+SUITE_SUMMARY_DIR = "_summary"  # under the result store: <root>/_summary/<suite>/wandb/offline-run-*
+VERDICT_COLUMNS = ["dataset", "protocol", "matcher", "strategy", "n_done", "n_declared", "rsum_mean", "rsum_std",
+                   "rsum_ci_low", "rsum_ci_high", "delta_rsum", "ci_low", "ci_high", "delta_seeds", "p_value",
+                   "holm_5pct", "p_improve", "per_seed_deltas", "delta_missing"]
+
+
+def _plain(v):
+    """A JSON-friendly scalar (numpy → Python), None for NaN."""
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and v != v:
+        return None
+    return v
+
+
+def log_suite_summary(suite, summary, root: str | Path, n_boot: int = 1000, mode: str | None = None) -> Path | None:
+    """One W&B run per suite holding its verdicts, next to the runs of its cells (same project and group).
+
+    job_type ``suite-summary``; summary keys ``<dataset>/<protocol>/<matcher>/<strategy>/<stat>`` for
+    ``rsum_mean``, ``rsum_std``, ``n_done``, ``delta_rsum``, ``ci_low``, ``ci_high``, ``p_value``,
+    ``holm_5pct``, ``p_improve`` and ``per_seed_delta`` (``{seed: ΔRSUM}``), and a ``verdicts`` table
+    with one row per (dataset, protocol, matcher, strategy). The offline run is written under
+    ``<root>/_summary/<suite>/`` (re-collecting replaces it), so ``make sync`` uploads it with the
+    cells. Best-effort like :class:`WandbTracker`: a W&B error warns and returns None; mode
+    ``disabled`` writes nothing.
+    """
+    mode = mode or wandb_mode()
+    if mode == "disabled":
+        return None
+    out = Path(root) / SUITE_SUMMARY_DIR / suite.name
+    run = None
+    try:
+        import shutil
+
+        import wandb
+
+        if (out / "wandb").exists():
+            shutil.rmtree(out / "wandb")
+        out.mkdir(parents=True, exist_ok=True)
+        wb = suite.spec.get("wandb") or {}
+        run = wandb.init(project=os.environ.get("WANDB_PROJECT") or wb.get("project") or "itm-coop-bench",
+                         entity=os.environ.get("WANDB_ENTITY") or wb.get("entity"), group=suite.name,
+                         job_type="suite-summary", name=f"{suite.name}: summary", tags=["suite-summary"],
+                         config={"suite": suite.name, "description": suite.spec.get("description", ""),
+                                 "interval": "95% t-interval over seed pairs, seed + image-cluster query variance "
+                                             "(bench.harness.stats)", "n_boot": n_boot},
+                         dir=str(out), mode=mode, reinit="finish_previous")
+        own = summary[~summary["published"].astype(bool)] if len(summary) else summary
+        rows = []
+        for _, r in own.iterrows():
+            prefix = f"{r['dataset']}/{r['protocol']}/{r['matcher']}/{r['strategy']}"
+            for k in ("rsum_mean", "rsum_std", "n_done", "delta_rsum", "ci_low", "ci_high", "p_value",
+                      "holm_5pct", "p_improve"):
+                v = _plain(r.get(k))
+                if v is not None:
+                    run.summary[f"{prefix}/{k}"] = v
+            if r.get("per_seed_deltas"):
+                run.summary[f"{prefix}/per_seed_delta"] = json.loads(r["per_seed_deltas"])
+            rows.append([_plain(r.get(c)) if c in r else None for c in VERDICT_COLUMNS])
+        run.log({"verdicts": wandb.Table(columns=VERDICT_COLUMNS, data=rows)}, step=0)
+        path = Path(run.settings.sync_dir) if mode == "offline" else out
+        run.finish()
+        return path
+    except Exception as e:  # noqa: BLE001 - tracking must never stop a table
+        msg = f"W&B suite summary failed, the tables are written without it: {type(e).__name__}: {e}"
+        log.warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        if run is not None:
+            try:
+                run.finish(exit_code=1)
+            except Exception:  # noqa: BLE001
+                pass
+        return None
