@@ -1,8 +1,18 @@
-"""Suite files: load, apply ``key=value`` overrides, validate against an explicit schema.
+"""Suite files: load, apply ``key=value`` overrides, compose recipes, validate.
 
 A suite YAML (``bench/suites/<name>.yaml``) declares datasets × matchers × strategies × seeds and the
-schedules at two scales (``full`` = published, ``smoke`` = minutes on the embedded data). Every
-mistake raises :class:`ConfigError` naming the file, the key path and the closest valid names.
+schedules at two scales (``full`` = published, ``smoke`` = minutes on the embedded data), usually by
+composing recipes: ``recipes: {group: option}`` merges ``bench/recipes/<group>/<option>.yaml`` (each
+published schedule written once) under the suite's own keys. Every mistake raises
+:class:`ConfigError` naming the file, the key path, the value and the closest valid names.
+
+The schema's facts have one owner each: matcher and strategy names come from the registries
+(``models.available()``, ``strategies.available()``), matcher overrides must be constructor
+arguments (``models.constructor_args``), strategy parameters (names, types, defaults, ``Literal``
+choices) come from the constructors' signatures, schedule keys and their types from
+``bench.train.SCHEDULE_DEFAULTS``. Values are checked by pydantic (strict types, finite floats,
+counts >= 1; models built from those owners), structure and names by the walker below, and
+pydantic's errors are re-worded with the key path and the closest valid names.
 
 Layout (all keys; ``?`` = optional)::
 
@@ -23,6 +33,7 @@ Layout (all keys; ``?`` = optional)::
     eval?: {protocols?: [str], dev_images?: int, batch_size?: int}
     reference?: [{matcher: <our matcher label>, where: {<published.csv column>: value}}]
     resources?: {default|<matcher>: {gpus, cpus, mem_gb, time_min, partition?}}
+    recipes?: {<group>: <option>}   # bench/recipes/<group>/<option>.yaml: scales, resources, reference
 
     SCHEDULES = {default|<matcher>: {<schedule keys>, datasets?: {<dataset>: {...}}, oas_stage2?: {...}}}
 """
@@ -33,14 +44,24 @@ import copy
 import difflib
 import hashlib
 import json
-import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
@@ -136,6 +157,64 @@ def schedule_keys() -> dict[str, Any]:
                 kinds[k] = type(default)
         _valid_cache["schedule"] = kinds
     return _valid_cache["schedule"]
+
+
+def _yaml11_float(v):
+    """YAML 1.1 (PyYAML) reads ``5e-4`` as a string: read it as the number it means."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
+_STRICT = ConfigDict(strict=True, extra="forbid")
+_ANNOTATIONS: dict[Any, Any] = {
+    float: Annotated[float, BeforeValidator(_yaml11_float), Field(allow_inf_nan=False)],
+    int: StrictInt, bool: StrictBool, str: StrictStr, object: Any,
+}
+
+
+def _annotation(kind) -> Any:
+    """A kind of this module (type, tuple of choices, [type]) as a pydantic annotation."""
+    if isinstance(kind, list):
+        return list[_annotation(kind[0])]
+    if isinstance(kind, tuple):
+        return Literal[kind]
+    return _ANNOTATIONS.get(kind, kind)
+
+
+def _adapter(kind) -> TypeAdapter:
+    key = f"adapter:{kind!r}"
+    if key not in _valid_cache:
+        _valid_cache[key] = TypeAdapter(_annotation(kind), config=ConfigDict(strict=True))
+    return _valid_cache[key]
+
+
+def _schedule_model():
+    """The pydantic model of one schedule entry, made from ``schedule_keys()`` (every key optional;
+    counts >= 1; a key whose trainer default is None may be given as null)."""
+    if "schedule_model" not in _valid_cache:
+        nullable = _nullable_schedule_keys()
+        fields = {}
+        for k, kind in schedule_keys().items():
+            ann = _annotation(kind)
+            if k in POSITIVE_KEYS:
+                ann = Annotated[ann, Field(ge=1)]
+            fields[k] = (Optional[ann] if k in nullable else ann, None)  # noqa: UP045 - a runtime annotation
+        _valid_cache["schedule_model"] = create_model("Schedule", __config__=_STRICT, **fields)
+    return _valid_cache["schedule_model"]
+
+
+def _params_model(name: str):
+    """The pydantic model of strategy ``name``'s parameters, made from ``strategy_params(name)``."""
+    key = f"params_model:{name}"
+    if key not in _valid_cache:
+        fields = {p: (_annotation(kind), ... if default is REQUIRED else default)
+                  for p, (kind, default) in strategy_params(name).items()}
+        _valid_cache[key] = create_model(f"Params_{name}", __config__=_STRICT, **fields)
+    return _valid_cache[key]
 
 
 def _nullable_schedule_keys() -> set[str]:
@@ -405,34 +484,38 @@ class _Validator:
         return value
 
     def typed(self, key: str, value, kind):
-        """Check ``value`` against ``kind``: a type, a tuple of choices, or [type] for a list."""
-        if isinstance(kind, list):
-            if not isinstance(value, list):
-                self.fail(key, f"expected a list, got {type(value).__name__} {value!r}")
-            return [self.typed(f"{key}[{i}]", x, kind[0]) for i, x in enumerate(value)]
-        if isinstance(kind, tuple):
-            if value not in kind:
-                self.unknown(key, value, kind, what="value")
-            return value
-        if kind is float:
-            if isinstance(value, str):  # YAML 1.1 reads 5e-4 as a string
-                try:
-                    value = float(value)
-                except ValueError:
-                    pass
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                if not math.isfinite(value):
-                    self.fail(key, f"expected a finite number, got {value!r} (YAML reads .nan and .inf as "
-                                   "floats); give a number, e.g. 1.0")
-                return float(value)
-        elif kind is object:
-            return value
-        elif kind is int:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-        elif isinstance(value, kind):
-            return value
-        self.fail(key, f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        """Check ``value`` against ``kind`` (a type, a tuple of choices, or [type] for a list) with
+        pydantic (strict: no bool for a number, no "3" for an int; floats finite, "5e-4" read)."""
+        try:
+            return _adapter(kind).validate_python(value)
+        except ValidationError as e:
+            self.pydantic_error(key, e, {None: kind})
+
+    def pydantic_error(self, key: str, e: ValidationError, kinds: dict, valid=None, what: str = "") -> None:
+        """Raise the first of pydantic's errors as a ConfigError: ``key`` + its location, the value,
+        the expected kind (``kinds`` by field name; None: the value itself) and the closest names."""
+        err = e.errors(include_url=False)[0]
+        loc, kind_, value = list(err["loc"]), err["type"], err.get("input")
+        field = loc.pop(0) if loc and isinstance(loc[0], str) else None
+        path = key + (f".{field}" if field is not None else "") + "".join(f"[{p}]" for p in loc)
+        kind = kinds.get(field, object)
+        if loc and isinstance(kind, list):
+            kind = kind[0]
+        if kind_ == "extra_forbidden":
+            self.unknown(path, field, valid if valid is not None else kinds)
+        if kind_ == "missing":
+            self.fail(path, f"required parameter{what} missing")
+        if kind_ == "literal_error":
+            self.unknown(path, value, kind, what="value")
+        if kind_ == "finite_number":
+            self.fail(path, f"expected a finite number, got {value!r} (YAML reads .nan and .inf as floats); "
+                            "give a number, e.g. 1.0")
+        if kind_ == "greater_than_equal":
+            self.positive(path, value)
+        if kind_ == "list_type":
+            self.fail(path, f"expected a list, got {type(value).__name__} {value!r}")
+        name = kind.__name__ if isinstance(kind, type) else str(kind)
+        self.fail(path, f"expected {name}, got {type(value).__name__} {value!r}")
 
     def name(self, key: str, value, valid: list[str], what: str) -> str:
         if not isinstance(value, str):
@@ -626,19 +709,13 @@ class _Validator:
                 self.fail(f"{key}.sweep.{k}", f"expected a non-empty list of values, got {values!r}")
             if vocab is not None:
                 sweep[k] = [self.typed(f"{key}.sweep.{k}[{i}]", x, vocab[k][0]) for i, x in enumerate(values)]
-        filled = {}
-        if vocab is None:  # a strategy registered by the lead that this vocabulary does not know yet
-            filled = dict(params)
-        else:
-            for p, (kind, default) in vocab.items():
-                if p in params:
-                    filled[p] = self.typed(f"{key}.params.{p}", params[p], kind)
-                elif p in sweep:
-                    continue
-                elif default is REQUIRED:
-                    self.fail(f"{key}.params.{p}", f"required parameter of strategy {name!r} missing")
-                else:
-                    filled[p] = default
+        given = dict(params) | {k: v[0] for k, v in sweep.items()}  # a swept parameter counts as given
+        try:
+            filled = _params_model(name).model_validate(given).model_dump()
+        except ValidationError as e:
+            self.pydantic_error(f"{key}.params", e, {p: k for p, (k, _) in vocab.items()},
+                                what=f" of strategy {name!r}")
+        filled = {p: v for p, v in filled.items() if p not in sweep}
         label = s.get("label")
         return {"name": name, "label": None if label is None else self.typed(f"{key}.label", label, str),
                 "params": filled, "sweep": dict(sweep)}
@@ -667,16 +744,11 @@ class _Validator:
         return out
 
     def schedule_keys(self, key, entry) -> dict:
-        keys = schedule_keys()
-        out = {}
-        for k, v in entry.items():
-            if v is None and k in _nullable_schedule_keys():  # a None default means "the trainer's choice"
-                out[k] = None
-                continue
-            out[k] = self.typed(f"{key}.{k}", v, keys[k])
-            if k in POSITIVE_KEYS:
-                self.positive(f"{key}.{k}", out[k])
-        return out
+        """One schedule entry through the pydantic model of ``bench.train.SCHEDULE_DEFAULTS``."""
+        try:
+            return _schedule_model().model_validate(entry).model_dump(exclude_unset=True)
+        except ValidationError as e:
+            self.pydantic_error(key, e, schedule_keys())
 
     def positive(self, key, value) -> None:
         if value < 1:
