@@ -29,20 +29,15 @@ import heapq
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from tokenizers import pre_tokenizers
-from transformers import (
-    AutoImageProcessor,
-    AutoTokenizer,
-    CLIPConfig,
-    CLIPImageProcessorPil,
-    CLIPModel,
-    CLIPTokenizer,
-)
 
 from models import register
 from models.base import Matcher, l2norm
+
+if TYPE_CHECKING:  # transformers is imported where a CLIP matcher is built: seconds saved at every start
+    from transformers import CLIPTokenizer
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -133,6 +128,9 @@ def build_word_tokenizer(vocab_words: Iterable[str] | None, model_max_length: in
     ``<|startoftext|>``, ``<|endoftext|>``. Padding uses ``<|endoftext|>`` (OpenAI's convention; the
     attention mask hides it). The same set of words always gives the same ids.
     """
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
     backend = CLIPTokenizer().backend_tokenizer  # CLIP's normaliser (NFC, lower case) and pre-tokeniser
     pieces = [piece for word in (vocab_words or ()) if word
               for piece, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(word))]
@@ -193,6 +191,8 @@ class ClipMatcher(Matcher):
 
     # ----------------------------------------------------------------------------------- construction
     def _load_pretrained(self, path: Path, image_size: int | None) -> None:
+        from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPModel
+
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
                 f"ClipMatcher(pretrained_path={str(path)!r}): no config.json there. Pass a local directory "
@@ -218,6 +218,8 @@ class ClipMatcher(Matcher):
         self.image_size = config_size
 
     def _build_from_preset(self, preset: str, vocab_words, image_size: int | None, overrides: dict) -> None:
+        from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
         if preset not in PRESETS:
             raise ValueError(f"ClipMatcher: unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
         spec = PRESETS[preset]
