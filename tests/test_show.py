@@ -84,7 +84,8 @@ def test_estimate_from_a_done_cell(tiny_data, tmp_path, capsys):
             "scales": {"smoke": {"schedule": {"default": {"epochs": 1, "batch_size": 32, "lr": 2e-3,
                                                           "max_steps_per_epoch": 2}},
                                  "matchers": {"vse_infty": {"embed_size": 32, "word_dim": 16}}}},
-            "eval": {"dev_images": 30}, "resources": {"default": {"gpus": 0}}}
+            "eval": {"dev_images": 30}, "resources": {"default": {"gpus": 0}},
+            "recipes": {"reference": "published"}}  # a recipe, so that status and collect name it
     suite = tmp_path / "est.yaml"
     suite.write_text(yaml.safe_dump(spec))
     root = tmp_path / "runs"
@@ -102,3 +103,10 @@ def test_estimate_from_a_done_cell(tiny_data, tmp_path, capsys):
     # the done cell itself shows its recorded hours
     out = _main(capsys, "show", suite, "--root", root)
     assert re.search(r" done +tiny/vse_infty/baseline/s0 +2 +[0-9.e-]+ h \(recorded\)", out)
+    # the recipe, name@version, as the run recorded it: status, the table and the per-cell rows
+    tag = result["cell"]["recipe"]["reference"]
+    assert re.fullmatch(r"published@[0-9a-f]{8}", tag)
+    assert f"reference={tag}" in _main(capsys, "status", suite, "--root", root)
+    _main(capsys, "collect", suite, "--root", root, "--tables", tmp_path / "tables", "--figures", tmp_path / "fig")
+    assert f"Recipes: reference={tag}." in (tmp_path / "tables" / "est.md").read_text()
+    assert f"reference={tag}" in (tmp_path / "tables" / "est_cells.csv").read_text()
