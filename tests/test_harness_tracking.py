@@ -7,8 +7,8 @@ import pytest
 
 from bench.harness.store import run_cell_in_store, run_dir_for
 from bench.harness.tracking import WandbTracker, log_suite_summary, offline_runs, read_offline_run
-from tests.test_harness_store import RankTrainer, make_cell
 from tests.test_harness_collect import verdicts  # noqa: F401 - the fixture
+from tests.test_harness_store import RankTrainer, make_cell
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +80,7 @@ def test_store_run_with_tracker_writes_one_offline_run(tmp_path):
     assert back["summary"]["test/f30k_1k/rsum"] > 0 and back["config"]["id"] == cell["id"]
 
 
-def test_collect_writes_a_suite_summary_run_with_the_verdicts(verdicts):
+def test_collect_writes_a_suite_summary_run_with_the_verdicts(verdicts):  # noqa: F811 - the fixture
     """`collect` logs the suite's verdicts to one W&B run next to its cells' runs; read back offline."""
     import pandas as pd
 

@@ -11,38 +11,41 @@ s (X and the baseline trained with the same seed, evaluated on the same test set
 Δ_s = RSUM_X,s − RSUM_base,s, computed from the per-query ranks. Then
 
     ΔRSUM = mean_s Δ_s                       (the point estimate: the difference of the mean RSUMs)
-    SE²   = sd(Δ_s)² / S  +  V_q             (S = paired seeds, sd with ddof = 1)
+    SE²   = sd(Δ_s)² / S  +  V_c             (S = paired seeds, sd with ddof = 1)
     CI    = ΔRSUM ± t_{S−1, (1+level)/2} · SE (Student's t from scipy.stats)
 
-``sd(Δ_s)²/S`` is the variance between training runs (it also holds the part of the query noise
-that differs from seed to seed). ``V_q`` is the variance of the test set common to every seed: the
-variance of the seed-averaged per-query deltas under resampling of the test set, estimated by an
-image-cluster bootstrap (``scipy.stats.bootstrap``, ``n_boot`` resamples, fixed ``seed``): an image
-and its 5 captions are one unit, because they share the picture (an image X retrieves well, its
-captions tend to retrieve it well too), so resampling captions independently understates the
-variance. Per image i, d(i) = mean_s [Δc_i2t,s(i) + (1/5)·Σ_{its captions} Δc_t2i,s] with
-c(q) = #{K ∈ {1,5,10}: rank(q) < K}, and ΔRSUM = 100·mean_i d(i). When the captions are not 5 per
-image (M not a multiple of N), images and captions are resampled independently.
+``sd(Δ_s)²/S`` is the variance between training runs; it already holds the part of the query noise
+that differs from seed to seed. ``V_c`` is the part of the test-set variance common to every seed
+(X may be better on these particular images): with V̄ the bootstrap variance of the seed-averaged
+ΔRSUM and V_s that of seed s alone, under resampling of the test set, V_c = (S·V̄ − mean_s V_s)/(S − 1)
+(clipped at 0), so nothing is counted twice. The bootstrap (``scipy.stats.bootstrap``, ``n_boot``
+resamples, fixed ``seed``; ``n_boot=0``: its closed-form limit) resamples images with their 5
+captions as one unit: they share the picture (an image X retrieves well, its captions tend to
+retrieve it well too), so resampling captions independently understates the variance. Per image i
+and seed s, d_s(i) = Δc_i2t,s(i) + (1/5)·Σ_{its captions} Δc_t2i,s with c(q) = #{K ∈ {1,5,10}:
+rank(q) < K}, and Δ_s = 100·mean_i d_s(i). When the captions are not 5 per image (M not a multiple
+of N), images and captions are resampled independently.
 
-Why this interval (simulation, ``tests/test_stats.py`` and ``docs/verdicts.md``): 1,000 images ×
-5,000 captions, a seed-level random effect on each run's skill (seed sd of RSUM ≈ 3 or ≈ 14
-points), image-level effects shared by an image and its captions, no true difference; 400
-experiments per row, share of 95% intervals covering 0:
+Why this interval (the simulation of ``tests/test_stats.py``; ``docs/verdicts.md``): 1,000 images ×
+5,000 captions, a seed-level random effect on each run's skill (seed sd of RSUM ≈ 3 or ≈ 12 points
+on one test set), image-level effects exchangeable between X and the baseline (an exact null with a
+test-set component common to the seeds), no true difference; 400 experiments per cell, share of the
+95% intervals covering 0 (seed sd ≈ 3 / ≈ 12):
 
-    seeds  seed sd   queries only (old)  2-level bootstrap  t, seeds only  t + Satterthwaite  this
-      2     3 / 14         –                   –             0.94 / 0.96     0.93 / 0.88      1.00 / 1.00
-      3     3 / 14     0.76 / 0.18         0.96 / 0.77       0.96 / 0.95     0.95 / 0.94      1.00 / 0.95
-      5     3 / 14     0.76 / 0.20         1.00 / 0.80       0.94 / 0.92     0.96 / 0.92      0.99 / 0.94
+    seeds   queries only (old)   seeds, then images   t, seeds only   t, Satterthwaite df   this
+      2        0.79 / 0.25          0.93 / 0.67        0.94 / 0.95       0.94 / 0.88       1.00 / 0.97
+      3        0.80 / 0.26          0.95 / 0.74        0.94 / 0.94       0.96 / 0.92       0.99 / 0.96
+      5        0.83 / 0.25          0.96 / 0.88        0.94 / 0.96       0.97 / 0.96       0.99 / 0.97
+     10        0.86 / 0.37          0.97 / 0.94        0.87 / 0.97       0.97 / 0.98       0.98 / 0.98
 
 The old interval (queries only) and a two-level bootstrap (seeds, then images) are too narrow as
-soon as seeds disagree: a bootstrap over 3 or 5 seeds cannot see the tails of the seed
-distribution. A t-interval over the per-seed deltas alone ignores the test set shared by every
-seed (0.89 at 10 seeds with image-level effects). Welch–Satterthwaite degrees of freedom give
-narrower intervals but fall to 0.88 with 2 seeds, where the sd of 2 deltas is itself a guess. The
-chosen interval keeps S − 1 degrees of freedom and adds both variances: it covers 0 in ≥ 94% of the
-experiments at every setting above, at the price of being up to √2 wider than needed when the seed
-variance is small against the test-set variance. With one seed the seed variance is unknown:
-``delta_ci`` returns the delta and NaN bounds (tables print ``n=1: no interval``).
+soon as seeds disagree: a bootstrap over 2 to 5 seeds cannot see the tails of the seed
+distribution. A t-interval over the per-seed deltas alone misses the test set shared by every seed
+(0.87 at 10 seeds). Welch–Satterthwaite degrees of freedom give narrower intervals but fall to 0.88
+with 2 seeds, where the sd of 2 deltas is itself a guess. The chosen interval keeps S − 1 degrees of
+freedom and both variances: it covers 0 in ≥ 95% of the experiments at every setting above
+(conservative at small seed variance). With one seed the seed variance is unknown: ``delta_ci``
+returns the delta and NaN bounds (tables print ``n=1: no interval``).
 """
 
 from __future__ import annotations
