@@ -83,3 +83,18 @@ def test_reference_loops_give_our_numbers_and_make_bench_prints_their_rows(tmp_p
                                           "sgr_eval": sgr})
     assert sum(line.startswith("| VSE∞ training step") for line in lines) == 1
     assert any(line.startswith("| SGR evaluation") for line in lines)
+
+
+@pytest.mark.slow
+def test_bench_cell_splits_a_demo_cells_time():
+    """`python -m bench.benchmarks.bench_cell --quick`: every phase measured, the phases add up to the wall time."""
+    from bench.benchmarks import bench_cell
+
+    r = bench_cell.run(quick=True)
+    s = r["split"]
+    assert r["steps"] == 4 and s["steps_s"] > 0 and s["dev_eval_s"] > 0 and s["checkpoint_s"] > 0
+    assert r["process_start_s"] > 0 and r["imports_s"] > 0
+    lines = bench_cell.section(r)
+    assert any(line.startswith("| training steps |") for line in lines)
+    assert sum(float(line.split("|")[2]) for line in lines if line.startswith("| ") and "phase" not in line) \
+        == pytest.approx(r["wall_offline_s"], rel=0.05, abs=0.5)

@@ -22,7 +22,7 @@ from bench.benchmarks.gpu import SECTION as GPU_SECTION
 from bench.benchmarks.report import read_section
 from bench.harness.store import REPO_ROOT, git_info
 
-ORDER = ["metrics", "matchers", "reference", "strategies", "memmap", "harness", "slurm"]
+ORDER = ["metrics", "matchers", "reference", "strategies", "cell", "memmap", "harness", "slurm"]
 
 
 def _fmt(x, nd=2):
@@ -91,6 +91,12 @@ def section_reference(r):
                  f"({g['ref_cpu_s']:.2f}) | {g['ref_s'] / g['ours_s']:.1f}× | max diff {g['max_abs_diff']:.1e}: "
                  f"{g['scores_equal']} |")
     return lines
+
+
+def section_cell(r):
+    from bench.benchmarks.bench_cell import section
+
+    return section(r)
 
 
 def section_strategies(r):
