@@ -421,16 +421,20 @@ def from_official(path: str | Path, vocab_size: int | None = None, bert_path: st
 
 
 def official_opt(name: str, model: Matcher, dataset: str, vocab_size: int) -> argparse.Namespace:
-    """The ``opt`` namespace the official program would have saved for ``model`` (its argument names)."""
+    """The ``opt`` namespace the official program would have saved for ``model``: every attribute its model
+    constructor, data loader and ``evalrank`` read, under its argument names (training-only values: defaults)."""
     fc = model.img_enc.fc.weight
     opt = {"data_name": dataset, "vocab_path": "./vocab/", "img_dim": int(fc.shape[1]),
            "embed_size": int(fc.shape[0]), "no_imgnorm": False, "no_txtnorm": False, "margin": 0.2,
-           "max_violation": True, "grad_clip": 2.0, "batch_size": 128, "num_layers": 1}
+           "max_violation": True, "grad_clip": 2.0, "batch_size": 128, "num_layers": 1, "data_path": "./data/",
+           "workers": 4, "learning_rate": 2e-4, "model_name": "./runs/exported/checkpoint",
+           "logger_name": "./runs/exported/log"}
     if hasattr(model.txt_enc, "embed"):
         opt["word_dim"] = int(model.txt_enc.embed.weight.shape[1])
         opt["vocab_size"] = int(model.txt_enc.embed.weight.shape[0])
     if name in ("vse_infty", "vse_infty_bert"):
-        opt.update(precomp_enc_type="basic", backbone_source="detector", backbone_path="", optim="adam")
+        opt.update(precomp_enc_type="basic", backbone_source="detector", backbone_path="", optim="adam",
+                   learning_rate=5e-4, input_scale_factor=1.0, backbone_lr_factor=0.01, vse_mean_warmup_epochs=1)
         if name == "vse_infty":
             opt["num_layers"] = model.txt_enc.rnn.num_layers
             opt["vocab_size"] = int(vocab_size) + 1  # the reference adds <mask> to the vocabulary file's words
@@ -439,7 +443,7 @@ def official_opt(name: str, model: Matcher, dataset: str, vocab_size: int) -> ar
         if name in ("sgr", "saf"):
             opt.update(module_name=name.upper(), sgr_step=len(model.sgr) if name == "sgr" else 3)
         else:
-            opt.update(no_simnorm=not model.sim_norm)
+            opt.update(no_simnorm=not model.sim_norm, save_path="./runs/exported/")
     return argparse.Namespace(**opt)
 
 

@@ -91,6 +91,15 @@ def test_evaluate_a_cells_best_checkpoint_gives_the_cells_metrics(trained, tiny_
         assert ours["metrics"]["coco_1k"]["i2t_r1"] == pytest.approx(np.mean([f["i2t_r1"] for f in folds]))
 
 
+# The ``opt`` attributes each reference program's model, data loader and evalrank read.
+_COMMON = {"batch_size", "data_name", "data_path", "embed_size", "grad_clip", "img_dim", "margin", "max_violation",
+           "no_imgnorm", "no_txtnorm", "num_layers", "vocab_path", "vocab_size", "word_dim", "workers"}
+READS = {"vse_infty": _COMMON | {"backbone_lr_factor", "backbone_path", "backbone_source", "input_scale_factor",
+                                 "learning_rate", "optim", "precomp_enc_type"},
+         "sgr": _COMMON | {"bi_gru", "learning_rate", "module_name", "sgr_step", "sim_dim"},
+         "xattn": _COMMON | {"bi_gru", "no_simnorm", "save_path", "sim_dim"}}
+
+
 def test_export_writes_the_official_layout_and_reads_back_bitwise(trained, tiny_data, tmp_path, capsys):
     for matcher, entries in (("vse_infty", 2), ("sgr", 3), ("xattn", None)):
         run = trained[matcher]
@@ -103,6 +112,7 @@ def test_export_writes_the_official_layout_and_reads_back_bitwise(trained, tiny_
             export_run(run, target)
         raw = torch.load(target, weights_only=False)
         assert {"model", "opt", "epoch", "best_rsum"} <= set(raw)
+        assert READS[matcher] <= set(vars(raw["opt"])), READS[matcher] - set(vars(raw["opt"]))
         if entries:  # VSE∞ / SGRAF: a list of per-module state dicts; DBL: one DataParallel state dict
             assert isinstance(raw["model"], list) and len(raw["model"]) == entries
         else:
