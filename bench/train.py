@@ -744,7 +744,7 @@ def _diff(a, b, prefix="") -> list[str]:
 
 def _check_code(path, saved: dict, code: dict, allow: bool, state: RunState) -> None:
     """Refuse (or, allowed, record) a resume across a change of the code (its source fingerprint: a commit
-    that changes no Python file of bench/, models/, strategies/ is no change), resolved cell or data."""
+    that changes no training code is no change: store.source_fingerprint), resolved cell or data."""
     before = saved.get("code") or {}
     changes = _diff(before.get("cell"), code["cell"]) if before else ["no record of the code that wrote it"]
     if before and before.get("source") != code["source"]:

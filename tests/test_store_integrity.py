@@ -300,7 +300,6 @@ def test_two_sweeps_at_once_plain_then_forced_train_each_cell_once_and_lose_noth
         a, b = _two_sweeps(suite_path, root, mode)
         trained = [cid for o in (a, b) for cid, s in o.items() if s == "done"]
         assert sorted(trained) == sorted(c["id"] for c in expand(suite)), (mode, a, b)  # each once
-        print(mode, a, b)
         _assert_whole(suite, root)
         for c in expand(suite):  # every result is this round's
             assert (run_dir_for(c, root) / "done").stat().st_mtime >= started
@@ -388,3 +387,24 @@ def test_run_status_of_a_running_marker_follows_its_lock(tiny_data, tmp_path):
     finally:
         lock.release()
     assert run_status(cell, d)["state"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_a_forced_rerun_killed_mid_swap_loses_nothing(tiny_data, tmp_path):
+    (cell,) = expand(load_suite(write_suite(tmp_path, tiny_data, epochs=1, steps=1)))
+    root = tmp_path / "runs"
+    assert run_cell_in_store(cell, root, tracker_factory=None)["state"] == "done"
+    final = run_dir_for(cell, root)
+    runner = ("import json, sys; from bench.harness.store import run_cell_in_store; "
+              "run_cell_in_store(json.loads(sys.argv[1]), sys.argv[2], tracker_factory=None, force=True)")
+    killed = subprocess.run([sys.executable, "-c", runner, json.dumps(cell), str(root)], cwd=REPO,
+                            env=env(ITM_BENCH_FAULT="store.swap:1"), capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    old = final.with_name(final.name + ".old")
+    (staging,) = final.parent.glob(final.name + ".rerun-*")
+    assert not final.exists() and cell_state(old) == "done" and cell_state(staging) == "done"  # both whole
+    new_result = (staging / "result.json").read_text()
+    out = run_cell_in_store(cell, root, tracker_factory=None)  # the next process repairs the swap
+    assert out["state"] == "done" and out["skipped"]
+    assert (final / "result.json").read_text() == new_result
+    assert sorted(p.name for p in final.parent.iterdir()) == [cell["id"]]

@@ -224,6 +224,13 @@ def run_status(cell: dict, run_dir: str | Path, fingerprints: dict | None = None
             info.update(state="stale", data_fingerprint=current, result_fingerprint=recorded,
                         error=f"made from other data: result data fingerprint {recorded}, the data now "
                               f"{current}; a sweep retrains it (the old result stays until then)")
+    elif state == "interrupted":
+        try:
+            why = json.loads((d / INTERRUPTED_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            why = {}
+        info["error"] = (f"stopped by {why.get('signal') or 'a clean stop'} at step {why.get('step')}; "
+                         "a plain sweep resumes it from last.pt")
     elif state == "running" and check_lock and d.name == cell["id"]:
         try:
             held = lock_is_held(lock_path(cell, d.parent.parent))
@@ -266,13 +273,19 @@ def git_info(repo: Path = REPO_ROOT) -> dict:
 
 @functools.lru_cache(maxsize=1)
 def source_fingerprint(repo: Path = REPO_ROOT) -> str:
-    """sha1 over the Python sources of ``bench/``, ``models/`` and ``strategies/`` as this process first
-    read them (paths and bytes): what a resumed run must share with the run that wrote its checkpoint.
-    Committed or not, any change of the code changes it; a commit touching only docs or tests does not."""
+    """sha1 over the Python sources that make a training run's numbers, as this process first read them
+    (paths and bytes): ``bench/`` (trainer, data, metrics, protocols, evaluation; not the harness, the
+    command line or the benchmarks), ``models/`` and ``strategies/``. What a resumed run must share with
+    the run that wrote its checkpoint: committed or not, a change of that code changes it; a commit
+    touching only docs, tests or the harness (tables, figures, scheduling) does not."""
+    skip = {"bench/harness", "bench/benchmarks", "bench/__main__.py", "bench/cli_eval.py"}
     h = hashlib.sha1()
     for pkg in ("bench", "models", "strategies"):
         for p in sorted((repo / pkg).rglob("*.py")):
-            h.update(f"{p.relative_to(repo)}|".encode())
+            rel = p.relative_to(repo).as_posix()
+            if any(rel == s or rel.startswith(s + "/") for s in skip):
+                continue
+            h.update(f"{rel}|".encode())
             h.update(p.read_bytes())
     return h.hexdigest()
 
@@ -444,18 +457,17 @@ def _repair_swap(final: Path) -> None:
     """Finish a swap cut short between its two renames (the lock is held): a complete staging folder
     becomes the result, else the previous result (``<id>.old``) is put back."""
     old = final.with_name(final.name + OLD_SUFFIX)
-    if final.exists():
-        if old.exists() and cell_state(final) == "done":
-            shutil.rmtree(old, ignore_errors=True)
-        return
-    complete = [p for p in final.parent.glob(f"{final.name}{STAGING_SUFFIX}*") if cell_state(p) == "done"]
-    if complete:
-        os.replace(complete[0], final)
-    elif old.exists():
-        os.replace(old, final)
-    else:
-        return
-    log.warning("repaired an interrupted swap of %s", final)
+    if not final.exists():
+        complete = [p for p in final.parent.glob(f"{final.name}{STAGING_SUFFIX}*") if cell_state(p) == "done"]
+        if complete:
+            os.replace(complete[0], final)
+        elif old.exists():
+            os.replace(old, final)
+        else:
+            return
+        log.warning("repaired an interrupted swap of %s", final)
+    if old.exists() and cell_state(final) == "done":
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _swap_in(work: Path, final: Path) -> None:
@@ -557,7 +569,7 @@ def _run_locked(cell, root, final, force, force_before, tracker_factory, train_f
                                f"({e.strerror}); choose a writable results folder (--root)") from e
     for marker in (FAILED_FILE, DONE_FILE, INTERRUPTED_FILE):
         (work / marker).unlink(missing_ok=True)
-    if force and work == final:  # --force on an unfinished cell: from scratch, not from its checkpoints
+    if force:  # --force: from scratch, never from a checkpoint (e.g. one that other code wrote)
         for f in [*work.glob("last*.pt*"), *work.glob("best.pt*")]:
             f.unlink()
     fingerprint = cell_fingerprint(cell, fps)  # the data this run reads (recorded in its provenance)
