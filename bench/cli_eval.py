@@ -269,8 +269,8 @@ def add_subparsers(sub) -> None:
     p.add_argument("checkpoints", nargs="+", help="best.pt of a run, or an official model_best.pth(.tar)")
     p.add_argument("--data-root", required=True, help="folder with <dataset>/ and vocab/, as for training")
     p.add_argument("--dataset", required=True, choices=["f30k_precomp", "coco_precomp"])
-    p.add_argument("--protocol", action="append", default=None,
-                   help="f30k_1k | coco_1k | coco_5k (repeatable; default: the dataset's)")
+    p.add_argument("--protocol", action="extend", nargs="+", default=None,
+                   help="f30k_1k | coco_1k | coco_5k, one or more (default: the dataset's)")
     p.add_argument("--vocab-root", default=None, help="vocabulary folder (default DATA_ROOT/vocab)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="encoding batch size (default: the run's eval batch size, else 128)")

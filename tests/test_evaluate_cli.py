@@ -74,7 +74,8 @@ def _bench(capsys, *args):
 def test_evaluate_a_cells_best_checkpoint_gives_the_cells_metrics(trained, tiny_data, tmp_path, matcher, dataset,
                                                                   capsys):
     run = trained[matcher]
-    out = _bench(capsys, "evaluate", run / "best.pt", "--data-root", tiny_data, "--dataset", dataset,
+    protocols = ["--protocol", "coco_1k", "coco_5k"] if dataset == "coco_precomp" else []
+    out = _bench(capsys, "evaluate", run / "best.pt", "--data-root", tiny_data, "--dataset", dataset, *protocols,
                  "--out", tmp_path / "result.json")
     cell_result = json.loads((run / "result.json").read_text())
     ours = json.loads((tmp_path / "result.json").read_text())
