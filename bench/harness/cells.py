@@ -35,11 +35,11 @@ import json
 from bench.harness.config import (
     DEFAULT_RESOURCES,
     SCHEDULE_REQUIRED,
-    STRATEGY_SCENARIO,
     ConfigError,
     Suite,
     resolve_root,
     strategy_params,
+    strategy_scenario,
 )
 
 Cell = dict
@@ -118,9 +118,8 @@ def cell_id(cell: Cell) -> str:
 
 
 def scenario_of(name: str, params: dict) -> str:
-    if name == "dbl":
-        return params.get("scenario", "oss")
-    return STRATEGY_SCENARIO.get(name, params.get("scenario", "none"))
+    """The training scenario: a ``scenario`` parameter (DBL) or the strategy class's own."""
+    return strategy_scenario(name, params)
 
 
 def strategy_variants(entry: dict) -> list[dict]:

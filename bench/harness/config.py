@@ -72,9 +72,6 @@ REQUIRED = object()
 # other fact about a parameter (name, type, default, choices) comes from the constructor's
 # signature (`typing.Literal` annotations give the choices): see `strategy_params`.
 SUITE_REQUIRED_PARAMS = {"dbl": ("loss", "scenario")}
-# The training scenario of each strategy (method.md, "The three training scenarios").
-STRATEGY_SCENARIO = {"baseline": "none", "kd": "oas", "rkd": "oas", "sp": "oas", "darkrank": "oas",
-                     "dml": "oss", "momentum": "mss"}
 # What a schedule key's default in bench.train.SCHEDULE_DEFAULTS cannot tell about its type (a None
 # or empty default, a closed set of strings); every other key's type is its default's.
 _SCHEDULE_TYPE_HINTS: dict[str, Any] = {
@@ -221,6 +218,18 @@ def _nullable_schedule_keys() -> set[str]:
     from bench.train import SCHEDULE_DEFAULTS
 
     return {k for k, v in SCHEDULE_DEFAULTS.items() if v is None}
+
+
+def strategy_scenario(name: str, params: dict) -> str:
+    """The training scenario of a strategy variant (method.md, "The three training scenarios"): its
+    ``scenario`` parameter where it has one (DBL), else the class attribute ``scenario``."""
+    vocab = strategy_params(name) or {}
+    if "scenario" in vocab:
+        default = vocab["scenario"][1]
+        return params.get("scenario", "oss" if default is REQUIRED else default)
+    import strategies
+
+    return getattr(strategies.get(name), "scenario", "none")
 
 
 # Set by the trainer from the schedule (bench.train.build_strategy), not by a suite.
