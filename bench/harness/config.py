@@ -86,7 +86,6 @@ _SCHEDULE_TYPE_HINTS: dict[str, Any] = {
 POSITIVE_KEYS = ("epochs", "batch_size", "max_steps_per_epoch")
 SEED_RANGE = (0, 2**32)  # numpy's seed range
 SCHEDULE_REQUIRED = ("epochs", "lr", "batch_size")
-KNOWN_DATASETS = ["coco_precomp", "f30k_precomp"]  # bench.data.precomp.DATASETS
 RESOURCE_KEYS = {"gpus": int, "cpus": int, "mem_gb": int, "time_min": int, "partition": str}
 DEFAULT_RESOURCES = {"gpus": 1, "cpus": 8, "mem_gb": 64, "time_min": 24 * 60}
 
@@ -125,6 +124,13 @@ def valid_strategies() -> list[str]:
 
         _valid_cache["strategies"] = sorted(strategies.available())
     return _valid_cache["strategies"]
+
+
+def known_datasets() -> list[str]:
+    """Dataset names the readers know (``bench.data.precomp.DATASETS``)."""
+    from bench.data.precomp import DATASETS
+
+    return sorted(DATASETS)
 
 
 def matcher_args(name: str) -> set[str] | None:
@@ -586,7 +592,7 @@ class _Validator:
         scales = self.mapping("scales", raw["scales"], {"full", "smoke"})
         if spec["scale"] not in scales:
             self.fail("scales", f"no entry for the chosen scale {spec['scale']!r} (have: {', '.join(scales)})")
-        self.dataset_names = sorted(set(dataset_names) | set(KNOWN_DATASETS))
+        self.dataset_names = sorted(set(dataset_names) | set(known_datasets()))
         spec["scales"] = self.scales(scales, matchers)
         spec["recipes"] = raw.get("recipes") or {}
         spec["schedule"] = self.schedules("schedule", raw.get("schedule"), matchers)
@@ -623,7 +629,7 @@ class _Validator:
     def recipe(self, body: dict) -> None:
         """Check a recipe file's ``scales`` and ``resources`` (bench/recipes/<group>/<option>.yaml)."""
         matchers = valid_matchers()
-        self.dataset_names = sorted(KNOWN_DATASETS)
+        self.dataset_names = known_datasets()
         self.scales(self.mapping("scales", body.get("scales"), {"full", "smoke"}), matchers)
         self.resources(body.get("resources"), matchers)
 
