@@ -330,7 +330,7 @@ def _tex(s: str) -> str:
     for a, b in [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
                  ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("∞", r"$\infty$"), ("–", "--"), ("†", r"$^\dagger$"),
                  ("≠", r"$\neq$"), ("√", r"$\surd$"), ("·", r"$\cdot$"), ("−", "-"), ("½", r"$\frac{1}{2}$"),
-                 ("≥", r"$\geq$"), ("α", r"$\alpha$")]:
+                 ("≥", r"$\geq$"), ("α", r"$\alpha$"), ("²", r"$^2$"), ("≈", r"$\approx$"), ("…", r"\ldots{}")]:
         s = s.replace(a, b)
     return s
 
