@@ -197,6 +197,16 @@ def test_evaluate_bad_arguments_exit_with_the_fix(trained, tiny_data, tmp_path, 
                "--protocol", "coco_5k")
     with pytest.raises(SystemExit, match=r"cut\.pt .*truncated"):
         _bench(capsys, "evaluate", bad, "--data-root", tiny_data, "--dataset", "f30k_precomp")
+    # a best.pt copied out of its run folder (no digest beside it) is read; in its folder the digest must match
+    alone = tmp_path / "alone" / "best.pt"
+    alone.parent.mkdir()
+    shutil.copy(trained["saf"] / "best.pt", alone)
+    result, _ = evaluate_checkpoints([str(alone)], "f30k_precomp", str(tiny_data), batch_size=64)
+    assert result["metrics"] == json.loads((trained["saf"] / "result.json").read_text())["metrics"]
+    shutil.copy(trained["saf"] / "best.pt.sha256", alone.parent / "best.pt.sha256")
+    alone.write_bytes(alone.read_bytes()[:-8] + bytes(8))
+    with pytest.raises(SystemExit, match=r"best\.pt is corrupted or truncated \(sha256"):
+        _bench(capsys, "evaluate", alone, "--data-root", tiny_data, "--dataset", "f30k_precomp")
     small_vocab = tmp_path / "vocab"
     small_vocab.mkdir()
     from bench.data.vocab import load_vocab, save_vocab
