@@ -106,5 +106,12 @@ def test_collect_writes_a_suite_summary_run_with_the_verdicts(verdicts):  # noqa
         assert back["summary"][f"{key}/{stat}"] == pytest.approx(dbl[stat]), stat
     assert back["summary"][f"{key}/holm_5pct"] is True
     assert back["summary"][f"{key}/per_seed_delta"] == pytest.approx(json.loads(dbl["per_seed_deltas"]))
+    from bench.harness import stats
+
+    own = summary[~summary["published"].astype(bool) & (summary["strategy_name"] != "baseline")]
+    f30k = own[own["protocol"] == "f30k_1k"]
+    sd = stats.pooled_sd(f30k["seed_sd_delta"].to_numpy(dtype=float), f30k["delta_seeds"].to_numpy(dtype=int))
+    assert back["summary"]["f30k/f30k_1k/seeds_needed_for_delta_1"] == stats.seeds_needed(sd)
+    assert back["summary"]["f30k/f30k_1k/min_detectable_delta"] == pytest.approx(stats.min_detectable_effect(sd, 3))
     assert back["summary"]["verdicts"]["_type"] == "table-file"
     assert back["summary"]["verdicts"]["nrows"] == len(summary[~summary["published"].astype(bool)])

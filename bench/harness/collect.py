@@ -158,7 +158,8 @@ def _paired_delta(row: dict, key, idx, col, baseline, n_boot: int, seed: int) ->
             continue
         base = baseline.get((ds, m, p, sd))
         if base is None:
-            why.append(f"seed {sd}: baseline not done")
+            has_baseline = (ds, m, p) in baseline.get("declared", set())
+            why.append(f"seed {sd}: baseline not done" if has_baseline else "no baseline cell in this suite")
             short.append(why[-1])
             continue
         ra, wa = _load_ranks(col["ranks_file"][i], p, col["cell_id"][i])
@@ -169,7 +170,7 @@ def _paired_delta(row: dict, key, idx, col, baseline, n_boot: int, seed: int) ->
             continue
         pairs.append((ra, rb))
         seeds.append(sd)
-    row["delta_missing"], row["delta_why"] = "; ".join(why), "; ".join(short)
+    row["delta_missing"], row["delta_why"] = "; ".join(dict.fromkeys(why)), "; ".join(dict.fromkeys(short))
     if not pairs:
         return
     try:
@@ -197,8 +198,10 @@ def summarize(df: pd.DataFrame, suite=None, n_boot: int = 1000, seed: int = 0) -
     baseline_ranks = {}
     for ds, m, p, sd, sn, ok, rf, cid in zip(df["dataset"], df["matcher"], df["protocol"], df["seed"],
                                              df["strategy_name"], done_mask, df["ranks_file"], df["cell_id"]):
-        if sn == "baseline" and ok:
-            baseline_ranks.setdefault((ds, m, p, sd), (rf, cid))
+        if sn == "baseline":
+            baseline_ranks.setdefault("declared", set()).add((ds, m, p))
+            if ok:
+                baseline_ranks.setdefault((ds, m, p, sd), (rf, cid))
     col = {k: df[k].to_numpy() for k in ("strategy_name", "scenario", "state", "seed", "ranks_file", "cell_id")}
     out = []
     for key, idx in df.groupby(keys, sort=False).indices.items():
@@ -358,7 +361,6 @@ def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_bo
     note = table_note(n_boot)
     if suite.spec.get("anchor_checkpoint"):  # OAS cells started from a released checkpoint, no baseline cell
         from bench.harness.cells import anchor_info
-
         from models.official import describe
 
         anchor = suite.spec["anchor_checkpoint"]

@@ -178,8 +178,9 @@ def log_suite_summary(suite, summary, root: str | Path, n_boot: int = 1000, mode
 
     job_type ``suite-summary``; summary keys ``<dataset>/<protocol>/<matcher>/<strategy>/<stat>`` for
     ``rsum_mean``, ``rsum_std``, ``n_done``, ``delta_rsum``, ``ci_low``, ``ci_high``, ``p_value``,
-    ``holm_5pct``, ``p_improve`` and ``per_seed_delta`` (``{seed: ΔRSUM}``), and a ``verdicts`` table
-    with one row per (dataset, protocol, matcher, strategy). The offline run is written under
+    ``holm_5pct``, ``p_improve`` and ``per_seed_delta`` (``{seed: ΔRSUM}``); per table
+    ``<dataset>/<protocol>/seeds_needed_for_delta_1`` and ``min_detectable_delta`` (at the declared
+    seeds); and a ``verdicts`` table with one row per (dataset, protocol, matcher, strategy). The offline run is written under
     ``<root>/_summary/<suite>/`` (re-collecting replaces it), so ``make sync`` uploads it with the
     cells. Best-effort like :class:`WandbTracker`: a W&B error warns and returns None; mode
     ``disabled`` writes nothing.
@@ -217,6 +218,17 @@ def log_suite_summary(suite, summary, root: str | Path, n_boot: int = 1000, mode
             if r.get("per_seed_deltas"):
                 run.summary[f"{prefix}/per_seed_delta"] = json.loads(r["per_seed_deltas"])
             rows.append([_plain(r.get(c)) if c in r else None for c in VERDICT_COLUMNS])
+        if len(own):  # the "seeds needed" line of each table
+            from bench.harness import stats
+
+            for (ds, p), g in own.groupby(["dataset", "protocol"], sort=False):
+                g = g[g["strategy_name"] != "baseline"]
+                sd = stats.pooled_sd(g["seed_sd_delta"].to_numpy(dtype=float), g["delta_seeds"].to_numpy(dtype=int))
+                if sd == sd:  # not NaN: some strategy has 2 paired seeds
+                    declared = int(own[(own["dataset"] == ds) & (own["protocol"] == p)]["n_declared"].max())
+                    run.summary[f"{ds}/{p}/seed_sd_delta_pooled"] = sd
+                    run.summary[f"{ds}/{p}/seeds_needed_for_delta_1"] = stats.seeds_needed(sd, 1.0)
+                    run.summary[f"{ds}/{p}/min_detectable_delta"] = stats.min_detectable_effect(sd, declared)
         run.log({"verdicts": wandb.Table(columns=VERDICT_COLUMNS, data=rows)}, step=0)
         path = Path(run.settings.sync_dir) if mode == "offline" else out
         run.finish()
