@@ -408,3 +408,25 @@ def test_a_forced_rerun_killed_mid_swap_loses_nothing(tiny_data, tmp_path):
     assert out["state"] == "done" and out["skipped"]
     assert (final / "result.json").read_text() == new_result
     assert sorted(p.name for p in final.parent.iterdir()) == [cell["id"]]
+
+
+def test_wait_lock_waits_for_the_holder_then_trains(tiny_data, tmp_path):
+    (cell,) = expand(load_suite(write_suite(tmp_path, tiny_data, epochs=1, steps=1)))
+    root = tmp_path / "runs"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from bench.harness.store import CellLock; l = CellLock(sys.argv[1]); "
+        "assert l.acquire(); print('held', flush=True); time.sleep(1.5); "
+        "open(sys.argv[2], 'w').close(); l.release(); time.sleep(1)"), str(lock_path(cell, root)),
+        str(tmp_path / "released")], cwd=REPO, env=env(), stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    seen = {}
+
+    def train(c, work, tracker=None, anchor_checkpoint=None):
+        from bench.train import run_cell
+
+        seen["holder_done"] = (tmp_path / "released").exists()
+        return run_cell(c, work, tracker=tracker, anchor_checkpoint=anchor_checkpoint)
+
+    out = run_cell_in_store(cell, root, tracker_factory=None, train_fn=train, wait_lock=True)
+    holder.wait()
+    assert out["state"] == "done" and seen["holder_done"]
