@@ -157,7 +157,7 @@ def cmd_readme(args):
     print(f"README.md: demo table from {table}")
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="train one cell in this process")
@@ -201,7 +201,11 @@ def main(argv=None):
     from bench.cli_eval import add_subparsers as add_checkpoint_commands
 
     add_checkpoint_commands(sub)  # evaluate, export
-    args = parse_args(ap, argv)
+    return ap
+
+
+def main(argv=None):
+    args = parse_args(build_parser(), argv)
     args.fn(args)
 
 
