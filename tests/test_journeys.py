@@ -11,6 +11,7 @@ fails when the README documents a command that no test runs.
 """
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -54,6 +55,7 @@ README_OVERRIDES = [
     ".venv/bin/python -m bench collect oss scale=smoke seeds=[0,1] data_root=data/synth-demo",
 ]
 README_SYNTH = "python -m bench.data.synth --preset tiny|demo|f30k --out DIR --seed S"
+README_SLURM = "python -m bench sweep SUITE --executor slurm --cluster PROFILE"
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -299,6 +301,27 @@ def test_make_demo_then_make_readme(tmp_path):
     for c in cells:
         assert f"| {c['strategy']['label']} | 1/1 |" in block
     assert after.split("<!-- demo-table:begin -->")[0] == before.split("<!-- demo-table:begin -->")[0]
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_readme_slurm_sweep_command(checkout, slurm_cluster, tiny_data, tmp_path):
+    """The README's SLURM command on the local test cluster (two cells, one step each)."""
+    assert f"`{README_SLURM}`" in (checkout / "README.md").read_text()
+    line = README_SLURM.replace("SUITE", "oss").replace("PROFILE", slurm_cluster["profile"])
+    overrides = [f"data_root={tiny_data}", "scale=smoke", "seeds=[0]", ONE_MATCHER, F30K_ONLY,
+                 'strategies=[{name: baseline}, {name: dbl, label: "DBL rel", params: {loss: rel, scenario: oss}}]',
+                 *MINIMAL]
+    root = tmp_path / "runs"
+    out = run(checkout, [".venv/bin/" + line.split()[0], *line.split()[1:], "--root", str(root), *overrides])
+    cells = expand(load_suite("oss", overrides))
+    assert len(cells) == 2 and "suite oss: 2 cells: done 2" in out, out
+    assert {p.parent.name for p in (root / "oss").glob("*/done")} == {c["id"] for c in cells}
+    for c in cells:  # each cell ran as a SLURM job
+        result = json.loads((root / "oss" / c["id"] / "result.json").read_text())
+        assert result["provenance"]["slurm_job_id"], result["provenance"]
+    status = run(checkout, [".venv/bin/python", "-m", "bench", "status", "oss", "--root", str(root), *overrides])
+    assert "suite oss: 2 cells: done 2" in status
 
 
 # ----------------------------------------------------------------------------- nothing undocumented untested
