@@ -262,7 +262,8 @@ def test_scancel_mid_sweep_leaves_no_partial_results_and_resweep_completes(slurm
         else:
             assert not (run_dir / DONE_FILE).exists()
     states = cell_states([base, kd], root)
-    # The killed baseline left its `running` marker, but its lock is free: interrupted, taken over by a sweep.
+    # The killed baseline is interrupted (its `running` marker with a free lock, or its own `interrupted`
+    # marker when the signal came during training): the next sweep takes it over.
     assert states[base["id"]]["state"] == "interrupted" and states[base["id"]].get("interrupted")
     assert states[kd["id"]]["state"] == "pending"  # cancelled while waiting on afterok
 

@@ -229,6 +229,7 @@ def run_status(cell: dict, run_dir: str | Path, fingerprints: dict | None = None
             why = json.loads((d / INTERRUPTED_FILE).read_text())
         except (OSError, json.JSONDecodeError):
             why = {}
+        info["interrupted"] = True
         info["error"] = (f"stopped by {why.get('signal') or 'a clean stop'} at step {why.get('step')}; "
                          "a plain sweep resumes it from last.pt")
     elif state == "running" and check_lock and d.name == cell["id"]:
