@@ -12,6 +12,7 @@ callable, because the state on disk already says where to continue.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -100,6 +101,25 @@ def set_cell_threads(cell: Any) -> int | None:
     return threads
 
 
+@contextlib.contextmanager
+def cell_threads(cell: Any):
+    """``set_cell_threads`` for the duration of one cell, then the process's previous setting again.
+
+    Every executor (inline, local, SLURM) trains a cell with the same thread count, so a cell's numbers
+    do not depend on which executor ran it (CPU reductions may sum in another order with other counts)."""
+    import torch
+
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    try:
+        yield set_cell_threads(cell)
+    finally:
+        torch.set_num_threads(before)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
+
+
 class CellJob:
     """Train and evaluate one benchmark cell in the result store (resumable; see module docstring).
 
@@ -115,8 +135,7 @@ class CellJob:
     def __call__(self) -> Any:
         from bench.harness.store import run_cell_in_store  # lazy: keeps job pickles light
 
-        set_cell_threads(self.cell)
-        return run_cell_in_store(self.cell, self.root)
+        return run_cell_in_store(self.cell, self.root)  # which trains with the cell's threads (cell_threads)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(self)

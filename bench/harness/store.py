@@ -531,6 +531,15 @@ def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool =
         from bench.train import run_cell as train_fn  # lazy: the store is used without torch too
     train_kwargs = {"allow_code_change": True} if allow_code_change else {}
     final = run_dir_for(cell, root)
+    from bench.harness.jobs import cell_threads
+
+    with cell_threads(cell):  # the same torch thread count whichever executor runs the cell
+        return _run_cell_in_store(cell, root, final, force, force_before, tracker_factory, train_fn, train_kwargs,
+                                  raise_errors, reuse_other_suites, wait_lock, fps)
+
+
+def _run_cell_in_store(cell, root, final, force, force_before, tracker_factory, train_fn, train_kwargs,
+                       raise_errors, reuse_other_suites, wait_lock, fps) -> dict:
     if _task_rank() != 0:  # a multi-task cell: the other ranks train alongside rank 0, which alone writes
         complete = cell_state(final) == "done"
         work = _staging_dir(final, adopt=False) if complete else final
