@@ -54,8 +54,9 @@ def test_readme_show_commands_as_written(tiny_data, tmp_path):
     assert re.search(r"oas_stage2=lr_2e-5@[0-9a-f]{8}  bench/recipes/oas_stage2/lr_2e-5\.yaml", out)
     # the smoke schedule of DBL's matcher with OAS's caption augmentation, stage 2 after the bar
     assert _schedule(out, "f30k/xattn") == (
-        {"epochs": "2", "batch_size": "128", "lr": "0.0002", "lr_decay_epochs": "[]", "max_steps_per_epoch": "20",
-         "caption_aug": "True"}, {"epochs": "1", "lr": "2e-05", "lr_schedule": "constant"})
+        {"epochs": "2", "batch_size": "32", "lr": "0.002", "lr_decay_epochs": "[1]", "max_steps_per_epoch": "100",
+         "hinge_warmup_epochs": "1", "caption_aug": "True"},
+        {"epochs": "1", "lr": "2e-05", "lr_schedule": "constant", "hinge_warmup_epochs": "0"})
     n_train = sum(1 for _ in open(tiny_data / "f30k_precomp" / "train_caps.txt"))
     steps = 2 * min(-(-n_train // 128), 20)
     assert re.search(rf"f30k/vse_infty/baseline/s0 +{steps} ", out)
