@@ -1,4 +1,4 @@
-"""Config-validation entries of docs/bad-inputs.md (31–40): one test each. Every one is refused by
+"""Config-validation entries of docs/bad-inputs.md (C1–C8): one test each. Every one is refused by
 ``load_suite``, i.e. before any cell exists or trains, with the file, the key path, the value and
 the fix in the message."""
 
@@ -6,15 +6,7 @@ import pytest
 import yaml
 
 from bench.harness import ConfigError, expand, load_suite
-
-SUITE = {
-    "name": "bad",
-    "datasets": [{"name": "f30k_precomp", "label": "synth", "data_root": "/data/x"}],
-    "matchers": [{"name": "vse_infty"}],
-    "strategies": [{"name": "baseline"}, {"name": "dbl", "params": {"loss": "abs", "scenario": "oss"}}],
-    "seeds": [0, 1],
-    "scales": {"full": {"schedule": {"vse_infty": {"epochs": 25, "lr": 5e-4, "batch_size": 128}}}},
-}
+from tests.test_bad_inputs import SUITE  # the minimal valid suite the bad inputs start from
 
 
 def config_error(tmp_path, change=None, text=None, overrides=()) -> str:

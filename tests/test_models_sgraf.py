@@ -56,8 +56,10 @@ def test_registry_and_attributes():
     assert {"sgr", "saf", "sgraf", "xattn"} <= set(models.available())
     for name in ["sgr", "saf", "sgraf", "xattn"]:
         m = tiny(name) if name != "sgraf" else models.build("sgraf", **TINY, num_regions=REGIONS)
+        # DBL's matcher augments captions only where its recipe turns caption_aug on (OAS); SGRAF never
+        augment = {"token_aug": False, "token_aug_ends": False} if name == "xattn" else {}
         assert (m.dual_encoder, m.input_kind, m.base_loss, m.optimizer, m.augment) == (
-            False, "regions", "hinge", "adam", {})
+            False, "regions", "hinge", "adam", augment)
     assert tiny("sgr").module == "SGR" and tiny("saf").module == "SAF"
     assert isinstance(tiny("xattn"), CrossAttentionMatcher)
     # the registered sgr/saf constructors expose SGRAF's keyword arguments (for override checking)
