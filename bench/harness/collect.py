@@ -242,9 +242,9 @@ def summarize(df: pd.DataFrame, suite=None, n_boot: int = 1000, seed: int = 0) -
 
 # ----------------------------------------------------------------------------- tables
 
-PROTOCOL_TITLES = {"f30k_1k": "Flickr30K 1K (test: 1,000 images, 5,000 captions)",
-                   "coco_1k": "COCO 1K (testall in 5 folds of 1,000 images, metrics averaged)",
-                   "coco_5k": "COCO 5K (testall: 5,000 images, 25,000 captions)"}
+PROTOCOL_TITLES = {"f30k_1k": "Flickr30K 1K (the whole test split)",  # sizes are the data's, not the protocol's
+                   "coco_1k": "COCO 1K (testall in 5 folds, metrics averaged)",
+                   "coco_5k": "COCO 5K (the whole testall)"}
 BLOCK_HEADER = ["matcher", "strategy", "n"] + [HEADER[k] for k in TABLE_METRICS] + ["ΔRSUM [95% CI]", "P(> base)"]
 
 
