@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from bench.benchmarks.gpu import SECTION as GPU_SECTION
-from bench.benchmarks.report import read_section
+from bench.benchmarks.report import parse_only, read_section
 from bench.harness.store import REPO_ROOT, git_info
 
 ORDER = ["metrics", "matchers", "reference", "strategies", "cell", "memmap", "harness", "slurm"]
@@ -176,10 +176,7 @@ def main(argv=None):
     ap.add_argument("--only", default=",".join(ORDER), help=f"comma-separated subset of {','.join(ORDER)}")
     ap.add_argument("--out", default=str(REPO_ROOT / "results" / "perf.md"))
     args = ap.parse_args(argv)
-    only = [n for n in args.only.split(",") if n]
-    unknown = set(only) - set(ORDER)
-    if unknown:
-        ap.error(f"unknown benchmarks {sorted(unknown)}; choose from {ORDER}")
+    only = parse_only(ap, args.only, ORDER, "benchmarks")
     t0 = time.perf_counter()
     body, _ = run(only, args.quick)
     g = git_info()

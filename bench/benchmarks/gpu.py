@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 import models
 from bench.benchmarks.bench_matchers import VOCAB_SIZE, build_with, hinge_loss, synthetic_batch
-from bench.benchmarks.report import replace_section
+from bench.benchmarks.report import parse_only, replace_section
 from bench.harness.store import REPO_ROOT, git_info
 
 SECTION = "bench-gpu"
@@ -375,10 +375,7 @@ def main(argv=None) -> None:
     ap.add_argument("--budget-s", type=float, default=540.0, help="wall-clock budget; caps the COCO-5K scoring")
     ap.add_argument("--out", default=str(REPO_ROOT / "results" / "perf.md"))
     args = ap.parse_args(argv)
-    only = [n for n in args.only.split(",") if n]
-    unknown = set(only) - set(MATCHERS)
-    if unknown:
-        ap.error(f"--only: unknown matchers {sorted(unknown)}; choose from {','.join(MATCHERS)}")
+    only = parse_only(ap, args.only, MATCHERS, "matchers")
     if args.steps is not None and args.steps < 2:
         ap.error(f"--steps must be >= 2 (one warm-up step and one timed step), got {args.steps}")
     res = run(args.quick, only, args.budget_s, args.steps)

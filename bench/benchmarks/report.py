@@ -38,3 +38,12 @@ def replace_section(path: Path, name: str, lines: list[str]) -> None:
         text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, text.encode(), fault="report.before_rename")
+
+
+def parse_only(ap, text: str, choices: list[str], what: str) -> list[str]:
+    """The comma-separated ``--only`` names, each one of ``choices``; an argparse error naming the others."""
+    only = [n for n in text.split(",") if n]
+    unknown = set(only) - set(choices)
+    if unknown:
+        ap.error(f"--only: unknown {what} {sorted(unknown)}; choose from {','.join(choices)}")
+    return only
