@@ -186,3 +186,21 @@ def test_mean_interval_and_formatting():
     assert math.isnan(stats.mean_interval([233.0])[1])
     assert stats.fmt_mean_std(233.0, math.nan, 1) == "233.0" and stats.fmt_mean_std(233.0, 0.0, 1) == "233.0"
     assert stats.fmt_mean_std(233.0, 4.04, 2) == "233.0 ± 4.0"
+
+
+def test_the_verdict_line_says_what_the_intervals_and_seed_pairs_say():
+    from bench.harness.stats import verdict_line
+
+    def row(label, delta, sig=False, p=0.5, n=3):
+        return {"label": label, "delta": delta, "low": delta - 5, "high": delta + 5, "n": n, "significant": sig,
+                "p_improve": p}
+
+    none = verdict_line([row("DML", -0.6, p=1 / 3), row("DBL abs", 6.7, p=1.0), row("DBL rel", 7.5, p=1.0)])
+    assert none.startswith("Verdict: no ΔRSUM is significant")
+    assert "Ahead of the baseline in every seed pair: DBL abs, DBL rel (3 pairs: a sign" in none
+    assert "DML" not in none and "Behind" not in none
+    some = verdict_line([row("DBL", 9.0, sig=True, p=1.0), row("DML", -2.0, p=0.0)])
+    assert some.startswith("Verdict: significant after Holm–Bonferroni: DBL (+9.0); not significant: DML.")
+    assert "Ahead of the baseline in every seed pair: DBL." in some and "Behind it in every seed pair: DML." in some
+    assert verdict_line([row("DML", 1.0, n=1)]) == ""  # one seed pair: no interval, no verdict
+    assert verdict_line([]) == ""

@@ -270,10 +270,12 @@ def _fmt_p(r) -> str:
 
 def protocol_tables(summary: pd.DataFrame, sources: list[str] | None = None) -> list[dict]:
     """One block per (dataset, protocol), as papers print them: ``{"dataset", "protocol", "title",
-    "header", "rows", "seeds", "notes"}``; rows: matcher, strategy, n, 6 recalls, RSUM, ΔRSUM, P(> base).
+    "header", "rows", "verdict", "seeds", "notes"}``; rows: matcher, strategy, n, 6 recalls, RSUM, ΔRSUM,
+    P(> base).
 
     Published rows show ``pub. [k]``; their sources are appended to ``sources`` (k = position + 1).
-    ``seeds`` is the "seeds needed" sentence (:func:`bench.harness.stats.seeds_line`), ``notes`` the
+    ``verdict`` says in words what the block's intervals say (:func:`bench.harness.stats.verdict_line`),
+    ``seeds`` the "seeds needed" sentence (:func:`bench.harness.stats.seeds_line`), ``notes`` the
     reasons, with paths, of every ΔRSUM that is missing or rests on fewer seeds than were done."""
     sources = [] if sources is None else sources
     blocks = []
@@ -301,8 +303,14 @@ def protocol_tables(summary: pd.DataFrame, sources: list[str] | None = None) -> 
         sd = stats.pooled_sd(own["seed_sd_delta"].to_numpy(dtype=float), own["delta_seeds"].to_numpy(dtype=int))
         declared = int(g[~g["published"].astype(bool)]["n_declared"].max()) if (~g["published"].astype(bool)).any() else 0
         seeds = stats.seeds_line(sd, declared) if len(own) else ""
+        verdict = stats.verdict_line([
+            {"label": r["strategy"], "delta": float(r["delta_rsum"]) if not _isnan(r.get("delta_rsum")) else math.nan,
+             "low": r.get("ci_low"), "high": r.get("ci_high"), "n": int(r.get("delta_seeds") or 0),
+             "significant": bool(r.get("holm_5pct")), "p_improve": r.get("p_improve")}
+            for _, r in own.iterrows()])
         blocks.append({"dataset": ds, "protocol": p, "title": f"{ds} · {PROTOCOL_TITLES.get(p, p)}",
-                       "header": list(BLOCK_HEADER), "rows": rows, "seeds": seeds, "notes": notes})
+                       "header": list(BLOCK_HEADER), "rows": rows, "verdict": verdict, "seeds": seeds,
+                       "notes": notes})
     return blocks
 
 
@@ -378,9 +386,9 @@ def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_bo
     md = [f"# Suite `{suite.name}`: {suite.spec.get('description', '')}\n"]
     tex = []
     for b in blocks:
-        extra = "".join(f"\n{line}\n" for line in [b["seeds"], *b["notes"]] if line)
+        extra = "".join(f"\n{line}\n" for line in [b["verdict"], b["seeds"], *b["notes"]] if line)
         md.append(f"### {b['title']}\n\n" + to_markdown(b["header"], b["rows"]) + extra)
-        tex.append(to_latex(b["header"], b["rows"], caption=f"{suite.name}, {b['title']}. {b['seeds']} {note} "
+        tex.append(to_latex(b["header"], b["rows"], caption=f"{suite.name}, {b['title']}. {b['verdict']} {b['seeds']} {note} "
                             + "; ".join(f"[{i + 1}] {src}" for i, src in enumerate(sources))))
     paths["md"].write_text("\n".join(md) + "\n" + note + "\n\n" + refs)
     paths["tex"].write_text("\n".join(tex))

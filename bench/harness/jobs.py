@@ -128,14 +128,19 @@ class CellJob:
     call, so a preempted or timed-out cell continues where its checkpoint left it.
     """
 
-    def __init__(self, cell: Any, root: str | Path) -> None:
+    def __init__(self, cell: Any, root: str | Path, **options: Any) -> None:
         self.cell = cell
         self.root = str(root)
+        # The sweep's own choices, as the inline executor passes them: force (with force_before, the
+        # sweep's start, so a requeued job does not train a cell its first attempt finished again),
+        # wait_lock, allow_code_change.
+        self.options = options
 
     def __call__(self) -> Any:
         from bench.harness.store import run_cell_in_store  # lazy: keeps job pickles light
 
-        return run_cell_in_store(self.cell, self.root)  # which trains with the cell's threads (cell_threads)
+        # which trains with the cell's threads (cell_threads)
+        return run_cell_in_store(self.cell, self.root, **getattr(self, "options", {}))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(self)

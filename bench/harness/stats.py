@@ -319,3 +319,29 @@ def seeds_line(sd: float, declared: int, effect: float = 1.0, alpha: float = ALP
     return (f"Seeds needed: with the observed sd of paired per-seed ΔRSUM ({sd:.1f}), detecting "
             f"ΔRSUM = {effect:g} (two-sided paired t-test, α = {alpha:g}, power {target:.0%}) needs {need_s} seeds; "
             f"at the declared {declared} seed{'s' if declared != 1 else ''} the minimum detectable ΔRSUM is {mde_s}.")
+
+
+def verdict_line(rows: list[dict]) -> str:
+    """The block's verdict in words, from its own rows (``{"label", "delta", "low", "high", "n",
+    "significant", "p_improve"}``; n = paired seeds): which ΔRSUM survive Holm, else that none does,
+    and who is ahead of (or behind) the baseline in every seed pair. Empty without a paired row."""
+    rows = [r for r in rows if r["n"] >= 2 and not math.isnan(r["delta"])]
+    if not rows:
+        return ""
+    sig = [f"{r['label']} ({r['delta']:+.1f})" for r in rows if r["significant"]]
+    if sig:
+        text = f"Verdict: significant after Holm–Bonferroni: {', '.join(sig)}"
+        rest = [r["label"] for r in rows if not r["significant"]]
+        text += f"; not significant: {', '.join(rest)}." if rest else "."
+    else:
+        text = ("Verdict: no ΔRSUM is significant (every 95% interval contains 0 or none survives "
+                "Holm–Bonferroni).")
+    ahead = [r["label"] for r in rows if r["p_improve"] == 1.0]
+    behind = [r["label"] for r in rows if r["p_improve"] == 0.0]
+    n = min(r["n"] for r in rows)
+    if ahead:
+        text += f" Ahead of the baseline in every seed pair: {', '.join(ahead)}"
+        text += f" ({n} pairs: a sign that more seeds could confirm, not a finding)." if not sig else "."
+    if behind:
+        text += f" Behind it in every seed pair: {', '.join(behind)}."
+    return text

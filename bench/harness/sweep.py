@@ -6,7 +6,10 @@ the OAS cells that fine-tune from them) and runs :class:`bench.harness.jobs.Cell
 is the source of truth for states; SLURM adds queued/running for submitted cells.
 
 - ``inline``: one cell after another in this process (progress bar over the sweep).
-- ``local``: submitit's LocalExecutor (subprocesses on this machine), one stage after the other.
+- ``local``: submitit's LocalExecutor (subprocesses on this machine), one stage after the other, as
+  many cells at once as this machine's CPUs hold: a cell takes its ``resources.cpus`` (torch trains it
+  with that many threads, ``jobs.cell_threads``) and the next one starts when enough CPUs are free, so
+  parallel cells never oversubscribe the cores (two 2-thread processes on 2 cores ran 6x slower).
 - ``slurm``: one job array per stage, all submitted at once; the OAS stage waits on its baselines
   with ``afterok`` (cancelled by SLURM if a baseline fails). A ``submitted.json`` in a cell's folder
   records its job, so submitting again never duplicates a cell that is queued or running; a cell
@@ -24,6 +27,10 @@ A SIGTERM / Ctrl-C stops an inline sweep after saving the running cell's checkpo
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -138,7 +145,12 @@ def sweep(suite: Suite, executor: str = "inline", root: str | Path = DEFAULT_ROO
         # Parents queued/running from an earlier sweep: their dependents wait for that job.
         active = {cid: s["job_id"] for cid, s in states.items()
                   if s["state"] in ("queued", "running") and "job_id" in s and "slurm_state" in s}
-        report["jobs"], report["lost"] = _submit(todo, root, executor, cluster, wait, jobs_folder, active)
+        options = {"force": force, "force_before": started, "wait_lock": wait_lock,
+                   "allow_code_change": allow_code_change}
+        report["jobs"], report["lost"], stopped_by = _submit(todo, root, executor, cluster, wait, jobs_folder,
+                                                             active, options)
+        if stopped_by:
+            report["signal"] = stopped_by
     else:
         raise ValueError(f"executor must be inline, local or slurm, got {executor!r}")
     report["states"] = cell_states(cells, root)
@@ -164,10 +176,11 @@ def _run_inline(cells, root, force, progress, tracker_factory, started=None, wai
     return {"outcomes": outcomes, "errors": errors}
 
 
-def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None) -> tuple[dict, list]:
+def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None, options=None) -> tuple[dict, list, str | None]:
     """Submit ``cells`` stage by stage; SLURM: every stage at once, dependents held by ``afterok`` on their
     parents' jobs (submitted now or still active from an earlier sweep, ``active_jobs``), then wait for
-    all (``wait``). Returns ({cell id: job id}, [job ids lost without a result, e.g. cancelled])."""
+    all (``wait``). Returns ({cell id: job id}, [job ids lost without a result, e.g. cancelled], the signal
+    that stopped local cells or None)."""
     from bench.harness.jobs import CellJob
     from bench.harness.slurm import load_profile, make_executor, submit_array, wait_for_jobs
 
@@ -175,24 +188,96 @@ def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None) -> 
     folder = Path(jobs_folder or root.parent / "jobs")
     executor = make_executor(kind, folder, profile)
     submitted: dict[str, str] = dict(active_jobs or {}) if kind == "slurm" else {}
-    all_jobs, lost = [], []
+    all_jobs, lost, stopped_by = [], [], None
+
+    def record(cell, job):
+        submitted[cell["id"]] = job.job_id
+        run_dir = locate_run(cell, root)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(run_dir / SUBMITTED_FILE, json.dumps(  # a concurrent `status` never reads half of it
+            {"job_id": job.job_id, "executor": kind, "stderr": str(job.paths.stderr),
+             "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+
     for stage in stages(cells):
         if kind == "slurm":  # one array per resource shape would be finer; the profile sets one here
             deps = sorted({submitted[d] for c in stage for d in c.get("depends_on", []) if d in submitted})
-            jobs = submit_array(executor, None, [CellJob(c, root) for c in stage], dependency_job_ids=deps or None)
-        else:
-            jobs = submit_array(executor, None, [CellJob(c, root) for c in stage])
-        for cell, job in zip(stage, jobs):
-            submitted[cell["id"]] = job.job_id
-            run_dir = locate_run(cell, root)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(run_dir / SUBMITTED_FILE, json.dumps(  # a concurrent `status` never reads half of it
-                {"job_id": job.job_id, "executor": kind, "stderr": str(job.paths.stderr),
-                 "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
-        all_jobs += jobs
-        if kind == "local":  # no dependencies without SLURM: finish this stage first
-            lost += wait_for_jobs(jobs, raise_lost=False)
+            jobs = submit_array(executor, None, [CellJob(c, root, **(options or {})) for c in stage],
+                                dependency_job_ids=deps or None)
+            for cell, job in zip(stage, jobs):
+                record(cell, job)
+            all_jobs += jobs
+        else:  # no dependencies without SLURM: finish this stage first
+            jobs, stage_lost, stopped_by = run_local_window(executor, stage, root, on_submit=record, options=options)
+            all_jobs += jobs
+            lost += stage_lost
+            if stopped_by:  # the running cells saved their checkpoints; the later stages wait for a resume
+                break
     if kind == "slurm" and wait:
         lost += wait_for_jobs(all_jobs, raise_lost=False)
     ids = {c["id"] for c in cells}
-    return {cid: jid for cid, jid in submitted.items() if cid in ids}, lost
+    return {cid: jid for cid, jid in submitted.items() if cid in ids}, lost, stopped_by
+
+
+def cell_cpus(cell: dict, available: int) -> int:
+    """CPUs a cell takes on this machine: its ``resources.cpus``, at most ``available`` (default 1)."""
+    return max(1, min(int((cell.get("resources") or {}).get("cpus") or 1), available))
+
+
+def run_local_window(executor, cells: list[dict], root: Path, on_submit=None, poll_s: float = 0.5,
+                     available: int | None = None, log=None, options: dict | None = None
+                     ) -> tuple[list, list, str | None]:
+    """Run ``cells`` as local jobs, as many at once as ``available`` CPUs (default: this process's)
+    hold: a cell is started when its ``resources.cpus`` are free (or nothing else runs), so the cells
+    side by side never ask for more threads than there are cores. Prints one line per finished cell
+    (``log``, default stderr). A SIGTERM or Ctrl-C here interrupts the running cells (each saves its
+    checkpoint and is ``interrupted``; a plain sweep resumes it) and starts no more. ``options`` go to
+    each ``CellJob``. Returns (the jobs started, the ids of jobs that ended without a result, the
+    name of the signal that stopped the cells or None)."""
+    from bench.harness.jobs import CellJob
+
+    available = available or len(os.sched_getaffinity(0))
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    queue, running, jobs, lost = list(cells), [], [], []
+    stopped: list[int] = []
+    finished = 0
+
+    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
+        stopped.append(signum)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+    started = time.monotonic()
+    try:
+        while (queue or running) and not stopped:
+            busy = sum(cpus for _, _, cpus, _ in running)
+            while queue and (not running or busy + cell_cpus(queue[0], available) <= available):
+                cell = queue.pop(0)
+                cpus = cell_cpus(cell, available)
+                job = executor.submit(CellJob(cell, root, **(options or {})))
+                if on_submit:
+                    on_submit(cell, job)
+                running.append((cell, job, cpus, time.monotonic()))
+                jobs.append(job)
+                busy += cpus
+            time.sleep(poll_s)
+            for entry in [e for e in running if e[1].done()]:
+                cell, job, _, t0 = entry
+                running.remove(entry)
+                state = run_status(cell, locate_run(cell, root))["state"]
+                if not job.paths.result_pickle.exists() and state != "done":
+                    lost.append(job.job_id)
+                finished += 1
+                log(f"[{finished}/{len(cells)}] "
+                    f"{cell['id']}  {cell['matcher_label']} / {cell['strategy']['label']} / seed "
+                    f"{cell['seed']}: {state} ({time.monotonic() - t0:.0f} s; {time.monotonic() - started:.0f} s "
+                    "since the start)")
+        if stopped:  # pass the signal on to the running cells (SIGINT: each saves its checkpoint), then wait
+            for _, job, _, _ in running:
+                job.cancel()
+            for _, job, _, _ in running:
+                while not job.done():
+                    time.sleep(poll_s)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return jobs, lost, (signal.Signals(stopped[0]).name if stopped else None)

@@ -1,0 +1,114 @@
+"""The local executor (``make demo``, ``sweep --executor local``): as many cells at once as the CPUs
+hold, never more; a SIGTERM interrupts the running cells and a plain sweep finishes them.
+
+Real training on the tiny embedded data in real submitit local jobs (subprocesses); every cell sleeps
+after each optimiser step (``ITM_BENCH_SLOW``) so that it runs long enough to see who overlaps whom.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from bench.harness.cells import expand, topological_order
+from bench.harness.config import load_suite
+from bench.harness.slurm import make_executor
+from bench.harness.store import cell_state, run_dir_for
+from bench.harness.sweep import cell_states, run_local_window, sweep
+from tests.test_store_integrity import REPO, comparable, env, write_suite
+
+
+def _interval(run_dir: Path) -> tuple[float, float]:
+    """When a cell trained: (start, end) from its provenance (end to the second, wall time exact)."""
+    prov = json.loads((run_dir / "result.json").read_text())["provenance"]
+    end = datetime.strptime(prov["finished_at"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    return end - prov["wall_time_s"], end
+
+
+def _most_at_once(intervals, slack=1.0) -> int:
+    """The most intervals that overlap by more than ``slack`` s (``finished_at`` is to the second)."""
+    best = 0
+    for s, e in intervals:
+        best = max(best, sum(1 for s2, e2 in intervals if s2 < e - slack and s < e2 - slack))
+    return best
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cpus, expected", [(1, 2), (2, 1)])
+def test_local_cells_run_side_by_side_as_far_as_their_cpus_allow(tiny_data, tmp_path, monkeypatch, cpus,
+                                                                 expected):
+    """2 CPUs: three 1-CPU cells run two at a time (the third when one ends); 2-CPU cells one at a time."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("ITM_BENCH_SLOW", "train.after_optimizer_step:0.8")  # 4 steps: >= 3 s per cell
+    suite = load_suite(write_suite(tmp_path, tiny_data, seeds=(0, 1, 2)))
+    cells = topological_order(expand(suite))
+    for c in cells:
+        c["resources"]["cpus"] = cpus
+    root = tmp_path / "runs"
+    lines: list[str] = []
+    jobs, lost, stopped = run_local_window(make_executor("local", tmp_path / "jobs"), cells, root,
+                                           available=2, log=lines.append, poll_s=0.1)
+    assert (len(jobs), lost, stopped) == (3, [], None)
+    assert [line.split("] ")[0] for line in lines] == ["[1/3", "[2/3", "[3/3"]  # one line per finished cell
+    assert all(": done (" in line for line in lines), lines
+    intervals = [_interval(run_dir_for(c, root)) for c in cells]
+    assert _most_at_once(intervals) == expected, intervals
+    for c in cells:  # each trained with the threads of its CPUs (capped by the machine's)
+        cost = json.loads((run_dir_for(c, root) / "result.json").read_text())["cost"]
+        assert cost["torch_threads"] == min(cpus, len(__import__("os").sched_getaffinity(0)))
+
+
+def test_a_cell_asking_for_more_cpus_than_the_machine_has_still_runs(tmp_path):
+    """A cell's cpus above the machine's count is capped (it runs alone), never waits forever."""
+    from bench.harness.sweep import cell_cpus
+
+    assert cell_cpus({"resources": {"cpus": 8}}, 2) == 2
+    assert cell_cpus({"resources": {"cpus": 1}}, 2) == 1
+    assert cell_cpus({"resources": {}}, 2) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_local_sweep_interrupts_its_running_cells_and_a_plain_sweep_finishes_them(tiny_data,
+                                                                                                 tmp_path):
+    suite_path = write_suite(tmp_path, tiny_data, seeds=(0, 1, 2))
+    suite = load_suite(suite_path)
+    cells = topological_order(expand(suite))
+    for c in cells:  # the suite's resources: 1 CPU per cell (the suite file says nothing: default 8)
+        c["resources"]["cpus"] = 1
+    reference_root = tmp_path / "reference"  # the same cells, never interrupted (1 thread each, as local)
+    for c in cells:
+        from bench.harness.store import run_cell_in_store
+
+        run_cell_in_store(c, reference_root, tracker_factory=None)
+
+    root = tmp_path / "runs"
+    sweep_cmd = [sys.executable, "-m", "bench", "sweep", str(suite_path), "--executor", "local", "--root", str(root),
+                 "resources.default.cpus=1"]
+    proc = subprocess.Popen(sweep_cmd, cwd=REPO, env=env(ITM_BENCH_SLOW="train.after_optimizer_step:1.0",
+                                                         OMP_NUM_THREADS="2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    t0 = time.time()
+    first_two = [run_dir_for(c, root) for c in cells[:2]]
+    while not all((d / "last.pt.sha256").exists() for d in first_two):  # both are mid-training
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() - t0 < 120, "the two first cells never both checkpointed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # to the sweep only: it passes the stop on to its cells
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "sweep stopped by SIGTERM" in err, err[-3000:]
+    states = cell_states(cells, root)
+    assert [states[c["id"]]["state"] for c in cells] == ["interrupted", "interrupted", "pending"], states
+    for d in first_two:
+        assert not (d / "running").exists() and (d / "last.pt").is_file()
+
+    report = sweep(load_suite(suite_path, ["resources.default.cpus=1"]), executor="local", root=root,
+                   jobs_folder=tmp_path / "jobs2")  # a plain sweep resumes the two and runs the third
+    assert sorted(report["selected"]) == sorted(c["id"] for c in cells) and not report["lost"]
+    for c in cells:
+        assert cell_state(run_dir_for(c, root)) == "done"
+        assert comparable(run_dir_for(c, root)) == comparable(run_dir_for(c, reference_root)), c["id"]
