@@ -2,8 +2,8 @@
 
     python -m bench.benchmarks.bench_cell [--quick]
 
-Runs the demo suite's baseline cell (seed 0) the way ``make demo`` runs a cell, as
-``python -m bench run demo --cell <id>`` in a fresh process on freshly generated embedded data
+Runs the demo suite's baseline cell (seed 0) in a fresh process, as each of ``make demo``'s local jobs
+does (``python -m bench run demo --cell <id>``, one CPU), on freshly generated embedded data
 (``--quick``: the ``tiny`` preset and a few steps), twice: with W&B offline (what the demo does) and
 with W&B disabled. The trainer's own split (``cost.time_split_s`` of result.json: set-up, data
 loading, optimiser steps, W&B logging calls, checkpoint writes, dev and test evaluation) is read back;
