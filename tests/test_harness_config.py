@@ -7,7 +7,7 @@ import yaml
 
 from bench.harness import ConfigError, expand, load_suite, topological_order
 from bench.harness.cells import cell_id
-from bench.harness.config import available_suites, valid_matchers, valid_strategies
+from bench.harness.config import available_suites, valid_matchers, valid_strategies, validate_suite
 
 SUITE = {
     "name": "t",
@@ -172,3 +172,71 @@ def test_schedule_for_unknown_dataset_is_an_error(tmp_path):
     raw["scales"]["full"]["schedule"]["vse_infty"]["datasets"] = {"coco": {"epochs": 20}}
     with pytest.raises(ConfigError, match=r"vse_infty.datasets.coco: unknown key 'coco'.*Did you mean: coco_precomp"):
         load_suite(write(tmp_path, raw))
+
+
+def _matchers(raw, **entry):
+    raw["matchers"][0].update(entry)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: _matchers(r, datasets=["coco_precomp"]),
+     "matchers[0].datasets[0]: unknown dataset 'coco_precomp'. Did you mean: f30k_precomp? Valid: f30k_precomp"),
+    (lambda r: (r["scales"].pop("smoke"), r.update(scale="smoke")),
+     "scales: no entry for the chosen scale 'smoke' (have: full)"),
+    (lambda r: r["datasets"][0].update(name="mine"),
+     "datasets[0].protocols: no evaluation protocol known for dataset 'mine': set `protocols` here or in "
+     "eval.protocols"),
+    (lambda r: r["strategies"][1].update(sweep={"alpha": 2}),
+     "strategies[1].sweep.alpha: expected a non-empty list of values, got 2"),
+    (lambda r: r["strategies"][1].update(sweep={"alpha": [1.0, "two"]}),
+     "strategies[1].sweep.alpha[1]: expected float, got str 'two'"),
+    (lambda r: r.update(matchers=[{"label": "x"}]), "matchers[0].name: expected a matcher name (str), got None"),
+    (lambda r: r.update(strategies=[{"name": 3}]), "strategies[0].name: expected a strategy name (str), got 3"),
+    (lambda r: r.update(strategies=[3]), "strategies[0]: expected a mapping, got int 3"),
+    # an unknown key is told before the missing or invalid name it may stand for
+    (lambda r: r.update(strategies=[{"nam": "dbl"}]),
+     "strategies[0].nam: unknown key 'nam'. Did you mean: name? Valid: label, name, params, sweep"),
+    (lambda r: r.update(datasets=[{"labl": "x"}]),
+     "datasets[0].labl: unknown key 'labl'. Did you mean: label? Valid: data_root, label, name, protocols, vocab_root"),
+    (lambda r: r.update(datasets=[{"label": "x"}]), "datasets[0].name: required key missing"),
+    (lambda r: r.update(reference=[{"matcher": "vse_infty"}]),
+     "reference[0]: needs `matcher` (our label) and `where` (published.csv filters)"),
+    (lambda r: r.update(resources={"vse_infty": {"gpus": "two"}}), "resources.vse_infty.gpus: expected int, got str 'two'"),
+    (lambda r: r.update(resources={"vse_infinity": {"gpus": 1}}),
+     "resources.vse_infinity: unknown key 'vse_infinity'. Did you mean: vse_infty, vse_infty_bert? Valid: clip, default"),
+    (lambda r: r.update(name=3, seed=[1]), "seed: unknown key 'seed'. Did you mean: seeds, schedule?"),
+    (lambda r: r.update(wandb={"project": None}), "wandb.project: expected str, got NoneType None"),
+])
+def test_schema_rules_name_the_key_path(tmp_path, change, message):
+    """The rules without an entry in docs/bad-inputs.md, each with its message (file and key path first)."""
+    raw = with_(SUITE)
+    change(raw)
+    path = write(tmp_path, raw)
+    with pytest.raises(ConfigError) as e:
+        load_suite(path)
+    assert str(e.value).startswith(f"{path}: {message}")
+
+
+def test_shorthand_defaults_and_the_keys_given():
+    """Names alone for entries, the defaults filled, a swept parameter given by its sweep (DBL's required
+    scenario), tables and resources kept as given (keys and order), schedule entries only with the keys given."""
+    raw = with_(SUITE, datasets=["f30k_precomp"], matchers=["vse_infty"],
+                strategies=["baseline", {"name": "dbl", "params": {"loss": "abs"}, "sweep": {"scenario": ["oss", "oas"]}}],
+                resources={"vse_infty": {"time_min": 5, "gpus": 0}, "default": {"cpus": 2}})
+    raw["scales"]["full"]["matchers"] = {"vse_infty": {"word_dim": 8, "embed_size": 16}, "default": None}
+    spec = validate_suite(raw).spec  # the mapping as given (a YAML dump would sort its keys)
+    assert spec["datasets"] == [{"name": "f30k_precomp", "label": "f30k_precomp", "data_root": None,
+                                 "vocab_root": None, "protocols": ["f30k_1k"]}]
+    assert spec["matchers"] == [{"name": "vse_infty", "label": "vse_infty", "overrides": {}, "datasets": None}]
+    assert spec["strategies"][0] == {"name": "baseline", "label": None, "params": {}, "sweep": {}}
+    dbl = spec["strategies"][1]
+    assert dbl["sweep"] == {"scenario": ["oss", "oas"]} and "scenario" not in dbl["params"]
+    assert dbl["params"]["loss"] == "abs" and dbl["params"]["reduction"] == "max"
+    assert spec["resources"] == {"vse_infty": {"time_min": 5, "gpus": 0}, "default": {"cpus": 2}}
+    assert list(spec["resources"]) == ["vse_infty", "default"] and list(spec["resources"]["vse_infty"]) == ["time_min", "gpus"]
+    full = spec["scales"]["full"]
+    assert list(full["matchers"]) == ["vse_infty", "default"] and full["matchers"]["default"] == {}
+    assert list(full["matchers"]["vse_infty"]) == ["word_dim", "embed_size"]
+    assert full["schedule"] == {"vse_infty": {"epochs": 25, "batch_size": 128, "lr": 5e-4}}
+    assert spec["eval"] == {"protocols": [], "dev_images": 1000} and spec["reference"] == [] and spec["recipes"] == {}
+    assert spec["wandb"] == {"project": "itm-coop-bench", "entity": None} and spec["scale"] == "full"

@@ -10,9 +10,12 @@ The schema's facts have one owner each: matcher and strategy names come from the
 (``models.available()``, ``strategies.available()``), matcher overrides must be constructor
 arguments (``models.constructor_args``), strategy parameters (names, types, defaults, ``Literal``
 choices) come from the constructors' signatures, schedule keys and their types from
-``bench.train.SCHEDULE_DEFAULTS``. Values are checked by pydantic (strict types, finite floats,
-counts >= 1; models built from those owners), structure and names by the walker below, and
-pydantic's errors are re-worded with the key path and the closest valid names.
+``bench.train.SCHEDULE_DEFAULTS``. The whole layout below is a set of pydantic models built at
+runtime from those owners (section "schema"): strict types, finite floats, counts >= 1, unknown keys
+forbidden, names as ``Literal`` vocabularies, each strategy's ``params``/``sweep`` checked by that
+strategy's own model (entries are a union picked by ``name``), the cross-key rules (distinct labels,
+seeds once, the chosen scale present, ...) as validators. One translator (``_config_error``) turns
+pydantic's first error into the ConfigError with the key path and the closest valid names.
 
 Layout (all keys; ``?`` = optional)::
 
@@ -46,22 +49,32 @@ import hashlib
 import json
 import os
 import re
+import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
+    AfterValidator,
+    BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    PrivateAttr,
     StrictBool,
     StrictInt,
     StrictStr,
-    TypeAdapter,
+    Tag,
     ValidationError,
+    ValidationInfo,
     create_model,
+    field_validator,
+    model_serializer,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError, PydanticKnownError
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
@@ -144,7 +157,7 @@ def matcher_args(name: str) -> set[str] | None:
 
 
 def schedule_keys() -> dict[str, Any]:
-    """The trainer's schedule keys (``bench.train.SCHEDULE_DEFAULTS``) -> their kind (see ``typed``)."""
+    """The trainer's schedule keys (``bench.train.SCHEDULE_DEFAULTS``) -> their kind (see ``_annotation``)."""
     if "schedule" not in _valid_cache:
         from bench.train import SCHEDULE_DEFAULTS
 
@@ -186,38 +199,6 @@ def _annotation(kind) -> Any:
     if isinstance(kind, tuple):
         return Literal[kind]
     return _ANNOTATIONS.get(kind, kind)
-
-
-def _adapter(kind) -> TypeAdapter:
-    key = f"adapter:{kind!r}"
-    if key not in _valid_cache:
-        _valid_cache[key] = TypeAdapter(_annotation(kind), config=ConfigDict(strict=True))
-    return _valid_cache[key]
-
-
-def _schedule_model():
-    """The pydantic model of one schedule entry, made from ``schedule_keys()`` (every key optional;
-    counts >= 1; a key whose trainer default is None may be given as null)."""
-    if "schedule_model" not in _valid_cache:
-        nullable = _nullable_schedule_keys()
-        fields = {}
-        for k, kind in schedule_keys().items():
-            ann = _annotation(kind)
-            if k in POSITIVE_KEYS:
-                ann = Annotated[ann, Field(ge=1)]
-            fields[k] = (Optional[ann] if k in nullable else ann, None)  # noqa: UP045 - a runtime annotation
-        _valid_cache["schedule_model"] = create_model("Schedule", __config__=_STRICT, **fields)
-    return _valid_cache["schedule_model"]
-
-
-def _params_model(name: str):
-    """The pydantic model of strategy ``name``'s parameters, made from ``strategy_params(name)``."""
-    key = f"params_model:{name}"
-    if key not in _valid_cache:
-        fields = {p: (_annotation(kind), ... if default is REQUIRED else default)
-                  for p, (kind, default) in strategy_params(name).items()}
-        _valid_cache[key] = create_model(f"Params_{name}", __config__=_STRICT, **fields)
-    return _valid_cache[key]
 
 
 def _nullable_schedule_keys() -> set[str]:
@@ -420,18 +401,17 @@ def compose_recipes(raw: dict, path: Path) -> dict:
     groups = available_recipes()
     merged: dict = {}
     record: dict = {}
-    v = _Validator(str(path))
     for group, option in chosen.items():
         if group not in groups:
-            v.unknown(f"recipes.{group}", group, groups, what="recipe group")
+            raise ConfigError(f"{path}: recipes.{group}: {_unknown(group, groups, 'recipe group')}")
         if option is None:  # `recipes.<group>=null` drops a group
             continue
         if option not in groups[group]:
-            v.unknown(f"recipes.{group}", option, groups[group], what=f"{group} recipe")
+            raise ConfigError(f"{path}: recipes.{group}: {_unknown(option, groups[group], f'{group} recipe')}")
         file = RECIPES_DIR / group / f"{option}.yaml"
-        body = read_yaml(file) or {}
-        fragment = _Validator(str(file)).mapping("", body, {"description", "scales", "resources", "reference"})
-        _Validator(str(file)).recipe(fragment)
+        fragment = read_yaml(file) or {}
+        # its scales and resources as a suite's (schedule `datasets`: the ones the readers know)
+        _validate(_schema()["recipe"], fragment, file, {"schedule_datasets": known_datasets()})
         record[group] = {"option": option, "version": recipe_hash({k: x for k, x in fragment.items()
                                                                    if k != "description"}),
                          "description": str(fragment.get("description", "")),
@@ -466,309 +446,537 @@ def load_suite(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] 
 
 def validate_suite(raw: dict, path: str | Path = "<suite>") -> Suite:
     """Check ``raw`` against the schema (module docstring) and fill defaults."""
-    v = _Validator(str(path))
     if isinstance(raw, dict):
         raw = compose_recipes(raw, Path(path))
-    spec = v.suite(raw)
+    spec = _validate(_schema()["suite"], raw, path, context={})
     return Suite(name=spec["name"], path=Path(path), spec=spec)
 
 
 # ----------------------------------------------------------------------------- schema
+#
+# The layout of the module docstring as pydantic models, built once at runtime (`_schema`) from the
+# owners of the names. Every model is strict and forbids unknown keys; a rule pydantic has no
+# constraint for is a validator raising `_fail`, and `_config_error` turns pydantic's first error
+# into the ConfigError a user reads.
 
-class _Validator:
-    def __init__(self, file: str):
-        self.file = file
+@dataclass(frozen=True)
+class _Called:
+    """``Annotated`` metadata of a vocabulary (a ``Literal``): what one of its names is called in
+    messages ("matcher", "protocol", "vse_infty argument"; else "value")."""
 
-    def fail(self, key: str, msg: str) -> None:
-        raise ConfigError(f"{self.file}: {key}: {msg}")
+    what: str
 
-    def unknown(self, key: str, name: str, valid, what: str = "key") -> None:
-        valid = sorted(valid)
-        close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        self.fail(key, f"unknown {what} {name!r}.{hint} Valid: {', '.join(valid)}")
 
-    def mapping(self, key: str, value, allowed) -> dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.fail(key, f"expected a mapping, got {type(value).__name__} {value!r}")
-        for k in value:
-            if allowed is not None and k not in allowed:
-                self.unknown(f"{key}.{k}" if key else k, k, allowed)
-        return value
+def _unknown(name, valid, what: str = "key") -> str:
+    """``unknown <what> 'x'. Did you mean: …? Valid: …`` with the closest valid names (difflib)."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"unknown {what} {name!r}.{hint} Valid: {', '.join(valid)}"
 
-    def typed(self, key: str, value, kind):
-        """Check ``value`` against ``kind`` (a type, a tuple of choices, or [type] for a list) with
-        pydantic (strict: no bool for a number, no "3" for an int; floats finite, "5e-4" read)."""
-        try:
-            return _adapter(kind).validate_python(value)
-        except ValidationError as e:
-            self.pydantic_error(key, e, {None: kind})
 
-    def pydantic_error(self, key: str, e: ValidationError, kinds: dict, valid=None, what: str = "") -> None:
-        """Raise the first of pydantic's errors as a ConfigError: ``key`` + its location, the value,
-        the expected kind (``kinds`` by field name; None: the value itself) and the closest names."""
-        err = e.errors(include_url=False)[0]
-        loc, kind_, value = list(err["loc"]), err["type"], err.get("input")
-        field = loc.pop(0) if loc and isinstance(loc[0], str) else None
-        path = key + (f".{field}" if field is not None else "") + "".join(f"[{p}]" for p in loc)
-        kind = kinds.get(field, object)
-        if loc and isinstance(kind, list):
-            kind = kind[0]
-        if kind_ == "extra_forbidden":
-            self.unknown(path, field, valid if valid is not None else kinds)
-        if kind_ == "missing":
-            self.fail(path, f"required parameter{what} missing")
-        if kind_ == "literal_error":
-            self.unknown(path, value, kind, what="value")
-        if kind_ == "finite_number":
-            self.fail(path, f"expected a finite number, got {value!r} (YAML reads .nan and .inf as floats); "
-                            "give a number, e.g. 1.0")
-        if kind_ == "greater_than_equal":
-            self.positive(path, value)
-        if kind_ == "list_type":
-            self.fail(path, f"expected a list, got {type(value).__name__} {value!r}")
-        name = kind.__name__ if isinstance(kind, type) else str(kind)
-        self.fail(path, f"expected {name}, got {type(value).__name__} {value!r}")
+def _fail(message: str) -> PydanticCustomError:
+    """A rule of this schema broken: pydantic reports it at its key path, with this message."""
+    return PydanticCustomError("suite_rule", "{message}", {"message": message})
 
-    def name(self, key: str, value, valid: list[str], what: str) -> str:
+
+def _fail_at(loc: tuple, message: str, value) -> ValidationError:
+    """``_fail`` at ``loc`` below the field a validator checks (for rules over a whole list)."""
+    return ValidationError.from_exception_data("suite", [{"type": _fail(message), "loc": loc, "input": value}])
+
+
+def _null_is_empty(value):
+    """``key:`` with nothing after it (YAML null) is an empty mapping."""
+    return {} if value is None else value
+
+
+def _by_name_alone(value):
+    """An entry given by its name alone: ``- dbl`` means ``- {name: dbl}``."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+def _non_empty_list(value):
+    if not isinstance(value, list) or not value:
+        raise _fail(f"expected a non-empty list, got {value!r}")
+    return value
+
+
+def _list_or_nothing(value):
+    """``reference``: left out, null or empty means none."""
+    return _non_empty_list(value) if value else []
+
+
+def _sweep_values(value):
+    if not isinstance(value, list) or not value:
+        raise _fail(f"expected a non-empty list of values, got {value!r}")
+    return value
+
+
+def _a_string(value):
+    """A protocol name is a string first (``expected str``), then one of the protocols."""
+    if not isinstance(value, str):
+        raise PydanticKnownError("string_type")
+    return value
+
+
+def _name_of(what: str) -> BeforeValidator:
+    """A matcher or strategy ``name`` is a string first, then one of the registry's."""
+    def check(value):
         if not isinstance(value, str):
-            self.fail(key, f"expected a {what} name (str), got {value!r}")
+            raise _fail(f"expected a {what} name (str), got {value!r}")
+        return value
+    return BeforeValidator(check)
+
+
+def _in_range(seed: int) -> int:
+    lo, hi = SEED_RANGE
+    if not lo <= seed < hi:
+        raise _fail(f"seed {seed} is outside [0, 2**32) (numpy's seed range); use a seed in 0 … {hi - 1}")
+    return seed
+
+
+def _defined_by_suite(scope: str, what: str) -> AfterValidator:
+    """A name the suite defines itself (its datasets): one of ``context[scope]``, which ``SuiteFile``
+    fills as its earlier keys pass."""
+    def check(value, info: ValidationInfo):
+        valid = (info.context or {}).get(scope, [])
         if value not in valid:
-            self.unknown(key, value, valid, what=what)
+            raise _fail(_unknown(value, valid, what))
         return value
+    return AfterValidator(check)
 
-    def suite(self, raw) -> dict:
-        top = {"name", "description", "wandb", "scale", "data_root", "vocab_root", "datasets", "matchers",
-               "strategies", "seeds", "scales", "schedule", "eval", "reference", "resources", "recipes",
-               "anchor_checkpoint"}
-        raw = self.mapping("", raw, top)
-        for req in ("name", "datasets", "matchers", "strategies", "seeds", "scales"):
-            if req not in raw:
-                self.fail(req, "required key missing")
-        matchers = valid_matchers()
-        spec: dict = {
-            "name": self.typed("name", raw["name"], str),
-            "description": self.typed("description", raw.get("description", ""), str),
-        }
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", spec["name"]) or ".." in spec["name"]:  # a folder name
-            self.fail("name", f"{spec['name']!r} would write run folders and tables outside --root: use a plain "
-                              "name of letters, digits, '.', '_', '+' or '-', without '/' or '..'")
-        wb = self.mapping("wandb", raw.get("wandb"), {"project", "entity"})
-        spec["wandb"] = {"project": self.typed("wandb.project", wb.get("project", "itm-coop-bench"), str),
-                         "entity": self._opt_str("wandb.entity", wb.get("entity"))}
-        spec["scale"] = self.typed("scale", raw.get("scale", "full"), ("full", "smoke"))
-        spec["data_root"] = self._opt_str("data_root", raw.get("data_root"))
-        spec["vocab_root"] = self._opt_str("vocab_root", raw.get("vocab_root"))
-        spec["anchor_checkpoint"] = self.anchor_checkpoint(raw.get("anchor_checkpoint"))
-        ev = self.mapping("eval", raw.get("eval"), {"protocols", "dev_images", "batch_size"})
-        spec["eval"] = {"protocols": self.protocols("eval.protocols", ev.get("protocols", [])),
-                        "dev_images": self.typed("eval.dev_images", ev.get("dev_images", 1000), int)}
-        self.positive("eval.dev_images", spec["eval"]["dev_images"])
-        if "batch_size" in ev:
-            spec["eval"]["batch_size"] = self.typed("eval.batch_size", ev["batch_size"], int)
-            self.positive("eval.batch_size", spec["eval"]["batch_size"])
-        spec["datasets"] = [self.dataset(f"datasets[{i}]", d, spec["eval"]["protocols"])
-                            for i, d in enumerate(self._list("datasets", raw["datasets"]))]
-        dataset_names = [d["name"] for d in spec["datasets"]]
-        self.distinct_labels("datasets", spec["datasets"], "dataset")
-        spec["matchers"] = [self.matcher(f"matchers[{i}]", m, matchers, dataset_names)
-                            for i, m in enumerate(self._list("matchers", raw["matchers"]))]
-        self.distinct_labels("matchers", spec["matchers"], "matcher")
-        spec["strategies"] = [self.strategy(f"strategies[{i}]", s)
-                              for i, s in enumerate(self._list("strategies", raw["strategies"]))]
-        spec["seeds"] = self.typed("seeds", raw["seeds"], [int])
-        if not spec["seeds"]:
-            self.fail("seeds", "empty list: give at least one seed")
-        lo, hi = SEED_RANGE
-        for i, seed in enumerate(spec["seeds"]):
-            if not lo <= seed < hi:
-                self.fail(f"seeds[{i}]", f"seed {seed} is outside [0, 2**32) (numpy's seed range); use a seed "
-                                         f"in 0 … {hi - 1}")
-        dupes = sorted({x for x in spec["seeds"] if spec["seeds"].count(x) > 1})
-        if dupes:
-            self.fail("seeds", f"seed(s) {dupes} listed more than once in {spec['seeds']}; list each seed once")
-        scales = self.mapping("scales", raw["scales"], {"full", "smoke"})
-        if spec["scale"] not in scales:
-            self.fail("scales", f"no entry for the chosen scale {spec['scale']!r} (have: {', '.join(scales)})")
-        self.dataset_names = sorted(set(dataset_names) | set(known_datasets()))
-        spec["scales"] = self.scales(scales, matchers)
-        spec["recipes"] = raw.get("recipes") or {}
-        spec["schedule"] = self.schedules("schedule", raw.get("schedule"), matchers)
-        spec["reference"] = []
-        for i, r in enumerate(self._list("reference", raw.get("reference") or [], allow_empty=True)):
-            r = self.mapping(f"reference[{i}]", r, {"matcher", "where"})
-            if "matcher" not in r or "where" not in r:
-                self.fail(f"reference[{i}]", "needs `matcher` (our label) and `where` (published.csv filters)")
-            where = self.mapping(f"reference[{i}].where", r["where"], None)
-            spec["reference"].append({"matcher": self.typed(f"reference[{i}].matcher", r["matcher"], str),
-                                      "where": {k: str(v) for k, v in where.items()}})
-        spec["resources"] = self.resources(raw.get("resources"), matchers)
-        return spec
 
-    def scales(self, scales: dict, matchers: list[str]) -> dict:
-        out = {}
-        for sc, body in scales.items():
-            body = self.mapping(f"scales.{sc}", body, {"schedule", "matchers"})
-            over = self.mapping(f"scales.{sc}.matchers", body.get("matchers"), matchers + ["default"])
-            out[sc] = {
-                "schedule": self.schedules(f"scales.{sc}.schedule", body.get("schedule"), matchers),
-                "matchers": {m: self.matcher_overrides(f"scales.{sc}.matchers.{m}", o, m) for m, o in over.items()},
-            }
-        return out
+class _Strict(BaseModel):
+    """A mapping of the suite layout: strict types, no unknown keys; null (``key:`` alone) is empty."""
 
-    def resources(self, raw, matchers: list[str]) -> dict:
-        res = self.mapping("resources", raw, matchers + ["default"])
-        out = {}
-        for m, body in res.items():
-            body = self.mapping(f"resources.{m}", body, RESOURCE_KEYS)
-            out[m] = {k: self.typed(f"resources.{m}.{k}", v, RESOURCE_KEYS[k]) for k, v in body.items()}
-        return out
+    model_config = _STRICT
+    missing_message: ClassVar[str] = "required key missing"  # what a required key left out is told
 
-    def recipe(self, body: dict) -> None:
-        """Check a recipe file's ``scales`` and ``resources`` (bench/recipes/<group>/<option>.yaml)."""
-        matchers = valid_matchers()
-        self.dataset_names = known_datasets()
-        self.scales(self.mapping("scales", body.get("scales"), {"full", "smoke"}), matchers)
-        self.resources(body.get("resources"), matchers)
+    @model_validator(mode="before")
+    @classmethod
+    def _null(cls, data):
+        return _null_is_empty(data)
 
-    def matcher_overrides(self, key: str, overrides, matcher: str) -> dict:
-        """Overrides of ``matcher``'s constructor: every key must be one of its keyword arguments."""
-        overrides = dict(self.mapping(key, overrides, None))
-        if matcher == "default":
-            return overrides
-        args = matcher_args(matcher)
-        if args is not None:
-            for k in overrides:
-                if k not in args:
-                    self.unknown(f"{key}.{k}", k, args, what=f"{matcher} argument")
-        return overrides
 
-    def protocols(self, key: str, value) -> list[str]:
-        from bench.protocols import PROTOCOLS
+class _Given(_Strict):
+    """A mapping of optional keys whose spec keeps only the keys given: in the order given (a scale's
+    matcher overrides, a sweep, a resource entry) or, ``in_given_order = False``, in the schema's
+    (a schedule entry: the trainer's defaults fill the rest)."""
 
-        names = self.typed(key, value, [str])
-        for i, p in enumerate(names):
-            if p not in PROTOCOLS:
-                self.unknown(f"{key}[{i}]", p, PROTOCOLS, what="protocol")
-        return names
+    in_given_order: ClassVar[bool] = True
+    _given: list = PrivateAttr(default_factory=list)
 
-    def distinct_labels(self, key: str, entries: list[dict], what: str) -> None:
-        seen: dict[str, int] = {}
-        for i, e in enumerate(entries):
-            if e["label"] in seen:
-                j = seen[e["label"]]
-                self.fail(f"{key}[{i}].label", f"{what}s {key}[{j}] ({entries[j]['name']}) and {key}[{i}] "
-                                               f"({e['name']}) have the same label {e['label']!r}; give each "
-                                               f"{what} a distinct `label`")
-            seen[e["label"]] = i
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_keys(cls, data, handler):
+        model = handler(data)
+        model._given = list(data) if isinstance(data, dict) else []
+        return model
 
-    def anchor_checkpoint(self, value):
-        """A trained checkpoint (this suite's best.pt or an official release) that replaces the OAS baseline."""
-        path = self._opt_str("anchor_checkpoint", value)
-        if path is not None and not Path(path).is_file():
-            self.fail("anchor_checkpoint", f"{path!r} is not a file; give the path of a best.pt of this suite or "
-                      "of an official checkpoint (model_best.pth / model_best.pth.tar)")
-        return path
+    @model_serializer
+    def _given_only(self):
+        keys = self._given
+        if not self.in_given_order:
+            given = set(keys)
+            keys = [k for k in type(self).model_fields if k in given]
+        return {k: getattr(self, k) for k in keys}
 
-    def _opt_str(self, key, value):
-        return None if value is None else self.typed(key, value, str)
 
-    def _list(self, key, value, allow_empty=False) -> list:
-        if not isinstance(value, list) or (not value and not allow_empty):
-            self.fail(key, f"expected a non-empty list, got {value!r}")
-        return value
+class _Schedule(_Given):
+    in_given_order: ClassVar[bool] = False
 
-    def dataset(self, key, d, default_protocols) -> dict:
-        if isinstance(d, str):
-            d = {"name": d}
-        d = self.mapping(key, d, {"name", "label", "data_root", "vocab_root", "protocols"})
-        if "name" not in d:
-            self.fail(f"{key}.name", "required key missing")
-        name = self.typed(f"{key}.name", d["name"], str)
-        protocols = self.protocols(f"{key}.protocols", d.get("protocols") or default_protocols) \
-            or default_protocols_for(name)
-        if not protocols:
-            self.fail(f"{key}.protocols", f"no evaluation protocol known for dataset {name!r}: set "
-                                          "`protocols` here or in eval.protocols")
-        return {"name": name, "label": self.typed(f"{key}.label", d.get("label", name), str),
-                "data_root": self._opt_str(f"{key}.data_root", d.get("data_root")),
-                "vocab_root": self._opt_str(f"{key}.vocab_root", d.get("vocab_root")),
-                "protocols": protocols}
 
-    def matcher(self, key, m, valid, dataset_names) -> dict:
-        if isinstance(m, str):
-            m = {"name": m}
-        m = self.mapping(key, m, {"name", "label", "overrides", "datasets"})
-        name = self.name(f"{key}.name", m.get("name"), valid, "matcher")
-        only = m.get("datasets")
-        if only is not None:
-            for j, dn in enumerate(self.typed(f"{key}.datasets", only, [str])):
-                if dn not in dataset_names:
-                    self.unknown(f"{key}.datasets[{j}]", dn, dataset_names, what="dataset")
-        return {"name": name, "label": self.typed(f"{key}.label", m.get("label", name), str),
-                "overrides": self.matcher_overrides(f"{key}.overrides", m.get("overrides"), name),
-                "datasets": only}
+class _Labelled(_Strict):
+    """A dataset or matcher entry: ``label`` (how tables name it) defaults to its name."""
 
-    def strategy(self, key, s) -> dict:
-        if isinstance(s, str):
-            s = {"name": s}
-        s = self.mapping(key, s, {"name", "label", "params", "sweep"})
-        name = self.name(f"{key}.name", s.get("name"), valid_strategies(), "strategy")
-        vocab = strategy_params(name)
-        params = self.mapping(f"{key}.params", s.get("params"), vocab)
-        sweep = self.mapping(f"{key}.sweep", s.get("sweep"), vocab)
-        for k, values in sweep.items():
-            if not isinstance(values, list) or not values:
-                self.fail(f"{key}.sweep.{k}", f"expected a non-empty list of values, got {values!r}")
-            if vocab is not None:
-                sweep[k] = [self.typed(f"{key}.sweep.{k}[{i}]", x, vocab[k][0]) for i, x in enumerate(values)]
-        given = dict(params) | {k: v[0] for k, v in sweep.items()}  # a swept parameter counts as given
-        try:
-            filled = _params_model(name).model_validate(given).model_dump()
-        except ValidationError as e:
-            self.pydantic_error(f"{key}.params", e, {p: k for p, (k, _) in vocab.items()},
-                                what=f" of strategy {name!r}")
-        filled = {p: v for p, v in filled.items() if p not in sweep}
-        label = s.get("label")
-        return {"name": name, "label": None if label is None else self.typed(f"{key}.label", label, str),
-                "params": filled, "sweep": dict(sweep)}
+    @model_validator(mode="after")
+    def _label_defaults_to_name(self):
+        if self.label is None:
+            self.label = self.name
+        return self
 
-    def schedules(self, key, table, matchers) -> dict:
-        table = self.mapping(key, table, matchers + ["default"])
-        keys = schedule_keys()
-        out = {}
-        for m, entry in table.items():
-            entry = self.mapping(f"{key}.{m}", entry, list(keys) + ["datasets", "oas_stage2"])
-            e = self.schedule_keys(f"{key}.{m}", {k: v for k, v in entry.items() if k in keys})
-            if "oas_stage2" in entry:
-                e["oas_stage2"] = self.schedule_keys(f"{key}.{m}.oas_stage2",
-                                                     self.mapping(f"{key}.{m}.oas_stage2", entry["oas_stage2"], keys))
-            if "datasets" in entry:
-                e["datasets"] = {}
-                for dn, sub in self.mapping(f"{key}.{m}.datasets", entry["datasets"], self.dataset_names).items():
-                    k2 = f"{key}.{m}.datasets.{dn}"
-                    sub = self.mapping(k2, sub, list(keys) + ["oas_stage2"])
-                    se = self.schedule_keys(k2, {k: v for k, v in sub.items() if k in keys})
-                    if "oas_stage2" in sub:
-                        se["oas_stage2"] = self.schedule_keys(
-                            f"{k2}.oas_stage2", self.mapping(f"{k2}.oas_stage2", sub["oas_stage2"], keys))
-                    e["datasets"][dn] = se
-            out[m] = e
-        return out
 
-    def schedule_keys(self, key, entry) -> dict:
-        """One schedule entry through the pydantic model of ``bench.train.SCHEDULE_DEFAULTS``."""
-        try:
-            return _schedule_model().model_validate(entry).model_dump(exclude_unset=True)
-        except ValidationError as e:
-            self.pydantic_error(key, e, schedule_keys())
+class _StrategyEntry(_Strict):
+    """A ``strategies`` entry of one strategy (``_strategy_model`` adds name, label, sweep, params).
+    A swept parameter counts as given: its first value stands in while ``params`` is checked against
+    the strategy's own parameters; the spec keeps it in ``sweep`` only."""
 
-    def positive(self, key, value) -> None:
-        if value < 1:
-            self.fail(key, f"must be at least 1, got {value!r}; a count of 0 or less trains or evaluates "
-                           "nothing (leave the key out for the default)")
+    @field_validator("params", mode="before", check_fields=False)
+    @classmethod
+    def _swept_count_as_given(cls, params, info: ValidationInfo):
+        sweep = info.data.get("sweep")
+        if sweep is None or (params is not None and not isinstance(params, dict)):
+            return params
+        return {**(params or {}), **{k: values[0] for k, values in sweep.model_dump().items()}}
+
+    @model_serializer(mode="wrap")
+    def _spec(self, handler):
+        out = handler(self)
+        params = {k: v for k, v in out["params"].items() if k not in out["sweep"]}
+        return {"name": out["name"], "label": out["label"], "params": params, "sweep": out["sweep"]}
+
+
+class _Wandb(_Strict):
+    project: StrictStr = "itm-coop-bench"
+    entity: StrictStr | None = None
+
+
+class _Reference(_Strict):
+    matcher: StrictStr = None  # left out: the rule below says what is needed
+    where: Annotated[dict[Any, Any], BeforeValidator(_null_is_empty),
+                     AfterValidator(lambda where: {k: str(v) for k, v in where.items()})] = None
+
+    @model_validator(mode="after")
+    def _both_given(self):
+        if self.matcher is None or self.where is None:
+            raise _fail("needs `matcher` (our label) and `where` (published.csv filters)")
+        return self
+
+
+def _schedule_fields() -> dict[str, tuple[Any, None]]:
+    """The keys of one schedule entry, from ``schedule_keys()``: every key optional; counts >= 1; a key
+    whose trainer default is None may be given as null."""
+    nullable = _nullable_schedule_keys()
+    fields = {}
+    for k, kind in schedule_keys().items():
+        ann = _annotation(kind)
+        if k in POSITIVE_KEYS:
+            ann = Annotated[ann, Field(ge=1)]
+        fields[k] = (Optional[ann] if k in nullable else ann, None)  # noqa: UP045 - a runtime annotation
+    return fields
+
+
+def _params_model(name: str):
+    """The pydantic model of strategy ``name``'s parameters, made from ``strategy_params(name)``."""
+    key = f"params_model:{name}"
+    if key not in _valid_cache:
+        fields = {p: (_annotation(kind), ... if default is REQUIRED else default)
+                  for p, (kind, default) in strategy_params(name).items()}
+        _valid_cache[key] = create_model(
+            f"Params_{name}", __base__=_Strict,
+            missing_message=(ClassVar[str], f"required parameter of strategy {name!r} missing"), **fields)
+    return _valid_cache[key]
+
+
+def _strategy_model(name: str):
+    """A ``strategies`` entry of strategy ``name``: its params model, and a sweep of its parameters."""
+    sweep = create_model(f"Sweep_{name}", __base__=_Given, **{
+        p: (Annotated[list[_annotation(kind)], BeforeValidator(_sweep_values)], None)
+        for p, (kind, _) in strategy_params(name).items()})
+    return create_model(f"Strategy_{name}", __base__=_StrategyEntry, name=(Literal[name], ...),
+                        label=(StrictStr | None, None), sweep=(sweep, Field(default_factory=sweep)),
+                        params=(_params_model(name), Field(None, validate_default=True)))
+
+
+def _overrides(matcher: str) -> Any:
+    """Overrides of ``matcher``'s constructor: its keyword arguments (any key for ``default`` or a
+    matcher taking ``**kwargs``), in the order given."""
+    args = None if matcher == "default" else matcher_args(matcher)
+    key = Any if args is None else Annotated[Literal[tuple(sorted(args))], _Called(f"{matcher} argument")]
+    return Annotated[dict[key, Any], BeforeValidator(_null_is_empty)]
+
+
+def _matcher_model(name: str):
+    in_suite = Annotated[StrictStr, _defined_by_suite("datasets", "dataset")]
+    return create_model(f"Matcher_{name}", __base__=_Labelled, name=(Literal[name], ...),
+                        label=(StrictStr, None), overrides=(_overrides(name), Field(default_factory=dict)),
+                        datasets=(list[in_suite] | None, None))
+
+
+def _by_name(models: dict[str, type[BaseModel]], what: str) -> Any:
+    """An entry whose ``name`` picks its model (a discriminated union; the name alone is shorthand);
+    an entry without a known name goes to a fallback that reports the name (``expected a <what> name``,
+    ``unknown <what>``) after its unknown keys, as for any entry."""
+    keys = next(iter(models.values())).model_fields
+    name = Annotated[Literal[tuple(models)], _Called(what), _name_of(what)]
+    fallback = create_model(f"Unknown_{what}", __base__=_Strict, **{k: (Any, None) for k in keys} | {
+        "name": (name, Field(None, validate_default=True))})
+
+    def tag(entry) -> str:
+        name = entry.get("name") if isinstance(entry, dict) else getattr(entry, "name", None)
+        return name if isinstance(name, str) and name in models else "?"
+
+    members = tuple(Annotated[m, Tag(n)] for n, m in models.items()) + (Annotated[fallback, Tag("?")],)
+    return Annotated[Union[members], Discriminator(tag), BeforeValidator(_by_name_alone)]  # noqa: UP007
+
+
+def _schema() -> dict[str, type[BaseModel]]:
+    """The models of a suite file (``suite``) and of a recipe file (``recipe``), built once."""
+    if "schema" in _valid_cache:
+        return _valid_cache["schema"]
+    from bench.protocols import PROTOCOLS
+
+    per_matcher = ("default", *valid_matchers())
+
+    def table(entry, keys=per_matcher) -> Any:
+        """``{key: entry}``: checked, and kept, in the order given."""
+        key = Annotated[Literal[keys], _Called("key")]
+        return Annotated[dict[key, entry], BeforeValidator(_null_is_empty)]
+
+    sched = _schedule_fields()
+    Stage2 = create_model("OasStage2", __base__=_Schedule, **sched)
+    DatasetSchedule = create_model("DatasetSchedule", __base__=_Schedule, **sched, oas_stage2=(Stage2, None))
+    dataset_key = Annotated[Any, _defined_by_suite("schedule_datasets", "key")]
+    Schedules = table(create_model(
+        "Schedule", __base__=_Schedule, **sched, oas_stage2=(Stage2, None),
+        datasets=(Annotated[dict[dataset_key, DatasetSchedule], BeforeValidator(_null_is_empty)], None)))
+    ScaleMatchers = create_model("ScaleMatchers", __base__=_Given,
+                                 **{m: (_overrides(m), None) for m in per_matcher})
+    Scale = create_model("Scale", __base__=_Strict, schedule=(Schedules, Field(default_factory=dict)),
+                         matchers=(ScaleMatchers, Field(default_factory=ScaleMatchers)))
+    Scales = table(Scale, ("full", "smoke"))
+    Resources = table(create_model("Resource", __base__=_Given, **{
+        k: (_annotation(kind), None) for k, kind in RESOURCE_KEYS.items()}))
+    Protocol = Annotated[Literal[tuple(PROTOCOLS)], _Called("protocol"), BeforeValidator(_a_string)]
+    Count = Annotated[StrictInt, Field(ge=1)]
+    Matcher = _by_name({m: _matcher_model(m) for m in valid_matchers()}, "matcher")
+    Strategy = _by_name({s: _strategy_model(s) for s in valid_strategies()}, "strategy")
+
+    class Eval(_Strict):
+        protocols: list[Protocol] = Field(default_factory=list)
+        dev_images: Count = 1000
+        batch_size: Count = Field(None, exclude_if=lambda v: v is None)
+
+    class Dataset(_Labelled):
+        name: StrictStr
+        label: StrictStr = None
+        data_root: StrictStr | None = None
+        vocab_root: StrictStr | None = None
+        protocols: list[Protocol] = Field(None, validate_default=True)
+
+        @field_validator("protocols", mode="before")
+        @classmethod
+        def _else_the_suites(cls, protocols, info: ValidationInfo):
+            return protocols or (info.context or {}).get("protocols", [])
+
+        @field_validator("protocols")
+        @classmethod
+        def _else_the_datasets(cls, protocols, info: ValidationInfo):
+            name = info.data.get("name")
+            if name is None:  # reported already
+                return protocols
+            protocols = protocols or default_protocols_for(name)
+            if not protocols:
+                raise _fail(f"no evaluation protocol known for dataset {name!r}: set `protocols` here or in "
+                            "eval.protocols")
+            return protocols
+
+    class SuiteFile(_Strict):
+        """A suite, its keys in the order they are checked. The names a suite defines for its later
+        keys go to the validation context as they pass: eval.protocols (the datasets' default), the
+        dataset names (``matchers[i].datasets``, a schedule's ``datasets``)."""
+
+        name: StrictStr
+        description: StrictStr = ""
+        wandb: _Wandb = Field(default_factory=_Wandb)
+        scale: Literal["full", "smoke"] = "full"
+        data_root: StrictStr | None = None
+        vocab_root: StrictStr | None = None
+        anchor_checkpoint: StrictStr | None = None
+        eval: Eval = Field(default_factory=Eval)
+        datasets: Annotated[list[Annotated[Dataset, BeforeValidator(_by_name_alone)]],
+                            BeforeValidator(_non_empty_list)]
+        matchers: Annotated[list[Matcher], BeforeValidator(_non_empty_list)]
+        strategies: Annotated[list[Strategy], BeforeValidator(_non_empty_list)]
+        seeds: list[Annotated[StrictInt, AfterValidator(_in_range)]]
+        scales: Scales
+        recipes: Annotated[Any, AfterValidator(lambda recipes: recipes or {})] = Field(None, validate_default=True)
+        schedule: Schedules = Field(default_factory=dict)
+        reference: Annotated[list[_Reference], BeforeValidator(_list_or_nothing)] = Field(default_factory=list)
+        resources: Resources = Field(default_factory=dict)
+
+        @field_validator("name")
+        @classmethod
+        def _a_folder_name(cls, name: str) -> str:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name) or ".." in name:
+                raise _fail(f"{name!r} would write run folders and tables outside --root: use a plain name of "
+                            "letters, digits, '.', '_', '+' or '-', without '/' or '..'")
+            return name
+
+        @field_validator("anchor_checkpoint")
+        @classmethod
+        def _a_file(cls, path: str | None) -> str | None:
+            """A trained checkpoint (this suite's best.pt or an official one) that replaces the OAS baseline."""
+            if path is not None and not Path(path).is_file():
+                raise _fail(f"{path!r} is not a file; give the path of a best.pt of this suite or of an official "
+                            "checkpoint (model_best.pth / model_best.pth.tar)")
+            return path
+
+        @field_validator("eval")
+        @classmethod
+        def _share_protocols(cls, ev, info: ValidationInfo):
+            info.context["protocols"] = ev.protocols
+            return ev
+
+        @field_validator("datasets")
+        @classmethod
+        def _share_dataset_names(cls, datasets, info: ValidationInfo):
+            _distinct_labels(datasets, "datasets", "dataset")
+            names = [d.name for d in datasets]
+            info.context.update(datasets=names, schedule_datasets=sorted(set(names) | set(known_datasets())))
+            return datasets
+
+        @field_validator("matchers")
+        @classmethod
+        def _distinct_matcher_labels(cls, matchers):
+            _distinct_labels(matchers, "matchers", "matcher", tagged=True)
+            return matchers
+
+        @field_validator("seeds")
+        @classmethod
+        def _each_seed_once(cls, seeds: list[int]) -> list[int]:
+            if not seeds:
+                raise _fail("empty list: give at least one seed")
+            dupes = sorted({x for x in seeds if seeds.count(x) > 1})
+            if dupes:
+                raise _fail(f"seed(s) {dupes} listed more than once in {seeds}; list each seed once")
+            return seeds
+
+        @field_validator("scales")
+        @classmethod
+        def _the_chosen_scale(cls, scales, info: ValidationInfo):
+            scale = info.data.get("scale")
+            if scale is not None and scale not in scales:
+                raise _fail(f"no entry for the chosen scale {scale!r} (have: {', '.join(scales)})")
+            return scales
+
+    Recipe = create_model("Recipe", __base__=_Strict, description=(Any, None), reference=(Any, None),
+                          scales=(Scales, Field(default_factory=dict)),
+                          resources=(Resources, Field(default_factory=dict)))
+    _valid_cache["schema"] = {"suite": SuiteFile, "recipe": Recipe}
+    return _valid_cache["schema"]
+
+
+def _distinct_labels(entries: list, key: str, what: str, tagged: bool = False) -> None:
+    """Two datasets (matchers) of one label would share a table row. ``tagged``: the entries are a
+    union by name, whose member (tag) is part of pydantic's location."""
+    seen: dict[str, int] = {}
+    for i, e in enumerate(entries):
+        if e.label in seen:
+            j = seen[e.label]
+            raise _fail_at((i, e.name, "label") if tagged else (i, "label"),
+                           f"{what}s {key}[{j}] ({entries[j].name}) and {key}[{i}] ({e.name}) have the same label "
+                           f"{e.label!r}; give each {what} a distinct `label`", e.label)
+        seen[e.label] = i
+
+
+# ----------------------------------------------------------------------------- errors
+
+_EXPECTED = {"int_type": "int", "float_type": "float", "string_type": "str", "bool_type": "bool",
+             "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping"}
+
+
+def _config_error(file, error: ValidationError, schema: type[BaseModel]) -> ConfigError:
+    """The ConfigError of pydantic's first error (``_first``): the file, the key path, what is wrong
+    with the value and, for a name, the closest valid ones."""
+    err = _first(error.errors(include_url=False))
+    path, node, owner = _locate(schema, err["loc"])
+    kind, value = err["type"], err.get("input")
+    if kind == "extra_forbidden":
+        text = _unknown(err["loc"][-1], owner.model_fields)
+    elif kind == "missing":
+        text = owner.missing_message
+    elif kind == "literal_error":
+        text = _unknown(value, *_vocabulary(node))
+    elif kind in _EXPECTED:
+        text = f"expected {_EXPECTED[kind]}, got {type(value).__name__} {value!r}"
+    elif kind == "finite_number":
+        text = (f"expected a finite number, got {value!r} (YAML reads .nan and .inf as floats); "
+                "give a number, e.g. 1.0")
+    elif kind == "greater_than_equal":
+        text = (f"must be at least 1, got {value!r}; a count of 0 or less trains or evaluates nothing "
+                "(leave the key out for the default)")
+    elif kind == "suite_rule":  # raised by this schema's validators (`_fail`): the message says it all
+        text = err["msg"]
+    else:
+        text = f"{err['msg']}, got {type(value).__name__} {value!r}"
+    return ConfigError(f"{file}: {path}: {text}")
+
+
+def _first(errors: list[dict]) -> dict:
+    """The error a reader meets first. Pydantic lists a mapping's unknown and missing keys after the
+    errors of its values; read top-down, a mapping's unknown keys come first, then its missing ones."""
+    loc = errors[0]["loc"]
+    keys = [(problem, e) for e in errors if (problem := _key_problem(e))]
+    for depth in range(len(loc)):
+        for kind in ("unknown", "missing"):
+            for (problem, mapping), e in keys:
+                if problem == kind and mapping == loc[:depth]:
+                    return e
+    return errors[0]
+
+
+def _key_problem(err: dict) -> tuple[str, tuple] | None:
+    """("unknown" or "missing", the location of the mapping) for an error about a key, else None."""
+    loc = err["loc"]
+    if err["type"] == "extra_forbidden":
+        return "unknown", loc[:-1]
+    if loc[-1:] == ("[key]",):  # a key of a table: pydantic locates it as (..., key, "[key]")
+        return "unknown", loc[:-2]
+    if err["type"] == "missing":
+        return "missing", loc[:-1]
+    return None
+
+
+def _locate(schema: type[BaseModel], loc: tuple) -> tuple[str, Any, type[BaseModel]]:
+    """Follow pydantic's error location through the schema: the key path as the file spells it
+    (``strategies[1].params.scenario``), the annotation found there and the model holding its key."""
+    path, node, owner = "", schema, schema
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        node = _bare(node)
+        origin = get_origin(node)
+        if origin in (Union, types.UnionType):  # an entry picked by name (`_by_name`): `part` is its tag
+            node = next(m for m in get_args(node) if _tag(m) == part)
+            continue
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            owner, field = node, node.model_fields.get(part)
+            node = field.rebuild_annotation() if field else None
+        elif origin is dict:
+            key = parts[:1] == ["[key]"]
+            parts = parts[1:] if key else parts
+            node = get_args(node)[0 if key else 1]
+        elif origin is list or isinstance(part, int):
+            node = get_args(node)[0] if origin is list else None
+            path += f"[{part}]"
+            continue
+        else:
+            node = None
+        path += f".{part}" if path else str(part)
+    return path, node, owner
+
+
+def _bare(node):
+    """``node`` without its ``Annotated`` metadata and without ``| None``."""
+    while True:
+        if get_origin(node) is Annotated:
+            node = get_args(node)[0]
+        elif get_origin(node) in (Union, types.UnionType) and type(None) in get_args(node):
+            node = next(a for a in get_args(node) if a is not type(None))
+        else:
+            return node
+
+
+def _tag(member) -> str | None:
+    return next((m.tag for m in get_args(member)[1:] if isinstance(m, Tag)), None)
+
+
+def _vocabulary(node) -> tuple[tuple, str]:
+    """The names of a ``Literal`` annotation and what one is called (``_Called``, else "value")."""
+    what = "value"
+    while get_origin(node) is Annotated:
+        node, *meta = get_args(node)
+        what = next((m.what for m in meta if isinstance(m, _Called)), what)
+    return get_args(node), what
+
+
+def _validate(schema: type[BaseModel], raw, file, context: dict) -> dict:
+    """``raw`` checked against ``schema`` and dumped with defaults filled; ConfigError naming ``file``."""
+    try:
+        return schema.model_validate(raw, context=context).model_dump()
+    except ValidationError as e:
+        raise _config_error(file, e, schema) from None
 
 
 def default_protocols_for(dataset: str) -> list[str]:
