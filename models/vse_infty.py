@@ -94,14 +94,31 @@ class BiGRUTextEncoder(nn.Module):
     def forward(self, captions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         max_len = int(lengths.max())
         words = self.embed(captions[:, :max_len])
-        if words.device.type == "cpu":  # equal outputs, without the packed CPU GRU's per-step zero-filled slices
-            out = padded_bigru(self.rnn, words, lengths)
+        if words.device.type == "cpu" and cpu_gru_path(self.rnn.hidden_size, self.rnn.input_size, lengths) == "padded":
+            out = padded_bigru(self.rnn, words, lengths)  # equal outputs, without the packed GRU's zero-filled slices
         else:
             packed = pack_padded_sequence(words, lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, _ = self.rnn(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=max_len)
         out = out.view(*out.shape[:2], 2, -1).mean(dim=2)  # average the two directions
         return l2norm(self.gpo(out, lengths))
+
+
+# CPU BiGRU path by shape (both give equal outputs; tests/test_speed.py). The packed GRU's backward
+# zero-fills a copy of the packed input at every time step, max_len x sum(lengths) x input_size floats
+# in all; the padded GRU instead computes the padding. Measured fwd + bwd on 2 CPU threads (make bench
+# keeps the rows, results/perf.md): padded wins for small hidden sizes (128: 3-8%) and for long
+# batches whose zero-fill volume exceeds ~2.5e7 floats (hidden 1024, batch 128, max length 45: 1.3x);
+# packed wins elsewhere (hidden >= 256 and a smaller volume: 4-22%).
+PACKED_MIN_HIDDEN = 256
+PACKED_MAX_ZERO_FILL = 2.5e7
+
+
+def cpu_gru_path(hidden_size: int, input_size: int, lengths: torch.Tensor) -> str:
+    """``"packed"`` or ``"padded"``: the faster CPU BiGRU for this batch's shape (rule above; the shape
+    alone decides, so a run's numbers never depend on timing)."""
+    zero_fill = int(lengths.max()) * int(lengths.sum()) * input_size
+    return "packed" if hidden_size >= PACKED_MIN_HIDDEN and zero_fill <= PACKED_MAX_ZERO_FILL else "padded"
 
 
 def padded_bigru(rnn: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -111,7 +128,7 @@ def padded_bigru(rnn: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.T
 
     On CPU the packed GRU's backward zero-fills a copy of the whole packed input for every time step
     (quadratic in the caption length); the padded GRU's backward is linear, so a training step is faster
-    even though the padding is computed (and masked).
+    even though the padding is computed (and masked) where ``cpu_gru_path`` says so.
     """
     b, width = x.shape[:2]
     lengths = lengths.to(x.device)

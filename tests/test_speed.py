@@ -79,10 +79,13 @@ def test_reference_loops_give_our_numbers_and_make_bench_prints_their_rows(tmp_p
     assert ev["rsum_equal"] and 0 < ev["rsum_ours"] < 600
     sgr = bench_reference.bench_sgr_eval(4, 10, dict(embed_size=32, word_dim=16, sim_dim=16, img_dim=32))
     assert sgr["scores_equal"]
+    gru = bench_reference.bench_gru_paths([(8, 16, 4, 2, 6), (8, 256, 4, 2, 6)], reps=1)
+    assert [g["chosen"] for g in gru] == ["padded", "packed"] and all(g["padded_s"] > 0 < g["packed_s"] for g in gru)
     lines = bench_main.section_reference({"device": "cpu", "threads": 1, "train": [step], "vse_eval": ev,
-                                          "sgr_eval": sgr})
+                                          "sgr_eval": sgr, "gru": gru})
     assert sum(line.startswith("| VSE∞ training step") for line in lines) == 1
     assert any(line.startswith("| SGR evaluation") for line in lines)
+    assert sum(line.startswith("| 8 | ") for line in lines) == 2  # one row per BiGRU shape
 
 
 @pytest.mark.slow
@@ -98,3 +101,26 @@ def test_bench_cell_splits_a_demo_cells_time():
     assert any(line.startswith("| training steps |") for line in lines)
     assert sum(float(line.split("|")[2]) for line in lines if line.startswith("| ") and "phase" not in line) \
         == pytest.approx(r["wall_offline_s"], rel=0.05, abs=0.5)
+
+
+def test_the_cpu_bigru_path_is_picked_by_the_batch_shape_and_both_give_the_same_caption_embeddings():
+    import torch
+
+    from models.vse_infty import BiGRUTextEncoder, cpu_gru_path, padded_bigru
+
+    def lengths(b, lo, hi):
+        return torch.linspace(lo, hi, b).round().long()
+
+    assert cpu_gru_path(128, 64, lengths(64, 8, 20)) == "padded"  # the demo's size: small hidden
+    assert cpu_gru_path(1024, 300, lengths(32, 8, 20)) == "packed"  # published hidden, short batch
+    assert cpu_gru_path(1024, 300, lengths(128, 5, 45)) == "padded"  # a long batch: the zero-fill dominates
+    torch.manual_seed(0)
+    enc = BiGRUTextEncoder(vocab_size=50, word_dim=12, embed_size=256)
+    lens = torch.tensor([7, 3, 9, 1, 9, 5])
+    caps = torch.randint(4, 50, (6, 9)) * (torch.arange(9) < lens[:, None])
+    assert cpu_gru_path(256, 12, lens) == "packed"
+    got = enc(caps, lens)
+    words = enc.embed(caps)
+    out = padded_bigru(enc.rnn, words, lens)
+    want = torch.nn.functional.normalize(enc.gpo(out.view(6, 9, 2, -1).mean(dim=2), lens), dim=-1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

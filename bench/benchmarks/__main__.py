@@ -90,6 +90,14 @@ def section_reference(r):
                  f"{g['images']:,} × {g['captions']:,} | {g['ours_s']:.2f} ({g['ours_cpu_s']:.2f}) | {g['ref_s']:.2f} "
                  f"({g['ref_cpu_s']:.2f}) | {g['ref_s'] / g['ours_s']:.1f}× | max diff {g['max_abs_diff']:.1e}: "
                  f"{g['scores_equal']} |")
+    if r.get("gru"):
+        lines += ["", "CPU BiGRU, forward + backward (median of interleaved runs): the padded and the packed path, "
+                  "and the one `models.vse_infty.cpu_gru_path` picks for the batch's shape.", "",
+                  "| input | hidden | batch | lengths (max) | padded s | packed s | picked | picked the faster (2%) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {x['input']} | {x['hidden']} | {x['batch']} | {x['lengths']} ({x['max_len']}) | "
+                  f"{x['padded_s']:.4f} | {x['packed_s']:.4f} | {x['chosen']} | {'yes' if x['chose_faster'] else 'NO'} |"
+                  for x in r["gru"]]
     return lines
 
 

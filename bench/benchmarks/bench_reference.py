@@ -10,7 +10,9 @@
 (2) VSE∞ evaluation: ``bench.evaluate`` (encode each item once, one matmul, vectorised ranks) vs
     ``vse_reference.evalrank`` (every pair encoded, float64 NumPy, per-query argsort loops) on a
     Flickr30K-test-shaped split at demo size; the RSUMs must be equal.
-(3) SGR evaluation: ``bench.evaluate.score_matrix`` (tiles of pairs at once) vs ``sgraf_loop``
+(3) The CPU BiGRU's padded and packed paths at demo and published shapes, and which one
+    ``models.vse_infty.cpu_gru_path`` picks (CPU only).
+(4) SGR evaluation: ``bench.evaluate.score_matrix`` (tiles of pairs at once) vs ``sgraf_loop``
     (the official per-caption loop) at published size on every pair of a small slice; the scores
     must agree to 1e-5.
 Synthetic inputs (random features and ids): the timings do not depend on the values.
@@ -131,13 +133,56 @@ def bench_sgr_eval(n_img: int, n_cap: int, overrides: dict) -> dict:
             "max_abs_diff": diff, "scores_equal": diff <= 1e-5}
 
 
+GRU_SHAPES = [  # (input size, hidden, batch, shortest and longest caption): demo and published sizes
+    (64, 128, 64, 8, 20), (64, 256, 128, 8, 20), (300, 1024, 32, 8, 20), (300, 1024, 128, 8, 20),
+    (300, 1024, 32, 5, 45), (300, 1024, 128, 5, 45)]
+
+
+def bench_gru_paths(shapes, reps: int = 5) -> list[dict]:
+    """The CPU BiGRU's two paths (padded, packed), forward + backward, at each shape, interleaved
+    medians; ``chosen`` is what ``models.vse_infty.cpu_gru_path`` picks for that batch."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from models.vse_infty import cpu_gru_path, padded_bigru
+
+    rows = []
+    for word, hidden, b, lo, hi in shapes:
+        g = torch.Generator().manual_seed(0)
+        rnn = torch.nn.GRU(word, hidden, 1, batch_first=True, bidirectional=True)
+        lengths = torch.randint(lo, hi + 1, (b,), generator=g)
+        width = int(lengths.max())
+        x = torch.randn(b, width, word, generator=g, requires_grad=True)
+
+        def padded(rnn=rnn, x=x, lengths=lengths):
+            padded_bigru(rnn, x, lengths).sum().backward()
+
+        def packed(rnn=rnn, x=x, lengths=lengths, width=width):
+            out, _ = rnn(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+            pad_packed_sequence(out, batch_first=True, total_length=width)[0].sum().backward()
+
+        times = {"padded": [], "packed": []}
+        padded(), packed()
+        for _ in range(reps):
+            for name, fn in (("padded", padded), ("packed", packed)):
+                wall, _, _ = _timed(fn)
+                times[name].append(wall)
+        med = {n: statistics.median(v) for n, v in times.items()}
+        chosen = cpu_gru_path(hidden, word, lengths)
+        rows.append({"input": word, "hidden": hidden, "batch": b, "lengths": f"{lo}-{hi}", "max_len": width,
+                     "padded_s": med["padded"], "packed_s": med["packed"], "chosen": chosen,
+                     "chose_faster": med[chosen] <= min(med.values()) * 1.02})  # within 2%: a tie
+    return rows
+
+
 def run(quick: bool = False, device: str | None = None) -> dict:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     published_batch = 128 if device.type == "cuda" else (4 if quick else 32)
     steps = 2 if quick else 10
     train = [bench_train_step("demo", 8 if quick else 128, steps, device),
              bench_train_step("published", published_batch, 2 if quick else 5, device)]
-    return {"device": str(device), "threads": torch.get_num_threads(), "train": train,
+    gru = bench_gru_paths([(16, 32, 8, 4, 9)] if quick else GRU_SHAPES, reps=1 if quick else 5) \
+        if device.type == "cpu" else []
+    return {"device": str(device), "threads": torch.get_num_threads(), "train": train, "gru": gru,
             "vse_eval": bench_vse_eval(20 if quick else 1000),
             "sgr_eval": bench_sgr_eval(*((4, 10) if quick else (20, 100)),
                                        dict(embed_size=32, word_dim=16, sim_dim=16, img_dim=32) if quick else {})}
