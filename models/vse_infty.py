@@ -107,7 +107,8 @@ class BiGRUTextEncoder(nn.Module):
 # CPU BiGRU path by shape (both give equal outputs; tests/test_speed.py). The packed GRU's backward
 # zero-fills a copy of the packed input at every time step, max_len x sum(lengths) x input_size floats
 # in all; the padded GRU instead computes the padding. Measured fwd + bwd on 2 CPU threads (make bench
-# keeps the rows, results/perf.md): padded wins for small hidden sizes (128: 3-8%) and for long
+# keeps the rows, results/perf.md): padded wins for small hidden sizes (128: a near tie within this
+# machine's run-to-run noise, padded ahead in two of three runs; it is the demo's path) and for long
 # batches whose zero-fill volume exceeds ~2.5e7 floats (hidden 1024, batch 128, max length 45: 1.3x);
 # packed wins elsewhere (hidden >= 256 and a smaller volume: 4-22%).
 PACKED_MIN_HIDDEN = 256
