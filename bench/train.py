@@ -447,7 +447,8 @@ class StopRequest:
     def _handle(self, signum, frame) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.signum = signum
+        if self.signum is None:  # a later SIGTERM (e.g. a sweep passing a Ctrl-C on) keeps the first name
+            self.signum = signum
         log.warning("received %s: saving last.pt after this step, then stopping (a plain sweep resumes)",
                     signal.Signals(signum).name)
 

@@ -6,6 +6,7 @@ after each optimiser step (``ITM_BENCH_SLOW``) so that it runs long enough to se
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -60,7 +61,7 @@ def test_local_cells_run_side_by_side_as_far_as_their_cpus_allow(tiny_data, tmp_
     assert _most_at_once(intervals) == expected, intervals
     for c in cells:  # each trained with the threads of its CPUs (capped by the machine's)
         cost = json.loads((run_dir_for(c, root) / "result.json").read_text())["cost"]
-        assert cost["torch_threads"] == min(cpus, len(__import__("os").sched_getaffinity(0)))
+        assert cost["torch_threads"] == min(cpus, len(os.sched_getaffinity(0)))
 
 
 def test_a_cell_asking_for_more_cpus_than_the_machine_has_still_runs(tmp_path):
@@ -73,8 +74,12 @@ def test_a_cell_asking_for_more_cpus_than_the_machine_has_still_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_local_sweep_interrupts_its_running_cells_and_a_plain_sweep_finishes_them(tiny_data,
-                                                                                                 tmp_path):
+@pytest.mark.parametrize("how", ["SIGTERM to the sweep", "Ctrl-C in its terminal"])
+def test_a_stopped_local_sweep_interrupts_its_running_cells_and_a_plain_sweep_finishes_them(tiny_data, tmp_path,
+                                                                                              how):
+    """SIGTERM to the sweep alone, or SIGINT to its whole process group (what a terminal's Ctrl-C does):
+    the running cells save their checkpoints (an ``interrupted`` marker, not a killed process), the
+    others stay pending, and a plain sweep finishes every cell as if never stopped."""
     suite_path = write_suite(tmp_path, tiny_data, seeds=(0, 1, 2))
     suite = load_suite(suite_path)
     cells = topological_order(expand(suite))
@@ -98,13 +103,18 @@ def test_sigterm_to_a_local_sweep_interrupts_its_running_cells_and_a_plain_sweep
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert time.time() - t0 < 120, "the two first cells never both checkpointed"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)  # to the sweep only: it passes the stop on to its cells
+    if how.startswith("SIGTERM"):
+        proc.send_signal(signal.SIGTERM)  # to the sweep only: it passes the stop on to its cells
+    else:
+        os.killpg(proc.pid, signal.SIGINT)  # the sweep, the jobs' controllers and the cells, all at once
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1 and "sweep stopped by SIGTERM" in err, err[-3000:]
+    name = "SIGTERM" if how.startswith("SIGTERM") else "SIGINT"
+    assert proc.returncode == 1 and f"sweep stopped by {name}" in err, err[-3000:]
     states = cell_states(cells, root)
     assert [states[c["id"]]["state"] for c in cells] == ["interrupted", "interrupted", "pending"], states
-    for d in first_two:
+    for d in first_two:  # saved by the cell itself: its `interrupted` marker names the signal it got first
         assert not (d / "running").exists() and (d / "last.pt").is_file()
+        assert json.loads((d / "interrupted").read_text())["signal"] == name
 
     report = sweep(load_suite(suite_path, ["resources.default.cpus=1"]), executor="local", root=root,
                    jobs_folder=tmp_path / "jobs2")  # a plain sweep resumes the two and runs the third

@@ -26,6 +26,7 @@ A SIGTERM / Ctrl-C stops an inline sweep after saving the running cell's checkpo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -253,7 +254,13 @@ def run_local_window(executor, cells: list[dict], root: Path, on_submit=None, po
             while queue and (not running or busy + cell_cpus(queue[0], available) <= available):
                 cell = queue.pop(0)
                 cpus = cell_cpus(cell, available)
-                job = executor.submit(CellJob(cell, root, **(options or {})))
+                if in_main:  # the job starts with Ctrl-C ignored: see below
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                try:
+                    job = executor.submit(CellJob(cell, root, **(options or {})))
+                finally:
+                    if in_main:
+                        signal.signal(signal.SIGINT, stop)
                 if on_submit:
                     on_submit(cell, job)
                 running.append((cell, job, cpus, time.monotonic()))
@@ -271,9 +278,15 @@ def run_local_window(executor, cells: list[dict], root: Path, on_submit=None, po
                     f"{cell['id']}  {cell['matcher_label']} / {cell['strategy']['label']} / seed "
                     f"{cell['seed']}: {state} ({time.monotonic() - t0:.0f} s; {time.monotonic() - started:.0f} s "
                     "since the start)")
-        if stopped:  # pass the signal on to the running cells (SIGINT: each saves its checkpoint), then wait
+        if stopped:  # pass the stop on to the running cells (each saves its checkpoint), then wait
             for _, job, _, _ in running:
-                job.cancel()
+                # A local job's id is its controller's pid; the controller forwards SIGTERM to the cell.
+                # (Its own Ctrl-C handling would send SIGINT, then SIGKILL a second later: a cell mid-step
+                # would die without its checkpoint. A job is therefore started with SIGINT ignored, which
+                # the controller keeps; the trainer installs its own handler, so a terminal's Ctrl-C
+                # still reaches the cell once, and SIGTERM from here is the second, harmless, notice.)
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(job.job_id), signal.SIGTERM)
             for _, job, _, _ in running:
                 while not job.done():
                     time.sleep(poll_s)
