@@ -305,7 +305,7 @@ def protocol_tables(summary: pd.DataFrame, sources: list[str] | None = None) -> 
         seeds = stats.seeds_line(sd, declared) if len(own) else ""
         verdict = stats.verdict_line([
             {"label": r["strategy"], "delta": float(r["delta_rsum"]) if not _isnan(r.get("delta_rsum")) else math.nan,
-             "low": r.get("ci_low"), "high": r.get("ci_high"), "n": int(r.get("delta_seeds") or 0),
+             "n": int(r.get("delta_seeds") or 0),
              "significant": bool(r.get("holm_5pct")), "p_improve": r.get("p_improve")}
             for _, r in own.iterrows()])
         blocks.append({"dataset": ds, "protocol": p, "title": f"{ds} · {PROTOCOL_TITLES.get(p, p)}",

@@ -88,7 +88,7 @@ class CheckpointableJob:
 
 def set_cell_threads(cell: Any) -> int | None:
     """Give torch as many intra-op threads as the cell's ``resources.cpus`` (at most the CPUs this process
-    may use), so cells that run side by side (the local executor starts a stage's cells at once) do not
+    may use), so cells that run side by side (the local executor runs as many as the CPUs hold) do not
     each take every core. Returns the thread count set, or None when the cell names no cpus."""
     cpus = (cell.get("resources") or {}).get("cpus") if isinstance(cell, dict) else None
     if not cpus:

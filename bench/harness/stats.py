@@ -322,7 +322,7 @@ def seeds_line(sd: float, declared: int, effect: float = 1.0, alpha: float = ALP
 
 
 def verdict_line(rows: list[dict]) -> str:
-    """The block's verdict in words, from its own rows (``{"label", "delta", "low", "high", "n",
+    """The block's verdict in words, from its own rows (``{"label", "delta", "n",
     "significant", "p_improve"}``; n = paired seeds): which ΔRSUM survive Holm, else that none does,
     and who is ahead of (or behind) the baseline in every seed pair. Empty without a paired row."""
     rows = [r for r in rows if r["n"] >= 2 and not math.isnan(r["delta"])]
