@@ -48,7 +48,7 @@ def cmd_run(args):
     match = [c for c in cells if c["id"].startswith(args.cell)]
     if len(match) != 1:
         ids = ", ".join(f"{c['id']} ({c['matcher_label']}/{c['strategy']['label']}/seed {c['seed']})" for c in cells)
-        sys.exit(f"--cell {args.cell!r} matches {len(match)} cells of suite {suite.name}; cells: {ids}")
+        fail(f"--cell {args.cell!r} matches {len(match)} cells of suite {suite.name}; cells: {ids}")
     out = run_cell_in_store(match[0], args.root, force=args.force, wait_lock=args.wait_lock,
                             allow_code_change=args.allow_code_change)
     print(f"{out['state']}: {out['run_dir']}")
@@ -148,11 +148,11 @@ def cmd_sync(args):
 def cmd_readme(args):
     table = Path(args.table)
     if not table.exists():
-        sys.exit(f"{table} does not exist: run `make demo` first")
+        fail(f"{table} does not exist: run `make demo` first")
     readme = REPO_ROOT / "README.md"
     text = readme.read_text()
     if README_BEGIN not in text or README_END not in text:
-        sys.exit(f"README.md lacks the markers {README_BEGIN} … {README_END}")
+        fail(f"README.md lacks the markers {README_BEGIN} … {README_END}")
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
     body = "\n".join(f"**{line[2:]}** (synthetic data; regenerate with `make demo` then `make readme`)"
@@ -210,9 +210,41 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# Errors a user can cause and fix (a bad suite, profile, checkpoint, data folder, path): printed as one
+# ``error: …`` line, exit code 2. Named by module so that a command does not import what it never uses
+# (an error of a module not imported cannot have been raised). Anything else is a bug: its traceback shows.
+USER_ERRORS = (
+    ("bench.harness.config", "ConfigError"),
+    ("bench.harness.slurm", "ProfileError"),
+    ("bench.cli_eval", "EvaluateError"),
+    ("models.official", "OfficialCheckpointError"),
+    ("bench.data.errors", "DataError"),
+    ("bench.checkpoint", "CheckpointError"),
+)
+EXIT_USAGE = 2  # as argparse exits for a bad command line
+
+
+def user_error(e: BaseException) -> bool:
+    """Whether ``e`` is an expected user error (``USER_ERRORS`` or an OSError: a path, a full disk)."""
+    if isinstance(e, OSError):
+        return True
+    return any(isinstance(e, getattr(sys.modules[m], name)) for m, name in USER_ERRORS if m in sys.modules)
+
+
+def fail(message: str) -> None:
+    """Exit with one ``error: …`` line on stderr and exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
 def main(argv=None):
     args = parse_args(build_parser(), argv)
-    args.fn(args)
+    try:
+        args.fn(args)
+    except Exception as e:  # noqa: BLE001 - user errors become one line; the rest is re-raised
+        if not user_error(e):
+            raise
+        fail(str(e).strip() or type(e).__name__)
 
 
 def parse_args(ap: argparse.ArgumentParser, argv=None) -> argparse.Namespace:

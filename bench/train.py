@@ -67,6 +67,42 @@ SCHEDULE_DEFAULTS = {
     "log_every": 10,
     "amp": False,  # True: bf16 autocast on CUDA (opt-in; the reference programs train in fp32); ignored on CPU
 }
+#: The values each numeric schedule key may take (one home: the suite schema and ``resolve`` both read it):
+#: ``(lowest, lowest allowed?, highest or None, why)``; a list key's items are checked one by one.
+SCHEDULE_LIMITS: dict[str, tuple[float, bool, float | None, str]] = {
+    "epochs": (1, True, None, "a count of 0 or less trains nothing"),
+    "batch_size": (1, True, None, "a count of 0 or less trains nothing"),
+    "max_steps_per_epoch": (1, True, None, "a count of 0 or less trains nothing (null: no limit)"),
+    "lr": (0, False, None, "an lr of 0 learns nothing and one below 0 climbs the loss"),
+    "lr_decay": (0, False, 1, "the lr is multiplied by it at each of lr_decay_epochs: 1 keeps it, 0 or less "
+                              "stops or reverses learning, above 1 grows it"),
+    "lr_decay_epochs": (0, True, None, "epoch numbers (0-based) at which the lr decays"),
+    "weight_decay": (0, True, None, "a weight decay below 0 pushes the weights to grow"),
+    "grad_clip": (0, True, None, "the largest gradient norm (0 turns clipping off); below 0 it flips the "
+                                 "gradient into an ascent"),
+    "margin": (0, True, None, "the hinge margin; below 0 the loss is satisfied by ranking a negative first"),
+    "hinge_warmup_epochs": (0, True, None, "a count of epochs"),
+    "workers": (0, True, None, "a count of data-loader processes (0: in the training process)"),
+    "checkpoint_every": (0, True, None, "a count of steps (0: at epoch ends only)"),
+    "log_every": (1, True, None, "log every N steps: 0 would divide by zero at the first step"),
+}
+
+
+def schedule_limit_problem(key: str, value) -> str | None:
+    """What is wrong with ``value`` for schedule ``key`` under ``SCHEDULE_LIMITS`` (None: nothing)."""
+    if key not in SCHEDULE_LIMITS or value is None or isinstance(value, bool):
+        return None
+    lo, lo_ok, hi, why = SCHEDULE_LIMITS[key]
+    for v in value if isinstance(value, list) else [value]:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue  # a type error: the schema (or the trainer) reports it
+        if v < lo or (v == lo and not lo_ok) or (hi is not None and v > hi):
+            rng = f"{'>=' if lo_ok else '>'} {lo}" + (f" and <= {hi}" if hi is not None else "")
+            item = f" (item {v!r})" if isinstance(value, list) else ""
+            return f"must be {rng}, got {value!r}{item}: {why}"
+    return None
+
+
 EVAL_DEFAULTS = {"dev_images": 1000, "batch_size": 128, "protocols": None}
 HINGE_WARMUP = {"vse_infty": 1, "vse_infty_bert": 1}
 #: Schedule keys that do not change a result (free to change between a run and its resume).
@@ -101,12 +137,29 @@ def resolve(cell: dict) -> dict:
     unknown = set(sched) - set(SCHEDULE_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown schedule keys {sorted(unknown)}; valid: {sorted(SCHEDULE_DEFAULTS)}")
+    for key, value in sched.items():
+        problem = schedule_limit_problem(key, value)
+        if problem:
+            raise ValueError(f"schedule.{key} {problem}")
     cell["schedule"] = fill_schedule(sched, cell["matcher"]["name"], cell["strategy"]["name"],
                                      cell["strategy"]["params"])
     cell["eval"] = {**EVAL_DEFAULTS, **cell.get("eval", {})}
+    _check_protocols(cell["eval"]["protocols"], ds["name"])
     cell.setdefault("seed", 0)
     cell.setdefault("device", "auto")
     return cell
+
+
+def _check_protocols(names, dataset: str) -> None:
+    """Each protocol evaluates one dataset's split: another dataset's would title the table with a lie."""
+    from bench.protocols import PROTOCOLS, get_protocol, protocols_for
+
+    own = [p.name for p in protocols_for(dataset)] if dataset in {p.dataset for p in PROTOCOLS.values()} else None
+    for name in names or []:
+        p = get_protocol(name)
+        if own is not None and p.name not in own:
+            raise ValueError(f"eval.protocols: protocol {p.name!r} evaluates {p.dataset}, not this cell's dataset "
+                             f"{dataset}; give {' or '.join(own)}")
 
 
 def fill_schedule(sched: dict, matcher: str, strategy: str, params: dict) -> dict:
@@ -208,7 +261,7 @@ def open_data(cell: dict, input_kind: str) -> Data:
     protocols = cell["eval"]["protocols"] or [p.name for p in protocols_for(ds["name"])]
     test_split_names = sorted({PROTOCOLS[p].split for p in protocols})
     if input_kind == "regions":
-        from bench.data.precomp import PrecompSplit, vocab_path
+        from bench.data.precomp import PrecompSplit, check_same_features, vocab_path
         from bench.data.vocab import check_coverage, load_vocab
 
         def split(name):
@@ -222,7 +275,9 @@ def open_data(cell: dict, input_kind: str) -> Data:
             vocab = vocab.with_mask()  # one more embedding row, learned; the file on disk is unchanged
         train = split("train")
         check_coverage(vocab, train.captions, vocab_path(ds["vocab_root"], ds["name"]), train.captions_path)
-        return Data("regions", train, split("dev"), vocab, {s: split(s) for s in test_split_names},
+        dev, tests = split("dev"), {s: split(s) for s in test_split_names}
+        check_same_features(train, [dev, *tests.values()])
+        return Data("regions", train, dev, vocab, tests,
                     {"vocab_size": len(vocab), "img_dim": int(train.region_shape[1]),
                      "num_regions": int(train.region_shape[0]), "vocab_words": words})
     from bench.data.karpathy import KarpathySplit
@@ -678,9 +733,12 @@ def _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device
     values = {n: float(v.detach()) for n, v in losses.items()}
     bad = {n: v for n, v in values.items() if not math.isfinite(v)}
     if bad:
+        last = Path(run_dir) / "last.pt"
+        kept = f"the last good checkpoint {last} is kept" if last.is_file() else \
+            "no checkpoint was written before it (the cell starts from scratch when run again)"
         raise TrainingDiverged(
-            f"non-finite loss {bad} at epoch {ctx.epoch}, step {ctx.step}; stopped without saving, the last good "
-            f"checkpoint {Path(run_dir) / 'last.pt'} is kept. Lower schedule.lr or check the data for NaN/inf.")
+            f"non-finite loss {bad} at epoch {ctx.epoch}, step {ctx.step}; stopped without saving, {kept}. "
+            "Lower schedule.lr or check the data for NaN/inf.")
     for opt in optimizers.values():
         opt.zero_grad(set_to_none=True)
     sum(losses.values()).backward()

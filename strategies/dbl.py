@@ -41,6 +41,14 @@ class DBL(Strategy):
         for key, (value, valid) in checks.items():
             if value not in valid:
                 raise ValueError(f"dbl {key}={value!r} is not one of {', '.join(valid)}")
+        if not 0.0 <= split <= 1.0:
+            raise ValueError(f"dbl split={split!r}: the share of the absolute margin on the positive side lies in "
+                             "[0, 1] (0.5: half each side)")
+        if not 0.0 <= m0 <= 1.0:
+            raise ValueError(f"dbl m0={m0!r}: the starting EMA momentum lies in [0, 1] (published: 0.99995)")
+        if alpha < 0 or beta < 0:
+            raise ValueError(f"dbl alpha={alpha!r}, beta={beta!r}: both are >= 0 (below 0 the boost loss is "
+                             "maximised, or its margin turned around)")
         if branches < 2 or (branches > 2 and scenario != "oss"):
             raise ValueError(f"dbl branches={branches}: 2 in every scenario, more only as the OSS cascade")
         self.loss, self.scenario, self.reduction, self.soft_margin = loss, scenario, reduction, soft_margin

@@ -38,6 +38,8 @@ class Momentum(Strategy):
         super().__init__(**base)
         if loss not in ("dino", "reverse"):
             raise ValueError(f"momentum loss must be 'dino' or 'reverse', got {loss!r}")
+        if not 0.0 <= m0 <= 1.0:
+            raise ValueError(f"momentum m0={m0!r}: the starting EMA momentum lies in [0, 1] (published: 0.99995)")
         if eps < 0:
             raise ValueError(f"momentum eps must be >= 0 (the reverse KL's smoothing), got {eps}")
         self.loss, self.m0, self.alpha, self.eps = loss, m0, alpha, float(eps)

@@ -75,6 +75,16 @@ def check_finite(x: np.ndarray, path: Path, first_index: int) -> None:
         raise DataError(f"{path}: image {bad} has NaN/inf region features; regenerate or re-download the file")
 
 
+def check_same_features(train: "PrecompSplit", others: list["PrecompSplit"]) -> None:
+    """Every split's regions have the training split's feature size D (a model trained on D-dimensional
+    features cannot encode others): checked when the data is opened, before the first step."""
+    d = train.region_shape[1]
+    for split in others:
+        if split.region_shape[1] != d:
+            raise DataError(f"{split.path}: features of size {split.region_shape[1]} per region, but the training "
+                            f"split's ({train.path}) are {d}; extract every split with the same feature extractor")
+
+
 class PrecompSplit:
     """One split of a precomp dataset: memory-mapped features, captions and ids, validated.
 

@@ -47,6 +47,7 @@ import copy
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 import types
@@ -272,30 +273,59 @@ def strategy_params(name: str) -> dict[str, tuple[Any, Any]] | None:
 
 # ----------------------------------------------------------------------------- overrides
 
+OVERRIDE_FIX = "write key=value with a dotted key and a YAML value, e.g. scale=smoke, seeds=[0,1] or " \
+               "schedule.vse_infty.epochs=2 (quote the whole override in the shell)"
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"schedule.vse_infty.epochs=2"`` -> (["schedule", "vse_infty", "epochs"], 2); value read as YAML."""
+    """``"schedule.vse_infty.epochs=2"`` -> (["schedule", "vse_infty", "epochs"], 2); value read as YAML
+    (safely: no tags, no key twice). ConfigError naming the override, the problem and the fix."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected key=value, e.g. scale=smoke or seeds=[0,1]")
+        raise ConfigError(f"override {text!r}: no '=' in it; {OVERRIDE_FIX}")
     key, value = text.split("=", 1)
-    path = [p for p in key.strip().split(".") if p]
-    if not path:
-        raise ConfigError(f"override {text!r}: empty key")
-    return path, yaml.safe_load(value) if value.strip() else None
+    path = key.strip().split(".")
+    if not key.strip():
+        raise ConfigError(f"override {text!r}: empty key before '='; {OVERRIDE_FIX}")
+    if any(not p.strip() or p != p.strip() for p in path):
+        raise ConfigError(f"override {text!r}: key {key!r} has an empty or blank-padded part between dots; "
+                          f"{OVERRIDE_FIX}")
+    if not value.strip():
+        return path, None
+    try:
+        parsed = yaml.load(value, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        if "tag" in problem:
+            problem += " (YAML tags are not read from overrides)"
+        raise ConfigError(f"override {text!r}: the value {value!r} is not valid YAML ({problem}); close every "
+                          "bracket and quote, or give a plain value, e.g. seeds=[0,1] or "
+                          "datasets.0.label='my data'") from None
+    return path, parsed
 
 
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
-    """Set each dotted ``key=value`` in a copy of ``raw`` (integer segments index lists)."""
+    """Set each dotted ``key=value`` in a copy of ``raw`` (integer segments index lists). A key given
+    twice, or a path through a value that is neither a mapping nor a list, is a ConfigError."""
     raw = copy.deepcopy(raw)
+    seen: dict[tuple[str, ...], str] = {}
     for text in overrides:
         path, value = parse_override(text)
+        if tuple(path) in seen:
+            raise ConfigError(f"override {text!r}: key {'.'.join(path)} is already set by {seen[tuple(path)]!r} "
+                              "(the last would silently win); give each key once")
+        seen[tuple(path)] = text
         node = raw
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1]):
             if isinstance(node, list):
                 node = _list_item(node, part, text)
-                continue
-            if not isinstance(node.get(part), (dict, list)):
-                node[part] = {}
-            node = node[part]
+            elif isinstance(node, dict):
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+            if not isinstance(node, (dict, list)):
+                where = ".".join(path[:depth + 1])
+                raise ConfigError(f"override {text!r}: {where} is {type(node).__name__} {node!r}, not a mapping "
+                                  f"or a list, so it has no key {path[depth + 1]!r}; set {where}=… itself")
         last = path[-1]
         if isinstance(node, list):
             idx = _list_index(node, last, text)
@@ -609,6 +639,24 @@ class _StrategyEntry(_Strict):
             return params
         return {**(params or {}), **{k: values[0] for k, values in sweep.model_dump().items()}}
 
+    @model_validator(mode="after")
+    def _the_strategy_accepts_them(self):
+        """The strategy's constructor (the owner of its parameters' ranges) accepts every variant."""
+        import itertools
+
+        import strategies
+
+        params = {k: getattr(self.params, k) for k in type(self.params).model_fields}
+        swept = {k: v for k, v in self.sweep.model_dump().items()}
+        for combo in itertools.product(*swept.values()):
+            variant = {**params, **dict(zip(swept, combo))}
+            try:
+                strategies.build(self.name, **variant)
+            except (ValueError, TypeError) as e:
+                at = f" (sweep {dict(zip(swept, combo))})" if swept else ""
+                raise _fail(f"params{at}: {e}") from None
+        return self
+
     @model_serializer(mode="wrap")
     def _spec(self, handler):
         out = handler(self)
@@ -636,14 +684,30 @@ class _Reference(_Strict):
 def _schedule_fields() -> dict[str, tuple[Any, None]]:
     """The keys of one schedule entry, from ``schedule_keys()``: every key optional; counts >= 1; a key
     whose trainer default is None may be given as null."""
+    from bench.train import SCHEDULE_LIMITS
+
     nullable = _nullable_schedule_keys()
     fields = {}
     for k, kind in schedule_keys().items():
         ann = _annotation(kind)
         if k in POSITIVE_KEYS:
             ann = Annotated[ann, Field(ge=1)]
+        if k in SCHEDULE_LIMITS:
+            ann = Annotated[ann, AfterValidator(_within_limits(k))]
         fields[k] = (Optional[ann] if k in nullable else ann, None)  # noqa: UP045 - a runtime annotation
     return fields
+
+
+def _within_limits(key: str):
+    """The check of schedule ``key`` against ``bench.train.SCHEDULE_LIMITS`` (the value is kept as given)."""
+    def check(value):
+        from bench.train import schedule_limit_problem
+
+        problem = schedule_limit_problem(key, value)
+        if problem:
+            raise _fail(problem)
+        return value
+    return check
 
 
 def _params_model(name: str):
@@ -673,7 +737,75 @@ def _overrides(matcher: str) -> Any:
     matcher taking ``**kwargs``), in the order given."""
     args = None if matcher == "default" else matcher_args(matcher)
     key = Any if args is None else Annotated[Literal[tuple(sorted(args))], _Called(f"{matcher} argument")]
-    return Annotated[dict[key, Any], BeforeValidator(_null_is_empty)]
+    return Annotated[dict[key, Any], BeforeValidator(_null_is_empty), AfterValidator(_argument_values(matcher))]
+
+
+def matcher_arg_kinds(name: str) -> dict[str, tuple[type, Any]]:
+    """{argument: (int | float | bool | str, default)} of matcher ``name``'s constructor: the annotation
+    where it is a plain type, else the default's type (arguments of neither are not checked)."""
+    key = f"mkinds:{name}"
+    if key not in _valid_cache:
+        import inspect
+        import typing
+
+        import models
+
+        models.constructor_args(name)  # registers every matcher
+        ctor = models._REGISTRY[name]
+        fn = ctor.__init__ if inspect.isclass(ctor) else ctor
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:  # noqa: BLE001 - an unresolvable annotation: the defaults' types
+            hints = {}
+        kinds = {}
+        for p in inspect.signature(fn).parameters.values():
+            default = None if p.default is p.empty else p.default
+            kind = hints.get(p.name)
+            if kind not in (int, float, bool, str):
+                kind = type(default) if isinstance(default, (int, float, bool, str)) else None
+            if kind is not None:
+                kinds[p.name] = (kind, default)
+        _valid_cache[key] = kinds
+    return _valid_cache[key]
+
+
+def _argument_problem(arg: str, kind: type, default, value) -> str | None:
+    """What is wrong with ``value`` for a matcher argument of type ``kind`` (None: nothing). Sizes and
+    counts (an int argument whose default is >= 1, or without a default) must be >= 1, dropouts in [0, 1)."""
+    if value is None:
+        return None
+    got = f"got {type(value).__name__} {value!r}"
+    if kind is bool and not isinstance(value, bool):
+        return f"expected true or false, {got}"
+    if kind is str and not isinstance(value, str):
+        return f"expected str, {got}"
+    if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+        return f"expected int, {got}; write it without quotes or a decimal point, e.g. {arg}: {default or 1}"
+    if kind is float and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        return f"expected a number, {got}; write it without quotes, e.g. {arg}: {default}"
+    if kind is float and not math.isfinite(value):
+        return f"expected a finite number, {got}"
+    if kind is int and (default is None or default >= 1) and value < 1:
+        return f"must be at least 1, got {value!r}: a size or count of 0 or less builds no model"
+    if kind is float and "dropout" in arg and not 0 <= value < 1:
+        return f"must be in [0, 1), got {value!r}: a dropout probability"
+    return None
+
+
+def _argument_values(matcher: str):
+    """The check of a matcher's override values against its constructor's argument types (``default``:
+    against every matcher that has the argument); the mapping is kept as given (cell ids are unchanged)."""
+    def check(overrides: dict) -> dict:
+        names = valid_matchers() if matcher == "default" else [matcher]
+        for arg, value in overrides.items():
+            for name in names:
+                kind = matcher_arg_kinds(name).get(arg)
+                problem = kind and _argument_problem(arg, *kind, value)
+                if problem:
+                    raise _fail_at((arg,), f"{problem}" + (f" (an argument of {name})" if matcher == "default" else ""),
+                                   value)
+        return overrides
+    return check
 
 
 def _matcher_model(name: str):
@@ -759,6 +891,13 @@ def _schema() -> dict[str, type[BaseModel]]:
             if not protocols:
                 raise _fail(f"no evaluation protocol known for dataset {name!r}: set `protocols` here or in "
                             "eval.protocols")
+            own = default_protocols_for(name)
+            for p in protocols:  # a protocol reads one dataset's split: on another it would title a lie
+                if p not in own:
+                    from_eval = " (from eval.protocols, which applies to every dataset)" \
+                        if info.context.get("protocols") == protocols else ""
+                    raise _fail(f"protocol {p!r}{from_eval} evaluates {PROTOCOLS[p].dataset}, not this dataset's "
+                                f"{name}; give {' or '.join(own)}, or leave `protocols` out for the dataset's own")
             return protocols
 
     class SuiteFile(_Strict):
