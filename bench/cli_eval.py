@@ -33,11 +33,41 @@ class EvaluateError(ValueError):
 
 
 def _device(name: str):
+    """The torch device ``--device`` names (``auto``: CUDA when there is one); EvaluateError naming the fix."""
     import torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise EvaluateError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EvaluateError(f"--device {name}: torch finds no CUDA device here (torch.cuda.is_available() is "
+                            "False); use --device cpu (or auto)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise EvaluateError(f"--device {name}: there are {torch.cuda.device_count()} CUDA device(s) (cuda:0 …); "
+                            "pick one of them")
+    if dev.type not in ("cpu", "cuda"):
+        raise EvaluateError(f"--device {name}: evaluation runs on cpu or cuda; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of a count: a whole number >= 1 (argparse prints the message, exit code 2)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (images or captions encoded at once), got {value}")
+    return value
+
+
+#: A run folder's files that are not models: what to evaluate instead.
+RESUME_FILES = ("last.pt", "last.prev.pt")
 
 
 def _data_for(matcher_name: str, dataset: str, data_root: str, vocab_root: str | None, protocols: list[str],
@@ -113,6 +143,12 @@ def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protoco
 
     if dataset not in DATASETS:
         raise EvaluateError(f"--dataset {dataset!r} is not a precomp dataset; use one of {sorted(DATASETS)}")
+    for path in paths:
+        if Path(path).name in RESUME_FILES:
+            raise EvaluateError(f"{path} is a resume checkpoint (branches, optimisers, RNG state), not the model a "
+                                f"cell reports; evaluate {Path(path).with_name('best.pt')}")
+    if batch_size is not None and batch_size < 1:
+        raise EvaluateError(f"--batch-size {batch_size}: must be >= 1")
     names = list(protocols or [p.name for p in protocols_for(dataset)])
     for n in names:
         if n not in PROTOCOLS:
@@ -120,7 +156,7 @@ def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protoco
         if PROTOCOLS[n].dataset != dataset:
             raise EvaluateError(f"--protocol {n} evaluates {PROTOCOLS[n].dataset}, not --dataset {dataset}; "
                                 f"protocols of {dataset}: {', '.join(p.name for p in protocols_for(dataset))}")
-    dev = _device(device)
+    dev = _device(device)  # before any checkpoint or data is read
     by_split: dict[str, list[str]] = {}
     for n in names:
         by_split.setdefault(PROTOCOLS[n].split, []).append(n)
@@ -217,6 +253,8 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "official") -> P
         raise EvaluateError(f"--format {fmt!r} is not supported; use --format official")
     run_dir = Path(run_dir)
     best = run_dir / "best.pt"
+    if run_dir.is_file():
+        raise EvaluateError(f"{run_dir} is a file; give the run folder holding it ({run_dir.parent})")
     if not best.is_file():
         raise EvaluateError(f"{run_dir} has no best.pt: give a finished run folder (results/runs/<suite>/<cell-id>)")
     state = ckpt.load(best)
@@ -263,7 +301,7 @@ def add_subparsers(sub) -> None:
     p.add_argument("--protocol", action="extend", nargs="+", default=None,
                    help="f30k_1k | coco_1k | coco_5k, one or more (default: the dataset's)")
     p.add_argument("--vocab-root", default=None, help="vocabulary folder (default DATA_ROOT/vocab)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="encoding batch size (default: the run's eval batch size, else 128)")
     p.add_argument("--device", default="auto")
     p.add_argument("--bert-path", default=None, help="VSE∞ BERT: a local bert-base-uncased folder (tokenizer)")

@@ -81,6 +81,9 @@ def _safe_globals() -> list:
 def read(path: str | Path) -> dict:
     """The unpickled checkpoint at ``path`` (CPU tensors), loaded with the restricted allow-list above."""
     path = Path(path)
+    if path.is_dir():
+        raise OfficialCheckpointError(f"checkpoint {path} is a folder: give the checkpoint file in it (a run's "
+                                      f"{path / 'best.pt'}, or an official model_best.pth / model_best.pth.tar)")
     if not path.is_file():
         raise OfficialCheckpointError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
@@ -91,15 +94,16 @@ def read(path: str | Path) -> dict:
     except pickle_errors() as e:
         text = str(e)
         found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w. ]+)", text)
-        if found or "Weights only load failed" in text:
-            what = found.group(1) if found else text.splitlines()[0]
+        if found:
+            what = found.group(1)
             raise OfficialCheckpointError(
                 f"checkpoint {path} asks to unpickle {what}, which a model checkpoint does not need; it is not "
                 f"one of the supported checkpoints ({SUPPORTED}). Only load files you trust.") from e
+        why = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.S)
+        why = " ".join(why.group(1).split()) if why else (text.splitlines()[0] if text else "unexpected end of file")
         raise OfficialCheckpointError(
             f"checkpoint {path} ({path.stat().st_size} bytes) could not be read: it is truncated or not a "
-            f"torch checkpoint ({type(e).__name__}: {text.splitlines()[0] if text else 'unexpected end of file'}); "
-            "download or copy it again") from e
+            f"torch checkpoint ({type(e).__name__}: {why}); download or copy it again") from e
     if not isinstance(obj, dict):
         raise OfficialCheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict with 'model' "
                                       f"and 'opt'; supported: {SUPPORTED}")

@@ -184,8 +184,7 @@ def _matchers(raw, **entry):
     (lambda r: (r["scales"].pop("smoke"), r.update(scale="smoke")),
      "scales: no entry for the chosen scale 'smoke' (have: full)"),
     (lambda r: r["datasets"][0].update(name="mine"),
-     "datasets[0].protocols: no evaluation protocol known for dataset 'mine': set `protocols` here or in "
-     "eval.protocols"),
+     "datasets[0].name: unknown dataset 'mine'. Valid: coco_precomp, f30k_precomp"),
     (lambda r: r["strategies"][1].update(sweep={"alpha": 2}),
      "strategies[1].sweep.alpha: expected a non-empty list of values, got 2"),
     (lambda r: r["strategies"][1].update(sweep={"alpha": [1.0, "two"]}),

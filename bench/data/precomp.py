@@ -75,7 +75,7 @@ def check_finite(x: np.ndarray, path: Path, first_index: int) -> None:
         raise DataError(f"{path}: image {bad} has NaN/inf region features; regenerate or re-download the file")
 
 
-def check_same_features(train: "PrecompSplit", others: list["PrecompSplit"]) -> None:
+def check_same_features(train: PrecompSplit, others: list[PrecompSplit]) -> None:
     """Every split's regions have the training split's feature size D (a model trained on D-dimensional
     features cannot encode others): checked when the data is opened, before the first step."""
     d = train.region_shape[1]

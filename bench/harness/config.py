@@ -273,7 +273,7 @@ def strategy_params(name: str) -> dict[str, tuple[Any, Any]] | None:
 
 # ----------------------------------------------------------------------------- overrides
 
-OVERRIDE_FIX = "write key=value with a dotted key and a YAML value, e.g. scale=smoke, seeds=[0,1] or " \
+OVERRIDE_FIX = "expected key=value with a dotted key and a YAML value, e.g. scale=smoke, seeds=[0,1] or " \
                "schedule.vse_infty.epochs=2 (quote the whole override in the shell)"
 
 
@@ -858,7 +858,8 @@ def _schema() -> dict[str, type[BaseModel]]:
                          matchers=(ScaleMatchers, Field(default_factory=ScaleMatchers)))
     Scales = table(Scale, ("full", "smoke"))
     Resources = table(create_model("Resource", __base__=_Given, **{
-        k: (_annotation(kind), None) for k, kind in RESOURCE_KEYS.items()}))
+        k: (Annotated[_annotation(kind), Field(ge=0 if k == "gpus" else 1)] if kind is int else _annotation(kind),
+            None) for k, kind in RESOURCE_KEYS.items()}))
     Protocol = Annotated[Literal[tuple(PROTOCOLS)], _Called("protocol"), BeforeValidator(_a_string)]
     Count = Annotated[StrictInt, Field(ge=1)]
     Matcher = _by_name({m: _matcher_model(m) for m in valid_matchers()}, "matcher")
@@ -870,7 +871,7 @@ def _schema() -> dict[str, type[BaseModel]]:
         batch_size: Count = Field(None, exclude_if=lambda v: v is None)
 
     class Dataset(_Labelled):
-        name: StrictStr
+        name: Annotated[Literal[tuple(known_datasets())], _Called("dataset"), BeforeValidator(_a_string)]
         label: StrictStr = None
         data_root: StrictStr | None = None
         vocab_root: StrictStr | None = None
@@ -1023,8 +1024,10 @@ def _config_error(file, error: ValidationError, schema: type[BaseModel]) -> Conf
         text = (f"expected a finite number, got {value!r} (YAML reads .nan and .inf as floats); "
                 "give a number, e.g. 1.0")
     elif kind == "greater_than_equal":
-        text = (f"must be at least 1, got {value!r}; a count of 0 or less trains or evaluates nothing "
-                "(leave the key out for the default)")
+        least = (err.get("ctx") or {}).get("ge", 1)
+        text = f"must be at least {least}, got {value!r}" + (
+            "; a count of 0 or less trains or evaluates nothing (leave the key out for the default)"
+            if least == 1 else "")
     elif kind == "suite_rule":  # raised by this schema's validators (`_fail`): the message says it all
         text = err["msg"]
     else:
