@@ -138,6 +138,10 @@ def cmd_sync(args):
     from bench.harness.tracking import offline_runs
 
     runs = [Path(p) for p in args.paths] or offline_runs(args.root)
+    missing = [str(p) for p in runs if not p.exists()]
+    if missing:
+        fail(f"{', '.join(missing)} does not exist; give offline W&B run folders (<run>/wandb/offline-run-*) "
+             "or none for every offline run under --root")
     if not runs:
         print(f"no offline W&B runs under {args.root}")
         return

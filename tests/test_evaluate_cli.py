@@ -189,14 +189,23 @@ def test_released_anchor_bad_inputs(trained, tiny_data, tmp_path):
         run_cell_in_store(expand(suite)[0], tmp_path / "runs", tracker_factory=None)
 
 
+def _bench_error(capsys, *args) -> str:
+    """``python -m bench ARGS`` refused: exit code 2 and the one ``error:`` line it printed."""
+    with pytest.raises(SystemExit) as info:
+        _bench(capsys, *args)
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+    return err
+
+
 def test_evaluate_bad_arguments_exit_with_the_fix(trained, tiny_data, tmp_path, capsys):
     bad = tmp_path / "cut.pt"
     bad.write_bytes((trained["saf"] / "best.pt").read_bytes()[:1000])
-    with pytest.raises(SystemExit, match="coco_5k evaluates coco_precomp, not --dataset f30k_precomp"):
-        _bench(capsys, "evaluate", trained["saf"] / "best.pt", "--data-root", tiny_data, "--dataset", "f30k_precomp",
-               "--protocol", "coco_5k")
-    with pytest.raises(SystemExit, match=r"cut\.pt .*truncated"):
-        _bench(capsys, "evaluate", bad, "--data-root", tiny_data, "--dataset", "f30k_precomp")
+    assert "coco_5k evaluates coco_precomp, not --dataset f30k_precomp" in _bench_error(
+        capsys, "evaluate", trained["saf"] / "best.pt", "--data-root", tiny_data, "--dataset", "f30k_precomp",
+        "--protocol", "coco_5k")
+    assert re.search(r"cut\.pt .*truncated",
+                     _bench_error(capsys, "evaluate", bad, "--data-root", tiny_data, "--dataset", "f30k_precomp"))
     # a best.pt copied out of its run folder (no digest beside it) is read; in its folder the digest must match
     alone = tmp_path / "alone" / "best.pt"
     alone.parent.mkdir()
@@ -205,8 +214,8 @@ def test_evaluate_bad_arguments_exit_with_the_fix(trained, tiny_data, tmp_path, 
     assert result["metrics"] == json.loads((trained["saf"] / "result.json").read_text())["metrics"]
     shutil.copy(trained["saf"] / "best.pt.sha256", alone.parent / "best.pt.sha256")
     alone.write_bytes(alone.read_bytes()[:-8] + bytes(8))
-    with pytest.raises(SystemExit, match=r"best\.pt is corrupted or truncated \(sha256"):
-        _bench(capsys, "evaluate", alone, "--data-root", tiny_data, "--dataset", "f30k_precomp")
+    assert re.search(r"best\.pt is corrupted or truncated \(sha256",
+                     _bench_error(capsys, "evaluate", alone, "--data-root", tiny_data, "--dataset", "f30k_precomp"))
     small_vocab = tmp_path / "vocab"
     small_vocab.mkdir()
     from bench.data.vocab import load_vocab, save_vocab

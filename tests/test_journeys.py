@@ -183,13 +183,14 @@ def test_overrides_are_accepted_anywhere_for_every_subcommand(capsys):
     assert "unrecognized arguments: a=1" in capsys.readouterr().err
 
 
-def test_run_one_cell_with_overrides_after_the_options(tmp_path):
+def test_run_one_cell_with_overrides_after_the_options(tmp_path, capsys):
     """``python -m bench run SUITE --cell ID seeds=[0]`` (refused by argparse before): the cell list
     it answers an unknown id with is the overridden suite's."""
     overrides = ["scale=smoke", "seeds=[0]", ONE_MATCHER, F30K_ONLY]
     with pytest.raises(SystemExit) as info:
         main(["run", "oss", "--cell", "nomatch", "--root", str(tmp_path), *overrides])
-    msg = str(info.value.code)
+    assert info.value.code == 2
+    msg = capsys.readouterr().err
     assert "--cell 'nomatch' matches 0 cells of suite oss" in msg
     cells = expand(load_suite("oss", overrides))
     assert all(c["id"] in msg for c in cells) and msg.count("/seed 0)") == len(cells) < len(expand(load_suite("oss")))
