@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,21 @@ def _store_args(p):
                    help="resume a checkpoint written by other code (both commits are recorded in the provenance)")
 
 
+def check_data_roots(suite, cells) -> None:
+    """Before any cell trains: every dataset has a data root (else the trainer would read its built-in
+    default, data/synth-demo, under a real dataset's name) and that root is a folder."""
+    for ds in {c["dataset"]["name"]: c["dataset"] for c in cells}.values():
+        root = ds.get("data_root")
+        if root is None:
+            fail(f"{suite.path}: dataset {ds['name']} has no data root: set `data_root` on the dataset or the suite "
+                 "(or an override data_root=DIR), or the DATA environment variable")
+        if not Path(root).is_dir():
+            why = "is not a folder" if Path(root).exists() else "does not exist"
+            env = " (from the DATA environment variable)" if os.environ.get("DATA") == root else ""
+            fail(f"{suite.path}: the data root {root} of dataset {ds['name']}{env} {why}; point data_root at the "
+                 "folder holding <dataset>/ and vocab/ (python -m bench.data.synth writes one)")
+
+
 def cmd_run(args):
     from bench.harness.cells import expand
     from bench.harness.config import load_suite
@@ -49,6 +65,7 @@ def cmd_run(args):
     if len(match) != 1:
         ids = ", ".join(f"{c['id']} ({c['matcher_label']}/{c['strategy']['label']}/seed {c['seed']})" for c in cells)
         fail(f"--cell {args.cell!r} matches {len(match)} cells of suite {suite.name}; cells: {ids}")
+    check_data_roots(suite, match)
     out = run_cell_in_store(match[0], args.root, force=args.force, wait_lock=args.wait_lock,
                             allow_code_change=args.allow_code_change)
     print(f"{out['state']}: {out['run_dir']}")
@@ -60,7 +77,16 @@ def cmd_sweep(args):
     from bench.harness.config import load_suite
     from bench.harness.sweep import sweep
 
+    ignored = [o for o, given in (("--cluster", args.cluster), ("--no-wait", args.no_wait)) if given]
+    if ignored and args.executor != "slurm":
+        both = len(ignored) > 1
+        fail(f"{' and '.join(ignored)} {'apply' if both else 'applies'} to --executor slurm only, not "
+             f"{args.executor} (which would ignore {'them' if both else 'it'}); add --executor slurm or leave "
+             f"{' and '.join(ignored)} out")
     suite = load_suite(args.suite, args.overrides)
+    from bench.harness.cells import expand
+
+    check_data_roots(suite, expand(suite))
     report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, force=args.force,
                    retry_failed=args.retry_failed, wait=not args.no_wait, wait_lock=args.wait_lock,
                    allow_code_change=args.allow_code_change)
@@ -243,6 +269,9 @@ def fail(message: str) -> None:
 
 def main(argv=None):
     args = parse_args(build_parser(), argv)
+    root = getattr(args, "root", None)
+    if root and Path(root).exists() and not Path(root).is_dir():
+        fail(f"--root {root} is a file, not a results folder; give a folder (default {DEFAULT_ROOT})")
     try:
         args.fn(args)
     except Exception as e:  # noqa: BLE001 - user errors become one line; the rest is re-raised

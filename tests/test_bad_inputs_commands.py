@@ -265,3 +265,55 @@ def test_evaluate_refuses_what_is_not_a_model_or_a_device(run_dir, tiny_data, tm
         assert f"argument --batch-size: must be >= 1 (images or captions encoded at once), got {bad}" in out.stderr
     msg = refused("export", run_dir / "best.pt", tmp_path / "x.pth")
     assert f"{run_dir}/best.pt is a file; give the run folder holding it ({run_dir})" in msg
+
+
+# ----------------------------------------------------------------------------- files, paths, options, environment
+
+def test_suite_files_paths_and_options_a_user_gives(suite, tiny_data, tmp_path):
+    root = tmp_path / "runs"
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(suite.read_bytes().replace(b"name: bad", b"name: bad\ndescription: caf\xe9"))
+    line = latin.read_bytes().split(b"\n").index(b"description: caf\xe9") + 1
+    assert refused("show", latin) == f"error: {latin}:{line}: not UTF-8 (byte 0xe9); re-save the file as UTF-8"
+    tab = tmp_path / "tab.yaml"
+    tab.write_text("name: bad\n\tseeds: [0]\n")
+    assert refused("show", tab) == (f"error: {tab}: not valid YAML: while scanning for the next token: found "
+                                    "character '\\t' that cannot start any token (line 2, column 1)")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert refused("show", empty) == f"error: {empty}: name: required key missing"
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- name: bad\n")
+    assert refused("show", listed) == f"error: {listed}: expected a mapping of suite keys, got list"
+    assert refused("show", tmp_path) == (f"error: {tmp_path} is a folder, not a suite file; give a suite name "
+                                         "(bench/suites/<name>.yaml) or the path of a YAML file")
+    assert refused("status", suite, "--root", suite) == (f"error: --root {suite} is a file, not a results folder; "
+                                                         f"give a folder (default {REPO}/results/runs)")
+    msg = refused("sweep", suite, "--cluster", "local", "--root", root, root=root)
+    assert msg == ("error: --cluster applies to --executor slurm only, not inline (which would ignore it); add "
+                   "--executor slurm or leave --cluster out")
+    msg = refused("sweep", suite, "--executor", "local", "--no-wait", "--root", root, root=root)
+    assert "--no-wait applies to --executor slurm only, not local" in msg
+    assert not root.exists()
+
+
+def test_a_dataset_without_a_data_root_or_with_a_missing_one_trains_nothing(tiny_data, tmp_path):
+    """Without a data root the trainer would read its default (data/synth-demo, relative to the working
+    folder) under the dataset's real name: a table of the demo data titled F30K."""
+    root = tmp_path / "runs"
+    suite = write_suite(tmp_path, tiny_data, datasets=[{"name": "f30k_precomp"}])
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA", "VOCAB")}
+    for command in (["run", suite, "--cell", ""], ["sweep", suite]):
+        out = subprocess.run([sys.executable, "-m", "bench", *map(str, command), "--root", str(root)], cwd=REPO,
+                             capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)}, timeout=600)
+        assert out.returncode == 2 and out.stderr.strip() == (
+            f"error: {suite}: dataset f30k_precomp has no data root: set `data_root` on the dataset or the suite (or "
+            "an override data_root=DIR), or the DATA environment variable"), out.stderr
+        out = subprocess.run([sys.executable, "-m", "bench", *map(str, command), "--root", str(root)], cwd=REPO,
+                             capture_output=True, text=True, timeout=600,
+                             env={**env, "PYTHONPATH": str(REPO), "DATA": str(tmp_path / "nowhere")})
+        assert out.returncode == 2 and out.stderr.strip() == (
+            f"error: {suite}: the data root {tmp_path}/nowhere of dataset f30k_precomp (from the DATA environment "
+            "variable) does not exist; point data_root at the folder holding <dataset>/ and vocab/ "
+            "(python -m bench.data.synth writes one)"), out.stderr
+    assert not root.exists()
