@@ -317,3 +317,16 @@ def test_a_dataset_without_a_data_root_or_with_a_missing_one_trains_nothing(tiny
             "variable) does not exist; point data_root at the folder holding <dataset>/ and vocab/ "
             "(python -m bench.data.synth writes one)"), out.stderr
     assert not root.exists()
+
+
+def test_a_cluster_profile_with_a_typo_a_bad_value_or_no_file(suite, tmp_path):
+    root = tmp_path / "runs"
+    typo, negative = tmp_path / "typo.yaml", tmp_path / "negative.yaml"
+    typo.write_text("partiton: debug\n")
+    negative.write_text("gpus_per_node: -1\n")
+    sweep = ["sweep", suite, "--executor", "slurm", "--root", root, "--cluster"]
+    msg = refused(*sweep, typo, root=root)
+    assert msg.startswith(f"error: {typo}: unknown key 'partiton' (did you mean 'partition'? known keys: ")
+    assert refused(*sweep, negative, root=root) == f"error: {negative}: 'gpus_per_node' (GPUs per node) must be >= 0, got -1"
+    assert refused(*sweep, tmp_path / "nope.yaml", root=root) == \
+        f"error: cluster profile file {tmp_path}/nope.yaml does not exist"
