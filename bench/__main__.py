@@ -250,6 +250,7 @@ USER_ERRORS = (
     ("models.official", "OfficialCheckpointError"),
     ("bench.data.errors", "DataError"),
     ("bench.checkpoint", "CheckpointError"),
+    ("bench.train", "TrainingDiverged"),  # the schedule's lr (or the data) made the loss NaN: the fix is named
 )
 EXIT_USAGE = 2  # as argparse exits for a bad command line
 

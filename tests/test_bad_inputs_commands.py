@@ -117,6 +117,8 @@ VALUES = [
      "without quotes"),
     ("matchers.0.overrides.embed_size=0", "matchers[0].overrides.embed_size: must be at least 1, got 0",
      "builds no model"),
+    ("scales.smoke.matchers.vse_infty.embed_size=0",
+     "scales.smoke.matchers.vse_infty.embed_size: must be at least 1, got 0", "builds no model"),
     ("matchers.0.overrides.img_dim=2048.0", "matchers[0].overrides.img_dim: expected int, got float 2048.0", ""),
     ("matchers=[{name: xattn, overrides: {word_dropout: 1.5}}]",
      "matchers[0].overrides.word_dropout: must be in [0, 1), got 1.5", "dropout probability"),
@@ -203,6 +205,11 @@ def test_training_diverged_names_last_pt_only_when_it_exists(tiny_data, tmp_path
     msg = str(info.value)
     assert not (tmp_path / "run" / "last.pt").exists()
     assert "last.pt" not in msg and "no checkpoint was written before it" in msg and "Lower schedule.lr" in msg
+    # `run` prints it as one line (exit 2): the fix is in the message
+    suite = write_suite(tmp_path, tiny_data)
+    msg = refused("run", suite, "--cell", "", "schedule.default.lr=1e30", "--root", tmp_path / "runs")
+    assert msg.startswith("error: non-finite loss {'target': nan} at epoch 0") and "Lower schedule.lr" in msg
+    assert not any((tmp_path / "runs").rglob("*.pt"))
 
 
 # ----------------------------------------------------------------------------- every command
