@@ -144,6 +144,13 @@ def test_a_value_out_of_range_is_refused_before_training_with_its_key(suite, tmp
     assert why in msg
 
 
+def test_every_limited_schedule_key_is_a_schedule_key():
+    from bench.schedule_limits import SCHEDULE_LIMITS
+    from bench.train import SCHEDULE_DEFAULTS
+
+    assert set(SCHEDULE_LIMITS) <= set(SCHEDULE_DEFAULTS)
+
+
 def test_validation_keeps_the_values_as_given(suite):
     """Checking a value does not change it: an int where a float is read stays an int in the cell."""
     from bench.harness import expand, load_suite

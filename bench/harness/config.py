@@ -704,7 +704,7 @@ class _Reference(_Strict):
 def _schedule_fields() -> dict[str, tuple[Any, None]]:
     """The keys of one schedule entry, from ``schedule_keys()``: every key optional; counts >= 1; a key
     whose trainer default is None may be given as null."""
-    from bench.train import SCHEDULE_LIMITS
+    from bench.schedule_limits import SCHEDULE_LIMITS
 
     nullable = _nullable_schedule_keys()
     fields = {}
@@ -719,9 +719,9 @@ def _schedule_fields() -> dict[str, tuple[Any, None]]:
 
 
 def _within_limits(key: str):
-    """The check of schedule ``key`` against ``bench.train.SCHEDULE_LIMITS`` (the value is kept as given)."""
+    """The check of schedule ``key`` against ``bench.schedule_limits.SCHEDULE_LIMITS`` (the value is kept as given)."""
     def check(value):
-        from bench.train import schedule_limit_problem
+        from bench.schedule_limits import schedule_limit_problem
 
         problem = schedule_limit_problem(key, value)
         if problem:
