@@ -2,6 +2,7 @@
 
     run SUITE --cell ID [key=value …]      train one cell in this process
     sweep SUITE [key=value …] --executor inline|local|slurm [--cluster PROFILE] [--force] [--retry-failed]
+          [--no-wait] [--dry-run]         (--dry-run: each job array's #SBATCH header and cells, nothing submitted)
     status SUITE [key=value …]             every cell's state with its log path
     show SUITE [key=value …]               cells a sweep would run, resolved recipes, estimated hours
     collect SUITE [key=value …]            tables (md, tex, csv) and figures
@@ -31,6 +32,11 @@ def _suite_args(p):
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="result store (default results/runs)")
 
 
+def _rates_arg(p):
+    p.add_argument("--gpu-rates", default=None,
+                   help="GPU rates of make bench-gpu for time estimates (default results/gpu-rates.json if present)")
+
+
 def _store_args(p):
     p.add_argument("--wait-lock", action="store_true",
                    help="wait for a cell another process is training instead of skipping it")
@@ -56,14 +62,34 @@ def cmd_run(args):
         sys.exit(f"stopped by {out['signal']}: last.pt saved; the same command resumes the cell")
 
 
+def _bad_input(message: str):
+    """One clear line, exit code 2 (bad input found before anything ran)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def cmd_sweep(args):
     from bench.harness.config import load_suite
-    from bench.harness.sweep import sweep
+    from bench.harness.slurm import ProfileError, ResourceError
+    from bench.harness.sweep import dry_run, sweep
 
+    if args.executor != "slurm":
+        for flag, given in (("--cluster", args.cluster is not None), ("--no-wait", args.no_wait),
+                            ("--dry-run", args.dry_run)):
+            if given:
+                _bad_input(f"{flag} applies to --executor slurm only (got --executor {args.executor}): "
+                           f"drop {flag} or use --executor slurm")
     suite = load_suite(args.suite, args.overrides)
-    report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, force=args.force,
+    try:
+        if args.dry_run:
+            print(dry_run(suite, root=args.root, cluster=args.cluster, force=args.force,
+                          retry_failed=args.retry_failed, rates_path=args.gpu_rates))
+            return
+        report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, force=args.force,
                    retry_failed=args.retry_failed, wait=not args.no_wait, wait_lock=args.wait_lock,
                    allow_code_change=args.allow_code_change)
+    except (ProfileError, ResourceError) as e:  # named before anything is submitted
+        _bad_input(str(e).replace("\n", "\n  "))
     _report(suite, report)
 
 
@@ -104,7 +130,12 @@ def cmd_show(args):
     from bench.harness.config import load_suite
     from bench.harness.show import show
 
-    print(show(load_suite(args.suite, args.overrides), Path(args.root)))
+    suite = load_suite(args.suite, args.overrides)
+    try:
+        text = show(suite, Path(args.root), rates_path=args.gpu_rates)
+    except ValueError as e:  # an unreadable GPU rates file
+        _bad_input(str(e))
+    print(text)
 
 
 def cmd_collect(args):
@@ -179,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run every cell (done ones are replaced when complete)")
     p.add_argument("--retry-failed", action="store_true", help="re-run only the failed cells")
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
+    p.add_argument("--dry-run", action="store_true",
+                   help="slurm: print each job array's #SBATCH header and cells; submit nothing")
+    _rates_arg(p)
     _store_args(p)
     p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("status", help="every cell's state")
@@ -186,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_status)
     p = sub.add_parser("show", help="the cells a sweep would run, their recipes and estimated device hours")
     _suite_args(p)
+    _rates_arg(p)
     p.set_defaults(fn=cmd_show)
     p = sub.add_parser("collect", help="tables and figures")
     _suite_args(p)

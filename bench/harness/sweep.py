@@ -33,9 +33,11 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bench.harness.cells import expand, topological_order
+from bench.harness.cells import describe, expand, topological_order
 from bench.harness.config import Suite
 from bench.harness.store import (
     DEFAULT_ROOT,
@@ -45,6 +47,9 @@ from bench.harness.store import (
     run_status,
     write_atomic,
 )
+
+if TYPE_CHECKING:
+    from bench.harness.slurm import JobRequest
 
 #: States a plain sweep runs (``failed`` needs ``--retry-failed``, which also takes over interrupted ones).
 RUNNABLE = ("pending", "interrupted", "stale", "corrupt")
@@ -177,17 +182,99 @@ def _run_inline(cells, root, force, progress, tracker_factory, started=None, wai
     return {"outcomes": outcomes, "errors": errors}
 
 
+@dataclass
+class ArrayPlan:
+    """One SLURM job array of a sweep: the cells of one dependency stage that ask for the same job
+    (:class:`bench.harness.slurm.JobRequest`, the cells' resources after the profile's caps)."""
+
+    stage: int
+    request: JobRequest
+    cells: list[dict] = field(default_factory=list)
+
+
+def plan_arrays(cells: list[dict], profile: dict) -> list[ArrayPlan]:
+    """The job arrays a SLURM sweep of ``cells`` submits: one per dependency stage and resource shape,
+    in submission order. Every cell's request is checked first: a cell asking for more than ``profile``
+    allows (where no cap applies, e.g. more GPUs than a node has) raises ``ResourceError`` naming every
+    such cell, before anything is submitted."""
+    from bench.harness.slurm import ResourceError, job_request
+
+    requests, errors = {}, []
+    for cell in cells:
+        try:
+            requests[cell["id"]] = job_request(cell.get("resources"), profile)
+        except ResourceError as e:
+            errors.append(f"cell {cell['id']} ({describe(cell)}) {e}")
+    if errors:
+        raise ResourceError("\n".join(errors))
+    plans: list[ArrayPlan] = []
+    for number, stage in enumerate(stages(cells)):
+        shapes: dict = {}
+        for cell in stage:
+            request = requests[cell["id"]]
+            shapes.setdefault(request.resources, ArrayPlan(number, request)).cells.append(cell)
+        plans += shapes.values()
+    return plans
+
+
+def dry_run(suite: Suite, root: str | Path = DEFAULT_ROOT, cluster: str | None = None, force: bool = False,
+            retry_failed: bool = False, jobs_folder: str | Path | None = None,
+            rates_path: str | Path | None = None) -> str:
+    """What ``sweep(..., executor="slurm")`` would submit, submitting nothing: per array the ``#SBATCH``
+    header submitit writes for it (made by submitit itself), the profile's caps, and its cells with
+    the time estimate from measurement (``bench.harness.show``) beside the requested time."""
+    from bench.harness.show import estimate, load_gpu_rates, planned_steps, recorded_step_times, wall_minutes
+    from bench.harness.slurm import load_profile, make_executor, sbatch_header
+
+    root = Path(root)
+    profile = load_profile(cluster or "local")
+    cells = topological_order(expand(suite))
+    states = cell_states(cells, root, query_slurm=False)
+    todo = select_cells(cells, states, force=force, retry_failed=retry_failed)
+    plans = plan_arrays(todo, profile)
+    folder = Path(jobs_folder or root.parent / "jobs")
+    records, rates, cache = recorded_step_times(root), load_gpu_rates(rates_path), {}
+    lines = [f"dry run: suite {suite.name}, {len(todo)} of {len(cells)} cell(s) to run, cluster profile "
+             f"{profile['name']} ({profile['path']}): {len(plans)} job array(s); nothing is submitted"]
+    array_of = {}
+    warnings = 0
+    for number, plan in enumerate(plans, 1):
+        executor = make_executor("slurm", folder, profile, check=False, resources=plan.request)
+        parents = sorted({array_of[d] for c in plan.cells for d in c.get("depends_on", []) if d in array_of})
+        deps = [f"<jobs of array {k}>" for k in parents]
+        for c in plan.cells:
+            array_of[c["id"]] = number
+        lines.append("")
+        lines.append(f"array {number} (stage {plan.stage}): {len(plan.cells)} cell(s), "
+                     f"{plan.request.resources.describe()}"
+                     + (f"; after array(s) {', '.join(map(str, parents))} (afterok)" if parents else ""))
+        lines += [f"  cap: {cap}" for cap in plan.request.caps]
+        lines += ["  " + line for line in sbatch_header(executor, len(plan.cells), deps or None).splitlines()]
+        requested = plan.request.resources.time_min
+        for c in plan.cells:
+            hours, basis = estimate(c, records, planned_steps(c, cache), rates)
+            wall = wall_minutes(c, hours)
+            shown = "no estimate" if wall is None else f"estimate {wall:.0f} min ({basis})"
+            warn = ""
+            if wall is not None and requested is not None and requested < wall:
+                warn = f"  WARNING: requested {requested} min is below the estimate"
+                warnings += 1
+            lines.append(f"  {c['id']}  {describe(c):<48} requested {requested} min, {shown}{warn}")
+    if warnings:
+        lines.append(f"\n{warnings} cell(s) request less time than estimated: a cut cell resumes from its "
+                     "checkpoint, but costs a requeue and queue time (raise time_min in the suite's resources)")
+    return "\n".join(lines)
+
+
 def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None, options=None) -> tuple[dict, list, str | None]:
-    """Submit ``cells`` stage by stage; SLURM: every stage at once, dependents held by ``afterok`` on their
-    parents' jobs (submitted now or still active from an earlier sweep, ``active_jobs``), then wait for
-    all (``wait``). Returns ({cell id: job id}, [job ids lost without a result, e.g. cancelled], the signal
-    that stopped local cells or None)."""
+    """Submit ``cells`` stage by stage; SLURM: one array per stage and resource shape (:func:`plan_arrays`),
+    every stage at once, dependents held by ``afterok`` on their parents' jobs (submitted now or still
+    active from an earlier sweep, ``active_jobs``), then wait for all (``wait``). Returns ({cell id: job
+    id}, [job ids lost without a result, e.g. cancelled], the signal that stopped local cells or None)."""
     from bench.harness.jobs import CellJob
     from bench.harness.slurm import load_profile, make_executor, submit_array, wait_for_jobs
 
-    profile = load_profile(cluster or "local") if kind == "slurm" else None
     folder = Path(jobs_folder or root.parent / "jobs")
-    executor = make_executor(kind, folder, profile)
     submitted: dict[str, str] = dict(active_jobs or {}) if kind == "slurm" else {}
     all_jobs, lost, stopped_by = [], [], None
 
@@ -199,22 +286,31 @@ def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None, opt
             {"job_id": job.job_id, "executor": kind, "stderr": str(job.paths.stderr),
              "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
 
-    for stage in stages(cells):
-        if kind == "slurm":  # one array per resource shape would be finer; the profile sets one here
-            deps = sorted({submitted[d] for c in stage for d in c.get("depends_on", []) if d in submitted})
-            jobs = submit_array(executor, None, [CellJob(c, root, **(options or {})) for c in stage],
+    if kind == "slurm":
+        profile = load_profile(cluster or "local")
+        plans = plan_arrays(cells, profile)  # every cell's request checked before anything is submitted
+        check = True
+        for plan in plans:
+            executor = make_executor(kind, folder, profile, check=check, resources=plan.request)
+            check = False
+            deps = sorted({submitted[d] for c in plan.cells for d in c.get("depends_on", []) if d in submitted})
+            jobs = submit_array(executor, None, [CellJob(c, root, **(options or {})) for c in plan.cells],
                                 dependency_job_ids=deps or None)
-            for cell, job in zip(stage, jobs):
+            for cell, job in zip(plan.cells, jobs):
                 record(cell, job)
             all_jobs += jobs
-        else:  # no dependencies without SLURM: finish this stage first
+            print(f"array {jobs[0].job_id.split('_')[0]}: {len(jobs)} cell(s), {plan.request.resources.describe()}"
+                  + "".join(f"; cap: {cap}" for cap in plan.request.caps), file=sys.stderr, flush=True)
+        if wait:
+            lost += wait_for_jobs(all_jobs, raise_lost=False)
+    else:  # no dependencies without SLURM: finish each stage first
+        executor = make_executor(kind, folder)
+        for stage in stages(cells):
             jobs, stage_lost, stopped_by = run_local_window(executor, stage, root, on_submit=record, options=options)
             all_jobs += jobs
             lost += stage_lost
             if stopped_by:  # the running cells saved their checkpoints; the later stages wait for a resume
                 break
-    if kind == "slurm" and wait:
-        lost += wait_for_jobs(all_jobs, raise_lost=False)
     ids = {c["id"] for c in cells}
     return {cid: jid for cid, jid in submitted.items() if cid in ids}, lost, stopped_by
 
