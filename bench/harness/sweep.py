@@ -190,6 +190,7 @@ class ArrayPlan:
     stage: int
     request: JobRequest
     cells: list[dict] = field(default_factory=list)
+    caps: list[str] = field(default_factory=list)  # every cap the profile applied to one of the cells
 
 
 def plan_arrays(cells: list[dict], profile: dict) -> list[ArrayPlan]:
@@ -212,7 +213,9 @@ def plan_arrays(cells: list[dict], profile: dict) -> list[ArrayPlan]:
         shapes: dict = {}
         for cell in stage:
             request = requests[cell["id"]]
-            shapes.setdefault(request.resources, ArrayPlan(number, request)).cells.append(cell)
+            plan = shapes.setdefault(request.resources, ArrayPlan(number, request))
+            plan.cells.append(cell)
+            plan.caps += [cap for cap in request.caps if cap not in plan.caps]
         plans += shapes.values()
     return plans
 
@@ -248,7 +251,7 @@ def dry_run(suite: Suite, root: str | Path = DEFAULT_ROOT, cluster: str | None =
         lines.append(f"array {number} (stage {plan.stage}): {len(plan.cells)} cell(s), "
                      f"{plan.request.resources.describe()}"
                      + (f"; after array(s) {', '.join(map(str, parents))} (afterok)" if parents else ""))
-        lines += [f"  cap: {cap}" for cap in plan.request.caps]
+        lines += [f"  cap: {cap}" for cap in plan.caps]
         lines += ["  " + line for line in sbatch_header(executor, len(plan.cells), deps or None).splitlines()]
         requested = plan.request.resources.time_min
         for c in plan.cells:
@@ -300,7 +303,7 @@ def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None, opt
                 record(cell, job)
             all_jobs += jobs
             print(f"array {jobs[0].job_id.split('_')[0]}: {len(jobs)} cell(s), {plan.request.resources.describe()}"
-                  + "".join(f"; cap: {cap}" for cap in plan.request.caps), file=sys.stderr, flush=True)
+                  + "".join(f"; cap: {cap}" for cap in plan.caps), file=sys.stderr, flush=True)
         if wait:
             lost += wait_for_jobs(all_jobs, raise_lost=False)
     else:  # no dependencies without SLURM: finish each stage first
