@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -254,3 +255,18 @@ def test_testcluster_up_twice_then_down(slurm_cluster, tmp_path):
     assert run_testcluster("status", state).returncode == 1
     assert os.environ["SLURM_CONF"] == slurm_cluster["conf"]  # the session cluster is untouched
     assert cluster_reachable()[0]
+
+
+@pytest.mark.slurm
+def test_slurm_readme_python_block_as_written(slurm_cluster, tmp_path):
+    """slurm/README.md's submission example, verbatim, from a scratch folder (its results/jobs land there)."""
+    text = (Path(__file__).resolve().parents[1] / "slurm" / "README.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=WAIT_S + 60)
+    assert out.returncode == 0, out.stderr
+    results = eval(out.stdout.strip().splitlines()[-1])  # noqa: S307 - the printed list of result dicts
+    assert [r["x"] for r in results] == [1, 2, 3] and len({r["job_id"].split("_")[0] for r in results}) == 1
+    (script,) = {p.read_text() for p in (tmp_path / "results" / "jobs").glob("*_submission.sh")}
+    assert "#SBATCH --mem=1GB" in script and "#SBATCH --time=10" in script and "--gpus-per-node" not in script

@@ -9,8 +9,13 @@ it asks for GPUs). Seconds per step come from the finished cells already in the 
 of their ``result.json``, measured by the trainer on the device that ran them): the median over
 done cells of the same matcher (name and overrides), batch size and strategy, else of the same
 matcher and batch size with any strategy (scaled by forward passes per step). A cell with no such
-record gets no estimate, and the output says how many; train one cell of each matcher first
-(``python -m bench run SUITE --cell ID``) to get one. Done cells show their recorded hours.
+record is estimated from the GPU rates of ``make bench-gpu`` when ``results/gpu-rates.json`` (or
+``--gpu-rates FILE``) has its matcher: ``batch_size / train_samples_per_s`` seconds per step (× forward
+passes), in the mode of its schedule (``precision``, ``compile``; fp32 by default); the output names
+the card. Otherwise it gets no estimate, and the output says how many; train one cell of each matcher
+first (``python -m bench run SUITE --cell ID``) to get one. Done cells show their recorded hours.
+Beside each estimate: the cell's requested wall time (``resources.time_min``), with a warning when
+it is below the estimated wall time (GPU-hours / GPUs); ``sweep --dry-run`` prints the same per array.
 
 Planned steps per epoch: ``ceil(training captions / batch_size)``, at most ``max_steps_per_epoch``;
 training captions are counted in ``<data_root>/<dataset>/train_caps.txt`` when it exists, else the

@@ -10,8 +10,10 @@ is the source of truth for states; SLURM adds queued/running for submitted cells
   many cells at once as this machine's CPUs hold: a cell takes its ``resources.cpus`` (torch trains it
   with that many threads, ``jobs.cell_threads``) and the next one starts when enough CPUs are free, so
   parallel cells never oversubscribe the cores (two 2-thread processes on 2 cores ran 6x slower).
-- ``slurm``: one job array per stage, all submitted at once; the OAS stage waits on its baselines
-  with ``afterok`` (cancelled by SLURM if a baseline fails). A ``submitted.json`` in a cell's folder
+- ``slurm``: one job array per stage and resource shape (:func:`plan_arrays`: the cells' ``resources``
+  after the cluster profile's caps; a cell the profile cannot hold is named before anything is
+  submitted), all submitted at once; OAS cells wait on their baselines' jobs with ``afterok`` across
+  arrays (cancelled by SLURM if a baseline fails). :func:`dry_run` prints what would be submitted. A ``submitted.json`` in a cell's folder
   records its job, so submitting again never duplicates a cell that is queued or running; a cell
   whose job is gone but left its ``running`` marker (scancel, node failure) is interrupted (its lock is
   free) and runs again, resuming from its checkpoint.
