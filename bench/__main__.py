@@ -70,8 +70,9 @@ def _bad_input(message: str):
 
 def cmd_sweep(args):
     from bench.harness.config import load_suite
+    from bench.harness.dryrun import dry_run
     from bench.harness.slurm import ProfileError, ResourceError
-    from bench.harness.sweep import dry_run, sweep
+    from bench.harness.sweep import sweep
 
     if args.executor != "slurm":
         for flag, given in (("--cluster", args.cluster is not None), ("--no-wait", args.no_wait),
