@@ -2,6 +2,7 @@
 
     run SUITE --cell ID [key=value …]      train one cell in this process
     sweep SUITE [key=value …] --executor inline|local|slurm [--cluster PROFILE] [--force] [--retry-failed]
+          [--no-wait] [--dry-run]         (--dry-run: each job array's #SBATCH header and cells, nothing submitted)
     status SUITE [key=value …]             every cell's state with its log path
     show SUITE [key=value …]               cells a sweep would run, resolved recipes, estimated hours
     collect SUITE [key=value …]            tables (md, tex, csv) and figures
@@ -30,6 +31,11 @@ def _suite_args(p):
     p.add_argument("suite", help="suite name (bench/suites/<name>.yaml) or path to a YAML file")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. scale=smoke seeds=[0,1]")
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="result store (default results/runs)")
+
+
+def _rates_arg(p):
+    p.add_argument("--gpu-rates", default=None,
+                   help="GPU rates of make bench-gpu for time estimates (default results/gpu-rates.json if present)")
 
 
 def _store_args(p):
@@ -73,11 +79,20 @@ def cmd_run(args):
         sys.exit(f"stopped by {out['signal']}: last.pt saved; the same command resumes the cell")
 
 
+def _bad_input(message: str):
+    """One clear line, exit code 2 (bad input found before anything ran)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def cmd_sweep(args):
     from bench.harness.config import load_suite
+    from bench.harness.dryrun import dry_run
+    from bench.harness.slurm import ProfileError, ResourceError
     from bench.harness.sweep import sweep
 
-    ignored = [o for o, given in (("--cluster", args.cluster), ("--no-wait", args.no_wait)) if given]
+    ignored = [o for o, given in (("--cluster", args.cluster), ("--no-wait", args.no_wait),
+                                  ("--dry-run", args.dry_run)) if given]
     if ignored and args.executor != "slurm":
         both = len(ignored) > 1
         fail(f"{' and '.join(ignored)} {'apply' if both else 'applies'} to --executor slurm only, not "
@@ -87,9 +102,16 @@ def cmd_sweep(args):
     from bench.harness.cells import expand
 
     check_data_roots(suite, expand(suite))
-    report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, force=args.force,
+    try:
+        if args.dry_run:
+            print(dry_run(suite, root=args.root, cluster=args.cluster, force=args.force,
+                          retry_failed=args.retry_failed, rates_path=args.gpu_rates))
+            return
+        report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, force=args.force,
                    retry_failed=args.retry_failed, wait=not args.no_wait, wait_lock=args.wait_lock,
                    allow_code_change=args.allow_code_change)
+    except (ProfileError, ResourceError) as e:  # named before anything is submitted
+        _bad_input(str(e).replace("\n", "\n  "))
     _report(suite, report)
 
 
@@ -130,7 +152,12 @@ def cmd_show(args):
     from bench.harness.config import load_suite
     from bench.harness.show import show
 
-    print(show(load_suite(args.suite, args.overrides), Path(args.root)))
+    suite = load_suite(args.suite, args.overrides)
+    try:
+        text = show(suite, Path(args.root), rates_path=args.gpu_rates)
+    except ValueError as e:  # an unreadable GPU rates file
+        _bad_input(str(e))
+    print(text)
 
 
 def cmd_collect(args):
@@ -209,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run every cell (done ones are replaced when complete)")
     p.add_argument("--retry-failed", action="store_true", help="re-run only the failed cells")
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
+    p.add_argument("--dry-run", action="store_true",
+                   help="slurm: print each job array's #SBATCH header and cells; submit nothing")
+    _rates_arg(p)
     _store_args(p)
     p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("status", help="every cell's state")
@@ -216,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_status)
     p = sub.add_parser("show", help="the cells a sweep would run, their recipes and estimated device hours")
     _suite_args(p)
+    _rates_arg(p)
     p.set_defaults(fn=cmd_show)
     p = sub.add_parser("collect", help="tables and figures")
     _suite_args(p)

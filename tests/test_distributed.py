@@ -281,12 +281,13 @@ def test_a_two_task_slurm_job_trains_one_cell_across_its_tasks(slurm_cluster, ti
     """submitit tasks_per_node=2: both tasks join one gloo group from the SLURM job environment."""
     from bench.harness import jobs
     from bench.harness.cells import cell_id
-    from bench.harness.slurm import load_profile, make_executor
+    from bench.harness.slurm import Resources, load_profile, make_executor
 
-    profile = {**load_profile(slurm_cluster["profile"]), "tasks_per_node": 2, "cpus_per_task": 1, "mem_gb": 4}
+    profile = {**load_profile(slurm_cluster["profile"]), "tasks_per_node": 2, "max_mem_gb": None}
     cell = {**_cell(tiny_data), "suite": "distributed"}
     cell["id"] = cell_id(cell)
-    job = make_executor("slurm", tmp_path / "jobs", profile).submit(jobs.CellJob(cell, tmp_path / "results"))
+    need = Resources(cpus=1, mem_gb=4, time_min=10)
+    job = make_executor("slurm", tmp_path / "jobs", profile, resources=need).submit(jobs.CellJob(cell, tmp_path / "results"))
     per_task = job.results()  # one result per task (rank)
     assert len(per_task) == 2 and all(r["state"] == "done" for r in per_task)
     got = per_task[0]["result"]

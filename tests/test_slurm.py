@@ -7,17 +7,22 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import submitit
+from submitit.slurm.slurm import SlurmJobEnvironment
 
 from bench.harness import jobs
 from bench.harness.slurm import (
     JobLostError,
     ProfileError,
+    ResourceError,
+    Resources,
     cluster_reachable,
+    job_request,
     load_profile,
     make_executor,
     slurm_states,
@@ -29,8 +34,11 @@ from tests.slurm_cluster import run_testcluster
 WAIT_S = 90
 
 
+SMALL = Resources(cpus=1, mem_gb=1, time_min=10)  # what the test jobs ask for
+
+
 def _executor(cluster, tmp_path):
-    return make_executor("slurm", tmp_path / "jobs", cluster["profile"])
+    return make_executor("slurm", tmp_path / "jobs", cluster["profile"], resources=SMALL)
 
 
 def _wait_until(predicate, timeout_s: float, what: str) -> None:
@@ -54,9 +62,9 @@ def _release_requeued(job_id: str, timeout_s: float = 30) -> None:
 # ---------------------------------------------------------------------------------------------- profiles
 def test_shipped_profiles_load():
     local = load_profile("local")
-    assert local["partition"] == "debug" and local["gpus_per_node"] == 0 and local["name"] == "local"
+    assert local["partition"] == "debug" and local["max_gpus_per_node"] == 2 and local["name"] == "local"
     gpu = load_profile("example-gpu")
-    assert gpu["gpus_per_node"] == 1 and gpu["additional"] == {"requeue": True}
+    assert gpu["max_time_min"] == 2880 and gpu["additional"] == {"requeue": True}
     assert gpu["account"] == "my-project" and gpu["constraint"] is None
 
 
@@ -66,23 +74,39 @@ def test_profile_errors_name_file_and_fix(tmp_path):
     with pytest.raises(ProfileError, match=r"typo\.yaml: unknown key 'partiton' \(did you mean 'partition'"):
         load_profile(typo)
     bad_type = tmp_path / "bad.yaml"
-    bad_type.write_text("gpus_per_node: two\n")
-    with pytest.raises(ProfileError, match=r"bad\.yaml: 'gpus_per_node' .* must be int, got 'two'"):
+    bad_type.write_text("max_gpus_per_node: two\n")
+    with pytest.raises(ProfileError, match=r"bad\.yaml: 'max_gpus_per_node' .* must be int, got 'two'"):
         load_profile(bad_type)
+    need = tmp_path / "need.yaml"  # a job's needs live in the cell's resources, not in the profile
+    need.write_text("time_min: 240\n")
+    with pytest.raises(ProfileError, match=r"need\.yaml: 'time_min' is what a job needs.*suite's resources"
+                                           r".*cap it with 'max_time_min'"):
+        load_profile(need)
     with pytest.raises(ProfileError, match=r"unknown cluster profile 'locl' \(did you mean 'local'\?\)"):
         load_profile("locl")
     with pytest.raises(ProfileError, match="does not exist"):
         load_profile(tmp_path / "missing.yaml")
 
 
-def test_make_executor_applies_profile(tmp_path):
+def test_make_executor_asks_for_the_cells_needs_where_the_profile_says(tmp_path):
     path = tmp_path / "p.yaml"
-    path.write_text("partition: gpu\ntime_min: 7\ncpus_per_task: 3\nadditional: {exclusive: true}\n")
+    path.write_text("partition: gpu\nqos: high\nmax_time_min: 60\nadditional: {exclusive: true}\n")
     # "slurm" without checking the cluster: only the sbatch parameters are inspected.
-    executor = make_executor("slurm", tmp_path / "jobs", path, check=False)
-    params = executor._executor.parameters
-    assert (params["partition"], params["time"], params["cpus_per_task"]) == ("gpu", 7, 3)
+    need = Resources(gpus=2, cpus=3, mem_gb=12, time_min=7)
+    params = make_executor("slurm", tmp_path / "jobs", path, check=False, resources=need)._executor.parameters
+    assert (params["partition"], params["qos"], params["time"], params["cpus_per_task"]) == ("gpu", "high", 7, 3)
+    assert (params["gpus_per_node"], params["mem"]) == (2, "12GB")
     assert params["additional_parameters"] == {"exclusive": True}
+    # the profile caps what it can (and says so); GPUs beyond a node's cannot be capped
+    request = job_request({"gpus": 1, "cpus": 8, "mem_gb": 64, "time_min": 2880}, load_profile(path))
+    assert request.resources.time_min == 60 and request.resources.cpus == 8
+    assert request.caps == ("time_min 2880 min capped to 60 by max_time_min of profile p (a cut cell resumes "
+                            "from its checkpoint when requeued)",)
+    with pytest.raises(ResourceError, match=r"asks for 3 GPU\(s\) per node but cluster profile local allows 2"):
+        job_request(Resources(gpus=3), load_profile("local"))
+    capped = make_executor("slurm", tmp_path / "jobs", path, check=False, resources=Resources(time_min=600))
+    assert capped._executor.parameters["time"] == 60
+    executor = make_executor("slurm", tmp_path / "jobs", path, check=False)
     assert executor.cluster == "slurm"
     assert make_executor("local", tmp_path / "jobs", "local").cluster == "local"
     with pytest.raises(ValueError, match="executor kind"):
@@ -168,18 +192,28 @@ def test_scontrol_requeue_resumes_from_state_file(slurm_cluster, tmp_path):
     assert first == 0 and 2 <= second < 20  # the second run continued, not restarted
 
 
+def _signal(job, name: str) -> None:
+    subprocess.run(["scancel", job.job_id, "--signal", name], check=True, timeout=10)
+
+
 @pytest.mark.slurm
 def test_preemption_calls_checkpoint_and_resumes(slurm_cluster, tmp_path):
     state = tmp_path / "state.json"
     [job] = submit_array(_executor(slurm_cluster, tmp_path), None, [jobs.CheckpointableJob(state, 12, 0.4)])
     _wait_until(lambda: _step(state) >= 2, WAIT_S, "two steps")
-    job._interrupt()  # what SLURM sends on preemption: SIGTERM, then USR2 -> checkpoint() + self-requeue
+    # What SLURM sends on preemption: SIGTERM (submitit ignores it), then USR2 -> checkpoint() + self-requeue.
+    # One at a time (not submitit's job._interrupt(), which sends both at once): two `scancel --signal` in a
+    # row reach the job in either order, and a SIGTERM landing while the USR2 handler runs its
+    # `scontrol requeue` child kills that child; the job then ends FAILED instead of being requeued.
+    _signal(job, "SIGTERM")
+    _wait_until(lambda: "Bypassing signal SIGTERM" in (job.stdout() or ""), WAIT_S, "SIGTERM reached the job")
+    _signal(job, SlurmJobEnvironment.USR_SIG)
     _release_requeued(job.job_id)
     wait_for_jobs([job], timeout_s=WAIT_S)
     result = job.result()
     assert result["step"] == 12 and result["attempts"] == 2 and result["resumed_from"][1] >= 2
-    log = Path(str(job.paths.stdout).replace("%t", "0")).read_text() + job.stderr()
-    assert "Exiting gracefully after preemption" in log
+    log = (job.stdout() or "") + (job.stderr() or "")
+    assert "Calling checkpoint method" in log and "Exiting gracefully after preemption" in log
 
 
 @pytest.mark.slurm
@@ -221,3 +255,18 @@ def test_testcluster_up_twice_then_down(slurm_cluster, tmp_path):
     assert run_testcluster("status", state).returncode == 1
     assert os.environ["SLURM_CONF"] == slurm_cluster["conf"]  # the session cluster is untouched
     assert cluster_reachable()[0]
+
+
+@pytest.mark.slurm
+def test_slurm_readme_python_block_as_written(slurm_cluster, tmp_path):
+    """slurm/README.md's submission example, verbatim, from a scratch folder (its results/jobs land there)."""
+    text = (Path(__file__).resolve().parents[1] / "slurm" / "README.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=WAIT_S + 60)
+    assert out.returncode == 0, out.stderr
+    results = eval(out.stdout.strip().splitlines()[-1])  # noqa: S307 - the printed list of result dicts
+    assert [r["x"] for r in results] == [1, 2, 3] and len({r["job_id"].split("_")[0] for r in results}) == 1
+    (script,) = {p.read_text() for p in (tmp_path / "results" / "jobs").glob("*_submission.sh")}
+    assert "#SBATCH --mem=1GB" in script and "#SBATCH --time=10" in script and "--gpus-per-node" not in script

@@ -27,6 +27,7 @@ from pathlib import Path
 from bench.harness.jobs import echo_job
 from bench.harness.slurm import (
     REPO_ROOT,
+    Resources,
     cluster_reachable,
     load_profile,
     make_executor,
@@ -36,6 +37,8 @@ from bench.harness.slurm import (
 )
 
 TESTCLUSTER = REPO_ROOT / "slurm" / "testcluster"
+
+ECHO_JOB = Resources(cpus=1, mem_gb=1, time_min=10)  # what one echo job asks for
 
 
 def _node_cpus() -> int | None:
@@ -47,7 +50,7 @@ def measure(n_jobs: int, folder: Path, profile: str = "local", timeout_s: float 
     """Submit ``n_jobs`` echo jobs as one array and time queueing and completion (module docstring)."""
     settings = load_profile(profile)
     settings["array_parallelism"] = None  # let the node run as many as it has CPUs for
-    executor = make_executor("slurm", folder / "jobs", settings)
+    executor = make_executor("slurm", folder / "jobs", settings, resources=ECHO_JOB)
     t0 = time.perf_counter()
     jobs = submit_array(executor, echo_job, range(n_jobs))
     submit_s = time.perf_counter() - t0
@@ -62,7 +65,7 @@ def measure(n_jobs: int, folder: Path, profile: str = "local", timeout_s: float 
     results = [job.result() for job in jobs]
     if [r["x"] for r in results] != list(range(n_jobs)):
         raise RuntimeError("echo jobs returned wrong items")
-    return {"jobs": n_jobs, "node_cpus": _node_cpus(), "cpus_per_job": settings["cpus_per_task"],
+    return {"jobs": n_jobs, "node_cpus": _node_cpus(), "cpus_per_job": ECHO_JOB.cpus,
             "submit_s": submit_s, "all_queued_s": all_queued_s, "all_done_s": all_done_s,
             "overhead_per_job_s": all_done_s / n_jobs, "jobs_per_s": n_jobs / all_done_s}
 

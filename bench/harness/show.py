@@ -9,8 +9,13 @@ it asks for GPUs). Seconds per step come from the finished cells already in the 
 of their ``result.json``, measured by the trainer on the device that ran them): the median over
 done cells of the same matcher (name and overrides), batch size and strategy, else of the same
 matcher and batch size with any strategy (scaled by forward passes per step). A cell with no such
-record gets no estimate, and the output says how many; train one cell of each matcher first
-(``python -m bench run SUITE --cell ID``) to get one. Done cells show their recorded hours.
+record is estimated from the GPU rates of ``make bench-gpu`` when ``results/gpu-rates.json`` (or
+``--gpu-rates FILE``) has its matcher: ``batch_size / train_samples_per_s`` seconds per step (× forward
+passes), in the mode of its schedule (``precision``, ``compile``; fp32 by default); the output names
+the card. Otherwise it gets no estimate, and the output says how many; train one cell of each matcher
+first (``python -m bench run SUITE --cell ID``) to get one. Done cells show their recorded hours.
+Beside each estimate: the cell's requested wall time (``resources.time_min``), with a warning when
+it is below the estimated wall time (GPU-hours / GPUs); ``sweep --dry-run`` prints the same per array.
 
 Planned steps per epoch: ``ceil(training captions / batch_size)``, at most ``max_steps_per_epoch``;
 training captions are counted in ``<data_root>/<dataset>/train_caps.txt`` when it exists, else the
@@ -22,11 +27,13 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness.cells import canonical_json, describe, expand, resolve_schedule, topological_order
 from bench.harness.config import Suite, recipe_label
 
+GPU_RATES_FILE = Path(__file__).resolve().parents[2] / "results" / "gpu-rates.json"
 TRAIN_CAPTIONS = {"f30k_precomp": 145_000, "coco_precomp": 566_435}  # 29,000 and 113,287 images × 5
 
 
@@ -91,8 +98,51 @@ def _forward_passes(cell: dict) -> int:
     return 1 if name == "baseline" else 2
 
 
-def estimate(cell: dict, records: list[dict], steps: int | None) -> tuple[float | None, str]:
-    """(hours, basis) for one cell; hours None when no step time of its matcher is recorded."""
+@dataclass(frozen=True)
+class GpuRates:
+    """Training throughput per matcher and mode measured by ``make bench-gpu`` on one card
+    (``results/gpu-rates.json``): ``rates[matcher][mode]["train_samples_per_s"]``, mode one of
+    ``fp32``, ``tf32``, ``bf16``, ``fp32+compile``, ``bf16+compile``."""
+
+    card: str
+    torch: str
+    date: str
+    commit: str | None
+    rates: dict[str, dict[str, dict[str, float | None]]]
+    path: str
+
+    def samples_per_s(self, matcher: str, mode: str) -> float | None:
+        value = ((self.rates.get(matcher) or {}).get(mode) or {}).get("train_samples_per_s")
+        return float(value) if value else None
+
+
+def load_gpu_rates(path: str | Path | None = None) -> GpuRates | None:
+    """The rates of ``make bench-gpu`` (default ``results/gpu-rates.json``), or None when there are none.
+    A file that cannot be read as rates raises ``ValueError`` naming the file and what is wrong."""
+    path = Path(path) if path is not None else GPU_RATES_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        return GpuRates(card=str(raw["card"]), torch=str(raw["torch"]), date=str(raw["date"]),
+                        commit=raw.get("commit"), rates=dict(raw["rates"]), path=str(path))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a GPU rates file ({type(e).__name__}: {e}); rerun make bench-gpu "
+                         "or remove the file") from e
+
+
+def rate_mode(cell: dict) -> str:
+    """The ``make bench-gpu`` mode a cell trains in: its schedule's ``precision`` (default fp32) and
+    ``compile``."""
+    sched = cell.get("schedule") or {}
+    mode = str(sched.get("precision") or "fp32")
+    return f"{mode}+compile" if sched.get("compile") else mode
+
+
+def estimate(cell: dict, records: list[dict], steps: int | None,
+             rates: GpuRates | None = None) -> tuple[float | None, str]:
+    """(GPU-hours, basis) for one cell: from done cells in the store (``records``), else from the
+    measured GPU ``rates`` of its matcher; hours None when neither knows its matcher."""
     if steps is None:
         return None, "no training-set size"
     m, bs = canonical_json(cell["matcher"]), cell["schedule"]["batch_size"]
@@ -104,18 +154,38 @@ def estimate(cell: dict, records: list[dict], steps: int | None) -> tuple[float 
     else:
         like = [r for r in records if r["matcher"] == m and r["batch_size"] == bs]
         if not like:
-            return None, "no recorded step time for this matcher and batch size"
+            return _rate_estimate(cell, steps, rates)
         step = statistics.median(r["step_time_s"] / r["forward_passes"] for r in like) * _forward_passes(cell)
         basis = f"{len(like)} done cell(s) of this matcher and batch, x{_forward_passes(cell)} forward passes"
     gpus = max(int(cell.get("resources", {}).get("gpus", 1)), 1)
     return steps * step * gpus / 3600.0, basis
 
 
+def _rate_estimate(cell: dict, steps: int, rates: GpuRates | None) -> tuple[float | None, str]:
+    if rates is None:
+        return None, "no recorded step time for this matcher and batch size"
+    mode = rate_mode(cell)
+    per_s = rates.samples_per_s(cell["matcher"]["name"], mode)
+    if per_s is None:
+        return None, f"no recorded step time for this matcher and batch size, no {mode} rate in {rates.path}"
+    step = cell["schedule"]["batch_size"] / per_s * _forward_passes(cell)
+    gpus = max(int(cell.get("resources", {}).get("gpus", 1)), 1)
+    return (steps * step * gpus / 3600.0,
+            f"{per_s:.0f} samples/s {mode} on {rates.card}, x{_forward_passes(cell)} forward passes")
+
+
+def wall_minutes(cell: dict, gpu_hours: float | None) -> float | None:
+    """A cell's estimated wall time in minutes from its estimated GPU-hours (hours / its GPUs)."""
+    if gpu_hours is None:
+        return None
+    return gpu_hours * 60 / max(int((cell.get("resources") or {}).get("gpus") or 1), 1)
+
+
 def _fmt_schedule(s: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in s.items() if k not in ("datasets", "oas_stage2"))
 
 
-def show(suite: Suite, root: str | Path) -> str:
+def show(suite: Suite, root: str | Path, rates_path: str | Path | None = None) -> str:
     """The text ``python -m bench show`` prints (see the module docstring)."""
     from bench.harness.sweep import cell_states
 
@@ -123,6 +193,7 @@ def show(suite: Suite, root: str | Path) -> str:
     cells = topological_order(expand(suite))
     states = cell_states(cells, root, query_slurm=False)
     records = recorded_step_times(root)
+    rates = load_gpu_rates(rates_path)
     lines = [f"suite {suite.name} ({suite.path}), scale {spec['scale']}: {len(cells)} cells",
              f"recipes: {recipe_label(spec.get('recipes'))}"]
     for group, r in (spec.get("recipes") or {}).items():
@@ -135,9 +206,9 @@ def show(suite: Suite, root: str | Path) -> str:
             base, stage2 = resolve_schedule(spec, m["name"], ds["name"])
             extra = f" | {_fmt_schedule(stage2)}" if stage2 else ""
             lines.append(f"  {ds['label']}/{m['label']}: {_fmt_schedule(base)}{extra}")
-    lines.append("cells (id, state, dataset/matcher/strategy/seed, planned steps, hours):")
+    lines.append("cells (id, state, dataset/matcher/strategy/seed, planned steps, hours, requested time):")
     cache: dict = {}
-    est_total, done_total, unknown, n_done = 0.0, 0.0, 0, 0
+    est_total, done_total, unknown, n_done, short, from_rates = 0.0, 0.0, 0, 0, 0, 0
     devices = sorted({r["device"] for r in records})
     by_id = {r["id"]: r for r in records}
     for c in cells:
@@ -148,21 +219,34 @@ def show(suite: Suite, root: str | Path) -> str:
             done_total += hours
             n_done += 1
         else:
-            hours, note = estimate(c, records, steps)
+            hours, note = estimate(c, records, steps, rates)
             if hours is None:
                 unknown += 1
             else:
                 est_total += hours
+                from_rates += " samples/s " in note
                 note = "estimate: " + note
         shown = "-" if hours is None else f"{hours:.3g} h"
+        requested = (c.get("resources") or {}).get("time_min")
+        wall = wall_minutes(c, hours) if state != "done" else None
+        time_note = f"; requested {requested} min" if requested else ""
+        if wall is not None and requested and requested < wall:
+            time_note += f" WARNING: below the estimated {wall:.0f} min"
+            short += 1
         lines.append(f"  {c['id']}  {state:<8} {describe(c):<48} {steps if steps is not None else '-':>8}  "
-                     f"{shown} ({note})")
+                     f"{shown} ({note}){time_note}")
     sources = sorted({_train_captions(c, cache)[1] for c in cells})
     lines.append(f"total: {est_total:.3g} h estimated for {len(cells) - unknown - n_done} pending cell(s), "
                  f"{done_total:.3g} h recorded for {n_done} done cell(s), {unknown} cell(s) without an estimate")
     lines.append(f"based on: seconds per step of {len(records)} done cell(s) in {root} "
                  f"(device: {', '.join(devices) or '-'}); steps from the schedule and the training captions "
                  f"({', '.join(sources)}); GPU-hours = hours x the cell's GPUs")
+    if rates is not None:
+        lines.append(f"  {from_rates} estimate(s) from GPU rates measured on {rates.card} (torch {rates.torch}, "
+                     f"{rates.date}, {rates.path}; mode from the schedule's precision/compile, default fp32)")
+    if short:
+        lines.append(f"WARNING: {short} cell(s) request less time (resources.time_min) than estimated: a cut cell "
+                     "resumes from its checkpoint, but costs a requeue and queue time")
     if unknown:
         lines.append("  for an estimate of every matcher, train one cell of each first "
                      f"(python -m bench run {suite.name} --cell ID)")

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +32,27 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILE_DIR = REPO_ROOT / "slurm" / "profiles"
 EXECUTOR_KINDS = ("slurm", "local", "debug")
 
-# profile key -> (accepted types, meaning)
+# profile key -> (accepted types, meaning). A profile says where jobs go and what the cluster allows;
+# what a job needs (GPUs, CPUs, memory, time) is the cell's ``resources`` (see :class:`Resources`).
 PROFILE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "description": ((str,), "free text"),
     "partition": ((str,), "sbatch --partition"),
     "account": ((str,), "sbatch --account"),
     "qos": ((str,), "sbatch --qos"),
-    "gpus_per_node": ((int,), "GPUs per node"),
-    "cpus_per_task": ((int,), "CPUs per task"),
-    "mem_gb": ((int, float), "memory per node in GB"),
-    "time_min": ((int,), "wall time in minutes"),
     "constraint": ((str,), "sbatch --constraint"),
     "nodes": ((int,), "nodes per job"),
     "tasks_per_node": ((int,), "tasks (ranks) per node"),
     "array_parallelism": ((int,), "array tasks running at once"),
     "setup": ((list,), "shell lines run before the job"),
     "additional": ((dict,), "further sbatch options {option: value}"),
+    "max_time_min": ((int,), "cap on a job's wall time in minutes (e.g. the partition's MaxTime)"),
+    "max_mem_gb": ((int, float), "cap on a job's memory per node in GB"),
+    "max_cpus_per_task": ((int,), "cap on a job's CPUs per task"),
+    "max_gpus_per_node": ((int,), "GPUs a node has: a cell asking for more cannot run here"),
 }
+# Keys that used to be in profiles but are a cell's needs: where they live now, and the profile's cap.
+NEED_KEYS = {"time_min": ("time_min", "max_time_min"), "mem_gb": ("mem_gb", "max_mem_gb"),
+             "cpus_per_task": ("cpus", "max_cpus_per_task"), "gpus_per_node": ("gpus", "max_gpus_per_node")}
 FINISHED_STATES = {
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
     "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED",
@@ -90,6 +95,12 @@ def load_profile(name_or_path: str | Path) -> dict:
 
     profile: dict[str, Any] = dict.fromkeys(PROFILE_KEYS)
     for key, value in raw.items():
+        if key in NEED_KEYS:
+            need, cap = NEED_KEYS[key]
+            raise ProfileError(
+                f"{path}: '{key}' is what a job needs, not where it goes: set '{need}' in the suite's resources "
+                f"(e.g. bench/recipes/resources/gpu.yaml); a profile may cap it with '{cap}'"
+            )
         if key not in PROFILE_KEYS:
             close = difflib.get_close_matches(str(key), PROFILE_KEYS, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
@@ -109,12 +120,82 @@ def load_profile(name_or_path: str | Path) -> dict:
     return profile
 
 
+# ---------------------------------------------------------------------------------------------- requests
+class ResourceError(ValueError):
+    """A cell asks for more than the cluster profile allows, where no cap can apply (e.g. GPUs)."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job needs: GPUs per node, CPUs per task, memory per node (GB), wall time (minutes), and
+    optionally its own partition. None: not asked for (the cluster's default). A cell's ``resources``
+    (suite/recipe ``resources``, e.g. ``bench/recipes/resources/gpu.yaml``) are the one source."""
+
+    gpus: int | None = None
+    cpus: int | None = None
+    mem_gb: float | None = None
+    time_min: int | None = None
+    partition: str | None = None
+
+    @classmethod
+    def of(cls, source: Resources | dict | None) -> Resources:
+        """From a cell (its ``resources``), a resources mapping, or None (nothing asked for)."""
+        if source is None or isinstance(source, Resources):
+            return source or cls()
+        res = (source["resources"] if "resources" in source else source) or {}
+        return cls(gpus=res.get("gpus"), cpus=res.get("cpus"), mem_gb=res.get("mem_gb"),
+                   time_min=res.get("time_min"), partition=res.get("partition"))
+
+    def describe(self) -> str:
+        parts = [f"{self.gpus or 0} GPU(s)", f"{self.cpus} CPU(s)" if self.cpus else None,
+                 f"{self.mem_gb:g} GB" if self.mem_gb else None, f"{self.time_min} min" if self.time_min else None,
+                 f"partition {self.partition}" if self.partition else None]
+        return ", ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What a job asks SLURM for: a cell's :class:`Resources` after the profile's caps (``caps``: one
+    printed line per value the profile lowered)."""
+
+    resources: Resources
+    caps: tuple[str, ...] = ()
+
+
+def job_request(resources: Resources | dict | None, profile: dict | None) -> JobRequest:
+    """``resources`` capped by ``profile`` (``max_time_min``, ``max_mem_gb``, ``max_cpus_per_task``; each
+    cap applied is described in ``caps``). More GPUs than ``max_gpus_per_node`` cannot be capped: that
+    raises :class:`ResourceError`."""
+    res = Resources.of(resources)
+    profile = profile or {}
+    name = profile.get("name") or "the profile"
+    max_gpus = profile.get("max_gpus_per_node")
+    if max_gpus is not None and (res.gpus or 0) > max_gpus:
+        raise ResourceError(
+            f"asks for {res.gpus} GPU(s) per node but cluster profile {name} allows {max_gpus} "
+            f"(max_gpus_per_node in {profile.get('path', name)}): lower the cell's resources.gpus or use a "
+            "profile whose nodes have more GPUs"
+        )
+    caps, capped = [], {}
+    for field, key, unit in (("time_min", "max_time_min", "min"), ("mem_gb", "max_mem_gb", "GB"),
+                             ("cpus", "max_cpus_per_task", "CPU(s)")):
+        limit, value = profile.get(key), getattr(res, field)
+        if limit is not None and value is not None and value > limit:
+            capped[field] = limit
+            note = " (a cut cell resumes from its checkpoint when requeued)" if field == "time_min" else ""
+            caps.append(f"{field} {value:g} {unit} capped to {limit:g} by {key} of profile {name}{note}")
+    return JobRequest(replace(res, **capped), tuple(caps))
+
+
 # ---------------------------------------------------------------------------------------------- executors
 def make_executor(
-    kind: str, folder: str | Path, profile: str | Path | dict | None = None, check: bool = True
+    kind: str, folder: str | Path, profile: str | Path | dict | None = None, check: bool = True,
+    resources: Resources | dict | JobRequest | None = None,
 ) -> submitit.AutoExecutor:
-    """A submitit executor of ``kind`` ("slurm" | "local" | "debug") logging to ``folder``, set up from
-    ``profile`` (a name, a path or a dict from :func:`load_profile`).
+    """A submitit executor of ``kind`` ("slurm" | "local" | "debug") logging to ``folder``: where its
+    jobs go from ``profile`` (a name, a path or a dict from :func:`load_profile`), what they ask for
+    from ``resources`` (a cell, its resources, :class:`Resources` or a :class:`JobRequest`), capped by
+    the profile (:func:`job_request`).
 
     The cluster is always named explicitly: ``AutoExecutor`` alone picks SLURM whenever ``srun`` is
     installed, even with no cluster running. With ``check`` a "slurm" executor first makes sure the
@@ -131,19 +212,21 @@ def make_executor(
         profile = dict.fromkeys(PROFILE_KEYS)
     elif not isinstance(profile, dict):
         profile = load_profile(profile)
+    request = resources if isinstance(resources, JobRequest) else job_request(resources, profile)
+    res = request.resources
 
     executor = submitit.AutoExecutor(folder=str(folder), cluster=kind)
     params: dict[str, Any] = {
-        "timeout_min": profile.get("time_min"),
-        "mem_gb": profile.get("mem_gb"),
-        "cpus_per_task": profile.get("cpus_per_task"),
+        "timeout_min": res.time_min,
+        "mem_gb": res.mem_gb,
+        "cpus_per_task": res.cpus,
+        "gpus_per_node": res.gpus or None,  # 0 = do not ask for GPUs
         "tasks_per_node": profile.get("tasks_per_node"),
         "nodes": profile.get("nodes"),
-        "gpus_per_node": profile.get("gpus_per_node") or None,  # 0 = do not ask for GPUs
     }
     if kind == "slurm":
         params.update(
-            slurm_partition=profile.get("partition"),
+            slurm_partition=res.partition or profile.get("partition"),
             slurm_account=profile.get("account"),
             slurm_qos=profile.get("qos"),
             slurm_constraint=profile.get("constraint"),
@@ -154,6 +237,28 @@ def make_executor(
         )
     executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
     return executor
+
+
+def sbatch_header(executor: submitit.AutoExecutor, n_tasks: int = 1,
+                  dependency_job_ids: Sequence[str] | None = None) -> str:
+    """The ``#SBATCH`` lines submitit writes for an array of ``n_tasks`` jobs of this (SLURM) executor,
+    made by submitit's own script writer (the folder's ``%j`` shows where the job id goes)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    inner = executor._executor
+    params = dict(inner.parameters)
+    if dependency_job_ids:
+        params["additional_parameters"] = {**(params.get("additional_parameters") or {}),
+                                           **_dependency(dependency_job_ids)}
+    if n_tasks > 1:
+        params["map_count"] = n_tasks
+    text = _make_sbatch_string(command="true", folder=inner.folder, **params)
+    return "\n".join(line for line in text.splitlines() if line.startswith("#SBATCH"))
+
+
+def _dependency(job_ids: Sequence[str]) -> dict[str, str]:
+    # A parent that fails would leave the array PENDING (DependencyNeverSatisfied) forever: cancel it.
+    return {"dependency": "afterok:" + ":".join(str(j) for j in job_ids), "kill_on_invalid_dep": "yes"}
 
 
 def submit_array(
@@ -177,10 +282,7 @@ def submit_array(
     slurm_params = executor._executor.parameters if executor.cluster == "slurm" else {}
     previous_additional = slurm_params.get("additional_parameters")
     if dependency_job_ids:
-        additional = dict(previous_additional or {})
-        additional["dependency"] = "afterok:" + ":".join(str(j) for j in dependency_job_ids)
-        # A parent that fails would leave this array PENDING (DependencyNeverSatisfied) forever: cancel it.
-        additional["kill_on_invalid_dep"] = "yes"
+        additional = {**(previous_additional or {}), **_dependency(dependency_job_ids)}
         executor.update_parameters(slurm_additional_parameters=additional)
     try:
         with executor.batch():

@@ -10,8 +10,11 @@ is the source of truth for states; SLURM adds queued/running for submitted cells
   many cells at once as this machine's CPUs hold: a cell takes its ``resources.cpus`` (torch trains it
   with that many threads, ``jobs.cell_threads``) and the next one starts when enough CPUs are free, so
   parallel cells never oversubscribe the cores (two 2-thread processes on 2 cores ran 6x slower).
-- ``slurm``: one job array per stage, all submitted at once; the OAS stage waits on its baselines
-  with ``afterok`` (cancelled by SLURM if a baseline fails). A ``submitted.json`` in a cell's folder
+- ``slurm``: one job array per stage and resource shape (:func:`plan_arrays`: the cells' ``resources``
+  after the cluster profile's caps; a cell the profile cannot hold is named before anything is
+  submitted), all submitted at once; OAS cells wait on their baselines' jobs with ``afterok`` across
+  arrays (cancelled by SLURM if a baseline fails). :func:`bench.harness.dryrun.dry_run` prints what would be
+  submitted. A ``submitted.json`` in a cell's folder
   records its job, so submitting again never duplicates a cell that is queued or running; a cell
   whose job is gone but left its ``running`` marker (scancel, node failure) is interrupted (its lock is
   free) and runs again, resuming from its checkpoint.
@@ -33,9 +36,11 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bench.harness.cells import expand, topological_order
+from bench.harness.cells import describe, expand, topological_order
 from bench.harness.config import Suite
 from bench.harness.store import (
     DEFAULT_ROOT,
@@ -45,6 +50,9 @@ from bench.harness.store import (
     run_status,
     write_atomic,
 )
+
+if TYPE_CHECKING:
+    from bench.harness.slurm import JobRequest
 
 #: States a plain sweep runs (``failed`` needs ``--retry-failed``, which also takes over interrupted ones).
 RUNNABLE = ("pending", "interrupted", "stale", "corrupt")
@@ -177,17 +185,53 @@ def _run_inline(cells, root, force, progress, tracker_factory, started=None, wai
     return {"outcomes": outcomes, "errors": errors}
 
 
+@dataclass
+class ArrayPlan:
+    """One SLURM job array of a sweep: the cells of one dependency stage that ask for the same job
+    (:class:`bench.harness.slurm.JobRequest`, the cells' resources after the profile's caps)."""
+
+    stage: int
+    request: JobRequest
+    cells: list[dict] = field(default_factory=list)
+    caps: list[str] = field(default_factory=list)  # every cap the profile applied to one of the cells
+
+
+def plan_arrays(cells: list[dict], profile: dict) -> list[ArrayPlan]:
+    """The job arrays a SLURM sweep of ``cells`` submits: one per dependency stage and resource shape,
+    in submission order. Every cell's request is checked first: a cell asking for more than ``profile``
+    allows (where no cap applies, e.g. more GPUs than a node has) raises ``ResourceError`` naming every
+    such cell, before anything is submitted."""
+    from bench.harness.slurm import ResourceError, job_request
+
+    requests, errors = {}, []
+    for cell in cells:
+        try:
+            requests[cell["id"]] = job_request(cell.get("resources"), profile)
+        except ResourceError as e:
+            errors.append(f"cell {cell['id']} ({describe(cell)}) {e}")
+    if errors:
+        raise ResourceError("\n".join(errors))
+    plans: list[ArrayPlan] = []
+    for number, stage in enumerate(stages(cells)):
+        shapes: dict = {}
+        for cell in stage:
+            request = requests[cell["id"]]
+            plan = shapes.setdefault(request.resources, ArrayPlan(number, request))
+            plan.cells.append(cell)
+            plan.caps += [cap for cap in request.caps if cap not in plan.caps]
+        plans += shapes.values()
+    return plans
+
+
 def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None, options=None) -> tuple[dict, list, str | None]:
-    """Submit ``cells`` stage by stage; SLURM: every stage at once, dependents held by ``afterok`` on their
-    parents' jobs (submitted now or still active from an earlier sweep, ``active_jobs``), then wait for
-    all (``wait``). Returns ({cell id: job id}, [job ids lost without a result, e.g. cancelled], the signal
-    that stopped local cells or None)."""
+    """Submit ``cells`` stage by stage; SLURM: one array per stage and resource shape (:func:`plan_arrays`),
+    every stage at once, dependents held by ``afterok`` on their parents' jobs (submitted now or still
+    active from an earlier sweep, ``active_jobs``), then wait for all (``wait``). Returns ({cell id: job
+    id}, [job ids lost without a result, e.g. cancelled], the signal that stopped local cells or None)."""
     from bench.harness.jobs import CellJob
     from bench.harness.slurm import load_profile, make_executor, submit_array, wait_for_jobs
 
-    profile = load_profile(cluster or "local") if kind == "slurm" else None
     folder = Path(jobs_folder or root.parent / "jobs")
-    executor = make_executor(kind, folder, profile)
     submitted: dict[str, str] = dict(active_jobs or {}) if kind == "slurm" else {}
     all_jobs, lost, stopped_by = [], [], None
 
@@ -199,22 +243,31 @@ def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None, opt
             {"job_id": job.job_id, "executor": kind, "stderr": str(job.paths.stderr),
              "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
 
-    for stage in stages(cells):
-        if kind == "slurm":  # one array per resource shape would be finer; the profile sets one here
-            deps = sorted({submitted[d] for c in stage for d in c.get("depends_on", []) if d in submitted})
-            jobs = submit_array(executor, None, [CellJob(c, root, **(options or {})) for c in stage],
+    if kind == "slurm":
+        profile = load_profile(cluster or "local")
+        plans = plan_arrays(cells, profile)  # every cell's request checked before anything is submitted
+        check = True
+        for plan in plans:
+            executor = make_executor(kind, folder, profile, check=check, resources=plan.request)
+            check = False
+            deps = sorted({submitted[d] for c in plan.cells for d in c.get("depends_on", []) if d in submitted})
+            jobs = submit_array(executor, None, [CellJob(c, root, **(options or {})) for c in plan.cells],
                                 dependency_job_ids=deps or None)
-            for cell, job in zip(stage, jobs):
+            for cell, job in zip(plan.cells, jobs):
                 record(cell, job)
             all_jobs += jobs
-        else:  # no dependencies without SLURM: finish this stage first
+            print(f"array {jobs[0].job_id.split('_')[0]}: {len(jobs)} cell(s), {plan.request.resources.describe()}"
+                  + "".join(f"; cap: {cap}" for cap in plan.caps), file=sys.stderr, flush=True)
+        if wait:
+            lost += wait_for_jobs(all_jobs, raise_lost=False)
+    else:  # no dependencies without SLURM: finish each stage first
+        executor = make_executor(kind, folder)
+        for stage in stages(cells):
             jobs, stage_lost, stopped_by = run_local_window(executor, stage, root, on_submit=record, options=options)
             all_jobs += jobs
             lost += stage_lost
             if stopped_by:  # the running cells saved their checkpoints; the later stages wait for a resume
                 break
-    if kind == "slurm" and wait:
-        lost += wait_for_jobs(all_jobs, raise_lost=False)
     ids = {c["id"] for c in cells}
     return {cid: jid for cid, jid in submitted.items() if cid in ids}, lost, stopped_by
 
