@@ -72,7 +72,7 @@ lint: setup
 ## ROOT=<result store> TABLES=<tables folder> FIGURES=<figures folder>
 TABLE_OVERRIDES = data_root=$(DATA) scale=$(SCALE) $(if $(SEEDS),seeds=$(SEEDS)) $(ARGS)
 table-dbl table-oas table-oss table-mss table-ablation table-cohort: setup
-	$(PY) -m bench sweep $(subst table-,,$@) --executor $(EXECUTOR) --cluster $(CLUSTER) --root $(ROOT) $(SWEEP_ARGS) $(TABLE_OVERRIDES)
+	$(PY) -m bench sweep $(subst table-,,$@) --executor $(EXECUTOR) $(if $(filter slurm,$(EXECUTOR)),--cluster $(CLUSTER)) --root $(ROOT) $(SWEEP_ARGS) $(TABLE_OVERRIDES)
 	$(PY) -m bench collect $(subst table-,,$@) --root $(ROOT) --tables $(TABLES) --figures $(FIGURES) $(TABLE_OVERRIDES)
 
 ## regenerate the README's demo table and figure from the demo's results (after make demo)

@@ -72,8 +72,13 @@ def _report(suite, report):
     for cid, error in report.get("errors", {}).items():
         print(f"cell {cid} failed: {error}", file=sys.stderr)
     if report.get("signal"):
-        sys.exit(f"sweep stopped by {report['signal']}: the running cell(s) saved last.pt and are interrupted; "
-                 "a plain sweep resumes them")
+        interrupted = [cid for cid, s in report["states"].items() if s.get("interrupted")]
+        left = [cid for cid, s in report["states"].items() if s["state"] not in ("done", "failed")]
+        if interrupted:
+            sys.exit(f"sweep stopped by {report['signal']}: {len(interrupted)} running cell(s) saved last.pt and are "
+                     f"interrupted ({', '.join(interrupted)}); a plain sweep resumes them")
+        sys.exit(f"sweep stopped by {report['signal']}: no cell was interrupted (a cell finishing its evaluation "
+                 f"kept its result); {len(left)} cell(s) not run yet, a plain sweep runs them")
     if any(s["state"] == "failed" for s in report["states"].values()):
         print("some cells failed; see their log and `--retry-failed` to rerun only those", file=sys.stderr)
 
@@ -114,10 +119,10 @@ def cmd_collect(args):
     argv = [args.suite, *args.overrides, "--root", args.root, "--tables", tables]
     if getattr(args, "figures", None):
         argv += ["--figures", args.figures]
-    collect.main(argv)
-    md = Path(tables) / f"{Path(args.suite).stem}.md"
-    if md.exists():
-        print(md.read_text())
+    argv += ["--overwrite"] if getattr(args, "overwrite", False) else []
+    argv += ["--pool-mixed-code"] if getattr(args, "pool_mixed_code", False) else []
+    paths = collect.main(argv)
+    print(paths["md"].read_text())  # the suite's own table (its `name:`, not the file's stem)
 
 
 def cmd_demo(args):
@@ -191,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     _suite_args(p)
     p.add_argument("--tables", default=None, help="folder for the tables (default results/tables)")
     p.add_argument("--figures", default=None, help="folder for the figures (default results/figures)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let a suite other than bench/suites/<name>.yaml (or with overrides) replace <name>'s "
+                        "committed tables and figures")
+    p.add_argument("--pool-mixed-code", action="store_true",
+                   help="pool results of different training code (each row's version is listed)")
     p.set_defaults(fn=cmd_collect)
     p = sub.add_parser("demo", help="the demo suite end to end")
     p.add_argument("overrides", nargs="*")
@@ -211,8 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None):
+    from bench.harness.collect import CollectError
+    from bench.harness.store import StoreError
+    from bench.harness.sweep import SweepError
+
     args = parse_args(build_parser(), argv)
-    args.fn(args)
+    try:
+        args.fn(args)
+    except (CollectError, SweepError, StoreError) as e:  # one line naming the path/option and the fix
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def parse_args(ap: argparse.ArgumentParser, argv=None) -> argparse.Namespace:

@@ -191,8 +191,13 @@ def write_result(result: dict, ranks: dict, out: str | Path) -> tuple[Path, Path
 
 
 def cmd_evaluate(args) -> None:
+    from bench.harness.store import run_folder_holding
     from models.official import OfficialCheckpointError
 
+    if args.out and (held := run_folder_holding(args.out)):
+        print(f"error: --out {args.out} is inside the run folder {held} of the result store, where it would "
+              "replace the cell's own files: write it elsewhere (e.g. --out eval/result.json)", file=sys.stderr)
+        sys.exit(2)
     try:
         result, ranks = evaluate_checkpoints(args.checkpoints, args.dataset, args.data_root, args.protocol,
                                              vocab_root=args.vocab_root, batch_size=args.batch_size,
@@ -254,8 +259,14 @@ def _sizes_from_weights(name: str, weights: dict) -> dict:
 
 
 def cmd_export(args) -> None:
+    from bench.harness.store import run_folder_holding
     from models.official import OfficialCheckpointError
 
+    if held := run_folder_holding(args.out):
+        print(f"error: {args.out} is inside the run folder {held} of the result store, where it would replace "
+              "the cell's own files: write the exported checkpoint elsewhere (e.g. export/model_best.pth.tar)",
+              file=sys.stderr)
+        sys.exit(2)
     try:
         out = export_run(args.run_dir, args.out, args.format)
     except (OfficialCheckpointError, EvaluateError) as e:
