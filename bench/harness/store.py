@@ -574,6 +574,11 @@ def _forced(run_dir: Path, force: bool, force_before: float | None) -> bool:
         return True
 
 
+def _other_code(status: dict) -> bool:
+    """A done result made by other training code than this process runs (``mixed-code`` in its table)."""
+    return status["state"] == "done" and status.get("code") != source_fingerprint()
+
+
 def _writable_error(e: BaseException, work: Path) -> str:
     if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return (f"the run folder {work} is not writable any more ({os.strerror(e.errno)}: {e}); the cell "
@@ -586,14 +591,16 @@ def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool =
                       tracker_factory: Callable | None = default_tracker_factory,
                       train_fn: Callable | None = None, raise_errors: bool = True,
                       reuse_other_suites: bool = True, wait_lock: bool = False,
-                      force_before: float | None = None, allow_code_change: bool = False) -> dict:
+                      force_before: float | None = None, allow_code_change: bool = False,
+                      retrain_other_code: bool = False) -> dict:
     """Train ``cell`` into the store unless it is done; return ``{"state", "run_dir", "result"}``.
 
     ``train_fn(cell, run_dir, tracker=, anchor_checkpoint=)`` defaults to ``bench.train.run_cell``.
     OAS cells get ``anchor_checkpoint = <baseline run dir>/best.pt`` (the baseline must be done).
     The cell's lock is held while it trains: a cell another process holds is skipped
     (``{"state": "locked"}``) or, with ``wait_lock``, waited for. A ``stale`` or ``corrupt`` result is
-    retrained; ``force`` retrains a done one too (only if finished before ``force_before`` when given).
+    retrained; ``force`` retrains a done one too (only if finished before ``force_before`` when given), and
+    ``retrain_other_code`` one made by other training code (a sweep running a ``mixed-code`` cell).
     A SIGTERM / Ctrl-C during training saves ``last.pt`` and leaves the cell ``interrupted`` (the result
     then carries ``"signal"``). ``allow_code_change`` lets the trainer resume a checkpoint written by
     other code (both commits are recorded). On an exception: ``failed`` + ``traceback.txt`` are
@@ -603,6 +610,7 @@ def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool =
     fps: dict = {}
     final = locate_run(cell, root, reuse_other_suites, fps)
     status = run_status(cell, final, fps)
+    force = force or (retrain_other_code and _other_code(status))
     if status["state"] == "done" and not _forced(final, force, force_before):
         return {"state": "done", "run_dir": str(final), "result": load_result(final), "skipped": True}
     if status["state"] == "blocked":

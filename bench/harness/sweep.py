@@ -166,7 +166,7 @@ def sweep(suite: Suite, executor: str = "inline", root: str | Path = DEFAULT_ROO
         active = {cid: s["job_id"] for cid, s in states.items()
                   if s["state"] in ("queued", "running") and "job_id" in s and "slurm_state" in s}
         options = {"force": force, "force_before": started, "wait_lock": wait_lock,
-                   "allow_code_change": allow_code_change}
+                   "allow_code_change": allow_code_change, "retrain_other_code": True}
         report["jobs"], report["lost"], stopped_by = _submit(todo, root, executor, cluster, wait, jobs_folder,
                                                              active, options)
         if stopped_by:
@@ -199,7 +199,8 @@ def _run_inline(cells, root, force, progress, tracker_factory, started=None, wai
                 break
             bar.set_postfix_str(f"{cell['matcher_label']} / {cell['strategy']['label']} / seed {cell['seed']}")
             out = run_cell_in_store(cell, root, force=force, raise_errors=False, force_before=started,
-                                    wait_lock=wait_lock, allow_code_change=allow_code_change, **kwargs)
+                                    wait_lock=wait_lock, allow_code_change=allow_code_change,
+                                    retrain_other_code=True, **kwargs)
             outcomes[cell["id"]] = out["state"] + (" (skipped)" if out.get("skipped") else "")
             if out.get("error"):
                 errors[cell["id"]] = out["error"]
