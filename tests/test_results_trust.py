@@ -199,8 +199,7 @@ def test_a_done_cell_whose_data_is_gone_shows_unverified(tiny_data, tmp_path):
 def test_collect_on_a_full_disk_leaves_no_empty_file(tiny_data, tmp_path):
     suite = tiny_suite(tmp_path, tiny_data)
     bench("sweep", suite, "--root", tmp_path / "runs", check=0)
-    args = ["collect", suite, "--root", tmp_path / "runs", "--tables", tmp_path / "t", "--figures", tmp_path / "f",
-            "--no-wandb"]
+    args = ["collect", suite, "--root", tmp_path / "runs", "--tables", tmp_path / "t", "--figures", tmp_path / "f"]
     bench(*args, check=0)
     before = {p.name: p.read_bytes() for p in (tmp_path / "t").iterdir()}
     for n in (1, 3):  # the Markdown file, then the CSV
