@@ -52,6 +52,8 @@ def cmd_run(args):
     out = run_cell_in_store(match[0], args.root, force=args.force, wait_lock=args.wait_lock,
                             allow_code_change=args.allow_code_change)
     print(f"{out['state']}: {out['run_dir']}")
+    if out.get("signal") and out["state"] == "done":
+        sys.exit(f"stopped by {out['signal']} during the final evaluation: the cell finished and its result is kept")
     if out.get("signal"):
         sys.exit(f"stopped by {out['signal']}: last.pt saved; the same command resumes the cell")
 
@@ -160,11 +162,24 @@ def cmd_readme(args):
         sys.exit(f"README.md lacks the markers {README_BEGIN} … {README_END}")
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
+    lines = table.read_text().strip().splitlines()
+    if not lines or not lines[0].startswith("# Suite `demo`"):
+        print(f"error: {table} is not the demo suite's table (its first line: {lines[0][:60] if lines else 'empty'!r}); "
+              "README.md shows the demo's table: give results/tables/demo.md (make demo writes it)", file=sys.stderr)
+        sys.exit(2)
     body = "\n".join(f"**{line[2:]}** (synthetic data; regenerate with `make demo` then `make readme`)"
-                     if line.startswith("# ") else line for line in table.read_text().strip().splitlines())
+                     if line.startswith("# ") else line for line in lines)
     figure = "results/figures/demo/rsum_by_strategy.png"
     fig = f"\n\n![RSUM by strategy]({figure})" if (REPO_ROOT / figure).exists() else ""
-    readme.write_text(f"{head}{README_BEGIN}\n{body}{fig}\n{README_END}{tail}")
+    from bench.atomic import atomic_write_bytes
+
+    # whole or not at all: a full disk leaves README.md as it was
+    try:
+        atomic_write_bytes(readme, f"{head}{README_BEGIN}\n{body}{fig}\n{README_END}{tail}".encode(),
+                           fault="readme.write")
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     print(f"README.md: demo table from {table}")
 
 

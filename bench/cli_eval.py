@@ -226,6 +226,9 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "official") -> P
         raise EvaluateError(f"--format {fmt!r} is not supported; use --format official")
     run_dir = Path(run_dir)
     best = run_dir / "best.pt"
+    if best.is_file() and (run_dir / "config.yaml").is_file() and not (run_dir / "done").exists():
+        raise EvaluateError(f"{run_dir} is not a finished run (no `done` marker): its best.pt is the best so far, "
+                            "not the cell's result; finish the cell first (python -m bench sweep SUITE)")
     if not best.is_file():
         raise EvaluateError(f"{run_dir} has no best.pt: give a finished run folder (results/runs/<suite>/<cell-id>)")
     state = ckpt.load(best)

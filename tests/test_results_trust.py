@@ -300,3 +300,70 @@ def test_a_stop_during_the_final_evaluation_stops_the_sweep(tiny_data, tmp_path,
     assert "done 1" in out and "pending 1" in out  # the finished cell kept, the next one not started
     done = [d for d in run_dirs(root) if (d / "done").exists()]
     assert len(done) == 1 and "signal" not in json.loads((done[0] / "result.json").read_text())
+
+
+# ----------------------------------------------------------------------------- more files where others belong
+
+def test_readme_is_replaced_whole_and_only_by_the_demo_table(tmp_path):
+    checkout = other_code_checkout(tmp_path)
+    shutil.copy(REPO / "README.md", checkout / "README.md")
+    (checkout / "results" / "tables").mkdir(parents=True)
+    shutil.copy(REPO / "results" / "tables" / "demo.md", checkout / "results" / "tables" / "demo.md")
+    before = (checkout / "README.md").read_bytes()
+    p = bench("readme", code=checkout, ITM_BENCH_FAULT="readme.write:1:enospc")  # a full disk
+    assert p.returncode == 1 and p.stderr.startswith("error: No space left on device: cannot write")
+    assert (checkout / "README.md").read_bytes() == before
+    other = tmp_path / "oss.md"
+    other.write_text("# Suite `oss`: another suite\n\n| a |\n")
+    p = bench("readme", "--table", other, code=checkout, check=2)
+    assert "is not the demo suite's table" in p.stderr and (checkout / "README.md").read_bytes() == before
+    bench("readme", code=checkout, check=0)  # the demo's own table goes in
+
+
+@pytest.mark.parametrize("where", ["suite folder", "root"])
+def test_a_file_where_the_suite_folder_or_root_belongs_is_one_line(tiny_data, tmp_path, where):
+    root = tmp_path / "runs"
+    suite = tiny_suite(tmp_path, tiny_data)
+    blocker = root / "trust" if where == "suite folder" else root
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file")
+    p = bench("sweep", suite, "--root", root, check=2)
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot create the") and f"{blocker} is a file where the store's folder belongs" in last
+    assert "Traceback" not in p.stderr and blocker.read_text() == "a file"
+
+
+def test_export_of_an_unfinished_run_is_refused(tiny_data, tmp_path):
+    root = tmp_path / "runs"
+    bench("sweep", tiny_suite(tmp_path, tiny_data), "--root", root, check=0)
+    run = run_dirs(root)[0]
+    (run / "done").unlink()  # as while it trains: best.pt is the best so far
+    p = bench("export", run, tmp_path / "out.pth.tar", check=1)
+    assert "is not a finished run (no `done` marker)" in p.stderr and not (tmp_path / "out.pth.tar").exists()
+
+
+def test_jobs_folder_as_a_file_is_one_line(tiny_data, tmp_path):
+    root = tmp_path / "runs"
+    root.mkdir()
+    (root / ".jobs").write_text("a file")
+    p = bench("sweep", tiny_suite(tmp_path, tiny_data), "--executor", "local", "--root", root, check=2)
+    assert p.stderr.strip().splitlines()[-1] == (f"error: {root / '.jobs'} is a file where the sweep keeps its job "
+                                                 "logs: move it away")
+
+
+@pytest.mark.parametrize("case", ["tables is a file", "figures under a file", "tables inside a run folder"])
+def test_collect_output_folders_that_cannot_hold_tables(tiny_data, tmp_path, case):
+    root, suite = tmp_path / "runs", tiny_suite(tmp_path, tiny_data)
+    tables, figures = tmp_path / "t", tmp_path / "f"
+    if case == "tables is a file":
+        tables.write_text("a file")
+        says = f"cannot write into {tables}: {tables} is a file"
+    elif case == "figures under a file":
+        figures.write_text("a file")
+        says = f"cannot write into {figures / 'trust'}: {figures} is a file"
+    else:
+        bench("sweep", suite, "--root", root, check=0)
+        tables = run_dirs(root)[0] / "tables"
+        says = f"{tables} is inside the run folder {run_dirs(root)[0]}"
+    p = bench("collect", suite, "--root", root, "--tables", tables, "--figures", figures, check=2)
+    assert says in p.stderr and p.stderr.count("\n") == 1

@@ -509,6 +509,7 @@ def main(argv: list[str] | None = None) -> None:
                          "committed tables and figures of <name>")
     args = ap.parse_args(argv)
     suite = load_suite(args.suite, args.overrides)
+    check_output_folders(Path(args.tables), Path(args.figures) / suite.name)
     if not args.overwrite:
         check_committed_outputs(suite, args.overrides, Path(args.tables), Path(args.figures))
     df = collect(suite, args.root, pool_mixed_code=args.pool_mixed_code)
@@ -526,6 +527,20 @@ def main(argv: list[str] | None = None) -> None:
         if run is not None:
             print(f"  W&B suite summary: {run}")
     return paths
+
+
+def check_output_folders(*folders: Path) -> None:
+    """Refuse (CollectError) an output folder that is a file, or lies inside a run folder of the store."""
+    from bench.harness.store import run_folder_holding
+
+    for folder in folders:
+        blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise CollectError(f"collect: cannot write into {folder}: {blocker} is a file, not a folder; give "
+                               "--tables/--figures a folder (or move the file away)")
+        if held := run_folder_holding(folder / "x"):
+            raise CollectError(f"collect: {folder} is inside the run folder {held} of the result store, where the "
+                               "tables would mix with the cell's own files: give --tables/--figures elsewhere")
 
 
 def _tracked(paths: list[Path]) -> list[Path]:

@@ -554,6 +554,8 @@ def _swap_in(work: Path, final: Path) -> None:
     if cell_state(work) != "done":
         raise RuntimeError(f"refusing to replace {final} by the incomplete run {work}")
     old = final.with_name(final.name + OLD_SUFFIX)
+    if old.is_file() or old.is_symlink():  # a file where the swap parks the previous result
+        old.unlink()
     shutil.rmtree(old, ignore_errors=True)
     os.replace(final, old)
     fault_point("store.swap")
@@ -672,8 +674,12 @@ def _run_locked(cell, root, final, force, force_before, tracker_factory, train_f
     try:
         work.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # e.g. a path under a regular file, a read-only mount
-        raise OSError(e.errno, f"cannot create the run folder {work} in the results folder {root} "
-                               f"({e.strerror}); choose a writable results folder (--root)") from e
+        blocker = next((p for p in [work, *work.parents] if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise StoreError(f"cannot create the run folder {work}: {blocker} is a file where the store's folder "
+                             f"belongs ({e.strerror}); move it away or choose another results folder (--root)") from e
+        raise StoreError(f"cannot create the run folder {work} in the results folder {root} "
+                         f"({e.strerror}); choose a writable results folder (--root)") from e
     for name in (RESULT_FILE, FAILED_FILE, DONE_FILE, INTERRUPTED_FILE, RUNNING_FILE, "config.yaml"):
         if (work / name).is_dir():  # a folder where the store writes a file: moved aside, never deleted
             aside = work / f"{name}.not-a-file-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -224,6 +224,8 @@ def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None, opt
 
     profile = load_profile(cluster or "local") if kind == "slurm" else None
     folder = Path(jobs_folder or root / JOBS_DIR)  # job logs stay inside --root
+    if folder.exists() and not folder.is_dir():
+        raise SweepError(f"{folder} is a file where the sweep keeps its job logs: move it away")
     executor = make_executor(kind, folder, profile)
     submitted: dict[str, str] = dict(active_jobs or {}) if kind == "slurm" else {}
     all_jobs, lost, stopped_by = [], [], None
