@@ -255,7 +255,7 @@ def summarize(df: pd.DataFrame, suite=None, n_boot: int = 1000, seed: int = 0) -
                     "published": False, "source": "this run", "n_done": len(done_idx), "n_declared": len(idx),
                     "states": ", ".join(f"{n} {s}" for s, n in counts.items() if s != "done")})
         if "unverified" in df:  # done, but the data it was made from could not be found to compare
-            unverified = sum(1 for i in done_idx if df["unverified"].iat[i])
+            unverified = sum(1 for i in done_idx if isinstance(df["unverified"].iat[i], str))
             if unverified:
                 row["states"] = ", ".join(x for x in (row["states"], f"{unverified} unverified") if x)
         if "code" in df:
