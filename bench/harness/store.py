@@ -9,7 +9,11 @@ data check and the lock):
   (its :func:`cell_fingerprint` equals the one in the result's provenance).
 - ``stale``: done, but for other data (the fingerprints differ): never reported; a sweep retrains it,
   keeping the old result until the new one is complete.
-- ``corrupt``: ``done`` without a ``result.json`` that parses (e.g. an interrupted copy): re-run.
+- ``corrupt``: ``done`` without a ``result.json`` that parses and holds metrics for every protocol of
+  the cell, or one whose ``cell_id`` is another cell's (copied): left out, re-run.
+- ``mixed-code`` (:func:`mark_mixed_code`, over one table's cells): done, but made by other training
+  code (``provenance.source_fingerprint``) than the rest of the table: left out, a sweep retrains it.
+- ``blocked``: a file stands where the run folder belongs: nothing runs there until it is moved.
 - ``failed``: a ``failed`` file (error line + path of ``traceback.txt``) and no ``done``.
 - ``running``: a ``running`` file (host, pid, start time) *and* the cell's lock is held. A ``running``
   marker whose lock is free was left by a process that died (SIGKILL, node failure): the cell is

@@ -20,8 +20,10 @@ Concurrent sweeps on one store share the work: each cell is trained under its lo
 (:class:`bench.harness.store.CellLock`), a locked cell is skipped (``wait_lock``: waited for) and
 the next one taken; ``force`` replaces only results finished before the sweep started, so two forced
 sweeps at once train each cell once. A plain sweep runs ``pending``, ``interrupted`` (SIGTERM, Ctrl-C,
-or a ``running`` marker whose process is gone), ``stale`` (done for other data) and ``corrupt`` cells.
-A SIGTERM / Ctrl-C stops an inline sweep after saving the running cell's checkpoint.
+or a ``running`` marker whose process is gone), ``stale`` (done for other data), ``corrupt`` and
+``mixed-code`` cells (done by other training code than the rest of the suite: retrained with this code).
+A SIGTERM / Ctrl-C stops an inline sweep after saving the running cell's checkpoint, or after the cell
+finishing its final evaluation (its result kept), or between two cells; no further cell starts.
 """
 
 from __future__ import annotations
