@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.harness.config import Suite
 from bench.harness.sweep import SweepError, sweep
 from tests.test_store_integrity import env, write_suite
 
@@ -39,6 +38,22 @@ def tiny_suite(tmp_path, data, seeds=(0,), name="trust", **spec_extra):
         spec = yaml.safe_load(path.read_text()) | spec_extra
         path.write_text(yaml.safe_dump(spec, allow_unicode=True))
     return path
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    """A store with the two seeds of suite ``trust`` done (one sweep); tests work on a copy (:func:`store`)."""
+    tmp = tmp_path_factory.mktemp("trained")
+    suite = tiny_suite(tmp, tiny_data, seeds=(0, 1))
+    bench("sweep", suite, "--root", tmp / "runs", check=0)
+    return suite, tmp / "runs"
+
+
+def store(trained, tmp_path):
+    """(suite file, a private copy of the trained store)."""
+    suite, root = trained
+    shutil.copytree(root, tmp_path / "runs", symlinks=True)
+    return suite, tmp_path / "runs"
 
 
 def run_dirs(root, name="trust"):
@@ -101,10 +116,8 @@ def test_one_table_two_code_versions_is_marked_retrained_or_pooled_with_its_vers
 
 # ----------------------------------------------------------------------------- a result checked against its cell
 
-def test_a_result_is_checked_against_its_cell(tiny_data, tmp_path):
-    root = tmp_path / "runs"
-    suite = tiny_suite(tmp_path, tiny_data, seeds=(0, 1))
-    bench("sweep", suite, "--root", root, check=0)
+def test_a_result_is_checked_against_its_cell(trained, tmp_path):
+    suite, root = store(trained, tmp_path)
     runs = by_seed(root)
     own = (runs[0] / "result.json").read_bytes()
 
@@ -196,9 +209,8 @@ def test_a_done_cell_whose_data_is_gone_shows_unverified(tiny_data, tmp_path):
     assert "| 1/1 (1 unverified) |" in out
 
 
-def test_collect_on_a_full_disk_leaves_no_empty_file(tiny_data, tmp_path):
-    suite = tiny_suite(tmp_path, tiny_data)
-    bench("sweep", suite, "--root", tmp_path / "runs", check=0)
+def test_collect_on_a_full_disk_leaves_no_empty_file(trained, tmp_path):
+    suite, _ = store(trained, tmp_path)
     args = ["collect", suite, "--root", tmp_path / "runs", "--tables", tmp_path / "t", "--figures", tmp_path / "f"]
     bench(*args, check=0)
     before = {p.name: p.read_bytes() for p in (tmp_path / "t").iterdir()}
@@ -210,10 +222,8 @@ def test_collect_on_a_full_disk_leaves_no_empty_file(tiny_data, tmp_path):
 
 # ----------------------------------------------------------------------------- export / evaluate, job logs
 
-def test_export_and_evaluate_never_write_into_a_run_folder(tiny_data, tmp_path):
-    root = tmp_path / "runs"
-    suite = tiny_suite(tmp_path, tiny_data, seeds=(0, 1))
-    bench("sweep", suite, "--root", root, check=0)
+def test_export_and_evaluate_never_write_into_a_run_folder(trained, tiny_data, tmp_path):
+    suite, root = store(trained, tmp_path)
     a, b = by_seed(root)[0], by_seed(root)[1]
     files = {p: p.read_bytes() for d in (a, b) for p in d.iterdir() if p.is_file()}
     for args in (["export", a, a / "best.pt"], ["export", a, b / "result.json"], ["export", a, b / "sub" / "x.pth"],
@@ -271,11 +281,14 @@ def test_options_an_executor_does_not_use_are_refused(tiny_data, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_suite_of_zero_cells_is_an_error(tmp_path):
-    empty = Suite(name="empty", path=tmp_path / "empty.yaml",
-                  spec={"datasets": [], "matchers": [], "strategies": [], "seeds": []})
+def test_a_suite_of_zero_cells_is_an_error(tiny_data, tmp_path):
+    from bench.harness.config import load_suite
+
+    empty = load_suite(tiny_suite(tmp_path, tiny_data))  # valid, then emptied as code building suites could
+    empty.spec["strategies"] = []
     with pytest.raises(SweepError, match=r"expands to 0 cells: nothing to run"):
         sweep(empty, root=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow
@@ -311,7 +324,7 @@ def test_readme_is_replaced_whole_and_only_by_the_demo_table(tmp_path):
     shutil.copy(REPO / "results" / "tables" / "demo.md", checkout / "results" / "tables" / "demo.md")
     before = (checkout / "README.md").read_bytes()
     p = bench("readme", code=checkout, ITM_BENCH_FAULT="readme.write:1:enospc")  # a full disk
-    assert p.returncode == 1 and p.stderr.startswith("error: No space left on device: cannot write")
+    assert p.returncode == 1 and p.stderr.startswith("error: [Errno 28] No space left on device: cannot write")
     assert (checkout / "README.md").read_bytes() == before
     other = tmp_path / "oss.md"
     other.write_text("# Suite `oss`: another suite\n\n| a |\n")
@@ -333,9 +346,8 @@ def test_a_file_where_the_suite_folder_or_root_belongs_is_one_line(tiny_data, tm
     assert "Traceback" not in p.stderr and blocker.read_text() == "a file"
 
 
-def test_export_of_an_unfinished_run_is_refused(tiny_data, tmp_path):
-    root = tmp_path / "runs"
-    bench("sweep", tiny_suite(tmp_path, tiny_data), "--root", root, check=0)
+def test_export_of_an_unfinished_run_is_refused(trained, tmp_path):
+    _, root = store(trained, tmp_path)
     run = run_dirs(root)[0]
     (run / "done").unlink()  # as while it trains: best.pt is the best so far
     p = bench("export", run, tmp_path / "out.pth.tar", check=1)
@@ -352,8 +364,8 @@ def test_jobs_folder_as_a_file_is_one_line(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["tables is a file", "figures under a file", "tables inside a run folder"])
-def test_collect_output_folders_that_cannot_hold_tables(tiny_data, tmp_path, case):
-    root, suite = tmp_path / "runs", tiny_suite(tmp_path, tiny_data)
+def test_collect_output_folders_that_cannot_hold_tables(trained, tmp_path, case):
+    suite, root = store(trained, tmp_path)
     tables, figures = tmp_path / "t", tmp_path / "f"
     if case == "tables is a file":
         tables.write_text("a file")
@@ -362,7 +374,6 @@ def test_collect_output_folders_that_cannot_hold_tables(tiny_data, tmp_path, cas
         figures.write_text("a file")
         says = f"cannot write into {figures / 'trust'}: {figures} is a file"
     else:
-        bench("sweep", suite, "--root", root, check=0)
         tables = run_dirs(root)[0] / "tables"
         says = f"{tables} is inside the run folder {run_dirs(root)[0]}"
     p = bench("collect", suite, "--root", root, "--tables", tables, "--figures", figures, check=2)
