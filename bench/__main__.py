@@ -75,6 +75,8 @@ def cmd_run(args):
     out = run_cell_in_store(match[0], args.root, force=args.force, wait_lock=args.wait_lock,
                             allow_code_change=args.allow_code_change)
     print(f"{out['state']}: {out['run_dir']}")
+    if out.get("signal") and out["state"] == "done":
+        sys.exit(f"stopped by {out['signal']} during the final evaluation: the cell finished and its result is kept")
     if out.get("signal"):
         sys.exit(f"stopped by {out['signal']}: last.pt saved; the same command resumes the cell")
 
@@ -120,8 +122,13 @@ def _report(suite, report):
     for cid, error in report.get("errors", {}).items():
         print(f"cell {cid} failed: {error}", file=sys.stderr)
     if report.get("signal"):
-        sys.exit(f"sweep stopped by {report['signal']}: the running cell(s) saved last.pt and are interrupted; "
-                 "a plain sweep resumes them")
+        interrupted = [cid for cid, s in report["states"].items() if s.get("interrupted")]
+        left = [cid for cid, s in report["states"].items() if s["state"] not in ("done", "failed")]
+        if interrupted:
+            sys.exit(f"sweep stopped by {report['signal']}: {len(interrupted)} running cell(s) saved last.pt and are "
+                     f"interrupted ({', '.join(interrupted)}); a plain sweep resumes them")
+        sys.exit(f"sweep stopped by {report['signal']}: no cell was interrupted (a cell finishing its evaluation "
+                 f"kept its result); {len(left)} cell(s) not run yet, a plain sweep runs them")
     if any(s["state"] == "failed" for s in report["states"].values()):
         print("some cells failed; see their log and `--retry-failed` to rerun only those", file=sys.stderr)
 
@@ -133,7 +140,7 @@ def _print_states(name, states):
     print(f"suite {name}: {len(states)} cells: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     for cid, s in states.items():
         extra = f"  job {s['job_id']}" if "job_id" in s else ""
-        err = f"  {s['error']}" if s.get("error") else ""
+        err = f"  {s.get('error') or s.get('unverified')}" if s.get("error") or s.get("unverified") else ""
         print(f"  {cid}  {s['state']:<8} {s['run_dir']}{extra}{err}")
 
 
@@ -167,10 +174,10 @@ def cmd_collect(args):
     argv = [args.suite, *args.overrides, "--root", args.root, "--tables", tables]
     if getattr(args, "figures", None):
         argv += ["--figures", args.figures]
-    collect.main(argv)
-    md = Path(tables) / f"{Path(args.suite).stem}.md"
-    if md.exists():
-        print(md.read_text())
+    argv += ["--overwrite"] if getattr(args, "overwrite", False) else []
+    argv += ["--pool-mixed-code"] if getattr(args, "pool_mixed_code", False) else []
+    paths = collect.main(argv)
+    print(paths["md"].read_text())  # the suite's own table (its `name:`, not the file's stem)
 
 
 def cmd_demo(args):
@@ -212,11 +219,24 @@ def cmd_readme(args):
         fail(f"README.md lacks the markers {README_BEGIN} … {README_END}")
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
+    lines = table.read_text().strip().splitlines()
+    if not lines or not lines[0].startswith("# Suite `demo`"):
+        print(f"error: {table} is not the demo suite's table (its first line: {lines[0][:60] if lines else 'empty'!r}); "
+              "README.md shows the demo's table: give results/tables/demo.md (make demo writes it)", file=sys.stderr)
+        sys.exit(2)
     body = "\n".join(f"**{line[2:]}** (synthetic data; regenerate with `make demo` then `make readme`)"
-                     if line.startswith("# ") else line for line in table.read_text().strip().splitlines())
+                     if line.startswith("# ") else line for line in lines)
     figure = "results/figures/demo/rsum_by_strategy.png"
     fig = f"\n\n![RSUM by strategy]({figure})" if (REPO_ROOT / figure).exists() else ""
-    readme.write_text(f"{head}{README_BEGIN}\n{body}{fig}\n{README_END}{tail}")
+    from bench.atomic import atomic_write_bytes
+
+    # whole or not at all: a full disk leaves README.md as it was
+    try:
+        atomic_write_bytes(readme, f"{head}{README_BEGIN}\n{body}{fig}\n{README_END}{tail}".encode(),
+                           fault="readme.write")
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     print(f"README.md: demo table from {table}")
 
 
@@ -252,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     _suite_args(p)
     p.add_argument("--tables", default=None, help="folder for the tables (default results/tables)")
     p.add_argument("--figures", default=None, help="folder for the figures (default results/figures)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let a suite other than bench/suites/<name>.yaml (or with overrides) replace <name>'s "
+                        "committed tables and figures")
+    p.add_argument("--pool-mixed-code", action="store_true",
+                   help="pool results of different training code (each row's version is listed)")
     p.set_defaults(fn=cmd_collect)
     p = sub.add_parser("demo", help="the demo suite end to end")
     p.add_argument("overrides", nargs="*")
@@ -300,6 +325,10 @@ def fail(message: str) -> None:
 
 
 def main(argv=None):
+    from bench.harness.collect import CollectError
+    from bench.harness.store import StoreError
+    from bench.harness.sweep import SweepError
+
     args = parse_args(build_parser(), argv)
     root = getattr(args, "root", None)
     if root and Path(root).exists() and not Path(root).is_dir():
@@ -307,7 +336,7 @@ def main(argv=None):
     try:
         args.fn(args)
     except Exception as e:  # noqa: BLE001 - user errors become one line; the rest is re-raised
-        if not user_error(e):
+        if not (user_error(e) or isinstance(e, (CollectError, SweepError, StoreError))):
             raise
         fail(str(e).strip() or type(e).__name__)
 

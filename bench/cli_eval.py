@@ -227,6 +227,12 @@ def write_result(result: dict, ranks: dict, out: str | Path) -> tuple[Path, Path
 
 
 def cmd_evaluate(args) -> None:
+    from bench.harness.store import run_folder_holding
+
+    if args.out and (held := run_folder_holding(args.out)):
+        print(f"error: --out {args.out} is inside the run folder {held} of the result store, where it would "
+              "replace the cell's own files: write it elsewhere (e.g. --out eval/result.json)", file=sys.stderr)
+        sys.exit(2)
     # EvaluateError, OfficialCheckpointError, DataError: one `error:` line, exit 2 (bench.__main__.main)
     result, ranks = evaluate_checkpoints(args.checkpoints, args.dataset, args.data_root, args.protocol,
                                          vocab_root=args.vocab_root, batch_size=args.batch_size,
@@ -255,6 +261,9 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "official") -> P
     best = run_dir / "best.pt"
     if run_dir.is_file():
         raise EvaluateError(f"{run_dir} is a file; give the run folder holding it ({run_dir.parent})")
+    if best.is_file() and (run_dir / "config.yaml").is_file() and not (run_dir / "done").exists():
+        raise EvaluateError(f"{run_dir} is not a finished run (no `done` marker): its best.pt is the best so far, "
+                            "not the cell's result; finish the cell first (python -m bench sweep SUITE)")
     if not best.is_file():
         raise EvaluateError(f"{run_dir} has no best.pt: give a finished run folder (results/runs/<suite>/<cell-id>)")
     state = ckpt.load(best)
@@ -288,6 +297,13 @@ def _sizes_from_weights(name: str, weights: dict) -> dict:
 
 
 def cmd_export(args) -> None:
+    from bench.harness.store import run_folder_holding
+
+    if held := run_folder_holding(args.out):
+        print(f"error: {args.out} is inside the run folder {held} of the result store, where it would replace "
+              "the cell's own files: write the exported checkpoint elsewhere (e.g. export/model_best.pth.tar)",
+              file=sys.stderr)
+        sys.exit(2)
     out = export_run(args.run_dir, args.out, args.format)  # a user error: one `error:` line (bench.__main__)
     print(f"wrote {out} (official layout)")
 

@@ -504,7 +504,10 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
     both commits are recorded in the result's ``code_changes``).
     """
     with StopRequest() as stop:
-        return _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow_code_change, stop)
+        body = _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow_code_change, stop)
+    if body.get("status") == "done" and stop.signum is not None:  # a stop during the final test evaluation:
+        body["signal"] = stop.name  # the result is whole and kept; the caller (a sweep) stops after this cell
+    return body
 
 
 def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow_code_change, stop) -> dict:

@@ -276,8 +276,8 @@ def test_a_results_folder_that_is_not_writable(done_baseline, tiny_data, tmp_pat
     with pytest.raises(OSError) as info:
         run_cell_in_store(train_cell(tiny_data, cid="unwritable01"), root, tracker_factory=None)
     msg = str(info.value)
-    assert f"cannot create the run folder {root}/bad/unwritable01 in the results folder {root}" in msg
-    assert "Not a directory" in msg and "choose a writable results folder (--root)" in msg
+    assert f"cannot create the cell's lock file {root}/.locks/bad/unwritable01.lock: {blocker} is a file" in msg
+    assert "Not a directory" in msg and "choose another results folder (--root)" in msg
     assert blocker.read_text().startswith("a file")
 
 

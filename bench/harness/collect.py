@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -26,11 +27,20 @@ import numpy as np
 import pandas as pd
 
 import strategies
+from bench.atomic import atomic_write_bytes
 from bench.harness import stats
 from bench.harness.cells import cell_recipe, describe, expand, scenario_of
 from bench.harness.config import Suite, load_suite, recipe_label
 from bench.harness.stats import recall_hits, rsum_from_ranks  # noqa: F401 - re-exported
-from bench.harness.store import DEFAULT_ROOT, REPO_ROOT, failure_message, load_result, locate_run, run_status
+from bench.harness.store import (
+    DEFAULT_ROOT,
+    REPO_ROOT,
+    failure_message,
+    load_result,
+    locate_run,
+    mark_mixed_code,
+    run_status,
+)
 
 RECALLS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
 METRICS = RECALLS + ["rsum", "i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr"]
@@ -43,22 +53,37 @@ HEADER = {"i2t_r1": "i2t R@1", "i2t_r5": "i2t R@5", "i2t_r10": "i2t R@10", "t2i_
           "t2i_r5": "t2i R@5", "t2i_r10": "t2i R@10", "rsum": "RSUM"}
 
 
+class CollectError(ValueError):
+    """A table that cannot be made as asked (the message names the file, row or option and the fix)."""
+
+
 def _as_suite(suite) -> Suite:
     return suite if isinstance(suite, Suite) else load_suite(suite)
 
 
-def collect(suite, root: str | Path = DEFAULT_ROOT) -> pd.DataFrame:
-    """One row per (cell, protocol) of ``suite`` (a name, path or Suite) with its state and metrics."""
+def collect(suite, root: str | Path = DEFAULT_ROOT, pool_mixed_code: bool = False) -> pd.DataFrame:
+    """One row per (cell, protocol) of ``suite`` (a name, path or Suite) with its state and metrics.
+
+    Every done row names the code that made it (``commit``, ``code``: the training-code fingerprint).
+    Done cells made by other training code than the rest are ``mixed-code`` and left out of the means
+    (:func:`bench.harness.store.mark_mixed_code`), unless ``pool_mixed_code`` (then the table lists every
+    version it pools)."""
     suite = _as_suite(suite)
     rows, left_out, fps = [], [], {}
-    for cell in expand(suite):
+    cells = expand(suite)
+    statuses = {}
+    for cell in cells:
         run_dir = locate_run(cell, root, fingerprints=fps)
-        status = run_status(cell, run_dir, fps)  # stale (other data) and corrupt results are never read
+        statuses[cell["id"]] = (run_dir, run_status(cell, run_dir, fps))  # stale/corrupt results are never read
+    if not pool_mixed_code:
+        mark_mixed_code({cid: st for cid, (_, st) in statuses.items()})
+    for cell in cells:
+        run_dir, status = statuses[cell["id"]]
         state = status["state"]
         result = load_result(run_dir) if state == "done" else None
         if state == "done" and result is None:  # result.json vanished or broke since run_status read it
             state, status["error"] = "corrupt", f"{Path(run_dir) / 'result.json'} does not parse"
-        if state in ("stale", "corrupt"):
+        if state in ("stale", "corrupt", "mixed-code", "blocked"):
             left_out.append(f"{describe(cell)} ({state}: {status['error']})")
         base = {"suite": suite.name, "cell_id": cell["id"], "dataset": cell["dataset_label"],
                 "matcher": cell["matcher_label"], "matcher_name": cell["matcher"]["name"],
@@ -66,7 +91,8 @@ def collect(suite, root: str | Path = DEFAULT_ROOT) -> pd.DataFrame:
                 "scenario": cell["strategy"]["scenario"], "seed": cell["seed"], "state": state,
                 "run_dir": str(run_dir), "name": describe(cell),
                 "recipe": cell_recipe((result or {}).get("cell") or cell),  # as recorded when done
-                "error": failure_message(run_dir) if state == "failed" else status.get("error")}
+                "error": failure_message(run_dir) if state == "failed" else status.get("error"),
+                "commit": status.get("commit"), "code": status.get("code"), "unverified": status.get("unverified")}
         cost = (result or {}).get("cost") or {}
         for k in COST_KEYS:
             base[f"cost_{k}"] = cost.get(k, math.nan)
@@ -128,10 +154,25 @@ def published_rows(suite: Suite, csv_path: str | Path = PUBLISHED_CSV) -> pd.Dat
         m_label.setdefault(m["name"], m["label"])
         m_label.setdefault(m["label"], m["label"])
     rows = []
-    for ref in refs:
+    for i, ref in enumerate(refs):
+        where = f"{suite.path}: reference[{i}] (matcher {ref['matcher']!r}, where {ref['where']})"
+        if ref["matcher"] not in m_label:
+            raise CollectError(f"{where}: matcher {ref['matcher']!r} is not a matcher of this suite (its matchers: "
+                               f"{', '.join(sorted(set(m_label)))}); use one of their names or labels")
         sel = pub
         for col, val in ref["where"].items():
-            sel = sel[sel[col] == val]
+            if col not in pub.columns:
+                raise CollectError(f"{where}: {csv_path} has no column {col!r} (columns: {', '.join(pub.columns)}); "
+                                   "fix the key under where:")
+            sel = sel[sel[col] == str(val)]
+        if not len(sel):
+            raise CollectError(f"{where}: no row of {csv_path} matches; fix the values under where: (e.g. "
+                               + "; ".join(f"{c}: {sorted(pub[c].dropna().unique())[:6]}" for c in ref["where"]
+                                           if c in pub.columns) + ")")
+        if not set(sel["protocol"]) & set(protocol_dataset):
+            warnings.warn(f"{where}: the {len(sel)} matching row(s) of {csv_path} are for protocol(s) "
+                          f"{', '.join(sorted(set(sel['protocol'])))}, none of this suite's "
+                          f"({', '.join(sorted(protocol_dataset))}): not shown", stacklevel=2)
         for _, r in sel.iterrows():
             if r["protocol"] not in protocol_dataset:
                 continue
@@ -213,6 +254,13 @@ def summarize(df: pd.DataFrame, suite=None, n_boot: int = 1000, seed: int = 0) -
         row.update({"strategy_name": col["strategy_name"][idx[0]], "scenario": col["scenario"][idx[0]],
                     "published": False, "source": "this run", "n_done": len(done_idx), "n_declared": len(idx),
                     "states": ", ".join(f"{n} {s}" for s, n in counts.items() if s != "done")})
+        if "unverified" in df:  # done, but the data it was made from could not be found to compare
+            unverified = sum(1 for i in done_idx if isinstance(df["unverified"].iat[i], str))
+            if unverified:
+                row["states"] = ", ".join(x for x in (row["states"], f"{unverified} unverified") if x)
+        if "code" in df:
+            row["code_versions"] = "; ".join(dict.fromkeys(
+                _code_label(df["commit"].iat[i], df["code"].iat[i]) for i in done_idx))
         for k in TABLE_METRICS:
             vals = values[k][done_idx]
             vals = vals[~np.isnan(vals)]
@@ -246,6 +294,28 @@ PROTOCOL_TITLES = {"f30k_1k": "Flickr30K 1K (the whole test split)",  # sizes ar
                    "coco_1k": "COCO 1K (testall in 5 folds, metrics averaged)",
                    "coco_5k": "COCO 5K (the whole testall)"}
 BLOCK_HEADER = ["matcher", "strategy", "n"] + [HEADER[k] for k in TABLE_METRICS] + ["ΔRSUM [95% CI]", "P(> base)"]
+
+
+def _code_label(commit, code) -> str:
+    """``commit <10 hex> / training code <12 hex>`` of one result (``not recorded`` for older results)."""
+    commit = commit if isinstance(commit, str) and commit else None
+    code = code if isinstance(code, str) and code else None
+    return (f"commit {commit[:10] if commit else '?'} / training code {code[:12]}" if code
+            else "training code not recorded (a result written before the store kept it)")
+
+
+def code_note(df: pd.DataFrame) -> str:
+    """The code versions a table pools: one sentence for one version, else every row with its version."""
+    done = df[df["state"] == "done"].drop_duplicates("cell_id") if len(df) else df
+    if not len(done) or "code" not in done:
+        return ""
+    labels = [_code_label(c, f) for c, f in zip(done["commit"], done["code"])]
+    versions = list(dict.fromkeys(labels))
+    if len(versions) == 1:
+        return f"Code of every result in this table: {versions[0]}."
+    per_row = "; ".join(f"{m} / {s} / seed {sd}: {lab}" for m, s, sd, lab in
+                        zip(done["matcher"], done["strategy"], done["seed"], labels))
+    return (f"This table pools results of {len(versions)} code versions (--pool-mixed-code): {per_row}.")
 
 
 def _isnan(x) -> bool:
@@ -330,16 +400,31 @@ def table_note(n_boot: int) -> str:
             "results/reference/published.csv.")
 
 
-def to_markdown(header, rows) -> str:
-    esc = [[str(c).replace("|", "\\|") for c in row] for row in [header] + rows]
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>$^~|#])")
+
+
+def md_text(text) -> str:
+    """A user's label as Markdown shows it: one line, its Markdown characters escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
+
+
+def to_markdown(header, rows, label_columns: int = 0) -> str:
+    """A Markdown table; the first ``label_columns`` cells of each row are user labels (:func:`md_text`)."""
+    esc = [[md_text(c) if j < label_columns else str(c).replace("|", "\\|") for j, c in enumerate(row)]
+           for row in rows]
+    esc = [[str(c).replace("|", "\\|") for c in header]] + esc
     lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in esc[1:]]
     return "\n".join(lines) + "\n"
 
 
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
+                "{": r"\{", "}": r"\}", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}"}
+
+
 def _tex(s: str) -> str:
-    for a, b in [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("∞", r"$\infty$"), ("–", "--"), ("†", r"$^\dagger$"),
+    s = re.sub(r"[\\&%_#${}^~]", lambda m: _TEX_SPECIAL[m.group()], " ".join(str(s).splitlines()))
+    for a, b in [("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("∞", r"$\infty$"), ("–", "--"), ("†", r"$^\dagger$"),
                  ("≠", r"$\neq$"), ("√", r"$\surd$"), ("·", r"$\cdot$"), ("−", "-"), ("½", r"$\frac{1}{2}$"),
                  ("≥", r"$\geq$"), ("α", r"$\alpha$"), ("²", r"$^2$"), ("≈", r"$\approx$"), ("…", r"\ldots{}")]:
         s = s.replace(a, b)
@@ -380,6 +465,8 @@ def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_bo
             note += f" OAS stage 2: recipe {r['option']}@{r['version']} ({r['description']})."
     if suite.spec.get("recipes"):
         note += f" Recipes: {recipe_label(suite.spec['recipes'])}."
+    if code := code_note(df):
+        note += f" {code}"
     paths = {"md": out_dir / f"{suite.name}.md", "tex": out_dir / f"{suite.name}.tex",
              "csv": out_dir / f"{suite.name}.csv", "cells_csv": out_dir / f"{suite.name}_cells.csv"}
     refs = "".join(f"[{i + 1}] {src}\n" for i, src in enumerate(sources))
@@ -387,13 +474,15 @@ def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_bo
     tex = []
     for b in blocks:
         extra = "".join(f"\n{line}\n" for line in [b["verdict"], b["seeds"], *b["notes"]] if line)
-        md.append(f"### {b['title']}\n\n" + to_markdown(b["header"], b["rows"]) + extra)
+        md.append(f"### {md_text(b['title'])}\n\n" + to_markdown(b["header"], b["rows"], label_columns=2) + extra)
         tex.append(to_latex(b["header"], b["rows"], caption=f"{suite.name}, {b['title']}. {b['verdict']} {b['seeds']} {note} "
                             + "; ".join(f"[{i + 1}] {src}" for i, src in enumerate(sources))))
-    paths["md"].write_text("\n".join(md) + "\n" + note + "\n\n" + refs)
-    paths["tex"].write_text("\n".join(tex))
-    summary.to_csv(paths["csv"], index=False)
-    df.drop(columns=["dev_curve"], errors="ignore").to_csv(paths["cells_csv"], index=False)
+    # every file whole or not at all (a full disk leaves the previous file, never a 0-byte one)
+    atomic_write_bytes(paths["md"], ("\n".join(md) + "\n" + note + "\n\n" + refs).encode(), fault="collect.write")
+    atomic_write_bytes(paths["tex"], "\n".join(tex).encode(), fault="collect.write")
+    atomic_write_bytes(paths["csv"], summary.to_csv(index=False).encode(), fault="collect.write")
+    atomic_write_bytes(paths["cells_csv"], df.drop(columns=["dev_curve"], errors="ignore").to_csv(index=False).encode(),
+                       fault="collect.write")
     return paths
 
 
@@ -413,9 +502,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--figures", default=str(FIGURES_DIR))
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--no-wandb", action="store_true", help="no suite-summary W&B run (also: WANDB_MODE=disabled)")
+    ap.add_argument("--pool-mixed-code", action="store_true",
+                    help="pool results made by different training code (the table lists each row's version)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="let a suite other than bench/suites/<name>.yaml (or one with overrides) replace the "
+                         "committed tables and figures of <name>")
     args = ap.parse_args(argv)
     suite = load_suite(args.suite, args.overrides)
-    df = collect(suite, args.root)
+    check_output_folders(Path(args.tables), Path(args.figures) / suite.name)
+    if not args.overwrite:
+        check_committed_outputs(suite, args.overrides, Path(args.tables), Path(args.figures))
+    df = collect(suite, args.root, pool_mixed_code=args.pool_mixed_code)
     summary = summarize(df, suite, n_boot=args.n_boot)
     paths = write_tables(df, suite, args.tables, n_boot=args.n_boot, summary=summary)
     figs = make_figures(df, summary, suite.name, args.figures)
@@ -429,6 +526,55 @@ def main(argv: list[str] | None = None) -> None:
         run = log_suite_summary(suite, summary, args.root, n_boot=args.n_boot)
         if run is not None:
             print(f"  W&B suite summary: {run}")
+    return paths
+
+
+def check_output_folders(*folders: Path) -> None:
+    """Refuse (CollectError) an output folder that is a file, or lies inside a run folder of the store."""
+    from bench.harness.store import run_folder_holding
+
+    for folder in folders:
+        blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise CollectError(f"collect: cannot write into {folder}: {blocker} is a file, not a folder; give "
+                               "--tables/--figures a folder (or move the file away)")
+        if held := run_folder_holding(folder / "x"):
+            raise CollectError(f"collect: {folder} is inside the run folder {held} of the result store, where the "
+                               "tables would mix with the cell's own files: give --tables/--figures elsewhere")
+
+
+def _tracked(paths: list[Path]) -> list[Path]:
+    """The ``paths`` git tracks in this repository (none where git is unavailable)."""
+    import subprocess
+
+    inside = [p for p in paths if p.resolve().is_relative_to(REPO_ROOT)]
+    if not inside:
+        return []
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "--", *map(str, inside)],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    listed = {(REPO_ROOT / line).resolve() for line in out.splitlines()}
+    return [p for p in inside if p.resolve() in listed or any(x.is_relative_to(p.resolve()) for x in listed)]
+
+
+def check_committed_outputs(suite: Suite, overrides, tables: Path, figures: Path) -> None:
+    """Refuse (CollectError) to overwrite committed tables or figures of ``<name>`` (the README's demo
+    table and figures) from anything but ``bench/suites/<name>.yaml`` without overrides."""
+    from bench.harness.config import SUITES_DIR
+
+    registered = SUITES_DIR / f"{suite.name}.yaml"
+    same = registered.exists() and Path(suite.path).resolve() == registered.resolve() and not overrides
+    if same:
+        return
+    targets = [tables / f"{suite.name}{ext}" for ext in (".md", ".tex", ".csv", "_cells.csv")] + [figures / suite.name]
+    committed = _tracked(targets)
+    if committed:
+        made = f"{suite.path}" + (f" with overrides {' '.join(overrides)}" if overrides else "")
+        raise CollectError(f"collect: suite {suite.name!r} from {made} would overwrite the committed "
+                           f"{', '.join(str(p) for p in committed)} (made by {registered}); give --tables DIR "
+                           "--figures DIR elsewhere, or --overwrite to replace them")
 
 
 if __name__ == "__main__":

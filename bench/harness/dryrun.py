@@ -17,7 +17,7 @@ from bench.harness.config import Suite
 from bench.harness.show import estimate, load_gpu_rates, planned_steps, recorded_step_times, wall_minutes
 from bench.harness.slurm import load_profile, make_executor, sbatch_header
 from bench.harness.store import DEFAULT_ROOT
-from bench.harness.sweep import cell_states, plan_arrays, select_cells
+from bench.harness.sweep import JOBS_DIR, cell_states, plan_arrays, select_cells
 
 
 def dry_run(suite: Suite, root: str | Path = DEFAULT_ROOT, cluster: str | None = None, force: bool = False,
@@ -32,7 +32,7 @@ def dry_run(suite: Suite, root: str | Path = DEFAULT_ROOT, cluster: str | None =
     states = cell_states(cells, root, query_slurm=False)
     todo = select_cells(cells, states, force=force, retry_failed=retry_failed)
     plans = plan_arrays(todo, profile)
-    folder = Path(jobs_folder or root.parent / "jobs")
+    folder = Path(jobs_folder or root / JOBS_DIR)
     records, rates, cache = recorded_step_times(root), load_gpu_rates(rates_path), {}
     lines = [f"dry run: suite {suite.name}, {len(todo)} of {len(cells)} cell(s) to run, cluster profile "
              f"{profile['name']} ({profile['path']}): {len(plans)} job array(s); nothing is submitted"]

@@ -32,10 +32,18 @@ FIGURES_DIR = REPO_ROOT / "results" / "figures"
 
 def _save(fig, out: Path, stem: str) -> list[Path]:
     fig.tight_layout()
+    import io
+
+    from bench.atomic import atomic_write_bytes
+
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=130)
-    fig.savefig(paths[1])
-    plt.close(fig)
+    try:
+        for path, kwargs in ((paths[0], {"dpi": 130}), (paths[1], {})):  # whole or not at all (a full disk)
+            buf = io.BytesIO()
+            fig.savefig(buf, format=path.suffix[1:], **kwargs)
+            atomic_write_bytes(path, buf.getvalue(), fault="collect.write")
+    finally:
+        plt.close(fig)
     return paths
 
 

@@ -9,7 +9,11 @@ data check and the lock):
   (its :func:`cell_fingerprint` equals the one in the result's provenance).
 - ``stale``: done, but for other data (the fingerprints differ): never reported; a sweep retrains it,
   keeping the old result until the new one is complete.
-- ``corrupt``: ``done`` without a ``result.json`` that parses (e.g. an interrupted copy): re-run.
+- ``corrupt``: ``done`` without a ``result.json`` that parses and holds metrics for every protocol of
+  the cell, or one whose ``cell_id`` is another cell's (copied): left out, re-run.
+- ``mixed-code`` (:func:`mark_mixed_code`, over one table's cells): done, but made by other training
+  code (``provenance.source_fingerprint``) than the rest of the table: left out, a sweep retrains it.
+- ``blocked``: a file stands where the run folder belongs: nothing runs there until it is moved.
 - ``failed``: a ``failed`` file (error line + path of ``traceback.txt``) and no ``done``.
 - ``running``: a ``running`` file (host, pid, start time) *and* the cell's lock is held. A ``running``
   marker whose lock is free was left by a process that died (SIGKILL, node failure): the cell is
@@ -60,6 +64,11 @@ INTERRUPTED_FILE, LOCKS_DIR, OLD_SUFFIX, STAGING_SUFFIX = "interrupted", ".locks
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 log = logging.getLogger(__name__)
+
+
+class StoreError(OSError):
+    """The store cannot hold a cell where it belongs (a file in the way, an unwritable folder): the
+    message names the path and the fix."""
 
 
 # ----------------------------------------------------------------------------- files
@@ -181,9 +190,70 @@ def read_result(run_dir: str | Path) -> tuple[dict | None, str | None]:
         return None, f"{path} is missing"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         return None, f"{path} does not parse ({type(e).__name__}: {e})"
-    if not isinstance(result, dict) or "metrics" not in result:
+    if not isinstance(result, dict) or not isinstance(result.get("metrics"), dict) or not result["metrics"]:
         return None, f"{path} holds no metrics"
     return result, None
+
+
+def result_mismatch(cell: dict, result: dict) -> str | None:
+    """Why ``result`` is not ``cell``'s (another cell's ``result.json`` copied here, or one missing a
+    protocol the cell evaluates), or None."""
+    owner = result.get("cell_id")
+    if owner is not None and owner != cell["id"]:
+        return (f"its result.json belongs to cell {owner}, not {cell['id']} (copied from another run folder?); "
+                "it is left out and a sweep retrains the cell")
+    missing = [p for p in (cell.get("eval") or {}).get("protocols", []) if not result["metrics"].get(p)]
+    if missing:
+        return f"its result.json holds no metrics for {', '.join(missing)}; a sweep re-runs the cell"
+    return None
+
+
+def code_version(result: dict | None) -> tuple[str | None, str | None]:
+    """(commit, training-code fingerprint) that made ``result`` (None where not recorded: results
+    written before the store kept the fingerprint)."""
+    prov = (result or {}).get("provenance") or {}
+    return (prov.get("git") or {}).get("commit"), prov.get("source_fingerprint")
+
+
+def mark_mixed_code(infos: dict, current: str | None = None) -> list[str]:
+    """Mark the done cells of one table made by other training code than the rest ``mixed-code``.
+
+    ``infos``: {cell id: :func:`run_status` dict}. When the done cells carry more than one training-code
+    fingerprint (``source_fingerprint``; ``None`` = not recorded), the version kept is the current
+    code's (``current``, default :func:`source_fingerprint`) if any cell has it, else the one most cells
+    have; the others become ``mixed-code`` (left out of the table's means; a plain sweep retrains them
+    with the current code). Returns the ids marked."""
+    done = {cid: i for cid, i in infos.items() if i["state"] == "done"}
+    versions: dict = {}
+    for cid, i in done.items():
+        versions.setdefault(i.get("code"), []).append(cid)
+    if len(versions) < 2:
+        return []
+    current = source_fingerprint() if current is None else current
+    keep = current if current in versions else max(versions, key=lambda v: (len(versions[v]), v or ""))
+    marked = []
+    for version, ids in versions.items():
+        if version == keep:
+            continue
+        for cid in ids:
+            what = f"training code {version[:12]}" if version else "training code not recorded (a result from before)"
+            done[cid].update(state="mixed-code", error=(
+                f"made by other code than the rest of the suite ({what}, commit {(done[cid].get('commit') or '?')[:10]}; "
+                f"the others: training code {(keep or 'not recorded')[:12]}): left out of the table; a plain sweep "
+                "retrains it with the current code (or collect --pool-mixed-code pools it, marked)"))
+            marked.append(cid)
+    return marked
+
+
+def run_folder_holding(path: str | Path) -> Path | None:
+    """The store's run folder that ``path`` would be written into (a folder above it holding a cell's
+    ``config.yaml`` with its markers or checkpoints), or None: outputs of ``export`` and ``evaluate`` never
+    land there, where they would replace a cell's own files."""
+    marks = (DONE_FILE, RESULT_FILE, RUNNING_FILE, FAILED_FILE, INTERRUPTED_FILE, "best.pt", "last.pt")
+    for d in Path(path).resolve().parents:
+        if (d / "config.yaml").is_file() and any((d / m).exists() for m in marks):
+            return d
+    return None
 
 
 def cell_state(run_dir: str | Path) -> str:
@@ -211,15 +281,25 @@ def run_status(cell: dict, run_dir: str | Path, fingerprints: dict | None = None
     ``run_dir``: :func:`cell_state` plus ``stale`` (a done result made from other data), ``corrupt``
     with the path, and ``interrupted`` for a ``running`` marker whose lock is free (its process died)."""
     d = Path(run_dir)
+    if d.exists() and not d.is_dir():
+        return {"state": "blocked", "run_dir": str(d),
+                "error": f"{d} is a file where the cell's run folder belongs: move it away (or delete it) and sweep "
+                         "again; the other cells are not held up"}
     state = cell_state(d)
     info = {"state": state, "run_dir": str(d)}
     if state == "corrupt":
         info["error"] = read_result(d)[1] + "; a sweep re-runs the cell"
     elif state == "done":
-        recorded = result_fingerprint(read_result(d)[0])
+        result = read_result(d)[0]
+        recorded = result_fingerprint(result)
         current = cell_fingerprint(cell, fingerprints)
-        if current is None and recorded is not None:
-            info["unverified"] = f"data of {cell['dataset'].get('data_root')} not found: not compared"
+        info["commit"], info["code"] = code_version(result)
+        mismatch = result_mismatch(cell, result)
+        if mismatch:
+            info.update(state="corrupt", error=mismatch)
+        elif current is None and recorded is not None:
+            info["unverified"] = (f"data of {cell['dataset'].get('data_root')} not found: its data fingerprint "
+                                  "could not be compared (unverified)")
         elif current != recorded:
             info.update(state="stale", data_fingerprint=current, result_fingerprint=recorded,
                         error=f"made from other data: result data fingerprint {recorded}, the data now "
@@ -384,6 +464,7 @@ def provenance(cell: dict | None = None, wall_time_s: float | None = None, finge
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "device": device_name(),
+        "source_fingerprint": source_fingerprint(),  # the training code (what decides a result, README)
         "data_fingerprint": fingerprint if fingerprint is not None or cell is None else cell_fingerprint(cell),
         "seed": (cell or {}).get("seed"),
         "wall_time_s": wall_time_s,
@@ -477,6 +558,8 @@ def _swap_in(work: Path, final: Path) -> None:
     if cell_state(work) != "done":
         raise RuntimeError(f"refusing to replace {final} by the incomplete run {work}")
     old = final.with_name(final.name + OLD_SUFFIX)
+    if old.is_file() or old.is_symlink():  # a file where the swap parks the previous result
+        old.unlink()
     shutil.rmtree(old, ignore_errors=True)
     os.replace(final, old)
     fault_point("store.swap")
@@ -497,6 +580,11 @@ def _forced(run_dir: Path, force: bool, force_before: float | None) -> bool:
         return True
 
 
+def _other_code(status: dict) -> bool:
+    """A done result made by other training code than this process runs (``mixed-code`` in its table)."""
+    return status["state"] == "done" and status.get("code") != source_fingerprint()
+
+
 def _writable_error(e: BaseException, work: Path) -> str:
     if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return (f"the run folder {work} is not writable any more ({os.strerror(e.errno)}: {e}); the cell "
@@ -509,14 +597,16 @@ def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool =
                       tracker_factory: Callable | None = default_tracker_factory,
                       train_fn: Callable | None = None, raise_errors: bool = True,
                       reuse_other_suites: bool = True, wait_lock: bool = False,
-                      force_before: float | None = None, allow_code_change: bool = False) -> dict:
+                      force_before: float | None = None, allow_code_change: bool = False,
+                      retrain_other_code: bool = False) -> dict:
     """Train ``cell`` into the store unless it is done; return ``{"state", "run_dir", "result"}``.
 
     ``train_fn(cell, run_dir, tracker=, anchor_checkpoint=)`` defaults to ``bench.train.run_cell``.
     OAS cells get ``anchor_checkpoint = <baseline run dir>/best.pt`` (the baseline must be done).
     The cell's lock is held while it trains: a cell another process holds is skipped
     (``{"state": "locked"}``) or, with ``wait_lock``, waited for. A ``stale`` or ``corrupt`` result is
-    retrained; ``force`` retrains a done one too (only if finished before ``force_before`` when given).
+    retrained; ``force`` retrains a done one too (only if finished before ``force_before`` when given), and
+    ``retrain_other_code`` one made by other training code (a sweep running a ``mixed-code`` cell).
     A SIGTERM / Ctrl-C during training saves ``last.pt`` and leaves the cell ``interrupted`` (the result
     then carries ``"signal"``). ``allow_code_change`` lets the trainer resume a checkpoint written by
     other code (both commits are recorded). On an exception: ``failed`` + ``traceback.txt`` are
@@ -525,8 +615,15 @@ def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool =
     root = Path(root)
     fps: dict = {}
     final = locate_run(cell, root, reuse_other_suites, fps)
-    if run_status(cell, final, fps)["state"] == "done" and not _forced(final, force, force_before):
+    status = run_status(cell, final, fps)
+    force = force or (retrain_other_code and _other_code(status))
+    if status["state"] == "done" and not _forced(final, force, force_before):
         return {"state": "done", "run_dir": str(final), "result": load_result(final), "skipped": True}
+    if status["state"] == "blocked":
+        if raise_errors:
+            raise StoreError(status["error"])
+        log.error("cell %s: %s", cell["id"], status["error"])
+        return {"state": "blocked", "run_dir": str(final), "result": None, "error": status["error"]}
     if train_fn is None:
         from bench.train import run_cell as train_fn  # lazy: the store is used without torch too
     train_kwargs = {"allow_code_change": True} if allow_code_change else {}
@@ -552,8 +649,14 @@ def _run_cell_in_store(cell, root, final, force, force_before, tracker_factory, 
     try:
         got = lock.acquire(wait=wait_lock)
     except OSError as e:  # e.g. a path under a regular file, a read-only mount
-        raise OSError(e.errno, f"cannot create the run folder {final} in the results folder {root} "
-                               f"({e.strerror}); choose a writable results folder (--root)") from e
+        blocker = next((p for p in [lock.path.parent, *lock.path.parent.parents] if p.exists() and not p.is_dir()),
+                       None)
+        if blocker is not None:
+            raise StoreError(f"cannot create the cell's lock file {lock.path}: {blocker} is a file where the "
+                             f"store's folder belongs ({e.strerror}); move it away or choose another results "
+                             "folder (--root)") from e
+        raise StoreError(f"cannot create the cell's lock file {lock.path} in the results folder {root} "
+                         f"({e.strerror}); choose a writable results folder (--root)") from e
     if not got:
         log.info("cell %s is being trained by another process (%s): skipped", cell["id"], lock.path)
         return {"state": "locked", "run_dir": str(final), "result": None, "skipped": True}
@@ -575,8 +678,17 @@ def _run_locked(cell, root, final, force, force_before, tracker_factory, train_f
     try:
         work.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # e.g. a path under a regular file, a read-only mount
-        raise OSError(e.errno, f"cannot create the run folder {work} in the results folder {root} "
-                               f"({e.strerror}); choose a writable results folder (--root)") from e
+        blocker = next((p for p in [work, *work.parents] if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise StoreError(f"cannot create the run folder {work}: {blocker} is a file where the store's folder "
+                             f"belongs ({e.strerror}); move it away or choose another results folder (--root)") from e
+        raise StoreError(f"cannot create the run folder {work} in the results folder {root} "
+                         f"({e.strerror}); choose a writable results folder (--root)") from e
+    for name in (RESULT_FILE, FAILED_FILE, DONE_FILE, INTERRUPTED_FILE, RUNNING_FILE, "config.yaml"):
+        if (work / name).is_dir():  # a folder where the store writes a file: moved aside, never deleted
+            aside = work / f"{name}.not-a-file-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.replace(work / name, aside)
+            log.warning("%s was a folder where the store writes a file: moved to %s", work / name, aside)
     for marker in (FAILED_FILE, DONE_FILE, INTERRUPTED_FILE):
         (work / marker).unlink(missing_ok=True)
     if force:  # --force: from scratch, never from a checkpoint (e.g. one that other code wrote)
@@ -609,6 +721,7 @@ def _run_locked(cell, root, final, force, force_before, tracker_factory, train_f
             return {"state": "interrupted", "run_dir": str(work), "result": None, "status": body.get("status"),
                     "signal": body.get("signal")}
         result = dict(body)
+        stopped_by = result.pop("signal", None)  # a stop during the final evaluation: the result is whole
         result.update({"cell_id": cell["id"], "cell": cell,
                        "provenance": provenance(cell, wall_time_s=time.time() - start, fingerprint=fingerprint)})
         if body.get("code_changes"):  # resumed across a code change (--allow-code-change): both commits
@@ -650,4 +763,5 @@ def _run_locked(cell, root, final, force, force_before, tracker_factory, train_f
         handler.close()
     if work != final:  # a complete result replaced by another complete one
         _swap_in(work, final)
-    return {"state": "done", "run_dir": str(final), "result": result, "skipped": False}
+    return {"state": "done", "run_dir": str(final), "result": result, "skipped": False,
+            **({"signal": stopped_by} if stopped_by else {})}

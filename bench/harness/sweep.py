@@ -23,8 +23,10 @@ Concurrent sweeps on one store share the work: each cell is trained under its lo
 (:class:`bench.harness.store.CellLock`), a locked cell is skipped (``wait_lock``: waited for) and
 the next one taken; ``force`` replaces only results finished before the sweep started, so two forced
 sweeps at once train each cell once. A plain sweep runs ``pending``, ``interrupted`` (SIGTERM, Ctrl-C,
-or a ``running`` marker whose process is gone), ``stale`` (done for other data) and ``corrupt`` cells.
-A SIGTERM / Ctrl-C stops an inline sweep after saving the running cell's checkpoint.
+or a ``running`` marker whose process is gone), ``stale`` (done for other data), ``corrupt`` and
+``mixed-code`` cells (done by other training code than the rest of the suite: retrained with this code).
+A SIGTERM / Ctrl-C stops an inline sweep after saving the running cell's checkpoint, or after the cell
+finishing its final evaluation (its result kept), or between two cells; no further cell starts.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from bench.harness.store import (
     DEFAULT_ROOT,
     failure_message,
     locate_run,
+    mark_mixed_code,
     run_cell_in_store,
     run_status,
     write_atomic,
@@ -55,9 +58,15 @@ if TYPE_CHECKING:
     from bench.harness.slurm import JobRequest
 
 #: States a plain sweep runs (``failed`` needs ``--retry-failed``, which also takes over interrupted ones).
-RUNNABLE = ("pending", "interrupted", "stale", "corrupt")
+RUNNABLE = ("pending", "interrupted", "stale", "corrupt", "mixed-code")
 
 SUBMITTED_FILE = "submitted.json"
+JOBS_DIR = ".jobs"  # <root>/.jobs: the executors' logs and pickles (a dot name: never a suite's folder)
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start as asked (the message names the option and the fix)."""
+
 ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
                        "REQUEUE_HOLD", "REQUEUE_FED"}
 
@@ -90,6 +99,7 @@ def cell_states(cells: list[dict], root: Path, query_slurm: bool = True) -> dict
             first = message.splitlines()[0] if message else "failed"
             info["error"] = f"{first} (log: {info.get('job_log') or info['log']})"
         out[cell["id"]] = info
+    mark_mixed_code(out)  # done cells made by other training code than the rest: retrained, not pooled
     if slurm_ids and query_slurm:
         from bench.harness.slurm import slurm_states
 
@@ -143,7 +153,18 @@ def sweep(suite: Suite, executor: str = "inline", root: str | Path = DEFAULT_ROO
     SIGTERM / SIGINT that stopped the sweep, if any)."""
     root = Path(root)
     started = time.time()
+    if executor not in ("inline", "local", "slurm"):
+        raise SweepError(f"executor must be inline, local or slurm, got {executor!r}")
+    if executor != "slurm" and cluster is not None:
+        raise SweepError(f"--cluster {cluster} applies to --executor slurm only, not {executor}: drop --cluster or "
+                         "use --executor slurm")
+    if executor != "slurm" and not wait:
+        raise SweepError(f"--no-wait applies to --executor slurm only ({executor} cells run while the sweep waits): "
+                         "drop --no-wait or use --executor slurm")
     cells = topological_order(expand(suite))
+    if not cells:
+        raise SweepError(f"suite {suite.name} ({suite.path}) expands to 0 cells: nothing to run; list at least one "
+                         "dataset, matcher, strategy and seed")
     states = cell_states(cells, root)
     todo = select_cells(cells, states, force=force, retry_failed=retry_failed)
     report = {"suite": suite.name, "cells": len(cells), "selected": [c["id"] for c in todo], "jobs": {}}
@@ -155,7 +176,7 @@ def sweep(suite: Suite, executor: str = "inline", root: str | Path = DEFAULT_ROO
         active = {cid: s["job_id"] for cid, s in states.items()
                   if s["state"] in ("queued", "running") and "job_id" in s and "slurm_state" in s}
         options = {"force": force, "force_before": started, "wait_lock": wait_lock,
-                   "allow_code_change": allow_code_change}
+                   "allow_code_change": allow_code_change, "retrain_other_code": True}
         report["jobs"], report["lost"], stopped_by = _submit(todo, root, executor, cluster, wait, jobs_folder,
                                                              active, options)
         if stopped_by:
@@ -173,15 +194,33 @@ def _run_inline(cells, root, force, progress, tracker_factory, started=None, wai
     kwargs = {} if tracker_factory == "default" else {"tracker_factory": tracker_factory}
     bar = tqdm(cells, desc="sweep", unit="cell", disable=not progress)
     outcomes, errors = {}, {}
-    for cell in bar:
-        bar.set_postfix_str(f"{cell['matcher_label']} / {cell['strategy']['label']} / seed {cell['seed']}")
-        out = run_cell_in_store(cell, root, force=force, raise_errors=False, force_before=started,
-                                wait_lock=wait_lock, allow_code_change=allow_code_change, **kwargs)
-        outcomes[cell["id"]] = out["state"] + (" (skipped)" if out.get("skipped") else "")
-        if out.get("error"):
-            errors[cell["id"]] = out["error"]
-        if out.get("signal"):  # SIGTERM / Ctrl-C: the cell saved its checkpoint; stop the sweep here
-            return {"outcomes": outcomes, "errors": errors, "signal": out["signal"]}
+    stopped: list[int] = []
+
+    def stop(signum, frame):  # noqa: ARG001 - between cells (a cell's trainer installs its own handler)
+        if stopped and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stopped.append(signum)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+    try:
+        for cell in bar:
+            if stopped:
+                break
+            bar.set_postfix_str(f"{cell['matcher_label']} / {cell['strategy']['label']} / seed {cell['seed']}")
+            out = run_cell_in_store(cell, root, force=force, raise_errors=False, force_before=started,
+                                    wait_lock=wait_lock, allow_code_change=allow_code_change,
+                                    retrain_other_code=True, **kwargs)
+            outcomes[cell["id"]] = out["state"] + (" (skipped)" if out.get("skipped") else "")
+            if out.get("error"):
+                errors[cell["id"]] = out["error"]
+            if out.get("signal"):  # SIGTERM / Ctrl-C in a cell (saved its checkpoint, or finished): stop here
+                stopped.append(signal.Signals[out["signal"]])
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stopped:
+        return {"outcomes": outcomes, "errors": errors, "signal": signal.Signals(stopped[0]).name}
     return {"outcomes": outcomes, "errors": errors}
 
 
@@ -231,7 +270,9 @@ def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None, opt
     from bench.harness.jobs import CellJob
     from bench.harness.slurm import load_profile, make_executor, submit_array, wait_for_jobs
 
-    folder = Path(jobs_folder or root.parent / "jobs")
+    folder = Path(jobs_folder or root / JOBS_DIR)  # job logs stay inside --root
+    if folder.exists() and not folder.is_dir():
+        raise SweepError(f"{folder} is a file where the sweep keeps its job logs: move it away")
     submitted: dict[str, str] = dict(active_jobs or {}) if kind == "slurm" else {}
     all_jobs, lost, stopped_by = [], [], None
 
