@@ -41,8 +41,8 @@ import strategies
 from bench import checkpoint as ckpt
 from bench import distributed
 from bench.faults import point as fault_point
-from bench.precision import RunMode, prepare_model
 from bench.metrics import retrieval_metrics
+from bench.precision import RunMode, prepare_model
 
 log = logging.getLogger("bench.train")
 
