@@ -26,8 +26,6 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-import torch
-
 PRECISIONS = ("fp32", "tf32", "bf16")
 #: Every mode ``make bench-gpu`` measures, by name (``RunMode.name``).
 MODE_NAMES = ("fp32", "tf32", "bf16", "fp32+compile", "bf16+compile")
@@ -53,8 +51,10 @@ class RunMode:
         check(self.precision, self.compile)
 
     @classmethod
-    def of(cls, sched: dict, device: torch.device | str) -> RunMode:
+    def of(cls, sched: dict, device) -> RunMode:
         """The mode of a resolved schedule on ``device`` (the legacy ``amp`` key folded in)."""
+        import torch
+
         device_type = torch.device(device).type
         precision = sched.get("precision", "fp32")
         if sched.get("amp"):
@@ -63,7 +63,7 @@ class RunMode:
                                  f"{precision!r}: drop amp and keep precision")
             if device_type == "cuda":  # as before: amp is a CUDA-only switch
                 precision = "bf16"
-        return cls(precision, bool(sched.get("compile", False)), device_type)
+        return cls(precision, sched.get("compile", False), device_type)
 
     @property
     def effective(self) -> str:
@@ -82,6 +82,8 @@ class RunMode:
     @contextlib.contextmanager
     def autocast(self):
         """bf16 autocast for ``bf16``; TF32 matmuls for ``tf32`` on CUDA (restored after)."""
+        import torch
+
         tf32 = self.effective == "tf32"
         before = torch.backends.cuda.matmul.allow_tf32
         if tf32:
@@ -102,14 +104,14 @@ def variant_label(precision: str | None, compile_: bool | None) -> str:
     return f" [{', '.join(parts)}]" if parts else ""
 
 
-def prepare_model(model: torch.nn.Module, mode: RunMode) -> torch.nn.Module:
+def prepare_model(model, mode: RunMode):
     """Compile the model's pairwise tile scoring when ``mode.compile`` (in place; returns the model)."""
     if mode.compile:
         set_compiled(model, True)
     return model
 
 
-def set_compiled(model: torch.nn.Module, on: bool = True) -> None:
+def set_compiled(model, on: bool = True) -> None:
     """Switch every pairwise matcher inside ``model`` to compiled tile scoring (or back to eager)."""
     for m in model.modules():
         if hasattr(m, "_score_tile") and hasattr(m, "tile_elems"):

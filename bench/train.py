@@ -674,7 +674,7 @@ def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow
     }
     return {"status": "done", "metrics": metrics, "dev_curve": state.dev_curve, "best_epoch": state.best_epoch,
             "best_dev_rsum": state.best_rsum, "reported_branch": reported, "strategy": strategy.describe(),
-            "cost": cost, "ranks_file": "ranks.npz", "resolved_cell": cell,
+            "cost": cost, "ranks_file": "ranks.npz", "resolved_cell": cell, "run_mode": mode.record(),
             **({"code_changes": state.code_changes} if state.code_changes else {})}
 
 
