@@ -85,16 +85,16 @@ class RunMode:
         import torch
 
         tf32 = self.effective == "tf32"
-        before = torch.backends.cuda.matmul.allow_tf32
+        before = torch.get_float32_matmul_precision()
         if tf32:
-            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.set_float32_matmul_precision("high")  # TF32 tensor cores for float32 matmuls
         try:
             with torch.autocast(device_type=self.device_type, dtype=torch.bfloat16,
                                 enabled=self.effective == "bf16"):
                 yield
         finally:
             if tf32:
-                torch.backends.cuda.matmul.allow_tf32 = before
+                torch.set_float32_matmul_precision(before)
 
 
 def variant_label(precision: str | None, compile_: bool | None) -> str:

@@ -684,10 +684,10 @@ def use_amp(sched: dict, device: torch.device) -> bool:
 
 
 def loader_workers(sched: dict, device: torch.device) -> int:
-    """The schedule's ``workers``; on CUDA, 0 means enough to keep the GPU fed (half the CPUs, at most 8)."""
+    """The schedule's ``workers``; on CUDA, 0 means enough to keep the GPU fed (half the CPUs, at most 4)."""
     if sched["workers"] or device.type != "cuda":
         return sched["workers"]
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def _divergence(epoch: int, step: int, bad: dict, run_dir) -> TrainingDiverged:
