@@ -134,11 +134,14 @@ def score_checkpoint(model, data, split, batch_size: int, device, name: str):
 
 def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protocols: list[str] | None = None,
                          vocab_root: str | None = None, batch_size: int | None = None, device: str = "auto",
-                         bert_path: str | None = None) -> tuple[dict, dict]:
-    """``(result, ranks)``: metrics per protocol of the checkpoint (or the score-averaged ensemble)."""
+                         bert_path: str | None = None, precision: str = "fp32",
+                         compile: bool = False) -> tuple[dict, dict]:
+    """``(result, ranks)``: metrics per protocol of the checkpoint (or the score-averaged ensemble), scored in
+    ``precision`` (fp32 | tf32 | bf16, ``bench.precision``) with the pairwise tiles compiled when ``compile``."""
     import numpy as np
 
     from bench.data.precomp import DATASETS
+    from bench.precision import RunMode, prepare_model
     from bench.protocols import PROTOCOLS, evaluate_protocol, protocols_for
 
     if dataset not in DATASETS:
@@ -157,6 +160,11 @@ def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protoco
             raise EvaluateError(f"--protocol {n} evaluates {PROTOCOLS[n].dataset}, not --dataset {dataset}; "
                                 f"protocols of {dataset}: {', '.join(p.name for p in protocols_for(dataset))}")
     dev = _device(device)  # before any checkpoint or data is read
+    try:
+        mode = RunMode(precision, compile, dev.type)
+    except ValueError as e:
+        raise EvaluateError(str(e).replace("schedule.precision", "--precision").replace("schedule.compile",
+                                                                                         "--compile")) from e
     by_split: dict[str, list[str]] = {}
     for n in names:
         by_split.setdefault(PROTOCOLS[n].split, []).append(n)
@@ -164,11 +172,12 @@ def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protoco
     infos = []
     for path in paths:
         model, info, data, bs = load_for_data(path, dataset, data_root, vocab_root, names, batch_size, bert_path)
-        model.to(dev)
+        prepare_model(model.to(dev), mode)
         info["eval_batch_size"] = bs
         infos.append(info)
         for split_name in by_split:
-            s = score_checkpoint(model, data, data.test_splits[split_name], bs, dev, Path(path).name)
+            with mode.autocast():
+                s = score_checkpoint(model, data, data.test_splits[split_name], bs, dev, Path(path).name)
             if split_name in sims and sims[split_name].shape != s.shape:
                 raise EvaluateError(f"{path} scores a {tuple(s.shape)} matrix, the others {tuple(sims[split_name].shape)}")
             sims[split_name] = s if split_name not in sims else sims[split_name] + s
@@ -184,7 +193,7 @@ def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protoco
             ranks[f"{n}/i2t"], ranks[f"{n}/t2i"] = np.asarray(r_i2t), np.asarray(r_t2i)
     result = {"status": "done", "metrics": metrics, "folds": folds, "dataset": dataset, "data_root": str(data_root),
               "protocols": names, "checkpoints": infos, "ensemble": len(paths) > 1,
-              "source": " + ".join(i["source"] for i in infos)}
+              "source": " + ".join(i["source"] for i in infos), "mode": mode.record()}
     return result, ranks
 
 
@@ -236,10 +245,13 @@ def cmd_evaluate(args) -> None:
     # EvaluateError, OfficialCheckpointError, DataError: one `error:` line, exit 2 (bench.__main__.main)
     result, ranks = evaluate_checkpoints(args.checkpoints, args.dataset, args.data_root, args.protocol,
                                          vocab_root=args.vocab_root, batch_size=args.batch_size,
-                                         device=args.device, bert_path=args.bert_path)
+                                         device=args.device, bert_path=args.bert_path,
+                                         precision=args.precision, compile=args.compile)
     what = "ensemble of " + " + ".join(i["source"] for i in result["checkpoints"]) if result["ensemble"] \
         else result["checkpoints"][0]["source"]
-    print(f"{what} on {args.dataset} ({args.data_root})")
+    from bench.precision import variant_label
+
+    print(f"{what}{variant_label(args.precision, args.compile)} on {args.dataset} ({args.data_root})")
     print(format_table(result))
     if args.out:
         out, ranks_path = write_result(result, ranks, args.out)
@@ -309,6 +321,8 @@ def cmd_export(args) -> None:
 
 
 def add_subparsers(sub) -> None:
+    from bench.precision import PRECISIONS
+
     """Register ``evaluate`` and ``export`` on the ``python -m bench`` subparsers."""
     p = sub.add_parser("evaluate", help="Recall@K of a checkpoint (ours or official), or an ensemble of several")
     p.add_argument("checkpoints", nargs="+", help="best.pt of a run, or an official model_best.pth(.tar)")
@@ -320,6 +334,9 @@ def add_subparsers(sub) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="encoding batch size (default: the run's eval batch size, else 128)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                   help="fp32 (default); tf32: TF32 matmuls on CUDA (fp32 elsewhere); bf16: bf16 autocast")
+    p.add_argument("--compile", action="store_true", help="torch.compile the pairwise matchers' tile scoring")
     p.add_argument("--bert-path", default=None, help="VSE∞ BERT: a local bert-base-uncased folder (tokenizer)")
     p.add_argument("--out", default=None, help="write the result JSON here (ranks next to it)")
     p.set_defaults(fn=cmd_evaluate)

@@ -23,6 +23,16 @@ from models.base import Encoding, Matcher, cat_encodings, encoding_len, slice_en
 # Default tile sizes: (images, captions) per model.score call; None = all captions at once.
 DUAL_ENCODER_TILE = (1024, None)
 PAIRWISE_TILE = (128, 128)
+#: On CUDA: (images, captions) per score call; 100 × 1,000 divides the F30K (1,000 × 5,000) and COCO-5K splits,
+#: so a compiled tile scoring meets one shape.
+CUDA_PAIRWISE_TILE = (100, 1000)
+
+
+def cuda_tile_elems(device) -> int:
+    """Elements of one [images, captions, words, dim] tensor of a pairwise tile that the device's free memory
+    holds about a dozen times over (fp32), between 2**24 (the CPU default) and 2**28."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(min(2**28, max(2**24, free // (4 * 12))))
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -112,6 +122,14 @@ def score_matrix(
     device = torch.device(device) if device is not None else _model_device(model)
     n_images, n_captions = encoding_len(img_enc), encoding_len(cap_enc)
     default_tile = DUAL_ENCODER_TILE if model.dual_encoder else PAIRWISE_TILE
+    saved_tiles = {}
+    if device.type == "cuda" and not model.dual_encoder:
+        default_tile = CUDA_PAIRWISE_TILE
+        sized = cuda_tile_elems(device)
+        for m in model.modules():  # inner tiles of the pairwise matchers, from the device's free memory (restored)
+            if hasattr(m, "tile_elems"):
+                saved_tiles[m] = m.tile_elems
+                m.tile_elems = max(m.tile_elems, sized)
     image_tile = image_tile or default_tile[0]
     caption_tile = caption_tile or default_tile[1] or n_captions
     if image_tile < 1 or caption_tile < 1:
@@ -146,6 +164,8 @@ def score_matrix(
                 sims[i : i + expected[0], j : j + expected[1]] = scores.float().cpu()
     finally:
         model.train(was_training)
+        for m, elems in saved_tiles.items():
+            m.tile_elems = elems
     return sims
 
 

@@ -42,6 +42,7 @@ from bench import checkpoint as ckpt
 from bench import distributed
 from bench.faults import point as fault_point
 from bench.metrics import retrieval_metrics
+from bench.precision import RunMode, prepare_model
 from bench.schedule_limits import schedule_limit_problem
 
 log = logging.getLogger("bench.train")
@@ -66,8 +67,13 @@ SCHEDULE_DEFAULTS = {
     "checkpoint_every": 0,  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
     "max_steps_per_epoch": None,
     "log_every": 10,
-    "amp": False,  # True: bf16 autocast on CUDA (opt-in; the reference programs train in fp32); ignored on CPU
+    "amp": False,  # legacy: True = precision bf16 on CUDA (ignored on CPU); kept so existing cell ids stay
+    "precision": "fp32",  # fp32 | tf32 | bf16 (bench.precision; the reference programs train in fp32)
+    "compile": False,  # torch.compile the pairwise matchers' tile scoring (bench.precision)
 }
+#: Schedule keys added after results existed: at their default they stay out of a cell's id and resume key,
+#: so every existing id is unchanged (bench.harness.cells.code_defaults).
+ADDED_SCHEDULE_DEFAULTS = {"precision": "fp32", "compile": False}
 EVAL_DEFAULTS = {"dev_images": 1000, "batch_size": 128, "protocols": None}
 HINGE_WARMUP = {"vse_infty": 1, "vse_infty_bert": 1}
 #: Schedule keys that do not change a result (free to change between a run and its resume).
@@ -108,6 +114,7 @@ def resolve(cell: dict) -> dict:
             raise ValueError(f"schedule.{key} {problem}")
     cell["schedule"] = fill_schedule(sched, cell["matcher"]["name"], cell["strategy"]["name"],
                                      cell["strategy"]["params"])
+    RunMode.of(cell["schedule"], "cpu")  # a bad precision/compile (or amp contradicting it) fails here
     cell["eval"] = {**EVAL_DEFAULTS, **cell.get("eval", {})}
     _check_protocols(cell["eval"]["protocols"], ds["name"])
     cell.setdefault("seed", 0)
@@ -532,8 +539,9 @@ def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow
     # Branches are built in a fixed order right after seeding, so every run starts identically.
     seed_everything(cell["seed"])
     branches = _make_branches(cell, strategy, data, anchor_checkpoint)
+    mode = RunMode.of(sched, device)
     for m in branches.values():
-        m.to(device)
+        prepare_model(m.to(device), mode)
     specs = {b.name: b for b in strategy.branches()}
     optimised = [b.name for b in strategy.branches() if b.optimised]
     optimizers = {name: _make_optimizer(branches[name], sched) for name in optimised}
@@ -579,20 +587,24 @@ def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow
         if world > 1:  # DISTRIBUTED: this rank's contiguous slice of every global batch
             batches = [b[rank * (bs // world):(rank + 1) * (bs // world)] for b in batches]
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[state.step_in_epoch:],
-                                             collate_fn=data.collate(), num_workers=sched["workers"])
+                                             collate_fn=data.collate(), num_workers=loader_workers(sched, device),
+                                             pin_memory=device.type == "cuda")
         for name, m in branches.items():
             m.train(specs[name].mode == "train")
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{sched['epochs']}", unit="step", leave=False,
                    initial=state.step_in_epoch, total=steps_per_epoch,
                    disable=not (sys.stderr.isatty() and distributed.is_main()))
         t_ready = time.perf_counter()
+        pending: list = []  # CUDA: (epoch, step, {branch: loss tensor}) not yet checked on the host
         for batch in bar:
             t0 = time.perf_counter()
             split["data_s"] += t0 - t_ready
             ctx = strategies.StepContext(epoch=epoch, step=state.global_step, total_steps=total_steps,
                                          logit_scales={n: getattr(m, "logit_scale", None)
                                                        for n, m in branches.items()})
-            losses = _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device, run_dir)
+            losses = _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device, run_dir, mode)
+            if device.type == "cuda":  # no host read per step: checked at log points, epoch ends and checkpoints
+                pending.append((ctx.epoch, ctx.step, losses))
             dt = time.perf_counter() - t0
             state.step_time_sum += dt
             split["steps_s"] += dt
@@ -600,8 +612,12 @@ def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow
             state.global_step += 1
             state.step_in_epoch += 1
             steps_this_call += 1
-            if tracker is not None and state.global_step % sched["log_every"] == 0:
-                logs = {f"train/loss/{n}": v for n, v in losses.items()}
+            at_log = state.global_step % sched["log_every"] == 0
+            if pending and (at_log or (sched["checkpoint_every"]
+                                       and state.global_step % sched["checkpoint_every"] == 0)):
+                _check_finite(pending, run_dir)
+            if tracker is not None and at_log:
+                logs = {f"train/loss/{n}": float(v) for n, v in losses.items()}
                 logs.update({f"lr/{n}": o.param_groups[0]["lr"] for n, o in optimizers.items()})
                 logs["epoch"] = epoch
                 t_log = time.perf_counter()
@@ -615,11 +631,15 @@ def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow
                 split["checkpoint_s"] += t_run - t_save
             t_ready = time.perf_counter()
             if (stop_after_steps is not None and steps_this_call >= stop_after_steps) or stop.requested():
+                _check_finite(pending, run_dir)
                 _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run, code)
                 return {"status": "interrupted", "global_step": state.global_step, "signal": stop.name}
         # epoch end: dev evaluation of the reported branch, best checkpoint, full checkpoint
         t_end = time.perf_counter()
-        dev = evaluate_dev(branches[reported], data, cell, device)
+        if pending:  # a non-finite loss since the last check: no dev evaluation, no checkpoint
+            _check_finite(pending, run_dir)
+        with mode.autocast():
+            dev = evaluate_dev(branches[reported], data, cell, device)
         dev = distributed.broadcast_object(dev)  # DISTRIBUTED: every rank takes rank 0's decision
         state.dev_curve.append({"epoch": epoch, **dev})
         split["dev_eval_s"] += time.perf_counter() - t_end
@@ -649,9 +669,10 @@ def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow
     distributed.barrier()  # DISTRIBUTED: rank 0 has written best.pt; every rank evaluates it identically
     t_test = time.perf_counter()
     best = load_reported_weights(run_dir / "best.pt")
-    final = build_matcher(cell, data).to(device)
+    final = prepare_model(build_matcher(cell, data).to(device), mode)
     final.load_state_dict(best["weights"])
-    metrics, ranks = evaluate_test(final, data, cell, device)
+    with mode.autocast():
+        metrics, ranks = evaluate_test(final, data, cell, device)
     buf = io.BytesIO()
     np.savez_compressed(buf, **ranks, cell_id=np.array(str(cell.get("id", ""))))  # whose ranks these are
     if distributed.is_main():  # DISTRIBUTED
@@ -676,20 +697,54 @@ def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow
     }
     return {"status": "done", "metrics": metrics, "dev_curve": state.dev_curve, "best_epoch": state.best_epoch,
             "best_dev_rsum": state.best_rsum, "reported_branch": reported, "strategy": strategy.describe(),
-            "cost": cost, "ranks_file": "ranks.npz", "resolved_cell": cell,
+            "cost": cost, "ranks_file": "ranks.npz", "resolved_cell": cell, "run_mode": mode.record(),
             **({"code_changes": state.code_changes} if state.code_changes else {})}
 
 
 def use_amp(sched: dict, device: torch.device) -> bool:
-    """bf16 autocast for the forward passes: only when the schedule opts in (``amp: true``) on CUDA."""
-    return bool(sched["amp"]) and device.type == "cuda"
+    """bf16 autocast for the forward passes (``precision: bf16``, or the legacy ``amp: true`` on CUDA)."""
+    return RunMode.of(sched, device).effective == "bf16"
 
 
-def _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device, run_dir) -> dict:
+def loader_workers(sched: dict, device: torch.device) -> int:
+    """The schedule's ``workers``; on CUDA, 0 means enough to keep the GPU fed (half the CPUs, at most 4)."""
+    if sched["workers"] or device.type != "cuda":
+        return sched["workers"]
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def _divergence(epoch: int, step: int, bad: dict, run_dir) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"non-finite loss {bad} at epoch {epoch}, step {step}; stopped without saving, {_kept(run_dir)}. "
+        "Lower schedule.lr or check the data for NaN/inf.")
+
+
+def _kept(run_dir) -> str:
+    last = Path(run_dir) / "last.pt"
+    return f"the last good checkpoint {last} is kept" if last.is_file() else \
+        "no checkpoint was written before it (the cell starts from scratch when run again)"
+
+
+def _check_finite(pending: list, run_dir) -> None:
+    """One host read for all steps since the last check (CUDA); raise at the first non-finite loss."""
+    if not pending:
+        return
+    flat = torch.stack([v.float() for _, _, losses in pending for v in losses.values()])
+    if not bool(torch.isfinite(flat).all()):
+        for epoch, step, losses in pending:
+            bad = {n: float(v) for n, v in losses.items() if not math.isfinite(float(v))}
+            if bad:
+                raise _divergence(epoch, step, bad, run_dir)
+    pending.clear()
+
+
+def _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device, run_dir, mode=None) -> dict:
+    """One optimiser step; the losses come back as detached tensors. On CPU they are checked here (a NaN stops
+    before the step); on CUDA the caller checks them in groups (no host synchronisation per step)."""
     batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-    amp = use_amp(sched, device)
+    mode = mode or RunMode.of(sched, device)
     scores = {}
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+    with mode.autocast():
         for name, model in branches.items():
             if specs[name].optimised:
                 scores[name] = distributed.global_scores(model, batch).float()  # model(batch) in 1 process
@@ -698,15 +753,11 @@ def _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device
                     scores[name] = distributed.global_scores(model, batch).float()
     fault_point("train.after_forward")
     losses = strategy.losses(scores, ctx)
-    values = {n: float(v.detach()) for n, v in losses.items()}
-    bad = {n: v for n, v in values.items() if not math.isfinite(v)}
-    if bad:
-        last = Path(run_dir) / "last.pt"
-        kept = f"the last good checkpoint {last} is kept" if last.is_file() else \
-            "no checkpoint was written before it (the cell starts from scratch when run again)"
-        raise TrainingDiverged(
-            f"non-finite loss {bad} at epoch {ctx.epoch}, step {ctx.step}; stopped without saving, {kept}. "
-            "Lower schedule.lr or check the data for NaN/inf.")
+    values = {n: v.detach() for n, v in losses.items()}
+    if device.type != "cuda":  # no asynchrony to lose: check before the step, as always
+        bad = {n: float(v) for n, v in values.items() if not math.isfinite(float(v))}
+        if bad:
+            raise _divergence(ctx.epoch, ctx.step, bad, run_dir)
     for opt in optimizers.values():
         opt.zero_grad(set_to_none=True)
     sum(losses.values()).backward()
@@ -759,8 +810,15 @@ def _resume_key(cell: dict) -> dict:
     return {"dataset": {k: v for k, v in cell["dataset"].items() if k not in ("data_root", "vocab_root", "image_root",
                                                                                 "karpathy_json")},
             **{k: copy.deepcopy(cell.get(k)) for k in ("matcher", "eval", "seed")},
-            "schedule": {k: v for k, v in cell["schedule"].items() if k not in NOT_RESULT_KEYS},
+            "schedule": without_added_defaults({k: v for k, v in cell["schedule"].items()
+                                                if k not in NOT_RESULT_KEYS}),
             "strategy": {"name": cell["strategy"]["name"], "params": cell["strategy"].get("params", {})}}
+
+
+def without_added_defaults(sched: dict) -> dict:
+    """``sched`` without the keys of ``ADDED_SCHEDULE_DEFAULTS`` that hold their default."""
+    return {k: v for k, v in sched.items()
+            if not (k in ADDED_SCHEDULE_DEFAULTS and v == ADDED_SCHEDULE_DEFAULTS[k])}
 
 
 def _diff(a, b, prefix="") -> list[str]:

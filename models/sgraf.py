@@ -269,6 +269,7 @@ class SGRAF(Matcher):
         if module == "SGR" and sgr_step < 1:
             raise ValueError(f"models/sgraf.py: sgr_step must be >= 1, got {sgr_step}")
         self.module, self.num_regions, self.smooth, self.tile_elems = module, num_regions, smooth, tile_elems
+        self.compiled_tiles = False  # bench.precision.set_compiled: score tiles through torch.compile
         self.img_enc = RegionEncoder(img_dim, embed_size)
         self.txt_enc = WordEncoder(vocab_size, word_dim, embed_size, word_dropout)
         self.img_pool = ImageAttentionPool(embed_size, num_regions, pool_dropout)
@@ -329,21 +330,34 @@ class SGRAF(Matcher):
 
     def score(self, img: Encoding, cap: Encoding) -> torch.Tensor:
         """Scores [n_img, n_cap] of every pair (Eq. above), computed in tiles of all pairs."""
-        return tiled_scores(self._score_tile, img, cap, self.tile_elems, split_images=not self.training)
+        return tiled_scores(self._score_tile, img, cap, self.tile_elems, split_images=not self.training,
+                            compiled=self.compiled_tiles)
 
 
-def tiled_scores(score_tile, img: Encoding, cap: Encoding, tile_elems: int, split_images: bool) -> torch.Tensor:
+def tiled_scores(score_tile, img: Encoding, cap: Encoding, tile_elems: int, split_images: bool,
+                 compiled: bool = False) -> torch.Tensor:
     """Run ``score_tile`` on image × caption tiles with n_img·n_cap·L·d <= tile_elems (at least 1×1).
 
-    Captions are trimmed to their longest length first. With ``split_images=False`` every tile holds
+    Eager, captions are trimmed to their longest length first (one read of the lengths on the host).
+    Compiled (``compiled=True``, or while torch.compile traces this function), nothing is read on the host:
+    the words keep their padded width, rounded up to a multiple of ``WIDTH_BUCKET`` so that batches of
+    similar widths share one compiled tile, and each tile is one call of the compiled ``score_tile``
+    (padded words are masked: the scores are the same). With ``split_images=False`` every tile holds
     all images (needed for training-mode BatchNorm statistics).
     """
     words, word_lengths = cap[0], cap[1]
     n_img, n_cap = img[0].shape[0], words.shape[0]
     if n_img == 0 or n_cap == 0:
         return words.new_zeros(n_img, n_cap)
-    width = int(word_lengths.max())
-    cap = (words[:, :width], *cap[1:])
+    if compiled or torch.compiler.is_compiling():
+        width = -(-words.shape[1] // WIDTH_BUCKET) * WIDTH_BUCKET
+        words = F.pad(words, (0, 0, 0, width - words.shape[1]))
+    else:
+        width = int(word_lengths.max())
+        words = words[:, :width]
+    cap = (words, *cap[1:])
+    if compiled:
+        score_tile = compiled_tile(score_tile)
     per_pair = width * words.shape[-1]
     img_step = n_img if not split_images else max(1, min(n_img, tile_elems // per_pair))
     cap_step = max(1, tile_elems // (per_pair * img_step))
@@ -353,6 +367,23 @@ def tiled_scores(score_tile, img: Encoding, cap: Encoding, tile_elems: int, spli
         rows.append(torch.cat([score_tile(img_tile, tuple(t[c:c + cap_step] for t in cap))
                                for c in range(0, n_cap, cap_step)], dim=1))
     return torch.cat(rows, dim=0)
+
+
+#: Compiled tiles pad the words' width to a multiple of this (few distinct shapes, few compilations).
+WIDTH_BUCKET = 16
+_COMPILED: dict = {}
+
+
+def compiled_tile(score_tile):
+    """``torch.compile`` of a model's bound ``_score_tile`` (static shapes), made once per class."""
+    owner, fn = score_tile.__self__, score_tile.__func__
+    if fn not in _COMPILED:
+        import torch._dynamo
+
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        _COMPILED[fn] = torch.compile(fn, dynamic=False)
+    compiled = _COMPILED[fn]
+    return lambda img, cap: compiled(owner, img, cap)
 
 
 def _with_module(module: str):

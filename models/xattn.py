@@ -46,6 +46,7 @@ class CrossAttentionMatcher(Matcher):
                  sim_norm: bool = True, tile_elems: int = 2**24):
         super().__init__()
         self.smooth, self.sim_norm, self.tile_elems = smooth, sim_norm, tile_elems
+        self.compiled_tiles = False  # bench.precision.set_compiled: score tiles through torch.compile
         self.img_enc = RegionEncoder(img_dim, embed_size)
         self.txt_enc = WordEncoder(vocab_size, word_dim, embed_size, word_dropout)
         self.sim_tran = xavier_linear(embed_size, sim_dim)
@@ -79,5 +80,6 @@ class CrossAttentionMatcher(Matcher):
 
     def score(self, img: Encoding, cap: Encoding) -> torch.Tensor:
         """Scores [n_img, n_cap] of every pair, computed in tiles of all pairs."""
-        return tiled_scores(self._score_tile, img, cap, self.tile_elems, split_images=True)
+        return tiled_scores(self._score_tile, img, cap, self.tile_elems, split_images=True,
+                            compiled=self.compiled_tiles)
 

@@ -1,6 +1,8 @@
 """`make bench-gpu` in its reduced CPU form (tiny sizes, a few steps), and the perf.md sections it shares."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,15 +38,44 @@ def test_make_bench_gpu_quick_on_cpu_writes_its_section_only(tmp_path):
     out.write_text("# Performance report\n\nCPU figures of make bench\n")
     refused = _make("bench-gpu", f"ARGS=--out {out}")  # `make bench-gpu` as documented: needs CUDA
     assert refused.returncode != 0 and "no CUDA device" in refused.stderr and "--quick" in refused.stderr
-    done = _make("bench-gpu", f"ARGS=--quick --out {out}")
+    done = _make("bench-gpu", f"ARGS=--quick --modes fp32,bf16,tf32 --out {out}")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[bench-gpu] device: CPU" in done.stdout
     text = out.read_text()
     assert text.startswith("# Performance report\n\nCPU figures of make bench\n")
     section = "\n".join(read_section(out, gpu.SECTION))
     for name in gpu.MATCHERS:
-        assert f"| {name} | " in section and "FAILED" not in section
-    assert "10 × 50" in section  # the COCO-5K-shaped split of SGR (reduced)
+        for mode in ("fp32", "bf16", "tf32"):
+            assert f"| {name} | {mode} | " in section
+    assert "FAILED" not in section and "Partial" not in section
+    assert "10 × 50" in section  # the COCO-5K-shaped split (reduced)
+    assert "official per-caption loop" in section and "VSE∞ training step" in section
+    assert section.count("| baseline | ") == 3  # the demo suite's cells, three seeds
+    assert "one process" in section and "MPS: not run: no CUDA device" in section
+    rates = json.loads((tmp_path / "gpu-rates.json").read_text())
+    assert set(rates["rates"]) == set(gpu.MATCHERS)
+    assert set(rates["rates"]["sgr"]) == {"fp32", "bf16", "tf32"}
+    assert rates["rates"]["sgr"]["fp32"]["train_samples_per_s"] > 0 and rates["rates"]["sgr"]["fp32"]["score_us_per_pair"] > 0
+
+
+@pytest.mark.slow
+def test_bench_gpu_runs_from_a_copy_that_is_not_a_git_checkout(tmp_path):
+    """As the device runs it: a plain copy of the tree, PYTHONPATH at its root, no git; compile modes included."""
+    copy = tmp_path / "tree"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".git", ".venv", "results", "data", "__pycache__"))
+    (copy / "results" / "tables").mkdir(parents=True)
+    out = copy / "out" / "perf.md"
+    env = dict(os.environ, PYTHONPATH=str(copy), OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-m", "bench.benchmarks.gpu", "--device", "cpu", "--only", "xattn,vse_infty",
+                          "--modes", "fp32,fp32+compile", "--sections", "matchers,eval", "--out", str(out)],
+                         cwd=copy, env=env, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    section = "\n".join(read_section(out, gpu.SECTION))
+    assert "commit none (not a git checkout)" in section
+    assert "| xattn | fp32+compile | " in section and "| vse_infty | fp32+compile" not in section  # dual: n/a
+    rates = json.loads((out.parent / "gpu-rates.json").read_text())
+    assert rates["commit"] is None and rates["card"].startswith("CPU") and rates["torch"] == torch.__version__
+    assert set(rates["rates"]["xattn"]) == {"fp32", "fp32+compile"}
 
 
 def test_matcher_measurements_are_consistent():

@@ -64,7 +64,7 @@ def bench_train_step(size: str, batch_size: int, steps: int, device) -> dict:
     ctx = StepContext(epoch=1, step=0, total_steps=steps + 1)  # past VSE∞'s warm-up: hardest negative
 
     def step_ours():
-        return _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device, ".")["target"]
+        return float(_train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device, ".")["target"])
 
     def step_ref():
         return ref.train_step(theirs, opt_ref, batch, grad_clip=sched["grad_clip"])

@@ -77,7 +77,14 @@ def code_defaults(cell: Cell) -> dict:
     changes the id of every cell it reaches, and an override equal to the default does not."""
     import models
     import strategies
-    from bench.train import EVAL_DEFAULTS, HINGE_WARMUP, NOT_RESULT_KEYS, SCHEDULE_DEFAULTS, fill_schedule
+    from bench.train import (
+        EVAL_DEFAULTS,
+        HINGE_WARMUP,
+        NOT_RESULT_KEYS,
+        SCHEDULE_DEFAULTS,
+        fill_schedule,
+        without_added_defaults,
+    )
 
     m = dict(cell["matcher"])
     try:
@@ -99,6 +106,7 @@ def code_defaults(cell: Cell) -> dict:
         pass
     if sched.get("hinge_warmup_epochs") is None:
         sched["hinge_warmup_epochs"] = HINGE_WARMUP.get(m["name"], 0)
+    sched = without_added_defaults(sched)  # keys added later (precision, compile) at their default: ids unchanged
     return {"matcher": m, "strategy": [cell["strategy"]["name"], {**ctor, **params}], "schedule": sched,
             "eval": {**EVAL_DEFAULTS, **cell["eval"]}}
 

@@ -61,6 +61,18 @@ def _as_suite(suite) -> Suite:
     return suite if isinstance(suite, Suite) else load_suite(suite)
 
 
+def run_variant(result: dict | None, cell: dict) -> str:
+    """The row's variant suffix (e.g. ' [bf16]', ' [tf32, compiled]'; '' for fp32 eager): what the result
+    recorded it ran with (``run_mode``), else what the cell asks for."""
+    from bench.precision import variant_label
+
+    mode = (result or {}).get("run_mode")
+    if mode:
+        return variant_label(mode["precision"], mode["compile"])
+    sched = cell.get("schedule", {})
+    return variant_label(sched.get("precision") or ("bf16" if sched.get("amp") else None), sched.get("compile"))
+
+
 def collect(suite, root: str | Path = DEFAULT_ROOT, pool_mixed_code: bool = False) -> pd.DataFrame:
     """One row per (cell, protocol) of ``suite`` (a name, path or Suite) with its state and metrics.
 
@@ -86,7 +98,7 @@ def collect(suite, root: str | Path = DEFAULT_ROOT, pool_mixed_code: bool = Fals
         if state in ("stale", "corrupt", "mixed-code", "blocked"):
             left_out.append(f"{describe(cell)} ({state}: {status['error']})")
         base = {"suite": suite.name, "cell_id": cell["id"], "dataset": cell["dataset_label"],
-                "matcher": cell["matcher_label"], "matcher_name": cell["matcher"]["name"],
+                "matcher": cell["matcher_label"] + run_variant(result, cell), "matcher_name": cell["matcher"]["name"],
                 "strategy": cell["strategy"]["label"], "strategy_name": cell["strategy"]["name"],
                 "scenario": cell["strategy"]["scenario"], "seed": cell["seed"], "state": state,
                 "run_dir": str(run_dir), "name": describe(cell),

@@ -90,6 +90,7 @@ SUITE_REQUIRED_PARAMS = {"dbl": ("loss", "scenario")}
 # or empty default, a closed set of strings); every other key's type is its default's.
 _SCHEDULE_TYPE_HINTS: dict[str, Any] = {
     "lr_schedule": ("step", "constant"),
+    "precision": ("fp32", "tf32", "bf16"),  # bench.precision.PRECISIONS
     "lr_decay_epochs": [int],
     "hinge_warmup_epochs": int,
     "max_steps_per_epoch": int,
