@@ -103,12 +103,12 @@ def cmd_sweep(args):
     suite = load_suite(args.suite, args.overrides)
     from bench.harness.cells import expand
 
-    check_data_roots(suite, expand(suite))
     try:
-        if args.dry_run:
+        if args.dry_run:  # submits nothing: the data is needed only when the cells train
             print(dry_run(suite, root=args.root, cluster=args.cluster, force=args.force,
                           retry_failed=args.retry_failed, rates_path=args.gpu_rates))
             return
+        check_data_roots(suite, expand(suite))
         report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, force=args.force,
                    retry_failed=args.retry_failed, wait=not args.no_wait, wait_lock=args.wait_lock,
                    allow_code_change=args.allow_code_change)
