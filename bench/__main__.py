@@ -108,7 +108,13 @@ def cmd_sweep(args):
             print(dry_run(suite, root=args.root, cluster=args.cluster, force=args.force,
                           retry_failed=args.retry_failed, rates_path=args.gpu_rates))
             return
-        check_data_roots(suite, expand(suite))
+        cells = expand(suite)
+        if args.executor == "slurm":  # what the cluster cannot hold is named before the data is looked at
+            from bench.harness.slurm import load_profile
+            from bench.harness.sweep import plan_arrays
+
+            plan_arrays(cells, load_profile(args.cluster or "local"))
+        check_data_roots(suite, cells)
         report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, force=args.force,
                    retry_failed=args.retry_failed, wait=not args.no_wait, wait_lock=args.wait_lock,
                    allow_code_change=args.allow_code_change)

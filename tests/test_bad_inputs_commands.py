@@ -240,7 +240,7 @@ def test_every_command_prints_a_user_error_as_one_line(suite, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the results folder should be")
     msg = refused("run", suite, "--cell", "", "--root", blocker / "runs")
-    assert f"cannot create the run folder {blocker}/runs/bad/" in msg and "choose a writable results folder" in msg
+    assert f"{blocker} is a file where the store's folder belongs" in msg and "choose another results folder (--root)" in msg
     assert not root.exists()
 
 
@@ -337,10 +337,10 @@ def test_a_cluster_profile_with_a_typo_a_bad_value_or_no_file(suite, tmp_path):
     root = tmp_path / "runs"
     typo, negative = tmp_path / "typo.yaml", tmp_path / "negative.yaml"
     typo.write_text("partiton: debug\n")
-    negative.write_text("gpus_per_node: -1\n")
+    negative.write_text("max_gpus_per_node: -1\n")
     sweep = ["sweep", suite, "--executor", "slurm", "--root", root, "--cluster"]
     msg = refused(*sweep, typo, root=root)
     assert msg.startswith(f"error: {typo}: unknown key 'partiton' (did you mean 'partition'? known keys: ")
-    assert refused(*sweep, negative, root=root) == f"error: {negative}: 'gpus_per_node' (GPUs per node) must be >= 0, got -1"
+    assert refused(*sweep, negative, root=root) == f"error: {negative}: 'max_gpus_per_node' (GPUs a node has: a cell asking for more cannot run here) must be >= 0, got -1"
     assert refused(*sweep, tmp_path / "nope.yaml", root=root) == \
         f"error: cluster profile file {tmp_path}/nope.yaml does not exist"

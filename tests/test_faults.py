@@ -202,7 +202,7 @@ def _fill(path: Path, leave_bytes: int) -> None:
     with open(path, "wb") as f:
         while os.statvfs(path.parent).f_bavail * os.statvfs(path.parent).f_frsize > leave_bytes:
             try:
-                f.write(b"\0" * 65536)
+                f.write(b"\0" * 4096)
                 f.flush()
             except OSError:
                 break
@@ -213,7 +213,7 @@ def test_a_full_disk_fails_the_cell_clearly_and_keeps_earlier_results(tiny_data,
     first = make_cell(tiny_data, cid="earliercell01", epochs=1, checkpoint_every=0)
     assert run_cell_in_store(first, root, tracker_factory=None)["state"] == "done"
     earlier = {p.name: p.read_bytes() for p in run_dir_for(first, root).iterdir() if p.is_file()}
-    _fill(tiny_tmpfs / "filler", leave_bytes=16 * 1024)  # the next checkpoint (~100 KB) cannot fit
+    _fill(tiny_tmpfs / "filler", leave_bytes=48 * 1024)  # the small files fit, the next checkpoint (~100 KB) cannot
 
     second = make_cell(tiny_data, cid="fullcell00001", epochs=1)
     with pytest.raises(OSError) as info:

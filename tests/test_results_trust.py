@@ -274,7 +274,7 @@ def test_locks_as_a_file_names_the_locks_path(tiny_data, tmp_path):
 
 def test_options_an_executor_does_not_use_are_refused(tiny_data, tmp_path):
     suite = tiny_suite(tmp_path, tiny_data)
-    for args, says in ((["--executor", "inline", "--cluster", "local"], "--cluster local applies to --executor slurm"),
+    for args, says in ((["--executor", "inline", "--cluster", "local"], "--cluster applies to --executor slurm only"),
                        (["--executor", "local", "--no-wait"], "--no-wait applies to --executor slurm")):
         p = bench("sweep", suite, "--root", tmp_path / "runs", *args, check=2)
         assert says in p.stderr and p.stderr.count("\n") == 1
@@ -342,7 +342,10 @@ def test_a_file_where_the_suite_folder_or_root_belongs_is_one_line(tiny_data, tm
     blocker.write_text("a file")
     p = bench("sweep", suite, "--root", root, check=2)
     last = p.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: cannot create the") and f"{blocker} is a file where the store's folder belongs" in last
+    if where == "root":  # refused before any command runs
+        assert last == f"error: --root {root} is a file, not a results folder; give a folder (default {REPO}/results/runs)"
+    else:
+        assert last.startswith("error: cannot create the") and f"{blocker} is a file where the store's folder belongs" in last
     assert "Traceback" not in p.stderr and blocker.read_text() == "a file"
 
 
@@ -350,7 +353,7 @@ def test_export_of_an_unfinished_run_is_refused(trained, tmp_path):
     _, root = store(trained, tmp_path)
     run = run_dirs(root)[0]
     (run / "done").unlink()  # as while it trains: best.pt is the best so far
-    p = bench("export", run, tmp_path / "out.pth.tar", check=1)
+    p = bench("export", run, tmp_path / "out.pth.tar", check=2)
     assert "is not a finished run (no `done` marker)" in p.stderr and not (tmp_path / "out.pth.tar").exists()
 
 

@@ -22,8 +22,7 @@ from bench.harness.sweep import SUBMITTED_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 # The README's dry run, verbatim (test_readme_dry_run_as_written checks the README still says it).
-README_DRY_RUN = (".venv/bin/python -m bench sweep dbl scale=full --executor slurm "
-                  "--cluster slurm/profiles/example-gpu.yaml --dry-run")
+README_DRY_RUN = ".venv/bin/python -m bench sweep dbl scale=full --executor slurm --cluster slurm/profiles/example-gpu.yaml --dry-run"  # noqa: E501
 
 
 def _cli(args: list, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
