@@ -117,7 +117,8 @@ def table_rows(md: str) -> dict[str, list[dict]]:
             title, header = line[4:].strip(), None
             blocks[title] = []
         elif line.startswith("|") and title is not None:
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            # a cell as the reader sees it: split on unescaped pipes, Markdown escapes (collect.md_text) undone
+            cells = [re.sub(r"\\(.)", r"\1", c.strip()) for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
             if header is None:
                 header = cells
             elif not set(cells[0]) <= {"-", ":"}:
