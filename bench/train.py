@@ -39,46 +39,22 @@ from tqdm import tqdm
 import models
 import strategies
 from bench import checkpoint as ckpt
-from bench import distributed
+from bench import distributed, spec
 from bench.faults import point as fault_point
 from bench.metrics import retrieval_metrics
 from bench.precision import RunMode, prepare_model
-from bench.schedule_limits import schedule_limit_problem
+from bench.spec import (  # noqa: F401 - the schedule's facts, re-exported for the trainer's callers
+    ADDED_SCHEDULE_DEFAULTS,
+    EVAL_DEFAULTS,
+    NOT_RESULT_KEYS,
+    SCHEDULE_DEFAULTS,
+    fill_schedule,
+    without_added_defaults,
+)
 
 log = logging.getLogger("bench.train")
 
 CHECKPOINT_FORMAT = "itm-coop-bench/1"
-
-#: Schedule defaults; suites override per matcher/dataset (published values live in the suites).
-SCHEDULE_DEFAULTS = {
-    "epochs": 2,
-    "batch_size": 128,
-    "lr": 2e-4,
-    "lr_schedule": "step",  # "step": ×lr_decay at each epoch in lr_decay_epochs; "constant"
-    "lr_decay_epochs": [],
-    "lr_decay": 0.1,
-    "weight_decay": None,  # None: the matcher's published value (its class attribute weight_decay)
-    "grad_clip": 2.0,
-    "margin": 0.2,
-    "max_violation": True,
-    "hinge_warmup_epochs": None,  # None: the matcher's own (1 for VSE∞, else 0); 0 when starting from a checkpoint
-    "caption_aug": None,  # caption-token augmentation; None: the matcher's own (on for VSE∞, else off)
-    "workers": 0,
-    "checkpoint_every": 0,  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
-    "max_steps_per_epoch": None,
-    "log_every": 10,
-    "amp": False,  # legacy: True = precision bf16 on CUDA (ignored on CPU); kept so existing cell ids stay
-    "precision": "fp32",  # fp32 | tf32 | bf16 (bench.precision; the reference programs train in fp32)
-    "compile": False,  # torch.compile the pairwise matchers' tile scoring (bench.precision)
-}
-#: Schedule keys added after results existed: at their default they stay out of a cell's id and resume key,
-#: so every existing id is unchanged (bench.harness.cells.code_defaults).
-ADDED_SCHEDULE_DEFAULTS = {"precision": "fp32", "compile": False}
-EVAL_DEFAULTS = {"dev_images": 1000, "batch_size": 128, "protocols": None}
-HINGE_WARMUP = {"vse_infty": 1, "vse_infty_bert": 1}
-#: Schedule keys that do not change a result (free to change between a run and its resume).
-NOT_RESULT_KEYS = ("workers", "checkpoint_every", "log_every")
-
 
 #: Phases of a cell's time in ``cost["time_split_s"]`` (process start, imports and W&B set-up happen before
 #: run_cell; ``other_s`` is the loop's remainder, e.g. the progress bar and lr updates).
@@ -94,60 +70,9 @@ class TrainingDiverged(RuntimeError):
 
 
 def resolve(cell: dict) -> dict:
-    """Fill a cell's defaults; the result is what the run actually used (saved with the result)."""
-    cell = copy.deepcopy(cell)
-    for key in ("dataset", "matcher", "strategy"):
-        if key not in cell or "name" not in cell[key]:
-            raise ValueError(f"cell is missing '{key}.name' (got keys {sorted(cell)})")
-    ds = cell["dataset"]
-    ds.setdefault("data_root", "data/synth-demo")
-    ds.setdefault("vocab_root", str(Path(ds["data_root"]) / "vocab"))
-    ds.setdefault("captions_per_image", 5)
-    cell["strategy"].setdefault("params", {})
-    sched = {**SCHEDULE_DEFAULTS, **cell.get("schedule", {})}
-    unknown = set(sched) - set(SCHEDULE_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown schedule keys {sorted(unknown)}; valid: {sorted(SCHEDULE_DEFAULTS)}")
-    for key, value in sched.items():
-        problem = schedule_limit_problem(key, value)
-        if problem:
-            raise ValueError(f"schedule.{key} {problem}")
-    cell["schedule"] = fill_schedule(sched, cell["matcher"]["name"], cell["strategy"]["name"],
-                                     cell["strategy"]["params"])
-    RunMode.of(cell["schedule"], "cpu")  # a bad precision/compile (or amp contradicting it) fails here
-    cell["eval"] = {**EVAL_DEFAULTS, **cell.get("eval", {})}
-    _check_protocols(cell["eval"]["protocols"], ds["name"])
-    cell.setdefault("seed", 0)
-    cell.setdefault("device", "auto")
-    return cell
-
-
-def _check_protocols(names, dataset: str) -> None:
-    """Each protocol evaluates one dataset's split: another dataset's would title the table with a lie."""
-    from bench.protocols import PROTOCOLS, get_protocol, protocols_for
-
-    own = [p.name for p in protocols_for(dataset)] if dataset in {p.dataset for p in PROTOCOLS.values()} else None
-    for name in names or []:
-        p = get_protocol(name)
-        if own is not None and p.name not in own:
-            raise ValueError(f"eval.protocols: protocol {p.name!r} evaluates {p.dataset}, not this cell's dataset "
-                             f"{dataset}; give {' or '.join(own)}")
-
-
-def fill_schedule(sched: dict, matcher: str, strategy: str, params: dict) -> dict:
-    """The schedule's None defaults made concrete for this matcher and strategy (what ``resolve`` records):
-    ``hinge_warmup_epochs`` the matcher's (0 for a strategy that starts from a trained checkpoint, OAS
-    stage 2: straight to the hardest negative), ``weight_decay`` the matcher's published value,
-    ``caption_aug`` the matcher's own augmentation."""
-    sched = dict(sched)
-    if sched.get("hinge_warmup_epochs") is None:
-        from_checkpoint = strategies.build(strategy, **params).needs_anchor_checkpoint
-        sched["hinge_warmup_epochs"] = 0 if from_checkpoint else HINGE_WARMUP.get(matcher, 0)
-    if sched.get("weight_decay") is None:
-        sched["weight_decay"] = float(models.matcher_attribute(matcher, "weight_decay", 0.0))
-    if sched.get("caption_aug") is None:
-        sched["caption_aug"] = bool(models.matcher_attribute(matcher, "augment", {}).get("token_aug", False))
-    return sched
+    """Fill a cell's defaults (``bench.spec.resolve``); the result is what the run actually used (saved with
+    the result), as a plain dict."""
+    return spec.resolve(cell).to_dict()
 
 
 def _device(name: str) -> torch.device:
@@ -288,9 +213,9 @@ def build_matcher(cell: dict, data: Data) -> models.Matcher:
 def build_strategy(cell: dict, model: models.Matcher) -> strategies.Strategy:
     s = cell["strategy"]
     sched = cell["schedule"]
-    return strategies.build(s["name"], base_loss=model.base_loss, margin=sched["margin"],
-                            max_violation=sched["max_violation"],
-                            hinge_warmup_epochs=sched["hinge_warmup_epochs"], **s["params"])
+    # the arguments the trainer sets (spec.TRAINER_STRATEGY_ARGS): the matcher's loss, the rest from the schedule
+    trainer_args = {k: model.base_loss if k == "base_loss" else sched[k] for k in spec.TRAINER_STRATEGY_ARGS}
+    return strategies.build(s["name"], **trainer_args, **s["params"])
 
 
 def load_reported_weights(path: str | Path) -> dict:
@@ -525,7 +450,7 @@ def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cell = resolve(cell)
-    code = {"commit": git_info()["commit"], "source": source_fingerprint(), "cell": _resume_key(cell),
+    code = {"commit": git_info()["commit"], "source": source_fingerprint(), "cell": spec.result_key(cell),
             "data_fingerprint": cell_fingerprint(cell)}
     sched, device = cell["schedule"], _device(cell["device"])
     # DISTRIBUTED: join the ranks of a multi-task job (no-op for one process); only rank 0 logs and writes
@@ -769,9 +694,9 @@ def _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device
         opt.step()
         branches[name].after_optimizer_step()
         fault_point("train.after_optimizer_step")
-    for name, spec in specs.items():
-        if spec.update.startswith("ema:"):
-            ema_update(branches[name], branches[spec.update.split(":", 1)[1]],
+    for name, branch in specs.items():
+        if branch.update.startswith("ema:"):
+            ema_update(branches[name], branches[branch.update.split(":", 1)[1]],
                        strategy.momentum(ctx.step, ctx.total_steps))
     return values
 
@@ -803,22 +728,6 @@ def _finish_rotation(path: Path) -> None:
     digest, prev = Path(str(path) + ".sha256"), _previous(Path(path))
     if not Path(path).exists() and digest.exists() and prev.exists():
         os.replace(digest, Path(str(prev) + ".sha256"))
-
-
-def _resume_key(cell: dict) -> dict:
-    """What of a resolved cell decides its result (data paths, resources, W&B, labels excluded)."""
-    return {"dataset": {k: v for k, v in cell["dataset"].items() if k not in ("data_root", "vocab_root", "image_root",
-                                                                                "karpathy_json")},
-            **{k: copy.deepcopy(cell.get(k)) for k in ("matcher", "eval", "seed")},
-            "schedule": without_added_defaults({k: v for k, v in cell["schedule"].items()
-                                                if k not in NOT_RESULT_KEYS}),
-            "strategy": {"name": cell["strategy"]["name"], "params": cell["strategy"].get("params", {})}}
-
-
-def without_added_defaults(sched: dict) -> dict:
-    """``sched`` without the keys of ``ADDED_SCHEDULE_DEFAULTS`` that hold their default."""
-    return {k: v for k, v in sched.items()
-            if not (k in ADDED_SCHEDULE_DEFAULTS and v == ADDED_SCHEDULE_DEFAULTS[k])}
 
 
 def _diff(a, b, prefix="") -> list[str]:

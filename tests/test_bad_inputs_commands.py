@@ -146,7 +146,7 @@ def test_a_value_out_of_range_is_refused_before_training_with_its_key(suite, tmp
 
 def test_every_limited_schedule_key_is_a_schedule_key():
     from bench.schedule_limits import SCHEDULE_LIMITS
-    from bench.train import SCHEDULE_DEFAULTS
+    from bench.spec import SCHEDULE_DEFAULTS
 
     assert set(SCHEDULE_LIMITS) <= set(SCHEDULE_DEFAULTS)
 
