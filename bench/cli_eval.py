@@ -74,7 +74,8 @@ def _data_for(matcher_name: str, dataset: str, data_root: str, vocab_root: str |
               batch_size: int):
     """The trainer's view of the data for ``matcher_name`` (same vocabulary and sizes as a training cell)."""
     import models
-    from bench.train import open_data, resolve
+    from bench.data.open import open_data
+    from bench.train import resolve
 
     cell = resolve({"dataset": {"name": dataset, "data_root": data_root,
                                 **({"vocab_root": vocab_root} if vocab_root else {})},

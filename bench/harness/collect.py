@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 
 import models
-
 import strategies
 from bench.atomic import atomic_write_bytes
 from bench.harness import stats
