@@ -54,7 +54,10 @@ SCENARIOS = ("none", "oas", "oss", "mss")
 
 
 class Strategy(ABC):
-    """Base class. Subclasses set ``name`` and ``scenario`` and implement ``branches`` and ``losses``.
+    """Base class. Subclasses set ``name`` and ``scenario`` and implement ``branches`` and ``losses`` (and
+    ``momentum`` when a branch is an EMA). The trainer calls nothing else on a strategy: ``branches()``,
+    ``reported``, ``losses(scores, ctx)``, ``momentum(step, total_steps)``, ``needs_anchor_checkpoint``,
+    ``describe()``; it sets the arguments below (``bench.spec.TRAINER_STRATEGY_ARGS``).
 
     Args common to all strategies:
         base_loss: ``"hinge"`` or ``"infonce"`` (from the matcher).
@@ -104,6 +107,13 @@ class Strategy(ABC):
             return L.infonce(S, ctx.logit_scales[branch])
         max_violation = self.max_violation and ctx.epoch >= self.hinge_warmup_epochs
         return L.triplet(S, margin=self.margin, max_violation=max_violation)
+
+    def momentum(self, step: int, total_steps: int) -> float:
+        """The EMA momentum m at optimiser ``step`` of ``total_steps`` for every branch whose ``update`` is
+        ``"ema:<branch>"`` (θ ← m·θ + (1 − m)·θ_branch after each step). A strategy with such a branch
+        defines it."""
+        raise NotImplementedError(f"strategy {self.name!r} has an EMA branch but defines no momentum(step, "
+                                  "total_steps)")
 
     def describe(self) -> dict:
         return {"name": self.name, "scenario": self.scenario, "reported": self.reported,
