@@ -160,3 +160,14 @@ def provenance(cell: dict | None = None, wall_time_s: float | None = None, finge
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def result_record(cell: dict, body: dict, wall_time_s: float | None, fingerprint=None) -> dict:
+    """What ``result.json`` holds: the trainer's result (less a ``signal`` that stopped the final test), the
+    cell and its id, and the provenance (with the code changes a resume was allowed across)."""
+    result = {k: v for k, v in body.items() if k != "signal"}
+    result.update({"cell_id": cell["id"], "cell": cell,
+                   "provenance": provenance(cell, wall_time_s=wall_time_s, fingerprint=fingerprint)})
+    if body.get("code_changes"):  # resumed across a code change (--allow-code-change): both commits
+        result["provenance"]["code_changes"] = body["code_changes"]
+    return result

@@ -17,6 +17,7 @@ already done reproduces the same stream.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import logging
@@ -693,3 +694,132 @@ def _resume(path, branches, optimizers, cell, code: dict | None = None, allow_co
     if code is not None:
         _check_code(path, saved, code, allow_code_change, state)
     return state
+
+
+# --------------------------------------------------------------------------------------------
+# threads and the standalone command
+
+
+def set_cell_threads(cell) -> int | None:
+    """Give torch as many intra-op threads as the cell's ``resources.cpus`` (at most the CPUs this process
+    may use), so cells that run side by side (the local executor runs as many as the CPUs hold) do not
+    each take every core. Returns the thread count set, or None when the cell names no cpus."""
+    cpus = (cell.get("resources") or {}).get("cpus") if isinstance(cell, dict) else None
+    if not cpus:
+        return None
+    threads = max(1, min(int(cpus), len(os.sched_getaffinity(0))))
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # what the cell's own child processes (loader workers) inherit
+    return threads
+
+
+@contextlib.contextmanager
+def cell_threads(cell):
+    """``set_cell_threads`` for the duration of one cell, then the process's previous setting again.
+
+    Every executor (inline, local, SLURM) trains a cell with the same thread count, so a cell's numbers
+    do not depend on which executor ran it (CPU reductions may sum in another order with other counts)."""
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    try:
+        yield set_cell_threads(cell)
+    finally:
+        torch.set_num_threads(before)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
+
+
+def _apply_override(cell: dict, text: str) -> None:
+    """``schedule.lr=1e-3``: set a (dotted) key of the cell to a YAML value."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise SystemExit(f"error: override {text!r}: expected key=value with a dotted key, e.g. schedule.epochs=1")
+    node = cell
+    *parents, leaf = key.split(".")
+    for p in parents:
+        if not isinstance(node.setdefault(p, {}), dict):
+            raise SystemExit(f"error: override {text!r}: {p} is not a mapping in this cell")
+        node = node[p]
+    node[leaf] = yaml.safe_load(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.train CONFIG --run-dir DIR [key=value ...]``: train one cell alone (no suite, store or
+    lock) and write what a cell of the store holds: ``config.yaml``, the checkpoints, ``log.txt``,
+    ``ranks.npz``, ``result.json``, then ``done`` (or ``interrupted`` after SIGTERM / Ctrl-C: run it again
+    to resume)."""
+    import argparse
+    import json
+
+    import yaml
+
+    from bench.atomic import atomic_write_bytes, json_text
+    from bench.provenance import result_record
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.train",
+        description="Train one cell alone (no suite, store or lock) and write what a run folder of the store holds: "
+                    "config.yaml, the checkpoints, log.txt, ranks.npz, result.json, then done (or interrupted after "
+                    "SIGTERM / Ctrl-C: the same command resumes).",
+        epilog="e.g. python -m bench.train results/runs/demo/<id>/config.yaml --run-dir /tmp/again "
+               "schedule.epochs=1 seed=3")
+    parser.add_argument("config", type=Path, help="a cell's YAML (a run folder's config.yaml) or JSON")
+    parser.add_argument("--run-dir", type=Path, required=True, help="folder for the checkpoints and results "
+                        "(resumed from its last.pt when present)")
+    parser.add_argument("--anchor-checkpoint", type=Path, default=None,
+                        help="an OAS cell's trained baseline (its best.pt) or an official checkpoint")
+    parser.add_argument("--allow-code-change", action="store_true",
+                        help="resume a checkpoint written by other code (both commits are recorded)")
+    parser.add_argument("overrides", nargs="*", help="key=value changes of the cell, e.g. schedule.epochs=1")
+    args = parser.parse_intermixed_args(argv)
+    if not args.config.is_file():
+        parser.error(f"{args.config} is not a file: give a cell's config.yaml (a run folder of the store has one)")
+    cell = yaml.safe_load(args.config.read_text())
+    if not isinstance(cell, dict):
+        parser.error(f"{args.config} does not hold a cell (a mapping with dataset, matcher, strategy)")
+    for text in args.overrides:
+        _apply_override(cell, text)
+    try:
+        cell["id"] = spec.cell_id(spec.Cell.from_dict(cell))  # unchanged without overrides of what decides it
+    except (ValueError, TypeError) as e:
+        parser.error(f"{args.config}: {e}")
+    run_dir = args.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for marker in ("done", "interrupted", "failed"):
+        (run_dir / marker).unlink(missing_ok=True)
+    atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cell, sort_keys=False).encode())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    fingerprint = cell_fingerprint(cell)
+    start = time.time()
+    try:
+        with cell_threads(cell):
+            body = run_cell(cell, run_dir, anchor_checkpoint=args.anchor_checkpoint,
+                            allow_code_change=args.allow_code_change)
+    except (ValueError, ckpt.CheckpointError) as e:
+        (run_dir / "failed").write_text(f"{e}\n")
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    if body.get("status", "done") != "done":
+        atomic_write_bytes(run_dir / "interrupted", json.dumps({"signal": body.get("signal"),
+                                                                "step": body.get("global_step")}).encode())
+        print(f"interrupted at step {body.get('global_step')}: run the same command again to resume", file=sys.stderr)
+        return 1
+    result = result_record(cell, body, wall_time_s=time.time() - start, fingerprint=fingerprint)
+    atomic_write_bytes(run_dir / "result.json", json_text(result).encode())
+    (run_dir / "done").touch()
+    rsum = {p: round(m.get("rsum", float("nan")), 2) for p, m in result["metrics"].items()}
+    print(f"cell {cell['id']} done in {run_dir}: rsum {rsum}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,7 +21,7 @@ from typing import Any
 
 import submitit
 
-from bench.harness.store import cell_threads, run_cell_in_store, set_cell_threads  # noqa: F401 - re-exported
+from bench.harness.store import run_cell_in_store
 
 
 def echo_job(x: Any) -> dict:
@@ -104,7 +104,7 @@ class CellJob:
         self.options = options
 
     def __call__(self) -> Any:
-        # which trains with the cell's threads (cell_threads)
+        # which trains with the cell's threads (bench.train.cell_threads)
         return run_cell_in_store(self.cell, self.root, **getattr(self, "options", {}))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:

@@ -33,7 +33,6 @@ and a swap cut short is repaired under the lock by the next process.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -46,10 +45,10 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from bench.atomic import json_text
 from bench.faults import point as fault_point
 from bench.provenance import (  # noqa: F401 - also read through the store by its callers
     REPO_ROOT,
@@ -60,6 +59,7 @@ from bench.provenance import (  # noqa: F401 - also read through the store by it
     git_info,
     package_versions,
     provenance,
+    result_record,
     source_fingerprint,
 )
 
@@ -86,15 +86,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    write_atomic(path, json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n")
-
-
-def _json_default(x):
-    if hasattr(x, "tolist"):  # numpy / torch scalars and arrays
-        return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"cannot store {type(x).__name__} in result.json")
+    write_atomic(path, json_text(obj))
 
 
 def _check_name(kind: str, value, root: Path) -> str:
@@ -343,42 +335,6 @@ def failure_message(run_dir: str | Path) -> str | None:
 
 # ----------------------------------------------------------------------------- running
 
-def set_cell_threads(cell: Any) -> int | None:
-    """Give torch as many intra-op threads as the cell's ``resources.cpus`` (at most the CPUs this process
-    may use), so cells that run side by side (the local executor runs as many as the CPUs hold) do not
-    each take every core. Returns the thread count set, or None when the cell names no cpus."""
-    cpus = (cell.get("resources") or {}).get("cpus") if isinstance(cell, dict) else None
-    if not cpus:
-        return None
-    import torch
-
-    threads = max(1, min(int(cpus), len(os.sched_getaffinity(0))))
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # what the cell's own child processes (loader workers) inherit
-    return threads
-
-
-@contextlib.contextmanager
-def cell_threads(cell: Any):
-    """``set_cell_threads`` for the duration of one cell, then the process's previous setting again.
-
-    Every executor (inline, local, SLURM) trains a cell with the same thread count, so a cell's numbers
-    do not depend on which executor ran it (CPU reductions may sum in another order with other counts)."""
-    import torch
-
-    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    try:
-        yield set_cell_threads(cell)
-    finally:
-        torch.set_num_threads(before)
-        if env is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = env
-
-
-
-
 def default_tracker_factory(cell: dict, run_dir: Path):
     from bench.harness.tracking import WandbTracker
 
@@ -531,6 +487,8 @@ def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool =
         from bench.train import run_cell as train_fn  # lazy: the store is used without torch too
     train_kwargs = {"allow_code_change": True} if allow_code_change else {}
     final = run_dir_for(cell, root)
+    from bench.train import cell_threads
+
     with cell_threads(cell):  # the same torch thread count whichever executor runs the cell
         return _run_cell_in_store(cell, root, final, force, force_before, tracker_factory, train_fn, train_kwargs,
                                   raise_errors, reuse_other_suites, wait_lock, fps)
@@ -621,12 +579,8 @@ def _run_locked(cell, root, final, force, force_before, tracker_factory, train_f
                 tracker.finish(None)
             return {"state": "interrupted", "run_dir": str(work), "result": None, "status": body.get("status"),
                     "signal": body.get("signal")}
-        result = dict(body)
-        stopped_by = result.pop("signal", None)  # a stop during the final evaluation: the result is whole
-        result.update({"cell_id": cell["id"], "cell": cell,
-                       "provenance": provenance(cell, wall_time_s=time.time() - start, fingerprint=fingerprint)})
-        if body.get("code_changes"):  # resumed across a code change (--allow-code-change): both commits
-            result["provenance"]["code_changes"] = body["code_changes"]
+        stopped_by = body.get("signal")  # a stop during the final evaluation: the result is whole
+        result = result_record(cell, body, wall_time_s=time.time() - start, fingerprint=fingerprint)
         fault_point("store.before_result")
         write_json_atomic(work / RESULT_FILE, result)
         fault_point("store.before_done")
