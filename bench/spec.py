@@ -205,7 +205,7 @@ class Cell:
     schedule: Schedule = field(default_factory=Schedule)
     eval: Eval = field(default_factory=Eval)
     seed: int = 0
-    depends_on: list = field(default_factory=list)  # ids of the cells it starts from (an OAS baseline)
+    depends_on: list | None = None  # ids of the cells it starts from (an OAS baseline); None: not given
     id: str | None = None
     suite: str | None = None
     scale: str | None = None

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import models
+from bench.spec import Cell
 
 
 @dataclass
@@ -56,28 +57,28 @@ class Data:
                 iter_raw_caption_batches(split, batch_size, n_images=n_images))
 
 
-def open_data(cell: dict, input_kind: str) -> Data:
+def open_data(cell: Cell | dict, input_kind: str) -> Data:
+    """The splits a (resolved) cell reads: training, dev, and the test splits of its protocols."""
     from bench.protocols import PROTOCOLS, protocols_for
 
-    ds = cell["dataset"]
-    cpi = ds["captions_per_image"]
-    protocols = cell["eval"]["protocols"] or [p.name for p in protocols_for(ds["name"])]
+    cell = cell if isinstance(cell, Cell) else Cell.from_dict(cell)
+    ds = cell.dataset
+    cpi = ds.captions_per_image
+    protocols = cell.eval.protocols or [p.name for p in protocols_for(ds.name)]
     test_split_names = sorted({PROTOCOLS[p].split for p in protocols})
     if input_kind == "regions":
         from bench.data.precomp import PrecompSplit, check_same_features, vocab_path
-        from bench.data.vocab import check_coverage, load_vocab
+        from bench.data.vocab import MASK, check_coverage, load_vocab
 
         def split(name):
-            return PrecompSplit(ds["data_root"], ds["name"], name, captions_per_image=cpi)
+            return PrecompSplit(ds.data_root, ds.name, name, captions_per_image=cpi)
 
-        from bench.data.vocab import MASK
-
-        vocab = load_vocab(vocab_path(ds["vocab_root"], ds["name"]))
+        vocab = load_vocab(vocab_path(ds.vocab_root, ds.name))
         words = [vocab.idx2word[i] for i in range(4, len(vocab)) if vocab.idx2word[i] != MASK]
-        if cell["schedule"]["caption_aug"] or models.matcher_attribute(cell["matcher"]["name"], "mask_word", False):
+        if cell.schedule.caption_aug or models.matcher_attribute(cell.matcher.name, "mask_word", False):
             vocab = vocab.with_mask()  # one more embedding row, learned; the file on disk is unchanged
         train = split("train")
-        check_coverage(vocab, train.captions, vocab_path(ds["vocab_root"], ds["name"]), train.captions_path)
+        check_coverage(vocab, train.captions, vocab_path(ds.vocab_root, ds.name), train.captions_path)
         dev, tests = split("dev"), {s: split(s) for s in test_split_names}
         check_same_features(train, [dev, *tests.values()])
         return Data("regions", train, dev, vocab, tests,
@@ -85,9 +86,9 @@ def open_data(cell: dict, input_kind: str) -> Data:
                      "num_regions": int(train.region_shape[0]), "vocab_words": words})
     from bench.data.karpathy import KarpathySplit
 
-    root = Path(ds["data_root"])
-    json_path = ds.get("karpathy_json", str(root / "karpathy" / "dataset_f30k.json"))
-    image_root = ds.get("image_root", str(root / "images"))
+    root = Path(ds.data_root)
+    json_path = ds.karpathy_json or str(root / "karpathy" / "dataset_f30k.json")
+    image_root = ds.image_root or str(root / "images")
     karpathy_split = {"dev": "val", "testall": "test"}
 
     def ksplit(name):
