@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,15 @@ class Resources:
 #: Resource keys and their types (the suite schema reads them), and the defaults a suite overrides.
 RESOURCE_KEYS = {"gpus": int, "cpus": int, "mem_gb": int, "time_min": int, "partition": str}
 DEFAULT_RESOURCES = {k: v for k, v in _defaults(Resources).items() if v is not None}
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def is_plain_name(text: str) -> bool:
+    """A suite name or cell id names one folder inside a results folder: letters, digits, '.', '_', '+', '-',
+    starting with a letter or digit, no '..' (the suite schema and the store both ask)."""
+    return bool(_PLAIN_NAME.fullmatch(text)) and ".." not in text
 
 
 def _no_unknown(where: str, d: dict, valid) -> None:

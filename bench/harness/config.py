@@ -49,7 +49,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +76,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, PydanticKnownError
 
-from bench.spec import DEFAULT_RESOURCES, RESOURCE_KEYS, SCHEDULE_DEFAULTS, TRAINER_STRATEGY_ARGS  # noqa: F401
+from bench.spec import (  # noqa: F401 - DEFAULT_RESOURCES: read here by the harness
+    DEFAULT_RESOURCES,
+    EVAL_DEFAULTS,
+    RESOURCE_KEYS,
+    SCHEDULE_DEFAULTS,
+    TRAINER_STRATEGY_ARGS,
+    is_plain_name,
+)
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
@@ -884,7 +890,7 @@ def _schema() -> dict[str, type[BaseModel]]:
 
     class Eval(_Strict):
         protocols: list[Protocol] = Field(default_factory=list)
-        dev_images: Count = 1000
+        dev_images: Count = EVAL_DEFAULTS["dev_images"]
         batch_size: Count = Field(None, exclude_if=lambda v: v is None)
 
     class Dataset(_Labelled):
@@ -945,7 +951,7 @@ def _schema() -> dict[str, type[BaseModel]]:
         @field_validator("name")
         @classmethod
         def _a_folder_name(cls, name: str) -> str:
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name) or ".." in name:
+            if not is_plain_name(name):
                 raise _fail(f"{name!r} would write run folders and tables outside --root: use a plain name of "
                             "letters, digits, '.', '_', '+' or '-', without '/' or '..'")
             return name

@@ -62,11 +62,11 @@ from bench.provenance import (  # noqa: F401 - also read through the store by it
     result_record,
     source_fingerprint,
 )
+from bench.spec import is_plain_name
 
 DEFAULT_ROOT = REPO_ROOT / "results" / "runs"
 RESULT_FILE, DONE_FILE, FAILED_FILE, RUNNING_FILE = "result.json", "done", "failed", "running"
 INTERRUPTED_FILE, LOCKS_DIR, OLD_SUFFIX, STAGING_SUFFIX = "interrupted", ".locks", ".old", ".rerun"
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def write_json_atomic(path: Path, obj) -> None:
 def _check_name(kind: str, value, root: Path) -> str:
     """``value`` as one path component under ``root``, or a ValueError naming it and the fix."""
     text = str(value)
-    if not _SAFE_NAME.fullmatch(text) or text in (".", ".."):
+    if not is_plain_name(text):
         raise ValueError(f"{kind} {text!r} cannot name a folder inside the results folder {root} (it would "
                          f"write {Path(root) / text} or outside --root): use a plain name of letters, digits, "
                          "'.', '_', '+' or '-', without '/' or '..'")
