@@ -88,12 +88,6 @@ def _schedule(sched: spec.Schedule | dict) -> spec.Schedule:
     return sched if isinstance(sched, spec.Schedule) else spec.Schedule.from_dict(sched)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -456,7 +450,7 @@ def _set_up(cell, run_dir: Path, tracker, anchor_checkpoint, allow_code_change) 
     cell = spec.resolve(cell)
     code = {"commit": git_info()["commit"], "source": source_fingerprint(), "cell": spec.result_key(cell),
             "data_fingerprint": cell_fingerprint(cell.to_dict())}
-    sched, device = cell.schedule, _device(cell.device)
+    sched, device = cell.schedule, distributed.torch_device(cell.device, "device")
     # DISTRIBUTED: join the ranks of a multi-task job (no-op for one process); only rank 0 logs and writes
     rank, world = distributed.init_from_env(device.type)
     if not distributed.is_main():
