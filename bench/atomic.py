@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -38,3 +39,16 @@ def atomic_write_bytes(path: str | Path, data: bytes, fault: str = "checkpoint.b
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _json_default(x):
+    if hasattr(x, "tolist"):  # numpy / torch scalars and arrays
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"cannot store {type(x).__name__} in result.json")
+
+
+def json_text(obj) -> str:
+    """``obj`` as the JSON of a result file (sorted keys, numpy/torch values as lists, paths as strings)."""
+    return json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n"

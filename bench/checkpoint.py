@@ -4,14 +4,22 @@
 so a reader never sees a torn file, and records the SHA-256 of the bytes in ``path + ".sha256"``
 (written the same way, after the checkpoint). ``load(path)`` verifies it and raises
 :class:`CheckpointError` naming the file when the bytes do not match (truncated or corrupted).
+
+A training checkpoint holds named objects: :func:`state_dicts` gathers ``{name: obj.state_dict()}`` (a
+mapping of objects, e.g. the branches, gives a mapping of state dicts) and :func:`restore` loads each
+named object back from a loaded checkpoint, naming what it lacks. :data:`RNG` is the process's random
+generators (Python, NumPy, torch, CUDA) as such an object.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import random
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench.atomic import atomic_write_bytes
@@ -57,3 +65,45 @@ def load(path: str | Path, map_location="cpu"):
     verify(path)
     with open(path, "rb") as f:
         return torch.load(f, map_location=map_location, weights_only=False)
+
+
+class _RandomGenerators:
+    """The process's random generators as a named object of a checkpoint (state_dict / load_state_dict)."""
+
+    def state_dict(self) -> dict:
+        state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+RNG = _RandomGenerators()
+
+
+def state_dicts(**objects) -> dict:
+    """``{name: obj.state_dict()}``; a mapping of objects gives ``{name: {key: obj.state_dict()}}``."""
+    return {name: ({k: o.state_dict() for k, o in obj.items()} if isinstance(obj, Mapping) else obj.state_dict())
+            for name, obj in objects.items()}
+
+
+def restore(saved: dict, path: str | Path, **objects) -> None:
+    """Load each named object (or each object of a named mapping) from ``saved`` (a loaded checkpoint);
+    CheckpointError naming the checkpoint and what it lacks."""
+    for name, obj in objects.items():
+        if name not in saved:
+            raise CheckpointError(f"checkpoint {path} holds no {name!r} (it has {sorted(saved)})")
+        if isinstance(obj, Mapping):
+            missing = sorted(set(obj) - set(saved[name]))
+            if missing:
+                raise CheckpointError(f"checkpoint {path} holds no {name} {missing} (it has {sorted(saved[name])})")
+            for key, o in obj.items():
+                o.load_state_dict(saved[name][key])
+        else:
+            obj.load_state_dict(saved[name])

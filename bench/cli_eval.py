@@ -34,23 +34,12 @@ class EvaluateError(ValueError):
 
 def _device(name: str):
     """The torch device ``--device`` names (``auto``: CUDA when there is one); EvaluateError naming the fix."""
-    import torch
+    from bench.distributed import torch_device
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise EvaluateError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise EvaluateError(f"--device {name}: torch finds no CUDA device here (torch.cuda.is_available() is "
-                            "False); use --device cpu (or auto)")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise EvaluateError(f"--device {name}: there are {torch.cuda.device_count()} CUDA device(s) (cuda:0 …); "
-                            "pick one of them")
-    if dev.type not in ("cpu", "cuda"):
-        raise EvaluateError(f"--device {name}: evaluation runs on cpu or cuda; use auto, cpu, cuda or cuda:N")
-    return dev
+        return torch_device(name, "--device")
+    except ValueError as e:
+        raise EvaluateError(str(e)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -74,7 +63,8 @@ def _data_for(matcher_name: str, dataset: str, data_root: str, vocab_root: str |
               batch_size: int):
     """The trainer's view of the data for ``matcher_name`` (same vocabulary and sizes as a training cell)."""
     import models
-    from bench.train import open_data, resolve
+    from bench.data.open import open_data
+    from bench.train import resolve
 
     cell = resolve({"dataset": {"name": dataset, "data_root": data_root,
                                 **({"vocab_root": vocab_root} if vocab_root else {})},

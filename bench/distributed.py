@@ -41,6 +41,26 @@ from models.base import Encoding
 log = logging.getLogger("bench.distributed")
 
 
+def torch_device(name: str, what: str = "device") -> torch.device:
+    """The torch device ``name`` names (``auto``: CUDA when there is one); a ValueError naming ``what`` (the key
+    or option that gave it) and the fix for a name that is no device here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{what} {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{what} {name}: torch finds no CUDA device here (torch.cuda.is_available() is "
+                         f"False); use {what} cpu (or auto)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"{what} {name}: there are {torch.cuda.device_count()} CUDA device(s) (cuda:0 …); "
+                         "pick one of them")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"{what} {name}: the suite runs on cpu or cuda; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 

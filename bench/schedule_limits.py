@@ -3,7 +3,7 @@
 (a cell given to the trainer directly). Checking never changes a value, so cell ids stay the same.
 
 A module of its own (no torch, no pydantic), so that both read it cheaply; every key is a key of
-``bench.train.SCHEDULE_DEFAULTS`` (tests/test_bad_inputs_commands.py checks it).
+``bench.spec.SCHEDULE_DEFAULTS`` (tests/test_bad_inputs_commands.py checks it).
 """
 
 from __future__ import annotations

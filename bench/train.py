@@ -17,6 +17,7 @@ already done reproduces the same stream.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import logging
@@ -39,46 +40,24 @@ from tqdm import tqdm
 import models
 import strategies
 from bench import checkpoint as ckpt
-from bench import distributed
+from bench import distributed, spec
+from bench.data.open import Data, open_data  # noqa: F401 - re-exported (tests)
 from bench.faults import point as fault_point
 from bench.metrics import retrieval_metrics
 from bench.precision import RunMode, prepare_model
-from bench.schedule_limits import schedule_limit_problem
+from bench.provenance import cell_fingerprint, git_info, source_fingerprint
+from bench.spec import (  # noqa: F401 - the schedule's facts, re-exported for the trainer's callers
+    ADDED_SCHEDULE_DEFAULTS,
+    EVAL_DEFAULTS,
+    NOT_RESULT_KEYS,
+    SCHEDULE_DEFAULTS,
+    fill_schedule,
+    without_added_defaults,
+)
 
 log = logging.getLogger("bench.train")
 
 CHECKPOINT_FORMAT = "itm-coop-bench/1"
-
-#: Schedule defaults; suites override per matcher/dataset (published values live in the suites).
-SCHEDULE_DEFAULTS = {
-    "epochs": 2,
-    "batch_size": 128,
-    "lr": 2e-4,
-    "lr_schedule": "step",  # "step": ×lr_decay at each epoch in lr_decay_epochs; "constant"
-    "lr_decay_epochs": [],
-    "lr_decay": 0.1,
-    "weight_decay": None,  # None: the matcher's published value (its class attribute weight_decay)
-    "grad_clip": 2.0,
-    "margin": 0.2,
-    "max_violation": True,
-    "hinge_warmup_epochs": None,  # None: the matcher's own (1 for VSE∞, else 0); 0 when starting from a checkpoint
-    "caption_aug": None,  # caption-token augmentation; None: the matcher's own (on for VSE∞, else off)
-    "workers": 0,
-    "checkpoint_every": 0,  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
-    "max_steps_per_epoch": None,
-    "log_every": 10,
-    "amp": False,  # legacy: True = precision bf16 on CUDA (ignored on CPU); kept so existing cell ids stay
-    "precision": "fp32",  # fp32 | tf32 | bf16 (bench.precision; the reference programs train in fp32)
-    "compile": False,  # torch.compile the pairwise matchers' tile scoring (bench.precision)
-}
-#: Schedule keys added after results existed: at their default they stay out of a cell's id and resume key,
-#: so every existing id is unchanged (bench.harness.cells.code_defaults).
-ADDED_SCHEDULE_DEFAULTS = {"precision": "fp32", "compile": False}
-EVAL_DEFAULTS = {"dev_images": 1000, "batch_size": 128, "protocols": None}
-HINGE_WARMUP = {"vse_infty": 1, "vse_infty_bert": 1}
-#: Schedule keys that do not change a result (free to change between a run and its resume).
-NOT_RESULT_KEYS = ("workers", "checkpoint_every", "log_every")
-
 
 #: Phases of a cell's time in ``cost["time_split_s"]`` (process start, imports and W&B set-up happen before
 #: run_cell; ``other_s`` is the loop's remainder, e.g. the progress bar and lr updates).
@@ -94,66 +73,19 @@ class TrainingDiverged(RuntimeError):
 
 
 def resolve(cell: dict) -> dict:
-    """Fill a cell's defaults; the result is what the run actually used (saved with the result)."""
-    cell = copy.deepcopy(cell)
-    for key in ("dataset", "matcher", "strategy"):
-        if key not in cell or "name" not in cell[key]:
-            raise ValueError(f"cell is missing '{key}.name' (got keys {sorted(cell)})")
-    ds = cell["dataset"]
-    ds.setdefault("data_root", "data/synth-demo")
-    ds.setdefault("vocab_root", str(Path(ds["data_root"]) / "vocab"))
-    ds.setdefault("captions_per_image", 5)
-    cell["strategy"].setdefault("params", {})
-    sched = {**SCHEDULE_DEFAULTS, **cell.get("schedule", {})}
-    unknown = set(sched) - set(SCHEDULE_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown schedule keys {sorted(unknown)}; valid: {sorted(SCHEDULE_DEFAULTS)}")
-    for key, value in sched.items():
-        problem = schedule_limit_problem(key, value)
-        if problem:
-            raise ValueError(f"schedule.{key} {problem}")
-    cell["schedule"] = fill_schedule(sched, cell["matcher"]["name"], cell["strategy"]["name"],
-                                     cell["strategy"]["params"])
-    RunMode.of(cell["schedule"], "cpu")  # a bad precision/compile (or amp contradicting it) fails here
-    cell["eval"] = {**EVAL_DEFAULTS, **cell.get("eval", {})}
-    _check_protocols(cell["eval"]["protocols"], ds["name"])
-    cell.setdefault("seed", 0)
-    cell.setdefault("device", "auto")
-    return cell
+    """Fill a cell's defaults (``bench.spec.resolve``); the result is what the run actually used (saved with
+    the result), as a plain dict."""
+    return spec.resolve(cell).to_dict()
 
 
-def _check_protocols(names, dataset: str) -> None:
-    """Each protocol evaluates one dataset's split: another dataset's would title the table with a lie."""
-    from bench.protocols import PROTOCOLS, get_protocol, protocols_for
-
-    own = [p.name for p in protocols_for(dataset)] if dataset in {p.dataset for p in PROTOCOLS.values()} else None
-    for name in names or []:
-        p = get_protocol(name)
-        if own is not None and p.name not in own:
-            raise ValueError(f"eval.protocols: protocol {p.name!r} evaluates {p.dataset}, not this cell's dataset "
-                             f"{dataset}; give {' or '.join(own)}")
+def _typed(cell: spec.Cell | dict) -> spec.Cell:
+    """The typed cell (a plain dict, e.g. from a test or a YAML file, is read by ``spec.Cell.from_dict``)."""
+    return cell if isinstance(cell, spec.Cell) else spec.Cell.from_dict(cell)
 
 
-def fill_schedule(sched: dict, matcher: str, strategy: str, params: dict) -> dict:
-    """The schedule's None defaults made concrete for this matcher and strategy (what ``resolve`` records):
-    ``hinge_warmup_epochs`` the matcher's (0 for a strategy that starts from a trained checkpoint, OAS
-    stage 2: straight to the hardest negative), ``weight_decay`` the matcher's published value,
-    ``caption_aug`` the matcher's own augmentation."""
-    sched = dict(sched)
-    if sched.get("hinge_warmup_epochs") is None:
-        from_checkpoint = strategies.build(strategy, **params).needs_anchor_checkpoint
-        sched["hinge_warmup_epochs"] = 0 if from_checkpoint else HINGE_WARMUP.get(matcher, 0)
-    if sched.get("weight_decay") is None:
-        sched["weight_decay"] = float(models.matcher_attribute(matcher, "weight_decay", 0.0))
-    if sched.get("caption_aug") is None:
-        sched["caption_aug"] = bool(models.matcher_attribute(matcher, "augment", {}).get("token_aug", False))
-    return sched
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def _schedule(sched: spec.Schedule | dict) -> spec.Schedule:
+    """The typed schedule (a plain dict gets the defaults of the keys it lacks)."""
+    return sched if isinstance(sched, spec.Schedule) else spec.Schedule.from_dict(sched)
 
 
 def seed_everything(seed: int) -> None:
@@ -162,135 +94,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# --------------------------------------------------------------------------------------------
-# data
-
-
-@dataclass
-class Data:
-    """The splits of one cell and how to iterate them."""
-
-    kind: str  # "regions" | "pixels"
-    train: object
-    dev: object
-    vocab: object = None
-    test_splits: dict = field(default_factory=dict)  # split name -> split object
-    build_kwargs: dict = field(default_factory=dict)  # what the matcher needs from the data
-
-    def train_dataset(self, augment: dict, seed: int, one_caption_per_image: bool):
-        if self.kind == "regions":
-            from bench.data.precomp import PrecompDataset
-
-            return PrecompDataset(self.train, self.vocab, train=True, region_drop=augment.get("region_drop", 0.0),
-                                  token_aug=augment.get("token_aug", False), seed=seed,
-                                  token_aug_ends=augment.get("token_aug_ends", False))
-        from bench.data.karpathy import KarpathyPairs
-
-        return KarpathyPairs(self.train, one_caption_per_image=one_caption_per_image, seed=seed)
-
-    def collate(self):
-        if self.kind == "regions":
-            from bench.data.precomp import collate_pairs
-
-            return collate_pairs
-        from bench.data.karpathy import collate_raw
-
-        return collate_raw
-
-    def eval_batches(self, split, batch_size: int, n_images: int | None = None):
-        """(image batches, caption batches) iterables: every image once, every caption once."""
-        if self.kind == "regions":
-            from bench.data.precomp import iter_caption_batches, iter_image_batches
-
-            return (iter_image_batches(split, batch_size, n_images=n_images),
-                    iter_caption_batches(split, self.vocab, batch_size, n_images=n_images))
-        from bench.data.karpathy import iter_raw_caption_batches, iter_raw_image_batches
-
-        return (iter_raw_image_batches(split, batch_size, n_images=n_images),
-                iter_raw_caption_batches(split, batch_size, n_images=n_images))
-
-
-def open_data(cell: dict, input_kind: str) -> Data:
-    from bench.protocols import PROTOCOLS, protocols_for
-
-    ds = cell["dataset"]
-    cpi = ds["captions_per_image"]
-    protocols = cell["eval"]["protocols"] or [p.name for p in protocols_for(ds["name"])]
-    test_split_names = sorted({PROTOCOLS[p].split for p in protocols})
-    if input_kind == "regions":
-        from bench.data.precomp import PrecompSplit, check_same_features, vocab_path
-        from bench.data.vocab import check_coverage, load_vocab
-
-        def split(name):
-            return PrecompSplit(ds["data_root"], ds["name"], name, captions_per_image=cpi)
-
-        from bench.data.vocab import MASK
-
-        vocab = load_vocab(vocab_path(ds["vocab_root"], ds["name"]))
-        words = [vocab.idx2word[i] for i in range(4, len(vocab)) if vocab.idx2word[i] != MASK]
-        if cell["schedule"]["caption_aug"] or models.matcher_attribute(cell["matcher"]["name"], "mask_word", False):
-            vocab = vocab.with_mask()  # one more embedding row, learned; the file on disk is unchanged
-        train = split("train")
-        check_coverage(vocab, train.captions, vocab_path(ds["vocab_root"], ds["name"]), train.captions_path)
-        dev, tests = split("dev"), {s: split(s) for s in test_split_names}
-        check_same_features(train, [dev, *tests.values()])
-        return Data("regions", train, dev, vocab, tests,
-                    {"vocab_size": len(vocab), "img_dim": int(train.region_shape[1]),
-                     "num_regions": int(train.region_shape[0]), "vocab_words": words})
-    from bench.data.karpathy import KarpathySplit
-
-    root = Path(ds["data_root"])
-    json_path = ds.get("karpathy_json", str(root / "karpathy" / "dataset_f30k.json"))
-    image_root = ds.get("image_root", str(root / "images"))
-    karpathy_split = {"dev": "val", "testall": "test"}
-
-    def ksplit(name):
-        return KarpathySplit(json_path, image_root, karpathy_split.get(name, name), captions_per_image=cpi)
-
-    train = ksplit("train")
-    vocab_words = sorted({w for c in train.captions for w in c.lower().split()})
-    return Data("pixels", train, ksplit("dev"), None, {s: ksplit(s) for s in test_split_names},
-                {"vocab_words": vocab_words})
-
-
 # --------------------------------------------------------------------------------------------
 # branches
 
 
-def build_matcher(cell: dict, data: Data) -> models.Matcher:
+def build_matcher(cell: spec.Cell | dict, data: Data) -> models.Matcher:
     """The cell's matcher; sizes that come from the data (vocabulary, region shape) and the schedule's
     weight decay are passed where the constructor takes them, and the cell's own overrides win."""
-    m = dict(cell["matcher"])
-    name = m.pop("name")
+    cell = _typed(cell)
+    name = cell.matcher.name
     accepted = models.constructor_args(name)
     given = {**data.build_kwargs}
-    if cell.get("schedule", {}).get("weight_decay") is not None:
-        given["weight_decay"] = cell["schedule"]["weight_decay"]
+    if cell.schedule.weight_decay is not None:
+        given["weight_decay"] = cell.schedule.weight_decay
     kwargs = {k: v for k, v in given.items() if accepted is None or k in accepted}
-    return models.build(name, **{**kwargs, **m})
+    return models.build(name, **{**kwargs, **cell.matcher.overrides})
 
 
-def build_strategy(cell: dict, model: models.Matcher) -> strategies.Strategy:
-    s = cell["strategy"]
-    sched = cell["schedule"]
-    return strategies.build(s["name"], base_loss=model.base_loss, margin=sched["margin"],
-                            max_violation=sched["max_violation"],
-                            hinge_warmup_epochs=sched["hinge_warmup_epochs"], **s["params"])
+def build_strategy(cell: spec.Cell | dict, model: models.Matcher) -> strategies.Strategy:
+    cell = _typed(cell)
+    # the arguments the trainer sets (spec.TRAINER_STRATEGY_ARGS): the matcher's loss, the rest from the schedule
+    trainer_args = {k: model.base_loss if k == "base_loss" else getattr(cell.schedule, k)
+                    for k in spec.TRAINER_STRATEGY_ARGS}
+    return strategies.build(cell.strategy.name, **trainer_args, **cell.strategy.params)
 
 
 def load_reported_weights(path: str | Path) -> dict:
@@ -301,7 +127,7 @@ def load_reported_weights(path: str | Path) -> dict:
     return state
 
 
-def load_anchor_weights(path: str | Path, cell: dict, data: Data) -> dict:
+def load_anchor_weights(path: str | Path, cell: spec.Cell, data: Data) -> dict:
     """The OAS anchor: this suite's ``best.pt`` (:func:`load_reported_weights`) or an official release
     (``models.official``, embedding fitted to the data's vocabulary) of the cell's matcher."""
     from models import official
@@ -309,14 +135,15 @@ def load_anchor_weights(path: str | Path, cell: dict, data: Data) -> dict:
     if official.detect(official.read(path), path) == "ours":
         return load_reported_weights(path)
     model, info = official.load(path, vocab_size=data.build_kwargs.get("vocab_size"))
-    if info["matcher"]["name"] != cell["matcher"]["name"]:
+    if info["matcher"]["name"] != cell.matcher.name:
         raise ckpt.CheckpointError(f"{path} is an {info['source']} (matcher {info['matcher']['name']}) but this "
-                                   f"cell trains {cell['matcher']['name']}: use a checkpoint of the same matcher")
+                                   f"cell trains {cell.matcher.name}: use a checkpoint of the same matcher")
     return {"official": True, "matcher": info["matcher"], "source": info["source"], "weights": model.state_dict()}
 
 
-def _make_branches(cell, strategy, data, anchor_checkpoint):
+def _make_branches(cell: spec.Cell, strategy, data, anchor_checkpoint):
     branches = {}
+    matcher = cell.matcher.to_dict()
     anchor_state = None
     if strategy.needs_anchor_checkpoint:
         if anchor_checkpoint is None:
@@ -325,11 +152,11 @@ def _make_branches(cell, strategy, data, anchor_checkpoint):
         anchor_state = load_anchor_weights(anchor_checkpoint, cell, data)
         if anchor_state.get("official"):
             pass  # a released checkpoint: its sizes are checked when loaded below
-        elif anchor_state["matcher"] != cell["matcher"] or anchor_state.get("vocab_size") != data.build_kwargs.get(
+        elif anchor_state["matcher"] != matcher or anchor_state.get("vocab_size") != data.build_kwargs.get(
                 "vocab_size"):
             raise ckpt.CheckpointError(
                 f"{anchor_checkpoint} was trained with matcher {anchor_state['matcher']} and vocabulary size "
-                f"{anchor_state.get('vocab_size')}, this cell uses {cell['matcher']} and "
+                f"{anchor_state.get('vocab_size')}, this cell uses {matcher} and "
                 f"{data.build_kwargs.get('vocab_size')}: use the baseline run of the same matcher and data")
     for b in strategy.branches():
         if b.init.startswith("copy:"):
@@ -341,7 +168,7 @@ def _make_branches(cell, strategy, data, anchor_checkpoint):
             except RuntimeError as e:
                 raise ckpt.CheckpointError(
                     f"{anchor_checkpoint} ({anchor_state.get('source', 'anchor')}, matcher {anchor_state['matcher']}) "
-                    f"does not fit this cell's matcher {cell['matcher']}: give the matcher the checkpoint's sizes "
+                    f"does not fit this cell's matcher {matcher}: give the matcher the checkpoint's sizes "
                     f"as overrides. {e}") from e
         branches[b.name] = model
     for b in strategy.branches():
@@ -354,38 +181,41 @@ def _make_branches(cell, strategy, data, anchor_checkpoint):
     return branches
 
 
-def _make_optimizer(model: models.Matcher, sched: dict):
+def _make_optimizer(model: models.Matcher, sched: spec.Schedule | dict):
     """The matcher's optimiser over its parameter groups; weight decay: the schedule's (None: the
     matcher's published value), which is what ``resolve`` records. Groups may set their own (CLIP's
     gains and biases: 0)."""
-    groups = model.param_groups(sched["lr"])
+    sched = _schedule(sched)
+    groups = model.param_groups(sched.lr)
     for g in groups:
         g["initial_lr"] = g["lr"]
-    weight_decay = sched["weight_decay"]
+    weight_decay = sched.weight_decay
     if weight_decay is None:
         weight_decay = float(getattr(model, "weight_decay", 0.0))
     extra = getattr(model, "optimizer_kwargs", {})  # e.g. CLIP's betas/eps
     if model.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=sched["lr"], weight_decay=weight_decay, **extra)
-    return torch.optim.Adam(groups, lr=sched["lr"], weight_decay=weight_decay, **extra)
+        return torch.optim.AdamW(groups, lr=sched.lr, weight_decay=weight_decay, **extra)
+    return torch.optim.Adam(groups, lr=sched.lr, weight_decay=weight_decay, **extra)
 
 
-def train_augment(model: models.Matcher, sched: dict) -> dict:
+def train_augment(model: models.Matcher, sched: spec.Schedule | dict) -> dict:
     """The training augmentation of a cell: the matcher's, with caption-token augmentation as the
     schedule's ``caption_aug`` says (the matcher's rule for ``<start>``/``<end>``)."""
+    sched = _schedule(sched)
     augment = dict(model.augment)
-    if sched.get("caption_aug") is not None:
-        augment["token_aug"] = bool(sched["caption_aug"])
+    if sched.caption_aug is not None:
+        augment["token_aug"] = bool(sched.caption_aug)
     return augment
 
 
-def lr_factor(epoch: int, sched: dict) -> float:
+def lr_factor(epoch: int, sched: spec.Schedule | dict) -> float:
     """Step schedule: lr × lr_decay^(number of decay epochs ≤ epoch); constant: 1."""
-    if sched["lr_schedule"] == "constant":
+    sched = _schedule(sched)
+    if sched.lr_schedule == "constant":
         return 1.0
-    if sched["lr_schedule"] != "step":
-        raise ValueError(f"schedule.lr_schedule must be 'step' or 'constant', got {sched['lr_schedule']!r}")
-    return sched["lr_decay"] ** sum(1 for e in sched["lr_decay_epochs"] if epoch >= e)
+    if sched.lr_schedule != "step":
+        raise ValueError(f"schedule.lr_schedule must be 'step' or 'constant', got {sched.lr_schedule!r}")
+    return sched.lr_decay ** sum(1 for e in sched.lr_decay_epochs if epoch >= e)
 
 
 @torch.no_grad()
@@ -402,32 +232,33 @@ def ema_update(anchor: torch.nn.Module, target: torch.nn.Module, momentum: float
 
 
 @torch.no_grad()
-def evaluate_dev(model, data: Data, cell: dict, device) -> dict:
+def evaluate_dev(model, data: Data, cell: spec.Cell | dict, device) -> dict:
     from bench.evaluate import encode_all, score_matrix
 
-    ev = cell["eval"]
-    n = min(ev["dev_images"], data.dev.n_images)
-    imgs, caps = data.eval_batches(data.dev, ev["batch_size"], n_images=n)
+    cell = _typed(cell)
+    n = min(cell.eval.dev_images, data.dev.n_images)
+    imgs, caps = data.eval_batches(data.dev, cell.eval.batch_size, n_images=n)
     img_enc, cap_enc = encode_all(model, imgs, caps, device=device)
     fault_point("eval.dev")
     sims = score_matrix(model, img_enc, cap_enc, device=device)
-    return retrieval_metrics(sims, captions_per_image=cell["dataset"]["captions_per_image"])
+    return retrieval_metrics(sims, captions_per_image=cell.dataset.captions_per_image)
 
 
 @torch.no_grad()
-def evaluate_test(model, data: Data, cell: dict, device) -> tuple[dict, dict]:
+def evaluate_test(model, data: Data, cell: spec.Cell | dict, device) -> tuple[dict, dict]:
     """Metrics per protocol and per-query ranks (``"<protocol>/i2t"``, ``"<protocol>/t2i"``)."""
     from bench.evaluate import encode_all, score_matrix
     from bench.protocols import PROTOCOLS, evaluate_protocol, protocols_for
 
-    names = cell["eval"]["protocols"] or [p.name for p in protocols_for(cell["dataset"]["name"])]
+    cell = _typed(cell)
+    names = cell.eval.protocols or [p.name for p in protocols_for(cell.dataset.name)]
     metrics, ranks = {}, {}
     by_split: dict[str, list[str]] = {}
     for name in names:
         by_split.setdefault(PROTOCOLS[name].split, []).append(name)
     for split_name, protos in by_split.items():
         split = data.test_splits[split_name]
-        imgs, caps = data.eval_batches(split, cell["eval"]["batch_size"])
+        imgs, caps = data.eval_batches(split, cell.eval.batch_size)
         img_enc, cap_enc = encode_all(model, imgs, caps, device=device)
         fault_point("eval.test")
         sims = score_matrix(model, img_enc, cap_enc, device=device)
@@ -517,199 +348,287 @@ def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: s
     return body
 
 
-def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow_code_change, stop) -> dict:
-    from bench.harness.store import cell_fingerprint, git_info, source_fingerprint
+class PhaseTimer:
+    """Where one call's time goes (``cost["time_split_s"]``): ``with timer.phase("steps_s") as lap:`` adds the
+    block's seconds to that phase (``lap.seconds``); :meth:`timed` adds the wait for each item of an iterable.
+    ``wall()`` is the training time since the last checkpoint was written (``RunState.train_wall_s``)."""
 
-    t_start = time.perf_counter()
-    split = dict.fromkeys(TIME_SPLIT, 0.0)  # where this call's time goes (result cost "time_split_s")
-    run_dir = Path(run_dir)
+    class _Lap:
+        seconds = 0.0
+
+    def __init__(self) -> None:
+        self.start = self._wall_from = time.perf_counter()
+        self.split = dict.fromkeys(TIME_SPLIT, 0.0)
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        lap, t = self._Lap(), time.perf_counter()
+        try:
+            yield lap
+        finally:
+            lap.seconds = time.perf_counter() - t
+            self.split[name] += lap.seconds
+
+    def timed(self, iterable, name: str):
+        it = iter(iterable)
+        while True:
+            t = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            self.split[name] += time.perf_counter() - t
+            yield item
+
+    def wall(self) -> float:
+        return time.perf_counter() - self._wall_from
+
+    def restart_wall(self) -> None:
+        self._wall_from = time.perf_counter()
+
+    def finish(self) -> dict:
+        split = dict(self.split)
+        split["total_s"] = time.perf_counter() - self.start
+        split["other_s"] = split["total_s"] - sum(v for k, v in split.items() if k not in ("total_s", "other_s"))
+        return split
+
+
+@dataclass
+class _Run:
+    """What the steps of one call share: the resolved cell and everything built from it."""
+
+    cell: spec.Cell
+    record: dict  # the resolved cell as recorded (result.json, checkpoints)
+    run_dir: Path
+    code: dict  # what last.pt records of the code, cell and data
+    device: torch.device
+    mode: RunMode
+    rank: int
+    world: int
+    tracker: object
+    data: Data
+    strategy: strategies.Strategy
+    branches: dict
+    specs: dict
+    optimizers: dict
+    dataset: object
+    steps_per_epoch: int
+    total_steps: int
+    state: RunState
+
+    @property
+    def reported(self) -> str:
+        return self.strategy.reported
+
+    @property
+    def last(self) -> Path:
+        return self.run_dir / "last.pt"
+
+
+def _run_cell(cell, run_dir, tracker, anchor_checkpoint, stop_after_steps, allow_code_change, stop) -> dict:
+    timer = PhaseTimer()
+    with timer.phase("setup_s"):
+        run = _set_up(cell, Path(run_dir), tracker, anchor_checkpoint, allow_code_change)
+    timer.restart_wall()
+    budget = [stop_after_steps]  # optimiser steps this call may still take (None: no limit)
+    while run.state.epoch < run.cell.schedule.epochs:
+        epoch = run.state.epoch
+        stopped = _one_epoch(run, timer, stop, budget)
+        if stopped:
+            return stopped
+        _end_of_epoch(run, timer, epoch)
+        fault_point("train.between_epochs")
+        if stop.requested():
+            return {"status": "interrupted", "global_step": run.state.global_step, "signal": stop.name}
+    return _final_test(run, timer)
+
+
+def _set_up(cell, run_dir: Path, tracker, anchor_checkpoint, allow_code_change) -> _Run:
+    """Resolve the cell, open its data, build the strategy's branches and optimisers (fixed order after
+    seeding, so every run starts identically), and resume from ``last.pt`` when there is one."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    cell = resolve(cell)
-    code = {"commit": git_info()["commit"], "source": source_fingerprint(), "cell": _resume_key(cell),
-            "data_fingerprint": cell_fingerprint(cell)}
-    sched, device = cell["schedule"], _device(cell["device"])
+    cell = spec.resolve(cell)
+    code = {"commit": git_info()["commit"], "source": source_fingerprint(), "cell": spec.result_key(cell),
+            "data_fingerprint": cell_fingerprint(cell.to_dict())}
+    sched, device = cell.schedule, distributed.torch_device(cell.device, "device")
     # DISTRIBUTED: join the ranks of a multi-task job (no-op for one process); only rank 0 logs and writes
     rank, world = distributed.init_from_env(device.type)
     if not distributed.is_main():
         tracker = None
-    seed_everything(cell["seed"])
+    seed_everything(cell.seed)
 
-    data = open_data(cell, models.input_kind(cell["matcher"]["name"]))
+    data = open_data(cell, models.input_kind(cell.matcher.name))
     strategy = build_strategy(cell, build_matcher(cell, data))
-    # Branches are built in a fixed order right after seeding, so every run starts identically.
-    seed_everything(cell["seed"])
+    seed_everything(cell.seed)
     branches = _make_branches(cell, strategy, data, anchor_checkpoint)
-    mode = RunMode.of(sched, device)
+    mode = RunMode.of(sched.to_dict(), device)
     for m in branches.values():
         prepare_model(m.to(device), mode)
     specs = {b.name: b for b in strategy.branches()}
-    optimised = [b.name for b in strategy.branches() if b.optimised]
-    optimizers = {name: _make_optimizer(branches[name], sched) for name in optimised}
-    reported = strategy.reported
+    optimizers = {b.name: _make_optimizer(branches[b.name], sched) for b in strategy.branches() if b.optimised}
 
-    one_per_image = branches[reported].base_loss == "infonce"
-    augment = train_augment(branches[reported], sched)
+    reported = branches[strategy.reported]
+    augment = train_augment(reported, sched)
     for m in branches.values():
         m.augment = augment  # towers that augment inside the model (BERT) follow the schedule too
-    dataset = data.train_dataset(augment, cell["seed"], one_per_image)
-    n_items = len(dataset)
-    bs = sched["batch_size"]
+    dataset = data.train_dataset(augment, cell.seed, one_caption_per_image=reported.base_loss == "infonce")
+    n_items, bs = len(dataset), sched.batch_size
     steps_per_epoch = n_items // bs
-    if sched["max_steps_per_epoch"]:
-        steps_per_epoch = min(steps_per_epoch, sched["max_steps_per_epoch"])
+    if sched.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, sched.max_steps_per_epoch)
     if steps_per_epoch < 1:
         raise ValueError(f"training split has {n_items} items, fewer than one batch of {bs}: lower "
                          "schedule.batch_size")
     if bs % world:  # DISTRIBUTED: every rank takes an equal contiguous slice of each global batch
         raise ValueError(f"schedule.batch_size={bs} (the global batch) is not divisible by the {world} ranks "
                          f"of this job: use a multiple of {world}")
-    total_steps = steps_per_epoch * sched["epochs"]
-
-    state = RunState()
-    last = run_dir / "last.pt"
-    if last.exists() or _previous(last).exists():
+    run = _Run(cell=cell, record=cell.to_dict(), run_dir=run_dir, code=code, device=device, mode=mode, rank=rank,
+               world=world, tracker=tracker, data=data, strategy=strategy, branches=branches, specs=specs,
+               optimizers=optimizers, dataset=dataset, steps_per_epoch=steps_per_epoch,
+               total_steps=steps_per_epoch * sched.epochs, state=RunState())
+    if run.last.exists() or _previous(run.last).exists():
         with distributed.main_first():  # DISTRIBUTED: rank 0 repairs a torn rotation before the others read
-            state = _resume(last, branches, optimizers, cell, code, allow_code_change)
-        log.info("resumed %s at epoch %d step %d", run_dir, state.epoch, state.step_in_epoch)
+            run.state = _resume(run.last, branches, optimizers, run.record, code, allow_code_change)
+        log.info("resumed %s at epoch %d step %d", run_dir, run.state.epoch, run.state.step_in_epoch)
+    return run
 
-    steps_this_call = 0
-    t_run = time.perf_counter()
-    split["setup_s"] = t_run - t_start
-    while state.epoch < sched["epochs"]:
-        epoch = state.epoch
-        for opt in optimizers.values():
-            for g in opt.param_groups:
-                g["lr"] = g["initial_lr"] * lr_factor(epoch, sched)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        order = torch.randperm(n_items, generator=torch.Generator().manual_seed(cell["seed"] * 100003 + epoch))
-        batches = [order[i * bs:(i + 1) * bs].tolist() for i in range(steps_per_epoch)]
-        if world > 1:  # DISTRIBUTED: this rank's contiguous slice of every global batch
-            batches = [b[rank * (bs // world):(rank + 1) * (bs // world)] for b in batches]
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[state.step_in_epoch:],
-                                             collate_fn=data.collate(), num_workers=loader_workers(sched, device),
-                                             pin_memory=device.type == "cuda")
-        for name, m in branches.items():
-            m.train(specs[name].mode == "train")
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{sched['epochs']}", unit="step", leave=False,
-                   initial=state.step_in_epoch, total=steps_per_epoch,
-                   disable=not (sys.stderr.isatty() and distributed.is_main()))
-        t_ready = time.perf_counter()
-        pending: list = []  # CUDA: (epoch, step, {branch: loss tensor}) not yet checked on the host
-        for batch in bar:
-            t0 = time.perf_counter()
-            split["data_s"] += t0 - t_ready
-            ctx = strategies.StepContext(epoch=epoch, step=state.global_step, total_steps=total_steps,
-                                         logit_scales={n: getattr(m, "logit_scale", None)
-                                                       for n, m in branches.items()})
-            losses = _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device, run_dir, mode)
+
+def _log(run: _Run, timer: PhaseTimer, values: dict) -> None:
+    if run.tracker is not None:
+        with timer.phase("tracker_s"):
+            run.tracker.log(values, step=run.state.global_step)
+
+
+def _save(run: _Run, timer: PhaseTimer, best: dict | None = None) -> None:
+    """Write ``best.pt`` (when given) and ``last.pt``; the time since the last one counts as training time."""
+    with timer.phase("checkpoint_s"):
+        if best is not None and distributed.is_main():  # DISTRIBUTED
+            ckpt.save(best, run.run_dir / "best.pt")
+        _save_last(run.last, run.branches, run.optimizers, run.state, run.record, timer.wall(), run.code)
+    timer.restart_wall()
+
+
+def _one_epoch(run: _Run, timer: PhaseTimer, stop: StopRequest, budget: list) -> dict | None:
+    """The optimiser steps of the current epoch (from where a resumed run left it); the ``interrupted``
+    result when a stop was asked for or this call's step budget is spent (``last.pt`` written)."""
+    cell, state, sched, device = run.cell, run.state, run.cell.schedule, run.device
+    epoch, bs, world = state.epoch, sched.batch_size, run.world
+    for opt in run.optimizers.values():
+        for g in opt.param_groups:
+            g["lr"] = g["initial_lr"] * lr_factor(epoch, sched)
+    if hasattr(run.dataset, "set_epoch"):
+        run.dataset.set_epoch(epoch)
+    order = torch.randperm(len(run.dataset), generator=torch.Generator().manual_seed(cell.seed * 100003 + epoch))
+    batches = [order[i * bs:(i + 1) * bs].tolist() for i in range(run.steps_per_epoch)]
+    if world > 1:  # DISTRIBUTED: this rank's contiguous slice of every global batch
+        batches = [b[run.rank * (bs // world):(run.rank + 1) * (bs // world)] for b in batches]
+    loader = torch.utils.data.DataLoader(run.dataset, batch_sampler=batches[state.step_in_epoch:],
+                                         collate_fn=run.data.collate(), num_workers=loader_workers(sched, device),
+                                         pin_memory=device.type == "cuda")
+    for name, m in run.branches.items():
+        m.train(run.specs[name].mode == "train")
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{sched.epochs}", unit="step", leave=False,
+               initial=state.step_in_epoch, total=run.steps_per_epoch,
+               disable=not (sys.stderr.isatty() and distributed.is_main()))
+    pending: list = []  # CUDA: (epoch, step, {branch: loss tensor}) not yet checked on the host
+    for batch in timer.timed(bar, "data_s"):
+        ctx = strategies.StepContext(epoch=epoch, step=state.global_step, total_steps=run.total_steps,
+                                     logit_scales={n: getattr(m, "logit_scale", None) for n, m in run.branches.items()})
+        with timer.phase("steps_s") as lap:
+            losses = _train_step(batch, run.branches, run.specs, run.optimizers, run.strategy, ctx, sched, device,
+                                 run.run_dir, run.mode)
             if device.type == "cuda":  # no host read per step: checked at log points, epoch ends and checkpoints
                 pending.append((ctx.epoch, ctx.step, losses))
-            dt = time.perf_counter() - t0
-            state.step_time_sum += dt
-            split["steps_s"] += dt
-            state.steps_timed += 1
-            state.global_step += 1
-            state.step_in_epoch += 1
-            steps_this_call += 1
-            at_log = state.global_step % sched["log_every"] == 0
-            if pending and (at_log or (sched["checkpoint_every"]
-                                       and state.global_step % sched["checkpoint_every"] == 0)):
-                _check_finite(pending, run_dir)
-            if tracker is not None and at_log:
-                logs = {f"train/loss/{n}": float(v) for n, v in losses.items()}
-                logs.update({f"lr/{n}": o.param_groups[0]["lr"] for n, o in optimizers.items()})
-                logs["epoch"] = epoch
-                t_log = time.perf_counter()
-                tracker.log(logs, step=state.global_step)
-                split["tracker_s"] += time.perf_counter() - t_log
-            if sched["checkpoint_every"] and state.global_step % sched["checkpoint_every"] == 0 \
-                    and state.step_in_epoch < steps_per_epoch:
-                t_save = time.perf_counter()
-                _save_last(last, branches, optimizers, state, cell, t_save - t_run, code)
-                t_run = time.perf_counter()
-                split["checkpoint_s"] += t_run - t_save
-            t_ready = time.perf_counter()
-            if (stop_after_steps is not None and steps_this_call >= stop_after_steps) or stop.requested():
-                _check_finite(pending, run_dir)
-                _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run, code)
-                return {"status": "interrupted", "global_step": state.global_step, "signal": stop.name}
-        # epoch end: dev evaluation of the reported branch, best checkpoint, full checkpoint
-        t_end = time.perf_counter()
-        if pending:  # a non-finite loss since the last check: no dev evaluation, no checkpoint
-            _check_finite(pending, run_dir)
-        with mode.autocast():
-            dev = evaluate_dev(branches[reported], data, cell, device)
+        state.step_time_sum += lap.seconds
+        state.steps_timed += 1
+        state.global_step += 1
+        state.step_in_epoch += 1
+        if budget[0] is not None:
+            budget[0] -= 1
+        at_log = state.global_step % sched.log_every == 0
+        at_checkpoint = bool(sched.checkpoint_every) and state.global_step % sched.checkpoint_every == 0
+        if pending and (at_log or at_checkpoint):
+            _check_finite(pending, run.run_dir)
+        if at_log and run.tracker is not None:
+            logs = {f"train/loss/{n}": float(v) for n, v in losses.items()}
+            logs.update({f"lr/{n}": o.param_groups[0]["lr"] for n, o in run.optimizers.items()})
+            _log(run, timer, {**logs, "epoch": epoch})
+        if at_checkpoint and state.step_in_epoch < run.steps_per_epoch:
+            _save(run, timer)
+        if (budget[0] is not None and budget[0] <= 0) or stop.requested():
+            _check_finite(pending, run.run_dir)
+            _save_last(run.last, run.branches, run.optimizers, state, run.record, timer.wall(), run.code)
+            return {"status": "interrupted", "global_step": state.global_step, "signal": stop.name}
+    _check_finite(pending, run.run_dir)  # a non-finite loss since the last check: no dev evaluation, no checkpoint
+    return None
+
+
+def _end_of_epoch(run: _Run, timer: PhaseTimer, epoch: int) -> None:
+    """Dev evaluation of the reported branch, the best checkpoint when it improved, the full checkpoint."""
+    state = run.state
+    with timer.phase("dev_eval_s"):
+        with run.mode.autocast():
+            dev = evaluate_dev(run.branches[run.reported], run.data, run.cell, run.device)
         dev = distributed.broadcast_object(dev)  # DISTRIBUTED: every rank takes rank 0's decision
         state.dev_curve.append({"epoch": epoch, **dev})
-        split["dev_eval_s"] += time.perf_counter() - t_end
-        if tracker is not None:
-            t_log = time.perf_counter()
-            tracker.log({**{f"dev/{k}": v for k, v in dev.items()}, "epoch": epoch}, step=state.global_step)
-            split["tracker_s"] += time.perf_counter() - t_log
-        t_save = time.perf_counter()
-        log.info("epoch %d dev rsum %.2f", epoch, dev["rsum"])
-        state.epoch += 1
-        state.step_in_epoch = 0
-        if dev["rsum"] > state.best_rsum:
-            state.best_rsum, state.best_epoch = dev["rsum"], epoch
-            if distributed.is_main():  # DISTRIBUTED
-                ckpt.save({"format": CHECKPOINT_FORMAT, "matcher": cell["matcher"],
-                           "vocab_size": data.build_kwargs.get("vocab_size"), "branch": reported,
-                           "epoch": epoch, "dev": dev, "weights": branches[reported].state_dict()},
-                          run_dir / "best.pt")
-        _save_last(last, branches, optimizers, state, cell, time.perf_counter() - t_run, code)
-        t_run = time.perf_counter()
-        split["checkpoint_s"] += t_run - t_save
-        fault_point("train.between_epochs")
-        if stop.requested():
-            return {"status": "interrupted", "global_step": state.global_step, "signal": stop.name}
+    _log(run, timer, {**{f"dev/{k}": v for k, v in dev.items()}, "epoch": epoch})
+    log.info("epoch %d dev rsum %.2f", epoch, dev["rsum"])
+    state.epoch += 1
+    state.step_in_epoch = 0
+    best = None
+    if dev["rsum"] > state.best_rsum:
+        state.best_rsum, state.best_epoch = dev["rsum"], epoch
+        best = {"format": CHECKPOINT_FORMAT, "matcher": run.record["matcher"],
+                "vocab_size": run.data.build_kwargs.get("vocab_size"), "branch": run.reported,
+                "epoch": epoch, "dev": dev, "weights": run.branches[run.reported].state_dict()}
+    _save(run, timer, best)
 
-    # final test evaluation of the best dev checkpoint of the reported branch
+
+def _final_test(run: _Run, timer: PhaseTimer) -> dict:
+    """Test evaluation of the best dev checkpoint of the reported branch; the result."""
     distributed.barrier()  # DISTRIBUTED: rank 0 has written best.pt; every rank evaluates it identically
-    t_test = time.perf_counter()
-    best = load_reported_weights(run_dir / "best.pt")
-    final = prepare_model(build_matcher(cell, data).to(device), mode)
-    final.load_state_dict(best["weights"])
-    with mode.autocast():
-        metrics, ranks = evaluate_test(final, data, cell, device)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **ranks, cell_id=np.array(str(cell.get("id", ""))))  # whose ranks these are
-    if distributed.is_main():  # DISTRIBUTED
-        ckpt.atomic_write_bytes(run_dir / "ranks.npz", buf.getvalue())
-    split["test_eval_s"] = time.perf_counter() - t_test
-    split["total_s"] = time.perf_counter() - t_start
-    split["other_s"] = split["total_s"] - sum(v for k, v in split.items() if k not in ("total_s", "other_s"))
-    n_fwd = len(branches)
+    state, device = run.state, run.device
+    with timer.phase("test_eval_s"):
+        best = load_reported_weights(run.run_dir / "best.pt")
+        final = prepare_model(build_matcher(run.cell, run.data).to(device), run.mode)
+        final.load_state_dict(best["weights"])
+        with run.mode.autocast():
+            metrics, ranks = evaluate_test(final, run.data, run.cell, device)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **ranks, cell_id=np.array(str(run.cell.id or "")))  # whose ranks these are
+        if distributed.is_main():  # DISTRIBUTED
+            ckpt.atomic_write_bytes(run.run_dir / "ranks.npz", buf.getvalue())
+    bs = run.cell.schedule.batch_size
     cost = {
         "step_time_s": state.step_time_sum / max(state.steps_timed, 1),
         "samples_per_s": bs * state.steps_timed / max(state.step_time_sum, 1e-12),
         "train_wall_s": state.train_wall_s,
         "steps": state.global_step,
-        "forward_passes_per_step": n_fwd,
-        "backward_passes_per_step": len(optimised),
+        "forward_passes_per_step": len(run.branches),
+        "backward_passes_per_step": len(run.optimizers),
         "peak_mem_mb": _peak_mem_mb(device),
         "cpu_hours": state.train_wall_s / 3600.0 if device.type == "cpu" else 0.0,
         "gpu_hours": state.train_wall_s / 3600.0 if device.type == "cuda" else 0.0,
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
-        "time_split_s": split,  # this call's time (a resumed cell: since its resume), seconds per phase
+        "time_split_s": timer.finish(),  # this call's time (a resumed cell: since its resume), seconds per phase
     }
     return {"status": "done", "metrics": metrics, "dev_curve": state.dev_curve, "best_epoch": state.best_epoch,
-            "best_dev_rsum": state.best_rsum, "reported_branch": reported, "strategy": strategy.describe(),
-            "cost": cost, "ranks_file": "ranks.npz", "resolved_cell": cell, "run_mode": mode.record(),
+            "best_dev_rsum": state.best_rsum, "reported_branch": run.reported, "strategy": run.strategy.describe(),
+            "cost": cost, "ranks_file": "ranks.npz", "resolved_cell": run.record, "run_mode": run.mode.record(),
             **({"code_changes": state.code_changes} if state.code_changes else {})}
 
 
-def use_amp(sched: dict, device: torch.device) -> bool:
+def use_amp(sched: spec.Schedule | dict, device: torch.device) -> bool:
     """bf16 autocast for the forward passes (``precision: bf16``, or the legacy ``amp: true`` on CUDA)."""
-    return RunMode.of(sched, device).effective == "bf16"
+    return RunMode.of(_schedule(sched).to_dict(), device).effective == "bf16"
 
 
-def loader_workers(sched: dict, device: torch.device) -> int:
+def loader_workers(sched: spec.Schedule | dict, device: torch.device) -> int:
     """The schedule's ``workers``; on CUDA, 0 means enough to keep the GPU fed (half the CPUs, at most 4)."""
-    if sched["workers"] or device.type != "cuda":
-        return sched["workers"]
+    workers = _schedule(sched).workers
+    if workers or device.type != "cuda":
+        return workers
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
@@ -742,7 +661,8 @@ def _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device
     """One optimiser step; the losses come back as detached tensors. On CPU they are checked here (a NaN stops
     before the step); on CUDA the caller checks them in groups (no host synchronisation per step)."""
     batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-    mode = mode or RunMode.of(sched, device)
+    sched = _schedule(sched)
+    mode = mode or RunMode.of(sched.to_dict(), device)
     scores = {}
     with mode.autocast():
         for name, model in branches.items():
@@ -764,14 +684,14 @@ def _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device
     fault_point("train.after_backward")
     for name, opt in optimizers.items():
         distributed.average_gradients(branches[name])  # DISTRIBUTED: the 1-process gradient (no-op in 1 process)
-        if sched["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(branches[name].parameters(), sched["grad_clip"])
+        if sched.grad_clip:
+            torch.nn.utils.clip_grad_norm_(branches[name].parameters(), sched.grad_clip)
         opt.step()
         branches[name].after_optimizer_step()
         fault_point("train.after_optimizer_step")
-    for name, spec in specs.items():
-        if spec.update.startswith("ema:"):
-            ema_update(branches[name], branches[spec.update.split(":", 1)[1]],
+    for name, branch in specs.items():
+        if branch.update.startswith("ema:"):
+            ema_update(branches[name], branches[branch.update.split(":", 1)[1]],
                        strategy.momentum(ctx.step, ctx.total_steps))
     return values
 
@@ -792,9 +712,7 @@ def _save_last(path, branches, optimizers, state: RunState, cell, wall_s: float,
         _finish_rotation(path)
     ckpt.save({"format": CHECKPOINT_FORMAT, "matcher": cell["matcher"], "strategy": cell["strategy"],
                "seed": cell["seed"], "state": state.__dict__, "code": code,
-               "branches": {n: m.state_dict() for n, m in branches.items()},
-               "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-               "rng": _rng_state()}, path)
+               **ckpt.state_dicts(branches=branches, optimizers=optimizers, rng=ckpt.RNG)}, path)
 
 
 def _finish_rotation(path: Path) -> None:
@@ -803,22 +721,6 @@ def _finish_rotation(path: Path) -> None:
     digest, prev = Path(str(path) + ".sha256"), _previous(Path(path))
     if not Path(path).exists() and digest.exists() and prev.exists():
         os.replace(digest, Path(str(prev) + ".sha256"))
-
-
-def _resume_key(cell: dict) -> dict:
-    """What of a resolved cell decides its result (data paths, resources, W&B, labels excluded)."""
-    return {"dataset": {k: v for k, v in cell["dataset"].items() if k not in ("data_root", "vocab_root", "image_root",
-                                                                                "karpathy_json")},
-            **{k: copy.deepcopy(cell.get(k)) for k in ("matcher", "eval", "seed")},
-            "schedule": without_added_defaults({k: v for k, v in cell["schedule"].items()
-                                                if k not in NOT_RESULT_KEYS}),
-            "strategy": {"name": cell["strategy"]["name"], "params": cell["strategy"].get("params", {})}}
-
-
-def without_added_defaults(sched: dict) -> dict:
-    """``sched`` without the keys of ``ADDED_SCHEDULE_DEFAULTS`` that hold their default."""
-    return {k: v for k, v in sched.items()
-            if not (k in ADDED_SCHEDULE_DEFAULTS and v == ADDED_SCHEDULE_DEFAULTS[k])}
 
 
 def _diff(a, b, prefix="") -> list[str]:
@@ -866,12 +768,137 @@ def _resume(path, branches, optimizers, cell, code: dict | None = None, allow_co
         raise ckpt.CheckpointError(
             f"{path} belongs to another cell (matcher {saved['matcher']}, strategy {saved['strategy']}, seed "
             f"{saved['seed']}); move it away or use a fresh run folder")
-    for n, m in branches.items():
-        m.load_state_dict(saved["branches"][n])
-    for n, o in optimizers.items():
-        o.load_state_dict(saved["optimizers"][n])
-    _set_rng_state(saved["rng"])
+    ckpt.restore(saved, path, branches=branches, optimizers=optimizers, rng=ckpt.RNG)
     state = RunState(**saved["state"])
     if code is not None:
         _check_code(path, saved, code, allow_code_change, state)
     return state
+
+
+# --------------------------------------------------------------------------------------------
+# threads and the standalone command
+
+
+def set_cell_threads(cell) -> int | None:
+    """Give torch as many intra-op threads as the cell's ``resources.cpus`` (at most the CPUs this process
+    may use), so cells that run side by side (the local executor runs as many as the CPUs hold) do not
+    each take every core. Returns the thread count set, or None when the cell names no cpus."""
+    cpus = (cell.get("resources") or {}).get("cpus") if isinstance(cell, dict) else None
+    if not cpus:
+        return None
+    threads = max(1, min(int(cpus), len(os.sched_getaffinity(0))))
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # what the cell's own child processes (loader workers) inherit
+    return threads
+
+
+@contextlib.contextmanager
+def cell_threads(cell):
+    """``set_cell_threads`` for the duration of one cell, then the process's previous setting again.
+
+    Every executor (inline, local, SLURM) trains a cell with the same thread count, so a cell's numbers
+    do not depend on which executor ran it (CPU reductions may sum in another order with other counts)."""
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    try:
+        yield set_cell_threads(cell)
+    finally:
+        torch.set_num_threads(before)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
+
+
+def _apply_override(cell: dict, text: str) -> None:
+    """``schedule.lr=1e-3``: set a (dotted) key of the cell to a YAML value."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise SystemExit(f"error: override {text!r}: expected key=value with a dotted key, e.g. schedule.epochs=1")
+    node = cell
+    *parents, leaf = key.split(".")
+    for p in parents:
+        if not isinstance(node.setdefault(p, {}), dict):
+            raise SystemExit(f"error: override {text!r}: {p} is not a mapping in this cell")
+        node = node[p]
+    node[leaf] = yaml.safe_load(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.train CONFIG --run-dir DIR [key=value ...]``: train one cell alone (no suite, store or
+    lock) and write what a cell of the store holds: ``config.yaml``, the checkpoints, ``log.txt``,
+    ``ranks.npz``, ``result.json``, then ``done`` (or ``interrupted`` after SIGTERM / Ctrl-C: run it again
+    to resume)."""
+    import argparse
+    import json
+
+    import yaml
+
+    from bench.atomic import atomic_write_bytes, json_text
+    from bench.provenance import result_record
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.train",
+        description="Train one cell alone (no suite, store or lock) and write what a run folder of the store holds: "
+                    "config.yaml, the checkpoints, log.txt, ranks.npz, result.json, then done (or interrupted after "
+                    "SIGTERM / Ctrl-C: the same command resumes).",
+        epilog="e.g. python -m bench.train results/runs/demo/<id>/config.yaml --run-dir /tmp/again "
+               "schedule.epochs=1 seed=3")
+    parser.add_argument("config", type=Path, help="a cell's YAML (a run folder's config.yaml) or JSON")
+    parser.add_argument("--run-dir", type=Path, required=True, help="folder for the checkpoints and results "
+                        "(resumed from its last.pt when present)")
+    parser.add_argument("--anchor-checkpoint", type=Path, default=None,
+                        help="an OAS cell's trained baseline (its best.pt) or an official checkpoint")
+    parser.add_argument("--allow-code-change", action="store_true",
+                        help="resume a checkpoint written by other code (both commits are recorded)")
+    parser.add_argument("overrides", nargs="*", help="key=value changes of the cell, e.g. schedule.epochs=1")
+    args = parser.parse_intermixed_args(argv)
+    if not args.config.is_file():
+        parser.error(f"{args.config} is not a file: give a cell's config.yaml (a run folder of the store has one)")
+    cell = yaml.safe_load(args.config.read_text())
+    if not isinstance(cell, dict):
+        parser.error(f"{args.config} does not hold a cell (a mapping with dataset, matcher, strategy)")
+    for text in args.overrides:
+        _apply_override(cell, text)
+    try:
+        cell["id"] = spec.cell_id(spec.Cell.from_dict(cell))  # unchanged without overrides of what decides it
+    except (ValueError, TypeError) as e:
+        parser.error(f"{args.config}: {e}")
+    run_dir = args.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for marker in ("done", "interrupted", "failed"):
+        (run_dir / marker).unlink(missing_ok=True)
+    atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cell, sort_keys=False).encode())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    fingerprint = cell_fingerprint(cell)
+    start = time.time()
+    try:
+        with cell_threads(cell):
+            body = run_cell(cell, run_dir, anchor_checkpoint=args.anchor_checkpoint,
+                            allow_code_change=args.allow_code_change)
+    except (ValueError, ckpt.CheckpointError) as e:
+        (run_dir / "failed").write_text(f"{e}\n")
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    if body.get("status", "done") != "done":
+        atomic_write_bytes(run_dir / "interrupted", json.dumps({"signal": body.get("signal"),
+                                                                "step": body.get("global_step")}).encode())
+        print(f"interrupted at step {body.get('global_step')}: run the same command again to resume", file=sys.stderr)
+        return 1
+    result = result_record(cell, body, wall_time_s=time.time() - start, fingerprint=fingerprint)
+    atomic_write_bytes(run_dir / "result.json", json_text(result).encode())
+    (run_dir / "done").touch()
+    rsum = {p: round(m.get("rsum", float("nan")), 2) for p, m in result["metrics"].items()}
+    print(f"cell {cell['id']} done in {run_dir}: rsum {rsum}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

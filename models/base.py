@@ -78,6 +78,8 @@ class Matcher(nn.Module, metaclass=ABCMeta):
             other matchers get it only when trained with ``caption_aug``.
         weight_decay: the published weight decay, the default of the schedule's ``weight_decay``
             (the trainer applies the schedule's value to every parameter group).
+        hinge_warmup_epochs: epochs of the hinge loss summed over negatives before the hardest negative
+            (VSE∞: 1), the default of the schedule's ``hinge_warmup_epochs`` (0 from a checkpoint).
     """
 
     dual_encoder: bool = False
@@ -87,6 +89,7 @@ class Matcher(nn.Module, metaclass=ABCMeta):
     augment: dict = {}
     mask_word: bool = False
     weight_decay: float = 0.0
+    hinge_warmup_epochs: int = 0
 
     def prepare(self, batch: dict) -> dict:
         """Turn a loader batch into model inputs (pixel matchers run their processor here)."""

@@ -326,7 +326,7 @@ def load(path: str | Path, vocab_size: int | None = None, bert_path: str | None 
 
     ``info``: ``{"program", "matcher" (name + constructor args), "source", "path", "epoch", "best_rsum"}``.
     ``vocab_size``: the size of the vocabulary the captions are encoded with (fits the embedding, see the
-    module docstring). ``data_kwargs``: sizes from the data (``bench.train.Data.build_kwargs``), used for
+    module docstring). ``data_kwargs``: sizes from the data (``bench.data.open.Data.build_kwargs``), used for
     this suite's checkpoints exactly as the trainer does.
     """
     path = Path(path)

@@ -164,6 +164,7 @@ class _VSEInftyBase(Matcher):
     optimizer = "adamw"
     augment = VSE_AUGMENT
     weight_decay: float
+    hinge_warmup_epochs = 1  # the first epoch sums the hinge over negatives, then the hardest one
 
     def encode_images(self, batch: dict) -> torch.Tensor:
         regions = batch["images"]

@@ -29,7 +29,15 @@ def register(cls: type[Strategy]) -> type[Strategy]:
 
 
 def _import_all() -> None:
-    from strategies import baseline, dbl, distill, momentum, mutual  # noqa: F401
+    """Import every module of the package, as ``models`` does: a new strategy is one new file here."""
+    import importlib
+    import pkgutil
+
+    import strategies
+
+    for mod in pkgutil.iter_modules(strategies.__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"strategies.{mod.name}")
 
 
 def available() -> list[str]:

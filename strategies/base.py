@@ -54,7 +54,10 @@ SCENARIOS = ("none", "oas", "oss", "mss")
 
 
 class Strategy(ABC):
-    """Base class. Subclasses set ``name`` and ``scenario`` and implement ``branches`` and ``losses``.
+    """Base class. Subclasses set ``name`` and ``scenario`` and implement ``branches`` and ``losses`` (and
+    ``momentum`` when a branch is an EMA). The trainer calls nothing else on a strategy: ``branches()``,
+    ``reported``, ``losses(scores, ctx)``, ``momentum(step, total_steps)``, ``needs_anchor_checkpoint``,
+    ``describe()``; it sets the arguments below (``bench.spec.TRAINER_STRATEGY_ARGS``).
 
     Args common to all strategies:
         base_loss: ``"hinge"`` or ``"infonce"`` (from the matcher).
@@ -66,8 +69,6 @@ class Strategy(ABC):
 
     name = "base"
     scenario = "none"
-    #: True when the strategy starts from the trained baseline checkpoint of the same cell (OAS).
-    needs_anchor_checkpoint = False
     #: True when the DBL repository's code for this comparison does not run as shipped (its training
     #: programs build every second loss as ``init_loss(name, margin=, beta=)``, a TypeError for every
     #: class but the boosting losses; KD is not there at all), so the strategy is reconstructed from
@@ -104,6 +105,19 @@ class Strategy(ABC):
             return L.infonce(S, ctx.logit_scales[branch])
         max_violation = self.max_violation and ctx.epoch >= self.hinge_warmup_epochs
         return L.triplet(S, margin=self.margin, max_violation=max_violation)
+
+    @property
+    def needs_anchor_checkpoint(self) -> bool:
+        """True when the strategy starts from the trained baseline checkpoint of the same cell: the OAS scenario
+        (the suite adds that baseline cell, ``bench.harness.cells.expand``; the trainer loads its ``best.pt``)."""
+        return self.scenario == "oas"
+
+    def momentum(self, step: int, total_steps: int) -> float:
+        """The EMA momentum m at optimiser ``step`` of ``total_steps`` for every branch whose ``update`` is
+        ``"ema:<branch>"`` (θ ← m·θ + (1 − m)·θ_branch after each step). A strategy with such a branch
+        defines it."""
+        raise NotImplementedError(f"strategy {self.name!r} has an EMA branch but defines no momentum(step, "
+                                  "total_steps)")
 
     def describe(self) -> dict:
         return {"name": self.name, "scenario": self.scenario, "reported": self.reported,

@@ -53,7 +53,6 @@ class DBL(Strategy):
             raise ValueError(f"dbl branches={branches}: 2 in every scenario, more only as the OSS cascade")
         self.loss, self.scenario, self.reduction, self.soft_margin = loss, scenario, reduction, soft_margin
         self.alpha, self.beta, self.split, self.n_branches, self.m0 = alpha, beta, split, branches, m0
-        self.needs_anchor_checkpoint = scenario == "oas"
 
     def branches(self):
         if self.scenario == "oas":

@@ -24,7 +24,6 @@ from strategies.base import Branch, Strategy
 
 class _Distillation(Strategy):
     scenario = "oas"
-    needs_anchor_checkpoint = True
     reconstructed = True  # DBL's OAS code: no KD; RKD, SP, DarkRank fail to construct (see Strategy)
 
     def __init__(self, alpha: float = 1.0, **base):

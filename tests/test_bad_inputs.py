@@ -12,8 +12,8 @@ import yaml
 
 from bench import checkpoint as ckpt
 from bench.data import DataError
-from bench.harness import ConfigError, expand, load_suite
-from bench.harness.config import apply_overrides
+from bench.harness.cells import expand
+from bench.harness.config import ConfigError, apply_overrides, load_suite
 from bench.harness.slurm import cluster_reachable, make_executor
 from bench.harness.store import cell_state, run_cell_in_store, run_dir_for
 from bench.train import run_cell

@@ -146,14 +146,15 @@ def test_a_value_out_of_range_is_refused_before_training_with_its_key(suite, tmp
 
 def test_every_limited_schedule_key_is_a_schedule_key():
     from bench.schedule_limits import SCHEDULE_LIMITS
-    from bench.train import SCHEDULE_DEFAULTS
+    from bench.spec import SCHEDULE_DEFAULTS
 
     assert set(SCHEDULE_LIMITS) <= set(SCHEDULE_DEFAULTS)
 
 
 def test_validation_keeps_the_values_as_given(suite):
     """Checking a value does not change it: an int where a float is read stays an int in the cell."""
-    from bench.harness import expand, load_suite
+    from bench.harness.cells import expand
+    from bench.harness.config import load_suite
 
     cells = expand(load_suite(suite, ["schedule.default.lr=1", "schedule.default.grad_clip=0"]))
     assert cells[0]["schedule"]["grad_clip"] == 0 and cells[0]["matcher"]["embed_size"] == 16

@@ -5,7 +5,8 @@ the fix in the message."""
 import pytest
 import yaml
 
-from bench.harness import ConfigError, expand, load_suite
+from bench.harness.cells import expand
+from bench.harness.config import ConfigError, load_suite
 from tests.test_bad_inputs import SUITE  # the minimal valid suite the bad inputs start from
 
 

@@ -19,8 +19,8 @@ import yaml
 
 from bench import checkpoint as ckpt
 from bench.cli_eval import evaluate_checkpoints, load_for_data, score_checkpoint
-from bench.harness import expand, load_suite
-from bench.harness.config import ConfigError
+from bench.harness.cells import expand
+from bench.harness.config import ConfigError, load_suite
 from bench.harness.store import run_cell_in_store
 from bench.protocols import PROTOCOLS, evaluate_protocol
 from models import official

@@ -248,8 +248,9 @@ def test_collect_never_reads_a_partial_result_while_cells_write(tmp_path):
     ``collect`` runs in a loop: every read is a whole result (no JSON error, the metric it holds)."""
     import yaml
 
-    from bench.harness import expand, load_suite
+    from bench.harness.cells import expand
     from bench.harness.collect import collect
+    from bench.harness.config import load_suite
 
     suite_yaml = tmp_path / "s.yaml"
     suite_yaml.write_text(yaml.safe_dump({

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.harness import expand, load_suite
+from bench.harness.cells import expand
 from bench.harness.collect import collect, rsum_from_ranks, summarize, write_tables
+from bench.harness.config import load_suite
 from bench.harness.figures import make_figures
 from bench.harness.store import run_dir_for, write_atomic, write_json_atomic
 
@@ -137,7 +138,7 @@ def test_reconstructed_strategies_are_labelled_in_the_tables(filled, tmp_path):
 @pytest.mark.slow
 def test_end_to_end_with_the_real_trainer(tiny_data, tmp_path):
     """Suite -> cells -> bench.train.run_cell in the store (W&B offline) -> tables and figures."""
-    from bench.harness import topological_order
+    from bench.harness.cells import topological_order
     from bench.harness.store import run_cell_in_store
     from bench.harness.tracking import offline_runs, read_offline_run
 

@@ -5,9 +5,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.harness import ConfigError, expand, load_suite, topological_order
-from bench.harness.cells import cell_id
-from bench.harness.config import available_suites, valid_matchers, valid_strategies, validate_suite
+from bench.harness.cells import cell_id, expand, topological_order
+from bench.harness.config import (
+    ConfigError,
+    available_suites,
+    load_suite,
+    valid_matchers,
+    valid_strategies,
+    validate_suite,
+)
 
 SUITE = {
     "name": "t",

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.harness import expand, load_suite
-from bench.harness.config import RECIPES_DIR, available_recipes
+from bench.harness.cells import expand
+from bench.harness.config import RECIPES_DIR, available_recipes, load_suite
 
 PAPER_SUITES = ["dbl", "oas", "oss", "mss", "ablation", "cohort"]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from bench.harness import expand, load_suite
+from bench.harness.cells import expand
+from bench.harness.config import load_suite
 from bench.harness.store import run_cell_in_store
 
 REPO = Path(__file__).resolve().parents[1]

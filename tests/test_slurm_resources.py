@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.harness import expand, load_suite
+from bench.harness.cells import expand
+from bench.harness.config import load_suite
 from bench.harness.show import rate_mode
 from bench.harness.store import run_cell_in_store
 from bench.harness.sweep import SUBMITTED_FILE

@@ -34,7 +34,8 @@ from bench.benchmarks.bench_matchers import VOCAB_SIZE, synthetic_batch
 from bench.benchmarks.sgraf_loop import loop_scores
 from bench.evaluate import encode_all, score_matrix
 from bench.metrics import retrieval_metrics
-from bench.train import SCHEDULE_DEFAULTS, _make_optimizer, _train_step
+from bench.spec import SCHEDULE_DEFAULTS
+from bench.train import _make_optimizer, _train_step
 from strategies import StepContext
 
 DEMO = dict(embed_size=256, word_dim=64, img_dim=256)

@@ -17,7 +17,8 @@ import torch
 
 import models
 import strategies
-from bench.train import SCHEDULE_DEFAULTS, _make_optimizer, _train_step
+from bench.spec import SCHEDULE_DEFAULTS
+from bench.train import _make_optimizer, _train_step
 from strategies import StepContext
 
 #: (label, strategy, params, expected ratio to baseline, label of the competitor DBL is compared with)

@@ -1,7 +1,5 @@
 """The benchmark harness: suites -> cells (``config``, ``cells``), the result store (``store``),
-W&B tracking (``tracking``), tables (``collect``) and figures (``figures``); executors in ``jobs``."""
+W&B tracking (``tracking``), tables (``collect``) and figures (``figures``); executors in ``jobs``.
 
-from bench.harness.cells import Cell, cell_id, describe, expand, topological_order
-from bench.harness.config import ConfigError, Suite, load_suite
-
-__all__ = ["Cell", "ConfigError", "Suite", "cell_id", "describe", "expand", "load_suite", "topological_order"]
+Import the submodule you need (``from bench.harness.cells import expand``): the package itself loads
+nothing, so a training process does not pay for the suite schema (pydantic)."""

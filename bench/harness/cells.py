@@ -12,8 +12,8 @@ A cell is a plain dict (YAML/JSON-friendly, passed as is to ``bench.train.run_ce
 
 Cell id (DomainBed style): the first 12 hex digits of sha1 over the canonical JSON of what decides
 the result: dataset name and label, matcher name + overrides, strategy name + params, schedule, eval, seed and
-the ids it depends on, each over the code's defaults (a default changed in ``bench.train`` or in a matcher's
-or strategy's constructor changes the ids it reaches). Excluded: suite name, scale, labels, data paths,
+the ids it depends on, each over the code's defaults (``bench.spec.result_key``: a default changed in
+``bench.spec`` or in a matcher's or strategy's constructor changes the ids it reaches). Excluded: suite name, scale, labels, data paths,
 resources, W&B settings; the data itself is checked by its fingerprint (``bench.harness.store``).
 So the same run declared in two suites has the same id (the store may reuse it, see
 ``bench.harness.store.locate_run``), and moving the data to another disk keeps the ids.
@@ -30,10 +30,8 @@ import copy
 import functools
 import hashlib
 import itertools
-import json
 
 from bench.harness.config import (
-    DEFAULT_RESOURCES,
     SCHEDULE_REQUIRED,
     ConfigError,
     Suite,
@@ -41,88 +39,11 @@ from bench.harness.config import (
     strategy_params,
     strategy_scenario,
 )
+from bench.spec import DEFAULT_RESOURCES, canonical_json, cell_id, code_defaults  # noqa: F401 - re-exported
 
-Cell = dict
+Cell = dict  # the plain form of ``bench.spec.Cell`` (``Cell.from_dict`` / ``to_dict``)
 HASHED_KEYS = ("dataset.name", "dataset_label", "matcher", "strategy.name", "strategy.params",
-               "schedule", "eval", "seed", "depends_on")
-
-
-def canonical_json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _jsonable(v) -> bool:
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return True
-    if isinstance(v, (list, tuple)):
-        return all(_jsonable(x) for x in v)
-    return isinstance(v, dict) and all(isinstance(k, str) and _jsonable(x) for k, x in v.items())
-
-
-def _constructor_defaults(fn) -> dict:
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return {}
-    return {p.name: p.default for p in params
-            if p.name != "self" and p.default is not inspect.Parameter.empty and _jsonable(p.default)}
-
-
-def code_defaults(cell: Cell) -> dict:
-    """The result-deciding parts of ``cell`` resolved over the code's defaults: the matcher's and the
-    strategy's constructor defaults, ``bench.train.SCHEDULE_DEFAULTS`` / ``EVAL_DEFAULTS`` (schedule keys
-    that do not change a result, ``NOT_RESULT_KEYS``, left out). A default changed in the code thus
-    changes the id of every cell it reaches, and an override equal to the default does not."""
-    import models
-    import strategies
-    from bench.train import (
-        EVAL_DEFAULTS,
-        HINGE_WARMUP,
-        NOT_RESULT_KEYS,
-        SCHEDULE_DEFAULTS,
-        fill_schedule,
-        without_added_defaults,
-    )
-
-    m = dict(cell["matcher"])
-    try:
-        models.input_kind(m["name"])  # imports the registry; KeyError for an unknown matcher
-        m = {**_constructor_defaults(models._REGISTRY[m["name"]].__init__), **m}
-    except KeyError:  # an unknown matcher: validation names it; the id still exists
-        pass
-    params = dict(cell["strategy"].get("params", {}))
-    try:
-        ctor = _constructor_defaults(strategies.get(cell["strategy"]["name"]).__init__)
-    except KeyError:
-        ctor = {}
-    for k in ("base_loss", "margin", "max_violation", "hinge_warmup_epochs"):  # set from the schedule
-        ctor.pop(k, None)
-    sched = {k: v for k, v in {**SCHEDULE_DEFAULTS, **cell["schedule"]}.items() if k not in NOT_RESULT_KEYS}
-    try:  # the values the trainer will record (bench.train.fill_schedule)
-        sched = fill_schedule(sched, m["name"], cell["strategy"]["name"], params)
-    except (KeyError, TypeError, ValueError):  # an invalid cell: validation names the problem
-        pass
-    if sched.get("hinge_warmup_epochs") is None:
-        sched["hinge_warmup_epochs"] = HINGE_WARMUP.get(m["name"], 0)
-    sched = without_added_defaults(sched)  # keys added later (precision, compile) at their default: ids unchanged
-    return {"matcher": m, "strategy": [cell["strategy"]["name"], {**ctor, **params}], "schedule": sched,
-            "eval": {**EVAL_DEFAULTS, **cell["eval"]}}
-
-
-def cell_id(cell: Cell) -> str:
-    """sha1 (12 hex) of the canonical JSON of the result-deciding fields (``HASHED_KEYS``), each resolved
-    over the code's defaults (:func:`code_defaults`)."""
-    key = {
-        "dataset": [cell["dataset"]["name"], cell.get("dataset_label", cell["dataset"]["name"])],
-        **code_defaults(cell),  # matcher, strategy params, schedule, eval: over the code's defaults
-        "seed": cell["seed"],
-        "depends_on": sorted(cell.get("depends_on", [])),
-    }
-    if cell.get("anchor_checkpoint"):  # a released anchor instead of a baseline cell: its content decides
-        key["anchor_checkpoint"] = cell["anchor_checkpoint"]["sha256"]
-    return hashlib.sha1(canonical_json(key).encode()).hexdigest()[:12]
+               "schedule", "eval", "seed", "depends_on")  # bench.spec.result_key
 
 
 def scenario_of(name: str, params: dict) -> str:

@@ -10,7 +10,7 @@ The schema's facts have one owner each: matcher and strategy names come from the
 (``models.available()``, ``strategies.available()``), matcher overrides must be constructor
 arguments (``models.constructor_args``), strategy parameters (names, types, defaults, ``Literal``
 choices) come from the constructors' signatures, schedule keys and their types from
-``bench.train.SCHEDULE_DEFAULTS``. The whole layout below is a set of pydantic models built at
+``bench.spec.SCHEDULE_DEFAULTS``. The whole layout below is a set of pydantic models built at
 runtime from those owners (section "schema"): strict types, finite floats, counts >= 1, unknown keys
 forbidden, names as ``Literal`` vocabularies, each strategy's ``params``/``sweep`` checked by that
 strategy's own model (entries are a union picked by ``name``), the cross-key rules (distinct labels,
@@ -49,7 +49,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +76,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, PydanticKnownError
 
+from bench.spec import (  # noqa: F401 - DEFAULT_RESOURCES: read here by the harness
+    DEFAULT_RESOURCES,
+    EVAL_DEFAULTS,
+    RESOURCE_KEYS,
+    SCHEDULE_DEFAULTS,
+    TRAINER_STRATEGY_ARGS,
+    is_plain_name,
+)
+
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -86,7 +94,7 @@ REQUIRED = object()
 # other fact about a parameter (name, type, default, choices) comes from the constructor's
 # signature (`typing.Literal` annotations give the choices): see `strategy_params`.
 SUITE_REQUIRED_PARAMS = {"dbl": ("loss", "scenario")}
-# What a schedule key's default in bench.train.SCHEDULE_DEFAULTS cannot tell about its type (a None
+# What a schedule key's default in bench.spec.SCHEDULE_DEFAULTS cannot tell about its type (a None
 # or empty default, a closed set of strings); every other key's type is its default's.
 _SCHEDULE_TYPE_HINTS: dict[str, Any] = {
     "lr_schedule": ("step", "constant"),
@@ -101,8 +109,6 @@ _SCHEDULE_TYPE_HINTS: dict[str, Any] = {
 POSITIVE_KEYS = ("epochs", "batch_size", "max_steps_per_epoch")
 SEED_RANGE = (0, 2**32)  # numpy's seed range
 SCHEDULE_REQUIRED = ("epochs", "lr", "batch_size")
-RESOURCE_KEYS = {"gpus": int, "cpus": int, "mem_gb": int, "time_min": int, "partition": str}
-DEFAULT_RESOURCES = {"gpus": 1, "cpus": 8, "mem_gb": 64, "time_min": 24 * 60}
 
 
 class ConfigError(ValueError):
@@ -159,10 +165,8 @@ def matcher_args(name: str) -> set[str] | None:
 
 
 def schedule_keys() -> dict[str, Any]:
-    """The trainer's schedule keys (``bench.train.SCHEDULE_DEFAULTS``) -> their kind (see ``_annotation``)."""
+    """The trainer's schedule keys (``bench.spec.SCHEDULE_DEFAULTS``) -> their kind (see ``_annotation``)."""
     if "schedule" not in _valid_cache:
-        from bench.train import SCHEDULE_DEFAULTS
-
         kinds: dict[str, Any] = {}
         for k, default in SCHEDULE_DEFAULTS.items():
             if k in _SCHEDULE_TYPE_HINTS:
@@ -204,8 +208,6 @@ def _annotation(kind) -> Any:
 
 
 def _nullable_schedule_keys() -> set[str]:
-    from bench.train import SCHEDULE_DEFAULTS
-
     return {k for k, v in SCHEDULE_DEFAULTS.items() if v is None}
 
 
@@ -222,7 +224,7 @@ def strategy_scenario(name: str, params: dict) -> str:
 
 
 # Set by the trainer from the schedule (bench.train.build_strategy), not by a suite.
-_TRAINER_STRATEGY_ARGS = {"self", "base_loss", "margin", "max_violation", "hinge_warmup_epochs"}
+_TRAINER_STRATEGY_ARGS = {"self", *TRAINER_STRATEGY_ARGS}
 
 
 def strategy_params(name: str) -> dict[str, tuple[Any, Any]] | None:
@@ -888,7 +890,7 @@ def _schema() -> dict[str, type[BaseModel]]:
 
     class Eval(_Strict):
         protocols: list[Protocol] = Field(default_factory=list)
-        dev_images: Count = 1000
+        dev_images: Count = EVAL_DEFAULTS["dev_images"]
         batch_size: Count = Field(None, exclude_if=lambda v: v is None)
 
     class Dataset(_Labelled):
@@ -949,7 +951,7 @@ def _schema() -> dict[str, type[BaseModel]]:
         @field_validator("name")
         @classmethod
         def _a_folder_name(cls, name: str) -> str:
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name) or ".." in name:
+            if not is_plain_name(name):
                 raise _fail(f"{name!r} would write run folders and tables outside --root: use a plain name of "
                             "letters, digits, '.', '_', '+' or '-', without '/' or '..'")
             return name

@@ -12,7 +12,6 @@ callable, because the state on disk already says where to continue.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import submitit
+
+from bench.harness.store import run_cell_in_store
 
 
 def echo_job(x: Any) -> dict:
@@ -86,40 +87,6 @@ class CheckpointableJob:
         return submitit.helpers.DelayedSubmission(self)
 
 
-def set_cell_threads(cell: Any) -> int | None:
-    """Give torch as many intra-op threads as the cell's ``resources.cpus`` (at most the CPUs this process
-    may use), so cells that run side by side (the local executor runs as many as the CPUs hold) do not
-    each take every core. Returns the thread count set, or None when the cell names no cpus."""
-    cpus = (cell.get("resources") or {}).get("cpus") if isinstance(cell, dict) else None
-    if not cpus:
-        return None
-    import torch
-
-    threads = max(1, min(int(cpus), len(os.sched_getaffinity(0))))
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # what the cell's own child processes (loader workers) inherit
-    return threads
-
-
-@contextlib.contextmanager
-def cell_threads(cell: Any):
-    """``set_cell_threads`` for the duration of one cell, then the process's previous setting again.
-
-    Every executor (inline, local, SLURM) trains a cell with the same thread count, so a cell's numbers
-    do not depend on which executor ran it (CPU reductions may sum in another order with other counts)."""
-    import torch
-
-    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    try:
-        yield set_cell_threads(cell)
-    finally:
-        torch.set_num_threads(before)
-        if env is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = env
-
-
 class CellJob:
     """Train and evaluate one benchmark cell in the result store (resumable; see module docstring).
 
@@ -137,9 +104,7 @@ class CellJob:
         self.options = options
 
     def __call__(self) -> Any:
-        from bench.harness.store import run_cell_in_store  # lazy: keeps job pickles light
-
-        # which trains with the cell's threads (cell_threads)
+        # which trains with the cell's threads (bench.train.cell_threads)
         return run_cell_in_store(self.cell, self.root, **getattr(self, "options", {}))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:

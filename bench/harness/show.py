@@ -88,14 +88,11 @@ def recorded_step_times(root: Path) -> list[dict]:
 
 
 def _forward_passes(cell: dict) -> int:
-    """Forward passes per step a strategy needs, relative to one model (for scaling a record)."""
-    p = cell["strategy"].get("params", {})
-    name = cell["strategy"]["name"]
-    if name == "dml":
-        return int(p.get("peers", 2))
-    if name == "dbl":
-        return int(p.get("branches", 2))
-    return 1 if name == "baseline" else 2
+    """Forward passes per step a strategy needs, relative to one model (for scaling a record): one per branch,
+    as the trainer runs them."""
+    import strategies
+
+    return len(strategies.build(cell["strategy"]["name"], **cell["strategy"].get("params", {})).branches())
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from typing import Any
 import submitit
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from bench.provenance import REPO_ROOT
+
 PROFILE_DIR = REPO_ROOT / "slurm" / "profiles"
 EXECUTOR_KINDS = ("slurm", "local", "debug")
 

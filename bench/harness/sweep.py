@@ -8,7 +8,7 @@ is the source of truth for states; SLURM adds queued/running for submitted cells
 - ``inline``: one cell after another in this process (progress bar over the sweep).
 - ``local``: submitit's LocalExecutor (subprocesses on this machine), one stage after the other, as
   many cells at once as this machine's CPUs hold: a cell takes its ``resources.cpus`` (torch trains it
-  with that many threads, ``jobs.cell_threads``) and the next one starts when enough CPUs are free, so
+  with that many threads, ``bench.train.cell_threads``) and the next one starts when enough CPUs are free, so
   parallel cells never oversubscribe the cores (two 2-thread processes on 2 cores ran 6x slower).
 - ``slurm``: one job array per stage and resource shape (:func:`plan_arrays`: the cells' ``resources``
   after the cluster profile's caps; a cell the profile cannot hold is named before anything is

@@ -1,0 +1,173 @@
+"""Where and with what a result was made: the code (git commit, source fingerprint), the packages, the
+device, and the data (a cheap content fingerprint of the files a cell reads).
+
+Read by the trainer (a checkpoint records the code and data it was made with; a resume across a
+change is refused) and by the result store (a result's provenance; a result is trusted only for the
+data it was made from). Imports nothing of either.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from bench.spec import DEFAULT_DATA_ROOT
+
+#: The repository's root (the code whose commit and fingerprint are recorded).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("torch", "transformers", "wandb", "numpy", "pandas", "submitit")
+
+
+def git_info(repo: Path = REPO_ROOT) -> dict:
+    """Commit and dirty flag of the code (read-only git commands); None where git is unavailable."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                                  timeout=20, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+@functools.lru_cache(maxsize=1)
+def source_fingerprint(repo: Path = REPO_ROOT) -> str:
+    """sha1 over the Python sources that make a training run's numbers, as this process first read them
+    (paths and bytes): ``bench/`` (trainer, data, metrics, protocols, evaluation; not the harness, the
+    command line or the benchmarks), ``models/`` and ``strategies/``. What a resumed run must share with
+    the run that wrote its checkpoint: committed or not, a change of that code changes it; a commit
+    touching only docs, tests or the harness (tables, figures, scheduling) does not."""
+    skip = {"bench/harness", "bench/benchmarks", "bench/__main__.py", "bench/cli_eval.py"}
+    h = hashlib.sha1()
+    for pkg in ("bench", "models", "strategies"):
+        for p in sorted((repo / pkg).rglob("*.py")):
+            rel = p.relative_to(repo).as_posix()
+            if any(rel == s or rel.startswith(s + "/") for s in skip):
+                continue
+            h.update(f"{rel}|".encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def package_versions() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_name() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda: {torch.cuda.get_device_name(0)} (x{torch.cuda.device_count()})"
+    except Exception:  # torch missing or a broken CUDA setup: provenance must not fail
+        pass
+    return f"cpu: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def data_fingerprint(roots, edge_bytes: int = 4096, samples: int = 8, max_files: int = 10_000) -> str | None:
+    """sha1 over every data file's relative path, size, first/last ``edge_bytes`` bytes and ``samples``
+    blocks spread evenly between them; None when no file exists.
+
+    Cheap on purpose (never reads whole files: COCO features are 33 GB): it detects replaced,
+    truncated or regenerated files, not a change confined to the unsampled bytes of an unchanged-size
+    file. It reads content, not mtimes, so a copy of the same data (another disk, ``cp`` without ``-p``)
+    keeps its fingerprint and its results.
+    """
+    roots = [Path(r) for r in roots if r]
+    h = hashlib.sha1()
+    n = 0
+    for root in roots:
+        if root.is_file():
+            files = [root]
+        elif root.is_dir():
+            files = sorted(p for p in root.rglob("*") if p.is_file())
+        else:
+            continue
+        for p in files:
+            n += 1
+            if n > max_files:
+                break
+            size = p.stat().st_size
+            rel = p.name if p == root else str(p.relative_to(root))
+            h.update(f"{rel}|{size}|".encode())
+            offsets = [0] + [size * k // (samples + 1) for k in range(1, samples + 1)] + [size - edge_bytes]
+            with open(p, "rb") as f:
+                for off in sorted({max(0, o) for o in offsets}):
+                    f.seek(off)
+                    h.update(f.read(edge_bytes))
+    return h.hexdigest() if n else None
+
+
+def cell_data_files(cell: dict) -> list[Path]:
+    """The files and folders a cell's training and evaluation read: ``<data_root>/<dataset>/`` (the
+    whole ``data_root`` when it has no such folder, e.g. Karpathy JSON + images) and the vocabulary."""
+    ds = cell.get("dataset") or {}
+    data_root = Path(ds.get("data_root") or DEFAULT_DATA_ROOT)  # bench.spec.resolve's defaults
+    vocab_root = Path(ds.get("vocab_root") or data_root / "vocab")
+    name = ds.get("name", "")
+    out = [data_root / name if name and (data_root / name).is_dir() else data_root]
+    for extra in ("karpathy_json", "image_root"):
+        if ds.get(extra):
+            out.append(Path(ds[extra]))
+    vocab = vocab_root / f"{name}_vocab.json"
+    if vocab.exists():
+        out.append(vocab)
+    return out
+
+
+def cell_fingerprint(cell: dict, cache: dict | None = None) -> str | None:
+    """:func:`data_fingerprint` of the files ``cell`` reads (``cache``: one dict per pass over a suite)."""
+    key = tuple(str(p) for p in cell_data_files(cell))
+    if cache is not None and key in cache:
+        return cache[key]
+    fp = data_fingerprint(cell_data_files(cell))
+    if cache is not None:
+        cache[key] = fp
+    return fp
+
+
+def provenance(cell: dict | None = None, wall_time_s: float | None = None, fingerprint=None) -> dict:
+    """Where and with what a result was made: code, packages, machine, data, seed, wall time."""
+    return {
+        "git": git_info(),
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "device": device_name(),
+        "source_fingerprint": source_fingerprint(),  # the training code (what decides a result, README)
+        "data_fingerprint": fingerprint if fingerprint is not None or cell is None else cell_fingerprint(cell),
+        "seed": (cell or {}).get("seed"),
+        "wall_time_s": wall_time_s,
+        "argv": list(sys.argv),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def result_record(cell: dict, body: dict, wall_time_s: float | None, fingerprint=None) -> dict:
+    """What ``result.json`` holds: the trainer's result (less a ``signal`` that stopped the final test), the
+    cell and its id, and the provenance (with the code changes a resume was allowed across)."""
+    result = {k: v for k, v in body.items() if k != "signal"}
+    result.update({"cell_id": cell["id"], "cell": cell,
+                   "provenance": provenance(cell, wall_time_s=wall_time_s, fingerprint=fingerprint)})
+    if body.get("code_changes"):  # resumed across a code change (--allow-code-change): both commits
+        result["provenance"]["code_changes"] = body["code_changes"]
+    return result

@@ -1,0 +1,77 @@
+"""The id of every cell of every suite in ``bench/suites/`` at both scales, held in ``tests/golden/cell_ids.json``.
+
+A cell's id names its run folder in every result store: a change of any id orphans the results made
+under it. This test fails on any id that differs from the recorded one, on a cell added or lost.
+
+Regenerate the file ONLY when an id change is intended (and say why in the commit message)::
+
+    .venv/bin/python -m tests.test_golden_ids > tests/golden/cell_ids.json
+
+The data roots are a fixed placeholder: ids do not depend on where the data lies (``cells.cell_id``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+GOLDEN = Path(__file__).parent / "golden" / "cell_ids.json"
+SUITES_DIR = Path(__file__).resolve().parents[1] / "bench" / "suites"
+PLACEHOLDER_ROOT = "/nonexistent/data-root"
+
+
+def current_ids() -> dict:
+    """{suite: {scale: [[description, id], ...]}} for every suite file and each of both scales it has."""
+    from bench.harness.cells import describe, expand
+    from bench.harness.config import ConfigError, load_suite
+
+    old = {k: os.environ.get(k) for k in ("DATA", "VOCAB")}
+    os.environ["DATA"], os.environ["VOCAB"] = PLACEHOLDER_ROOT, PLACEHOLDER_ROOT
+    try:
+        out: dict = {}
+        for path in sorted(SUITES_DIR.glob("*.yaml")):
+            out[path.stem] = {}
+            for scale in ("smoke", "full"):
+                try:
+                    suite = load_suite(path, [f"scale={scale}"])
+                except ConfigError as e:  # a suite with one scale only (demo: smoke)
+                    if "no entry for the chosen scale" not in str(e):
+                        raise
+                    continue
+                out[path.stem][scale] = [[describe(c), c["id"]] for c in expand(suite)]
+        return out
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_cell_ids_unchanged():
+    want = json.loads(GOLDEN.read_text())
+    got = current_ids()
+    assert sorted(got) == sorted(want), "suites added or removed: regenerate (see the module docstring)"
+    problems = []
+    for suite, scales in want.items():
+        for scale, cells in scales.items():
+            have = got[suite][scale]
+            if have != cells:
+                changed = [f"{d}: {i} -> {dict(have).get(d)}" for d, i in cells if dict(have).get(d) != i]
+                added = [d for d, _ in have if d not in dict(cells)]
+                problems.append(f"{suite}/{scale}: changed {changed[:5]} added {added[:5]} "
+                                f"({len(cells)} recorded, {len(have)} now)")
+    assert not problems, "cell ids changed (existing results would be orphaned):\n" + "\n".join(problems)
+
+
+def test_golden_file_is_not_trivial():
+    want = json.loads(GOLDEN.read_text())
+    ids = [i for scales in want.values() for cells in scales.values() for _, i in cells]
+    assert len(want) >= 7 and len(ids) > 100
+    assert all(len(i) == 12 for i in ids)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(json.dumps(current_ids(), indent=1) + "\n")

@@ -1,0 +1,76 @@
+"""``python -m bench.train CONFIG --run-dir DIR``: one cell trained alone equals the same cell of a sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from bench import spec
+from bench.harness.cells import expand
+from bench.harness.config import load_suite
+from bench.harness.store import run_cell_in_store, run_dir_for
+from tests.test_store_integrity import write_suite
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def train_alone(*args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ITM_BENCH_")} | {
+        "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "bench.train", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=600)
+
+
+def comparable(run_dir):
+    r = json.loads((Path(run_dir) / "result.json").read_text())
+    with np.load(Path(run_dir) / "ranks.npz") as z:
+        ranks = {k: z[k].tolist() for k in z.files}
+    return {k: r[k] for k in ("metrics", "dev_curve", "best_epoch", "best_dev_rsum", "cell_id")}, ranks
+
+
+def test_help():
+    out = train_alone("--help")
+    assert out.returncode == 0 and "--run-dir" in out.stdout and "key=value" in out.stdout
+
+
+def test_a_cell_trained_alone_equals_the_sweeps(tiny_data, tmp_path):
+    (cell,) = expand(load_suite(write_suite(tmp_path, tiny_data, epochs=2, steps=2)))
+    root = tmp_path / "runs"
+    assert run_cell_in_store(cell, root, tracker_factory=None)["state"] == "done"
+    swept = run_dir_for(cell, root)
+    config = swept / "config.yaml"
+    assert spec.Cell.from_dict(yaml.safe_load(config.read_text())) == spec.Cell.from_dict(cell)
+
+    alone = tmp_path / "alone"
+    out = train_alone(config, "--run-dir", alone)
+    assert out.returncode == 0, out.stderr
+    assert f"cell {cell['id']} done" in out.stdout
+    for name in ("config.yaml", "log.txt", "ranks.npz", "result.json", "done", "best.pt", "last.pt"):
+        assert (alone / name).is_file(), name
+    assert sorted(p.name for p in alone.iterdir()) == sorted(p.name for p in swept.iterdir() if p.name != "wandb")
+    assert comparable(alone) == comparable(swept)
+    assert yaml.safe_load((alone / "config.yaml").read_text()) == cell
+
+    # an override of what decides the result makes another cell (another id); a free key does not
+    out = train_alone(config, "--run-dir", tmp_path / "other", "schedule.epochs=1", "schedule.log_every=1")
+    assert out.returncode == 0, out.stderr
+    other = json.loads((tmp_path / "other" / "result.json").read_text())
+    assert other["cell"]["schedule"]["epochs"] == 1 and len(other["dev_curve"]) == 1
+    assert other["cell_id"] != cell["id"] == spec.cell_id({**cell, "schedule": {**cell["schedule"], "log_every": 1}})
+
+
+def test_bad_input_is_one_clear_line(tmp_path):
+    out = train_alone(tmp_path / "none.yaml", "--run-dir", tmp_path / "r")
+    assert out.returncode == 2 and "none.yaml is not a file" in out.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"dataset": {"name": "f30k_precomp"}, "matcher": {"name": "vse_infty"},
+                                   "strategy": {"name": "baseline"}, "schedule": {"lrr": 1}}))
+    out = train_alone(bad, "--run-dir", tmp_path / "r")
+    assert out.returncode == 2 and "unknown schedule keys ['lrr']" in out.stderr
+    assert not (tmp_path / "r").exists()
