@@ -74,3 +74,24 @@ def test_bad_input_is_one_clear_line(tmp_path):
     out = train_alone(bad, "--run-dir", tmp_path / "r")
     assert out.returncode == 2 and "unknown schedule keys ['lrr']" in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_readme_train_one_cell_alone_as_written(tiny_data, tmp_path):
+    """The README's "## Train one cell alone" block, run as written in a folder laid out as after
+    `make demo` (one demo cell in results/runs/demo): the cell trained alone equals the sweep's."""
+    from tests.test_journeys import readme_sections
+
+    (block,) = [cmds for heading, cmds in readme_sections((REPO / "README.md").read_text())
+                if heading == "Train one cell alone"]
+    (cell,) = expand(load_suite(write_suite(tmp_path, tiny_data, name="demo", epochs=1, steps=2)))
+    work = tmp_path / "work"
+    (work / "results" / "runs").mkdir(parents=True)
+    (work / ".venv").symlink_to(Path(sys.prefix))
+    assert run_cell_in_store(cell, work / "results" / "runs", tracker_factory=None)["state"] == "done"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ITM_BENCH_")} | {
+        "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(block)], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    alone = work / "results" / "alone" / "demo-cell"
+    assert comparable(alone) == comparable(run_dir_for(cell, work / "results" / "runs"))
