@@ -1,6 +1,9 @@
 """Speed plumbing: per-process torch threads for cells run side by side by the local executor."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +13,8 @@ from bench.harness.config import load_suite
 from bench.harness.jobs import CellJob
 from bench.harness.slurm import make_executor, submit_array, wait_for_jobs
 from bench.harness.store import locate_run
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _tiny_suite(tmp_path, data):
@@ -124,3 +129,26 @@ def test_the_cpu_bigru_path_is_picked_by_the_batch_shape_and_both_give_the_same_
     out = padded_bigru(enc.rnn, words, lens)
     want = torch.nn.functional.normalize(enc.gpo(out.view(6, 9, 2, -1).mean(dim=2), lens), dim=-1)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_make_bench_modes_section_measures_each_cpu_mode_against_fp32():
+    """`python -m bench.benchmarks.bench_modes --quick --only sgr` (its docstring's command; `make bench`'s CPU
+    modes section): every mode a CPU cell can ask for is timed beside fp32 eager, compilation apart, and the
+    compiled run trains to fp32's losses."""
+    from bench.benchmarks import __main__ as bench_main
+
+    assert "modes" in bench_main.ORDER
+    out = subprocess.run([sys.executable, "-m", "bench.benchmarks.bench_modes", "--quick", "--only", "sgr"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    r = json.loads(text[text.index("\n{") + 1:])
+    rows = r["matchers"]["sgr"]
+    assert list(rows) == ["fp32", "fp32+compile", "bf16"]
+    assert rows["fp32"]["compile_s"] is None and rows["fp32+compile"]["compile_s"] > 0
+    assert all(v["train_samples_per_s"] > 0 and v["score_us_per_pair"] > 0 for v in rows.values())
+    assert abs(rows["fp32+compile"]["final_loss"] - rows["fp32"]["final_loss"]) < 1e-4
+    assert bench_main.section_modes(r) == text[:text.index("\n{")].splitlines()[-len(bench_main.section_modes(r)):]
+    assert sum(line.startswith("| sgr | ") for line in text.splitlines()) == 3
+    assert any(line.startswith("| sgr | fp32 | ") and "| 1.00× |" in line for line in text.splitlines())

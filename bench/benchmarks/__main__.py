@@ -22,7 +22,7 @@ from bench.benchmarks.gpu import SECTION as GPU_SECTION
 from bench.benchmarks.report import parse_only, read_section
 from bench.harness.store import REPO_ROOT, git_info
 
-ORDER = ["metrics", "matchers", "reference", "strategies", "cell", "memmap", "harness", "slurm"]
+ORDER = ["metrics", "matchers", "modes", "reference", "strategies", "cell", "memmap", "harness", "slurm"]
 
 
 def _fmt(x, nd=2):
@@ -47,7 +47,8 @@ def section_metrics(r):
 def section_matchers(r):
     tr, ev = r["training"], r["evaluation"]
     lines = ["## Matchers: training step time and pairwise evaluation throughput",
-             f"Device {r['device']}, {r['threads']} threads. Forward + backward of the hinge loss per step.", "",
+             f"Device {r['device']}, {r['threads']} threads. Forward + backward of the hinge loss per step"
+             + (f", median of {tr['steps']} step{'s' if tr['steps'] != 1 else ''} after {tr['warmup']} warm-up." if "steps" in tr else "."), "",
              f"| matcher | s/step, published size (batch {tr['published_batch']}) | "
              f"s/step, demo size (batch {tr['demo_batch']}) |", "|---|---|---|"]
     for name, v in tr["seconds_per_step"].items():
@@ -69,6 +70,12 @@ def section_matchers(r):
                   "per-call overhead is small next to it, so batching gains little here. The ≥ 10× target is "
                   "expected where the loop pays per-launch overhead (GPU) — not measured in this run."]
     return lines
+
+
+def section_modes(r):
+    from bench.benchmarks.bench_modes import section
+
+    return section(r)
 
 
 def section_reference(r):
