@@ -15,7 +15,9 @@
 
 ``compile: true`` compiles each pairwise matcher's tile scoring (``torch.compile``, static tile shapes:
 tiles are padded to one shape, so one compilation serves every tile) and, for a dual encoder, nothing
-(its score is one matmul). On CPU compilation costs minutes and gains little: it is opt-in everywhere.
+(its score is one matmul). On CPU it costs tens of seconds in every fresh cell process and gains little
+in training and nothing in scoring (``make bench``'s "Precision and compilation on CPU" in results/perf.md
+measures each mode beside fp32 eager): it is opt-in everywhere.
 
 The legacy schedule key ``amp: true`` means ``precision: bf16`` on CUDA (as before, ignored on CPU); a
 cell with ``amp: true`` and another non-default precision is refused.
