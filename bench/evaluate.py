@@ -64,12 +64,12 @@ def _encode_stream(model: Matcher, batches: Iterable[dict], encode, index_key: s
     if len(index) != n:
         raise ValueError(f"encode_all: {len(index)} {index_key} values for {n} encoded {what}s")
     order = torch.argsort(index)
-    if not torch.equal(index[order], torch.arange(n)):
+    if not torch.equal(index[order], torch.arange(n, device="cpu")):
         raise ValueError(
             f"encode_all: {index_key} of the {what} batches must be 0..{n - 1}, each once "
             "(every item of the split exactly once)"
         )
-    if torch.equal(order, torch.arange(n)):
+    if torch.equal(order, torch.arange(n, device="cpu")):
         return enc
     return slice_encoding(enc, order)
 
@@ -137,7 +137,7 @@ def score_matrix(
     if progress is None:
         progress = sys.stderr.isatty()
 
-    sims = torch.empty(n_images, n_captions, dtype=torch.float32)
+    sims = torch.empty(n_images, n_captions, dtype=torch.float32, device="cpu")  # gathered on the host
     cap_on_device = to_device(cap_enc, device)
     was_training = model.training
     model.eval()

@@ -109,7 +109,8 @@ def rank_bounds(sims, delta: float, captions_per_image: int = 5) -> tuple[tuple[
     S = _as_score_tensor(sims, captions_per_image).float()
     n_images, n_captions = S.shape
     positive = torch.zeros_like(S, dtype=torch.bool)
-    positive[torch.arange(n_captions) // captions_per_image, torch.arange(n_captions)] = True
+    cols = torch.arange(n_captions, device=S.device)
+    positive[cols // captions_per_image, cols] = True
     shift = 2.0 * float(delta) * (1 + 1e-6) + 1e-12
     lo = retrieval_ranks(torch.where(positive, S + shift, S), captions_per_image)
     hi = retrieval_ranks(torch.where(positive, S - shift, S), captions_per_image)

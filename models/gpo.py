@@ -26,12 +26,13 @@ PAD_VALUE = -1e4  # fill value of padded positions before sorting and of their s
 
 
 def sinusoidal_position_encoding(length: int, dim: int) -> torch.Tensor:
-    """[length, dim] encoding PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(same) (Vaswani et al.)."""
+    """[length, dim] encoding PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(same) (Vaswani et al.),
+    computed on the CPU (as the reference does, whatever the model's device)."""
     if dim % 2:
         raise ValueError(f"sinusoidal_position_encoding: dim must be even, got {dim}")
-    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
-    inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    pe = torch.zeros(length, dim)
+    position = torch.arange(length, dtype=torch.float32, device="cpu").unsqueeze(1)
+    inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device="cpu") * (-math.log(10000.0) / dim))
+    pe = torch.zeros(length, dim, device="cpu")
     pe[:, 0::2] = torch.sin(position * inv_freq)
     pe[:, 1::2] = torch.cos(position * inv_freq)
     return pe
@@ -51,17 +52,25 @@ class GPO(nn.Module):
         self.temperature = temperature
         self.gru = nn.GRU(d_pe, d_hidden, num_layers=1, batch_first=True, bidirectional=True)
         self.linear = nn.Linear(d_hidden, 1, bias=False)
+        self._pe: dict = {}  # (device, length) → PE on that device: a blocking host→device copy once, not per call
+
+    def position_encoding(self, length: int, device: torch.device) -> torch.Tensor:
+        key = (str(device), length)
+        if key not in self._pe:
+            self._pe[key] = sinusoidal_position_encoding(length, self.d_pe).to(device)
+        return self._pe[key]
 
     def pool_weights(self, lengths: torch.Tensor) -> torch.Tensor:
         """θ for every item: [B, max(lengths)], rows sum to 1, zero beyond each item's length.
 
-        θ depends only on N, so the generator runs once per distinct length in the batch.
+        θ depends only on N, so the generator runs once per distinct length in the batch. The lengths are read
+        on the host (``pack_padded_sequence`` takes them there): given on the CPU, no device read is needed.
         """
-        unique_lengths, inverse = torch.unique(lengths, return_inverse=True)
+        unique_lengths, inverse = torch.unique(lengths.cpu(), return_inverse=True)
         max_len = int(unique_lengths.max())
         device = self.linear.weight.device
         mask = length_mask(unique_lengths.to(device), max_len)  # [U, max_len]
-        pe = sinusoidal_position_encoding(max_len, self.d_pe).to(device)
+        pe = self.position_encoding(max_len, device)
         pe = pe.unsqueeze(0).expand(len(unique_lengths), -1, -1) * mask.unsqueeze(-1)
         packed = pack_padded_sequence(pe, unique_lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.gru(packed)
@@ -76,16 +85,17 @@ class GPO(nn.Module):
         if features.dim() != 3:
             raise ValueError(f"GPO.forward: features must be [B, N, D], got shape {tuple(features.shape)}")
         lengths = torch.as_tensor(lengths).long()
+        host = lengths.cpu()  # one device→host read per call, for the checks and the weight generator
         if lengths.shape != features.shape[:1]:
             raise ValueError(
                 f"GPO.forward: lengths must be [B]={features.shape[0]}, got shape {tuple(lengths.shape)}"
             )
-        if int(lengths.min()) < 1 or int(lengths.max()) > features.shape[1]:
+        if int(host.min()) < 1 or int(host.max()) > features.shape[1]:
             raise ValueError(
                 f"GPO.forward: lengths must lie in [1, {features.shape[1]}] (the set dimension), "
-                f"got min {int(lengths.min())}, max {int(lengths.max())}"
+                f"got min {int(host.min())}, max {int(host.max())}"
             )
-        weights = self.pool_weights(lengths)  # [B, max_len]
+        weights = self.pool_weights(host)  # [B, max_len]
         max_len = weights.shape[1]
         features = features[:, :max_len]
         pad = ~length_mask(lengths.to(features.device), max_len).unsqueeze(-1)  # [B, max_len, 1]

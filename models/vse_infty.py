@@ -303,10 +303,10 @@ class VSEInftyBert(_VSEInftyBase):
             rows.append([tok.cls_token_id, *ids, tok.sep_token_id])
         width = max(len(r) for r in rows)
         device = self.txt_enc.linear.weight.device
-        input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros(len(rows), width, dtype=torch.long)
+        input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long, device="cpu")  # built on the host
+        attention_mask = torch.zeros(len(rows), width, dtype=torch.long, device="cpu")
         for i, r in enumerate(rows):
-            input_ids[i, : len(r)] = torch.tensor(r)
+            input_ids[i, : len(r)] = torch.tensor(r, device="cpu")
             attention_mask[i, : len(r)] = 1
         return {**batch, "input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
 
@@ -319,14 +319,14 @@ class VSEInftyBert(_VSEInftyBase):
         draws: dict[int, float] = {}
         for tid, wid in zip(ids, word_ids):
             if wid not in draws:
-                draws[wid] = float(torch.rand(()))
+                draws[wid] = float(torch.rand((), device="cpu"))  # host-side, like the tokeniser
             u = draws[wid]
             if u >= p:
                 out.append(tid)
             elif u < 0.5 * p:
                 out.append(mask_id)
             elif u < 0.6 * p:
-                out.append(int(torch.randint(vocab_size, ())))
+                out.append(int(torch.randint(vocab_size, (), device="cpu")))
             # else: deleted
         return out
 

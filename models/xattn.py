@@ -56,7 +56,7 @@ class CrossAttentionMatcher(Matcher):
         images = batch["images"]
         lengths = batch.get("image_lengths")
         if lengths is None:
-            lengths = torch.full((images.shape[0],), images.shape[1])
+            lengths = torch.full((images.shape[0],), images.shape[1], device=images.device)
         lengths = _check_lengths(lengths, images.shape[1], "image_lengths").to(images.device)
         return self.img_enc(images, lengths), lengths
 

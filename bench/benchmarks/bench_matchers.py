@@ -35,11 +35,11 @@ TARGET_RATIO = 10.0
 
 def synthetic_batch(n: int, img_dim: int, seed: int = 0, max_len: int = 20, device: str = "cpu") -> dict:
     """n matched pairs: regions [n, 36, img_dim] (non-negative, like BUTD features), captions 8–20 tokens."""
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(8, max_len + 1, (n,), generator=g)
-    ids = torch.randint(4, VOCAB_SIZE, (n, max_len), generator=g) * length_mask(lengths, max_len)
-    batch = dict(images=torch.rand(n, NUM_REGIONS, img_dim, generator=g),
-                 image_lengths=torch.full((n,), NUM_REGIONS), captions=ids, caption_lengths=lengths)
+    g, cpu = torch.Generator().manual_seed(seed), "cpu"  # drawn on the host (same numbers on every device), then moved
+    lengths = torch.randint(8, max_len + 1, (n,), generator=g, device=cpu)
+    ids = torch.randint(4, VOCAB_SIZE, (n, max_len), generator=g, device=cpu) * length_mask(lengths, max_len)
+    batch = dict(images=torch.rand(n, NUM_REGIONS, img_dim, generator=g, device=cpu),
+                 image_lengths=torch.full((n,), NUM_REGIONS, device=cpu), captions=ids, caption_lengths=lengths)
     return {k: v.to(device) for k, v in batch.items()}
 
 

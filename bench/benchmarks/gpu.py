@@ -126,9 +126,9 @@ class Workload:
             return synthetic_batch(n, self.img_dim, seed=seed, device=str(self.device))
         g = torch.Generator().manual_seed(seed)
         size = self.model.image_size
-        words = torch.randint(len(self.words), (n, 12), generator=g).tolist()
+        words = torch.randint(len(self.words), (n, 12), generator=g, device="cpu").tolist()  # host draws, then moved
         tokens = self.model.prepare({"raw_captions": [" ".join(self.words[i] for i in row) for row in words]})
-        return {"pixel_values": torch.rand(n, 3, size, size, generator=g).to(self.device),
+        return {"pixel_values": torch.rand(n, 3, size, size, generator=g, device="cpu").to(self.device),
                 "input_ids": tokens["input_ids"].to(self.device),
                 "attention_mask": tokens["attention_mask"].to(self.device)}
 

@@ -51,7 +51,7 @@ def loop_scores(model: SGRAF | CrossAttentionMatcher, img: Encoding, cap: Encodi
                 sim_vec = l2norm(sim_vec, dim=-1)
             columns.append(torch.tanh(model.sim_eval(sim_vec)))
             continue
-        txt_glo = model.txt_pool(cap_c, torch.ones(1, n_word, dtype=torch.bool))
+        txt_glo = model.txt_pool(cap_c, torch.ones(1, n_word, dtype=torch.bool, device=words.device))
         local = l2norm(model.sim_local((context - cap_rep) ** 2), dim=-1)
         glob = l2norm(model.sim_global((img_glo - txt_glo) ** 2), dim=-1)
         nodes = torch.cat([glob.unsqueeze(1), local], dim=1)  # [n_img, 1+L, s]

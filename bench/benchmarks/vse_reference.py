@@ -26,9 +26,9 @@ from models.vse_infty import VSEInfty
 
 def _gpo(gpo, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Reference GPO: the weight generator over one PE sequence per item (B sequences), padding masked."""
-    b, max_len = lengths.shape[0], int(lengths.max())
-    pe = sinusoidal_position_encoding(max_len, gpo.d_pe).unsqueeze(0).repeat(b, 1, 1)
-    mask = (torch.arange(max_len).expand(b, max_len) < lengths.long().unsqueeze(1)).unsqueeze(-1)
+    b, max_len, device = lengths.shape[0], int(lengths.max()), features.device
+    pe = sinusoidal_position_encoding(max_len, gpo.d_pe).unsqueeze(0).repeat(b, 1, 1).to(device)
+    mask = (torch.arange(max_len, device=device).expand(b, max_len) < lengths.long().unsqueeze(1)).unsqueeze(-1)
     pe = pe.masked_fill(~mask, 0)
     packed = pack_padded_sequence(pe, lengths.cpu(), batch_first=True, enforce_sorted=False)
     out, _ = gpo.gru(packed)
@@ -53,7 +53,7 @@ def encode_images(model: VSEInfty, images: torch.Tensor, image_lengths: torch.Te
 def encode_captions(model: VSEInfty, captions: torch.Tensor, lengths: list[int]) -> torch.Tensor:
     """Captions sorted by length, longest first (the reference collate's order)."""
     enc = model.txt_enc
-    packed = pack_padded_sequence(enc.embed(captions), torch.tensor(lengths), batch_first=True)
+    packed = pack_padded_sequence(enc.embed(captions), torch.tensor(lengths, device="cpu"), batch_first=True)
     out, _ = enc.rnn(packed)
     out, out_len = pad_packed_sequence(out, batch_first=True)
     half = out.shape[2] // 2
@@ -77,7 +77,7 @@ def hinge(im: torch.Tensor, s: torch.Tensor, margin: float = 0.2, max_violation:
     diagonal = scores.diag().view(im.size(0), 1)
     cost_s = (margin + scores - diagonal.expand_as(scores)).clamp(min=0)
     cost_im = (margin + scores - diagonal.t().expand_as(scores)).clamp(min=0)
-    eye = torch.eye(scores.size(0)) > 0.5
+    eye = torch.eye(scores.size(0), device=scores.device) > 0.5
     cost_s, cost_im = cost_s.masked_fill_(eye, 0), cost_im.masked_fill_(eye, 0)
     if max_violation:
         cost_s, cost_im = cost_s.max(1)[0], cost_im.max(0)[0]
@@ -94,7 +94,7 @@ def train_step(model: VSEInfty, optimizer: torch.optim.Optimizer, batch: dict, g
     loss.backward()
     torch.nn.utils.clip_grad_norm_(list(model.parameters()), grad_clip)
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 # ------------------------------------------------------------------------------------------ evalrank
@@ -106,7 +106,7 @@ def evalrank(model: VSEInfty, images: torch.Tensor, image_lengths: torch.Tensor,
     n_cap = captions.shape[0]
     img_embs = cap_embs = None
     for start in range(0, n_cap, batch_size):
-        idx = torch.arange(start, min(start + batch_size, n_cap))
+        idx = torch.arange(start, min(start + batch_size, n_cap), device="cpu")
         img_idx = idx // 5
         batch = {"images": images[img_idx], "image_lengths": image_lengths[img_idx],
                  "captions": captions[idx], "caption_lengths": caption_lengths[idx]}
@@ -114,7 +114,7 @@ def evalrank(model: VSEInfty, images: torch.Tensor, image_lengths: torch.Tensor,
         img_emb, cap_emb = encode_images(model, ims, img_len), encode_captions(model, caps, lengths)
         if img_embs is None:
             img_embs, cap_embs = np.zeros((n_cap, img_emb.size(1))), np.zeros((n_cap, cap_emb.size(1)))
-        ids = idx[order].numpy()
+        ids = idx[order.cpu()].numpy()
         img_embs[ids] = img_emb.cpu().numpy().copy()
         cap_embs[ids, :] = cap_emb.cpu().numpy().copy()
         hinge(img_emb, cap_emb)  # the reference logs the loss of every evaluation batch
