@@ -69,7 +69,8 @@ class GPO(nn.Module):
         unique_lengths, inverse = torch.unique(lengths.cpu(), return_inverse=True)
         max_len = int(unique_lengths.max())
         device = self.linear.weight.device
-        mask = length_mask(unique_lengths.to(device), max_len)  # [U, max_len]
+        # host→device without a stream synchronisation (small fresh CPU tensors; no-op on the CPU)
+        mask = length_mask(unique_lengths.to(device, non_blocking=True), max_len)  # [U, max_len]
         pe = self.position_encoding(max_len, device)
         pe = pe.unsqueeze(0).expand(len(unique_lengths), -1, -1) * mask.unsqueeze(-1)
         packed = pack_padded_sequence(pe, unique_lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -78,7 +79,7 @@ class GPO(nn.Module):
         hidden = out.view(*out.shape[:2], 2, -1).mean(dim=2)  # average the two directions
         scores = self.linear(hidden).squeeze(-1).masked_fill(~mask, PAD_VALUE)
         weights = torch.softmax(scores / self.temperature, dim=1)
-        return weights[inverse.to(device)]
+        return weights[inverse.to(device, non_blocking=True)]
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Eq. 3: features [B, N, D] (positions ≥ lengths[b] are padding), lengths [B] → pooled [B, D]."""
