@@ -33,6 +33,7 @@ from bench.harness.cells import expand
 from bench.harness.config import SUITES_DIR, load_suite
 from bench.precision import RunMode
 from bench.train import _set_up, _train_step, evaluate_dev, run_cell
+from tests.test_matchers_train import SMALL  # the small size of every matcher
 
 REPO = Path(__file__).resolve().parents[1]
 FACTORIES = {torch.arange, torch.as_tensor, torch.asarray, torch.empty, torch.empty_strided, torch.eye, torch.full,
@@ -73,17 +74,6 @@ def test_the_check_catches_a_tensor_made_without_a_device():
 
 
 # ------------------------------------------------------------------------------------------ the trainer
-SMALL = {
-    "vse_infty": {"embed_size": 32, "word_dim": 16},
-    "sgr": {"embed_size": 32, "word_dim": 16, "sim_dim": 16},
-    "saf": {"embed_size": 32, "word_dim": 16, "sim_dim": 16},
-    "xattn": {"embed_size": 32, "word_dim": 16, "sim_dim": 16},
-    "clip": {"preset": "tiny"},
-    "vse_infty_bert": {"embed_size": 32, "bert_config": {"hidden_size": 32, "num_hidden_layers": 1,
-                                                         "num_attention_heads": 2, "intermediate_size": 64}},
-}
-
-
 def suite_strategies() -> list[dict]:
     """Every strategy configuration (name and parameters) that a suite runs."""
     seen = {}
@@ -149,7 +139,7 @@ def test_bf16_steps_place_their_tensors(tiny_data, tmp_path, matcher):
 
 
 # ------------------------------------------------------------------------------- make bench-gpu's pieces
-@pytest.mark.parametrize("name", ["vse_infty", "sgr", "saf", "xattn", "clip"])
+@pytest.mark.parametrize("name", gpu.MATCHERS)
 def test_bench_gpu_timings_place_their_tensors(name):
     work = gpu.Workload(name, dict(gpu.QUICK), torch.device("cpu"))
     state = copy.deepcopy(work.model.state_dict())
