@@ -69,12 +69,17 @@ def build(name: str, **params) -> Strategy:
     """Build strategy ``name``; unknown parameters raise a TypeError naming the valid ones."""
     cls = get(name)
     try:
-        return cls(**params)
+        strategy = cls(**params)
     except TypeError as e:
         import inspect
 
         valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
         raise TypeError(f"strategy {name!r}: {e}. Valid parameters: {', '.join(valid)}") from e
+    ema = [b.name for b in strategy.branches() if b.update.startswith("ema:")]
+    if ema and cls.momentum is Strategy.momentum:  # found here, before any training, not at the first EMA step
+        raise TypeError(f"strategy {name!r}: branch(es) {', '.join(ema)} follow another by EMA but {cls.__name__} "
+                        "defines no momentum(step, total_steps): add one (strategies/momentum.py has an example)")
+    return strategy
 
 
 __all__ = ["Branch", "StepContext", "Strategy", "available", "build", "get", "reconstruction_note", "register"]

@@ -179,3 +179,23 @@ def test_infonce_base_loss_uses_the_branch_logit_scale():
     scale = torch.tensor(math.log(1 / 0.07))
     out = s.losses(sc, StepContext(epoch=0, step=0, total_steps=1, logit_scales={"target": scale}))
     assert torch.allclose(out["target"], L.infonce(sc["target"], scale))
+
+
+def test_a_strategy_with_an_ema_branch_but_no_momentum_is_refused_when_built(monkeypatch):
+    """The missing momentum is named when the strategy is built (before any training), not at the first EMA step."""
+    from strategies.base import Branch, Strategy
+
+    class Unfinished(Strategy):
+        name = "unfinished"
+
+        def branches(self):
+            return [Branch("shade", init="copy:target", update="ema:target", mode="eval"), Branch("target")]
+
+        def losses(self, scores, ctx):
+            return {"target": self.base(scores["target"], ctx, "target")}
+
+    monkeypatch.setitem(strategies._REGISTRY, "unfinished", Unfinished)
+    with pytest.raises(TypeError, match=r"strategy 'unfinished': branch\(es\) shade follow another by EMA but "
+                                        r"Unfinished defines no momentum"):
+        strategies.build("unfinished")
+    assert strategies.build("momentum").momentum(0, 10) > 0  # a strategy that defines it builds as before
