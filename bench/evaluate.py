@@ -63,13 +63,13 @@ def _encode_stream(model: Matcher, batches: Iterable[dict], encode, index_key: s
     index = torch.cat(indices)
     if len(index) != n:
         raise ValueError(f"encode_all: {len(index)} {index_key} values for {n} encoded {what}s")
-    order = torch.argsort(index)
-    if not torch.equal(index[order], torch.arange(n, device="cpu")):
+    order, identity = torch.argsort(index), torch.arange(n, device="cpu")
+    if not torch.equal(index[order], identity):
         raise ValueError(
             f"encode_all: {index_key} of the {what} batches must be 0..{n - 1}, each once "
             "(every item of the split exactly once)"
         )
-    if torch.equal(order, torch.arange(n, device="cpu")):
+    if torch.equal(order, identity):
         return enc
     return slice_encoding(enc, order)
 

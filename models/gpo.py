@@ -73,7 +73,7 @@ class GPO(nn.Module):
         mask = length_mask(unique_lengths.to(device, non_blocking=True), max_len)  # [U, max_len]
         pe = self.position_encoding(max_len, device)
         pe = pe.unsqueeze(0).expand(len(unique_lengths), -1, -1) * mask.unsqueeze(-1)
-        packed = pack_padded_sequence(pe, unique_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(pe, unique_lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=max_len)
         hidden = out.view(*out.shape[:2], 2, -1).mean(dim=2)  # average the two directions

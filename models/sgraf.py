@@ -290,8 +290,9 @@ class SGRAF(Matcher):
             raise ValueError(f"models/sgraf.py: images have {n_reg} regions but the model was built with "
                              f"num_regions={self.num_regions}; build it with num_regions={n_reg}")
         lengths = batch.get("image_lengths")
-        lengths = torch.full((n,), n_reg, device=images.device) if lengths is None else _check_lengths(lengths, n_reg, "image_lengths")
-        lengths = lengths.to(images.device)
+        if lengths is None:
+            lengths = torch.full((n,), n_reg, device=images.device)
+        lengths = _check_lengths(lengths, n_reg, "image_lengths").to(images.device)
         images = F.pad(images, (0, 0, 0, self.num_regions - n_reg))  # BN has one channel per region index
         regions = self.img_enc(images, lengths)
         return regions, lengths, self.img_pool(regions, length_mask(lengths, self.num_regions))
