@@ -6,6 +6,7 @@
     status SUITE [key=value …]             every cell's state with its log path
     show SUITE [key=value …]               cells a sweep would run, resolved recipes, estimated hours
     collect SUITE [key=value …]            tables (md, tex, csv) and figures
+    migrate [--root DIR] [--dry-run]       move run folders made before a change of cell ids to their ids now
     demo                                   the demo suite end to end, then its table
     sync [PATH]                            upload offline W&B runs (wandb sync)
     readme                                 put the demo table into README.md
@@ -38,25 +39,34 @@ def _rates_arg(p):
                    help="GPU rates of make bench-gpu for time estimates (default results/gpu-rates.json if present)")
 
 
-def _store_args(p):
+def _store_args(p, force_help: str):
+    """The options of how a cell runs (``bench.run_folder.RunOptions``; :func:`run_options` reads them)."""
+    p.add_argument("--force", action="store_true", help=force_help)
     p.add_argument("--wait-lock", action="store_true",
                    help="wait for a cell another process is training instead of skipping it")
     p.add_argument("--allow-code-change", action="store_true",
                    help="resume a checkpoint written by other code (both commits are recorded in the provenance)")
 
 
+def run_options(args):
+    """The :class:`bench.run_folder.RunOptions` of a ``run`` or ``sweep`` command line."""
+    from bench.run_folder import RunOptions
+
+    return RunOptions(force=args.force, wait_lock=args.wait_lock, allow_code_change=args.allow_code_change)
+
+
 def check_data_roots(suite, cells) -> None:
     """Before any cell trains: every dataset has a data root (else the trainer would read its built-in
     default, data/synth-demo, under a real dataset's name) and that root is a folder."""
-    for ds in {c["dataset"]["name"]: c["dataset"] for c in cells}.values():
-        root = ds.get("data_root")
+    for ds in {c.dataset.name: c.dataset for c in cells}.values():
+        root = ds.data_root
         if root is None:
-            fail(f"{suite.path}: dataset {ds['name']} has no data root: set `data_root` on the dataset or the suite "
+            fail(f"{suite.path}: dataset {ds.name} has no data root: set `data_root` on the dataset or the suite "
                  "(or an override data_root=DIR), or the DATA environment variable")
         if not Path(root).is_dir():
             why = "is not a folder" if Path(root).exists() else "does not exist"
             env = " (from the DATA environment variable)" if os.environ.get("DATA") == root else ""
-            fail(f"{suite.path}: the data root {root} of dataset {ds['name']}{env} {why}; point data_root at the "
+            fail(f"{suite.path}: the data root {root} of dataset {ds.name}{env} {why}; point data_root at the "
                  "folder holding <dataset>/ and vocab/ (python -m bench.data.synth writes one)")
 
 
@@ -67,13 +77,12 @@ def cmd_run(args):
 
     suite = load_suite(args.suite, args.overrides)
     cells = expand(suite)
-    match = [c for c in cells if c["id"].startswith(args.cell)]
+    match = [c for c in cells if c.id.startswith(args.cell)]
     if len(match) != 1:
-        ids = ", ".join(f"{c['id']} ({c['matcher_label']}/{c['strategy']['label']}/seed {c['seed']})" for c in cells)
+        ids = ", ".join(f"{c.id} ({c.matcher_label}/{c.strategy.label}/seed {c.seed})" for c in cells)
         fail(f"--cell {args.cell!r} matches {len(match)} cells of suite {suite.name}; cells: {ids}")
     check_data_roots(suite, match)
-    out = run_cell_in_store(match[0], args.root, force=args.force, wait_lock=args.wait_lock,
-                            allow_code_change=args.allow_code_change)
+    out = run_cell_in_store(match[0], args.root, run_options(args))
     print(f"{out['state']}: {out['run_dir']}")
     if out.get("signal") and out["state"] == "done":
         sys.exit(f"stopped by {out['signal']} during the final evaluation: the cell finished and its result is kept")
@@ -115,9 +124,8 @@ def cmd_sweep(args):
 
             plan_arrays(cells, load_profile(args.cluster or "local"))
         check_data_roots(suite, cells)
-        report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, force=args.force,
-                   retry_failed=args.retry_failed, wait=not args.no_wait, wait_lock=args.wait_lock,
-                   allow_code_change=args.allow_code_change)
+        report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, options=run_options(args),
+                       retry_failed=args.retry_failed, wait=not args.no_wait)
     except (ProfileError, ResourceError) as e:  # named before anything is submitted
         _bad_input(str(e).replace("\n", "\n  "))
     _report(suite, report)
@@ -176,13 +184,7 @@ def cmd_show(args):
 def cmd_collect(args):
     from bench.harness import collect
 
-    tables = getattr(args, "tables", None) or str(collect.TABLES_DIR)
-    argv = [args.suite, *args.overrides, "--root", args.root, "--tables", tables]
-    if getattr(args, "figures", None):
-        argv += ["--figures", args.figures]
-    argv += ["--overwrite"] if getattr(args, "overwrite", False) else []
-    argv += ["--pool-mixed-code"] if getattr(args, "pool_mixed_code", False) else []
-    paths = collect.main(argv)
+    paths = collect.run(args)
     print(paths["md"].read_text())  # the suite's own table (its `name:`, not the file's stem)
 
 
@@ -195,9 +197,18 @@ def cmd_demo(args):
     # one 2-thread cell at a time on 2 cores); each line printed is a cell that finished.
     report = sweep(suite, executor="local", root=args.root)
     _report(suite, report)
-    cmd_collect(argparse.Namespace(suite="demo", overrides=args.overrides, root=args.root))
+    cmd_collect(build_parser().parse_args(["collect", "demo", *args.overrides, "--root", args.root]))
     print(f"W&B runs (offline unless you have an API key): {args.root}/demo/<cell>/wandb — `make sync` uploads "
           "them; figures: results/figures/demo/; `make readme` puts this table into README.md")
+
+
+def cmd_migrate(args):
+    from bench.harness.migrate import migrate
+
+    root = Path(args.root)
+    if not root.is_dir():
+        fail(f"--root {root} is not a folder: give the result store to migrate (default {DEFAULT_ROOT})")
+    migrate(root, dry_run=args.dry_run)
 
 
 def cmd_sync(args):
@@ -252,20 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train one cell in this process")
     _suite_args(p)
     p.add_argument("--cell", required=True, help="cell id (or a unique prefix)")
-    p.add_argument("--force", action="store_true")
-    _store_args(p)
+    _store_args(p, "train the cell again from scratch (a done result is replaced when the new one is complete)")
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("sweep", help="run the pending cells of a suite")
     _suite_args(p)
     p.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline")
     p.add_argument("--cluster", default=None, help="SLURM profile name or path (slurm/profiles/*.yaml)")
-    p.add_argument("--force", action="store_true", help="re-run every cell (done ones are replaced when complete)")
     p.add_argument("--retry-failed", action="store_true", help="re-run only the failed cells")
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
     p.add_argument("--dry-run", action="store_true",
                    help="slurm: print each job array's #SBATCH header and cells; submit nothing")
     _rates_arg(p)
-    _store_args(p)
+    _store_args(p, "re-run every cell (done ones are replaced when complete)")
     p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("status", help="every cell's state")
     _suite_args(p)
@@ -276,18 +285,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_show)
     p = sub.add_parser("collect", help="tables and figures")
     _suite_args(p)
-    p.add_argument("--tables", default=None, help="folder for the tables (default results/tables)")
-    p.add_argument("--figures", default=None, help="folder for the figures (default results/figures)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="let a suite other than bench/suites/<name>.yaml (or with overrides) replace <name>'s "
-                        "committed tables and figures")
-    p.add_argument("--pool-mixed-code", action="store_true",
-                   help="pool results of different training code (each row's version is listed)")
+    from bench.harness.collect_options import add_arguments as add_collect_arguments
+
+    add_collect_arguments(p)
     p.set_defaults(fn=cmd_collect)
     p = sub.add_parser("demo", help="the demo suite end to end")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--root", default=str(DEFAULT_ROOT))
     p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("migrate", help="move run folders made before a change of cell ids to their ids now")
+    p.add_argument("--root", default=str(DEFAULT_ROOT), help="result store (default results/runs)")
+    p.add_argument("--dry-run", action="store_true", help="print the moves, change nothing")
+    p.set_defaults(fn=cmd_migrate)
     p = sub.add_parser("sync", help="upload offline W&B runs")
     p.add_argument("paths", nargs="*")
     p.add_argument("--root", default=str(REPO_ROOT / "results"))

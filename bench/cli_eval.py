@@ -25,7 +25,6 @@ from pathlib import Path
 # torch, numpy and tqdm are imported inside the functions: registering the subcommands must not
 # slow down every other `python -m bench` command.
 
-EXPORTABLE = ("vse_infty", "vse_infty_bert", "sgr", "saf", "xattn")
 
 
 class EvaluateError(ValueError):
@@ -63,13 +62,12 @@ def _data_for(matcher_name: str, dataset: str, data_root: str, vocab_root: str |
               batch_size: int):
     """The trainer's view of the data for ``matcher_name`` (same vocabulary and sizes as a training cell)."""
     import models
+    from bench import spec
     from bench.data.open import open_data
-    from bench.train import resolve
 
-    cell = resolve({"dataset": {"name": dataset, "data_root": data_root,
-                                **({"vocab_root": vocab_root} if vocab_root else {})},
-                    "matcher": {"name": matcher_name}, "strategy": {"name": "baseline", "params": {}},
-                    "eval": {"protocols": protocols, "batch_size": batch_size}})
+    cell = spec.resolve(spec.Cell(dataset=spec.Dataset(dataset, data_root=data_root, vocab_root=vocab_root),
+                                  matcher=spec.MatcherSpec(matcher_name), strategy=spec.StrategySpec("baseline"),
+                                  eval=spec.Eval(protocols=protocols, batch_size=batch_size)))
     return cell, open_data(cell, models.input_kind(matcher_name))
 
 
@@ -187,18 +185,23 @@ def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protoco
     return result, ranks
 
 
-COLUMNS = (("i2t_r1", "i2t R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10"), ("t2i_r1", "t2i R@1"),
-           ("t2i_r5", "R@5"), ("t2i_r10", "R@10"), ("rsum", "RSUM"), ("i2t_medr", "i2t medr"),
-           ("i2t_meanr", "meanr"), ("t2i_medr", "t2i medr"), ("t2i_meanr", "meanr"))
+#: The printed headers of ``bench.metrics.REPORT_KEYS``, in their order.
+COLUMN_LABELS = ("i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10", "RSUM", "i2t medr", "meanr", "t2i medr", "meanr")
+
+
+def _columns() -> tuple:
+    from bench.metrics import REPORT_KEYS
+
+    return tuple(zip(REPORT_KEYS, COLUMN_LABELS, strict=True))
 
 
 def format_table(result: dict) -> str:
     """The printed table: one row per protocol (and per COCO 1K fold, then their average)."""
-    head = f"{'protocol':<14}" + "".join(f"{h:>10}" for _, h in COLUMNS)
+    head = f"{'protocol':<14}" + "".join(f"{h:>10}" for _, h in _columns())
     lines = [head, "-" * len(head)]
 
     def row(label, m):
-        return f"{label:<14}" + "".join(f"{m[k]:>10.1f}" for k, _ in COLUMNS)
+        return f"{label:<14}" + "".join(f"{m[k]:>10.1f}" for k, _ in _columns())
 
     for n, m in result["metrics"].items():
         for i, f in enumerate(result["folds"].get(n, [])):
@@ -255,6 +258,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "official") -> P
     from bench import checkpoint as ckpt
     from bench.data.precomp import vocab_path
     from bench.data.vocab import MASK, load_vocab
+    from bench.spec import default_vocab_root
     from models import official
 
     if fmt != "official":
@@ -270,15 +274,15 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "official") -> P
         raise EvaluateError(f"{run_dir} has no best.pt: give a finished run folder (results/runs/<suite>/<cell-id>)")
     state = ckpt.load(best)
     name = state["matcher"]["name"]
-    if name not in EXPORTABLE:
+    if name not in official.EXPORTABLE:
         raise EvaluateError(f"{best}: matcher {name!r} has no official checkpoint layout; exportable: "
-                            f"{', '.join(EXPORTABLE)}")
+                            f"{', '.join(official.EXPORTABLE)}")
     cfg_path = run_dir / "config.yaml"
     cell = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
     ds = cell.get("dataset") or {}
     dataset = ds.get("name", "f30k_precomp")
     words = state.get("vocab_size")
-    vocab_root = ds.get("vocab_root") or (str(Path(ds["data_root"]) / "vocab") if ds.get("data_root") else None)
+    vocab_root = ds.get("vocab_root") or (default_vocab_root(ds["data_root"]) if ds.get("data_root") else None)
     if vocab_root and Path(vocab_path(vocab_root, dataset)).is_file():
         vocab = load_vocab(vocab_path(vocab_root, dataset))
         words = len([w for w in vocab.word2idx if w != MASK])  # the file's words: the reference adds <mask>

@@ -3,7 +3,7 @@
 The input is a score matrix S [n_images, n_captions] (rows images, columns captions) where caption
 c belongs to image c // captions_per_image (SCAN precomp layout, 5 captions per image).
 
-Definitions (docs: /work/shared/spec/evaluation.md), with 0-based ranks:
+Definitions (docs/evaluation.md), with 0-based ranks:
     i2t rank of image i   = best position among its captions in row i sorted descending
     t2i rank of caption c = position of image c // cpi in column c sorted descending
     R@K   = 100 * fraction of queries with rank < K, K in {1, 5, 10}
@@ -34,6 +34,10 @@ METRIC_KEYS = (
     "rsum",
 )  # fmt: skip
 RECALL_KEYS = tuple(f"{d}_r{k}" for d in ("i2t", "t2i") for k in RECALL_KS)
+RANK_KEYS = tuple(f"{d}_{r}" for d in ("i2t", "t2i") for r in ("medr", "meanr"))
+#: The metrics in the order tables and reports list them: recalls, RSUM, then the ranks (the one home of the
+#: metric names: every table, W&B summary and ``python -m bench evaluate`` reads them here).
+REPORT_KEYS = (*RECALL_KEYS, "rsum", *RANK_KEYS)
 
 # Elements of S compared per chunk: bounds the temporary boolean block (and its int64 reductions).
 _CHUNK_ELEMENTS_CPU = 1 << 18  # ~1 MB of float32: both comparisons of a block hit the cache

@@ -5,7 +5,7 @@
     coco_5k : COCO ``testall`` evaluated whole
 
 COCO 1K is always the 5 folds of ``testall``, never the 1,000-image ``test`` split alone (that
-gives higher, unfair numbers; spec: /work/shared/spec/evaluation.md).
+gives higher, unfair numbers; docs/evaluation.md).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from bench.spec import DEFAULT_DATA_ROOT
+from bench import spec
 
 #: The repository's root (the code whose commit and fingerprint are recorded).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -114,24 +114,20 @@ def data_fingerprint(roots, edge_bytes: int = 4096, samples: int = 8, max_files:
     return h.hexdigest() if n else None
 
 
-def cell_data_files(cell: dict) -> list[Path]:
+def cell_data_files(cell: spec.Cell) -> list[Path]:
     """The files and folders a cell's training and evaluation read: ``<data_root>/<dataset>/`` (the
     whole ``data_root`` when it has no such folder, e.g. Karpathy JSON + images) and the vocabulary."""
-    ds = cell.get("dataset") or {}
-    data_root = Path(ds.get("data_root") or DEFAULT_DATA_ROOT)  # bench.spec.resolve's defaults
-    vocab_root = Path(ds.get("vocab_root") or data_root / "vocab")
-    name = ds.get("name", "")
+    ds = spec.resolve_dataset(cell.dataset)  # the trainer's defaults of the paths
+    data_root, vocab_root, name = Path(ds.data_root), Path(ds.vocab_root), ds.name
     out = [data_root / name if name and (data_root / name).is_dir() else data_root]
-    for extra in ("karpathy_json", "image_root"):
-        if ds.get(extra):
-            out.append(Path(ds[extra]))
+    out += [Path(extra) for extra in (ds.karpathy_json, ds.image_root) if extra]
     vocab = vocab_root / f"{name}_vocab.json"
     if vocab.exists():
         out.append(vocab)
     return out
 
 
-def cell_fingerprint(cell: dict, cache: dict | None = None) -> str | None:
+def cell_fingerprint(cell: spec.Cell, cache: dict | None = None) -> str | None:
     """:func:`data_fingerprint` of the files ``cell`` reads (``cache``: one dict per pass over a suite)."""
     key = tuple(str(p) for p in cell_data_files(cell))
     if cache is not None and key in cache:
@@ -142,7 +138,7 @@ def cell_fingerprint(cell: dict, cache: dict | None = None) -> str | None:
     return fp
 
 
-def provenance(cell: dict | None = None, wall_time_s: float | None = None, fingerprint=None) -> dict:
+def provenance(cell: spec.Cell | None = None, wall_time_s: float | None = None, fingerprint=None) -> dict:
     """Where and with what a result was made: code, packages, machine, data, seed, wall time."""
     return {
         "git": git_info(),
@@ -154,7 +150,7 @@ def provenance(cell: dict | None = None, wall_time_s: float | None = None, finge
         "device": device_name(),
         "source_fingerprint": source_fingerprint(),  # the training code (what decides a result, README)
         "data_fingerprint": fingerprint if fingerprint is not None or cell is None else cell_fingerprint(cell),
-        "seed": (cell or {}).get("seed"),
+        "seed": cell.seed if cell is not None else None,
         "wall_time_s": wall_time_s,
         "argv": list(sys.argv),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
@@ -162,11 +158,11 @@ def provenance(cell: dict | None = None, wall_time_s: float | None = None, finge
     }
 
 
-def result_record(cell: dict, body: dict, wall_time_s: float | None, fingerprint=None) -> dict:
+def result_record(cell: spec.Cell, body: dict, wall_time_s: float | None, fingerprint=None) -> dict:
     """What ``result.json`` holds: the trainer's result (less a ``signal`` that stopped the final test), the
-    cell and its id, and the provenance (with the code changes a resume was allowed across)."""
+    cell (its plain form) and its id, and the provenance (with the code changes a resume was allowed across)."""
     result = {k: v for k, v in body.items() if k != "signal"}
-    result.update({"cell_id": cell["id"], "cell": cell,
+    result.update({"cell_id": cell.id, "cell": cell.to_dict(),
                    "provenance": provenance(cell, wall_time_s=wall_time_s, fingerprint=fingerprint)})
     if body.get("code_changes"):  # resumed across a code change (--allow-code-change): both commits
         result["provenance"]["code_changes"] = body["code_changes"]

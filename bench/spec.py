@@ -18,40 +18,92 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
 import re
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bench.schedule_limits import schedule_limit_problem
+from bench.precision import PRECISIONS
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The values a numeric schedule key may take: ``low`` (allowed itself when ``low_ok``) up to ``high``
+    (None: no bound); ``why`` says what a value outside means. A list key's items are checked one by one."""
+
+    low: float
+    low_ok: bool = True
+    high: float | None = None
+    why: str = ""
+
+    def problem(self, value) -> str | None:
+        """What is wrong with ``value`` (None: nothing; a value of another type is the schema's to name)."""
+        for v in value if isinstance(value, list) else [value]:
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                continue
+            if v < self.low or (v == self.low and not self.low_ok) or (self.high is not None and v > self.high):
+                rng = f"{'>=' if self.low_ok else '>'} {self.low}" + (f" and <= {self.high}" if self.high is not None else "")
+                item = f" (item {v!r})" if isinstance(value, list) else ""
+                return f"must be {rng}, got {value!r}{item}: {self.why}"
+        return None
+
+
+def _key(default, *, limit: Limit | None = None, choices: tuple | None = None, required: bool = False,
+         result: bool = True, added: bool = False):
+    """A schedule key: its default, range (``limit``) or ``choices``; its type is the field's annotation.
+    ``required``: a suite must give it (per matcher and dataset); ``result=False``: it does not change a
+    result (free to change between a run and its resume; not in the cell id); ``added``: added after
+    results existed, so at its default it stays out of the cell id (every earlier id unchanged)."""
+    meta = {"limit": limit, "choices": choices, "required": required, "result": result, "added": added}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+_COUNT = "a count of 0 or less trains nothing"
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """How a cell trains. Suites override these per matcher/dataset (published values live in the suites)."""
+    """How a cell trains: every schedule fact once (type: the annotation; default, range, choices: ``_key``).
+    The suite schema (``bench.harness.schema``) and :func:`resolve` both read it; the published values live
+    in the recipes (``bench/recipes/``)."""
 
-    epochs: int = 2
-    batch_size: int = 128
-    lr: float = 2e-4
-    lr_schedule: str = "step"  # "step": ×lr_decay at each epoch in lr_decay_epochs; "constant"
-    lr_decay_epochs: list = field(default_factory=list)
-    lr_decay: float = 0.1
-    weight_decay: float | None = None  # None: the matcher's published value (its class attribute weight_decay)
-    grad_clip: float = 2.0
-    margin: float = 0.2
-    max_violation: bool = True
-    hinge_warmup_epochs: int | None = None  # None: the matcher's own (its hinge_warmup_epochs); 0 from a checkpoint
-    caption_aug: bool | None = None  # caption-token augmentation; None: the matcher's own (on for VSE∞, else off)
-    workers: int = 0
-    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
-    max_steps_per_epoch: int | None = None
-    log_every: int = 10
-    amp: bool = False  # legacy: True = precision bf16 on CUDA (ignored on CPU); kept so existing cell ids stay
-    precision: str = "fp32"  # fp32 | tf32 | bf16 (bench.precision; the reference programs train in fp32)
-    compile: bool = False  # torch.compile the pairwise matchers' tile scoring (bench.precision)
+    epochs: int = _key(2, limit=Limit(1, why=_COUNT), required=True)
+    batch_size: int = _key(128, limit=Limit(1, why=_COUNT), required=True)
+    lr: float = _key(2e-4, limit=Limit(0, False, why="an lr of 0 learns nothing and one below 0 climbs the loss"),
+                     required=True)
+    lr_schedule: str = _key("step", choices=("step", "constant"))  # step: ×lr_decay at each of lr_decay_epochs
+    lr_decay_epochs: list[int] = _key([], limit=Limit(0, why="epoch numbers (0-based) at which the lr decays"))
+    lr_decay: float = _key(0.1, limit=Limit(0, False, 1, "the lr is multiplied by it at each of lr_decay_epochs: 1 keeps "
+                                                        "it, 0 or less stops or reverses learning, above 1 grows it"))
+    # None: the matcher's published value (its class attribute weight_decay)
+    weight_decay: float | None = _key(None, limit=Limit(0, why="a weight decay below 0 pushes the weights to grow"))
+    grad_clip: float = _key(2.0, limit=Limit(0, why="the largest gradient norm (0 turns clipping off); below 0 it "
+                                                    "flips the gradient into an ascent"))
+    margin: float = _key(0.2, limit=Limit(0, why="the hinge margin; below 0 the loss is satisfied by ranking a "
+                                                 "negative first"))
+    max_violation: bool = _key(True)
+    # None: the matcher's own (its hinge_warmup_epochs); 0 for a strategy that starts from a checkpoint
+    hinge_warmup_epochs: int | None = _key(None, limit=Limit(0, why="a count of epochs"))
+    # caption-token augmentation; None: the matcher's own (on for VSE∞, else off)
+    caption_aug: bool | None = _key(None)
+    workers: int = _key(0, limit=Limit(0, why="a count of data-loader processes (0: in the training process)"),
+                        result=False)
+    # also checkpoint every N steps inside an epoch (0: at epoch ends only)
+    checkpoint_every: int = _key(0, limit=Limit(0, why="a count of steps (0: at epoch ends only)"), result=False)
+    max_steps_per_epoch: int | None = _key(None, limit=Limit(1, why=_COUNT + " (null: no limit)"))
+    log_every: int = _key(10, limit=Limit(1, why="log every N steps: 0 would divide by zero at the first step"),
+                          result=False)
+    amp: bool = _key(False)  # legacy: True = precision bf16 on CUDA (ignored on CPU); kept so existing cell ids stay
+    # fp32 | tf32 | bf16 (bench.precision; the reference programs train in fp32)
+    precision: str = _key("fp32", choices=PRECISIONS, added=True)
+    compile: bool = _key(False, added=True)  # torch.compile the pairwise matchers' tile scoring (bench.precision)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Schedule:
@@ -69,19 +121,50 @@ def _defaults(cls) -> dict:
     return {f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default) for f in fields(cls)}
 
 
+def _schedule_facts(fact: str) -> dict:
+    return {f.name: f.metadata[fact] for f in fields(Schedule) if f.metadata.get(fact)}
+
+
 #: The schedule's keys and defaults (read at call time: a test may change one and see the ids move).
 SCHEDULE_DEFAULTS: dict[str, Any] = _defaults(Schedule)
+#: The values each numeric schedule key may take (``Schedule``'s ``limit``s).
+SCHEDULE_LIMITS: dict[str, Limit] = _schedule_facts("limit")
+#: The closed sets of values of the string keys (``Schedule``'s ``choices``).
+SCHEDULE_CHOICES: dict[str, tuple] = _schedule_facts("choices")
+#: Keys a suite must give for every matcher and dataset.
+SCHEDULE_REQUIRED = tuple(_schedule_facts("required"))
 #: Schedule keys added after results existed: at their default they stay out of a cell's result key,
 #: so every existing id is unchanged.
-ADDED_SCHEDULE_DEFAULTS = {"precision": "fp32", "compile": False}
+ADDED_SCHEDULE_DEFAULTS = {k: SCHEDULE_DEFAULTS[k] for k in _schedule_facts("added")}
 #: Schedule keys that do not change a result (free to change between a run and its resume).
-NOT_RESULT_KEYS = ("workers", "checkpoint_every", "log_every")
+NOT_RESULT_KEYS = tuple(f.name for f in fields(Schedule) if not f.metadata["result"])
+
+
+def schedule_types() -> dict[str, Any]:
+    """Each schedule key's type, from ``Schedule``'s annotations (``int``, ``float | None``, ``list[int]`` …)."""
+    return typing.get_type_hints(Schedule)
+
+
+def schedule_limit_problem(key: str, value) -> str | None:
+    """What is wrong with ``value`` for schedule ``key`` under ``SCHEDULE_LIMITS`` (None: nothing)."""
+    if key not in SCHEDULE_LIMITS or value is None or isinstance(value, bool):
+        return None
+    return SCHEDULE_LIMITS[key].problem(value)
+
+
 #: Strategy constructor arguments the trainer sets from the matcher and the schedule, never a suite.
 TRAINER_STRATEGY_ARGS = ("base_loss", "margin", "max_violation", "hinge_warmup_epochs")
 #: Captions per image of every dataset the readers know (a different value enters the result key).
 DEFAULT_CAPTIONS_PER_IMAGE = 5
 #: Where the trainer looks for data when a cell names none (``make data`` writes it).
 DEFAULT_DATA_ROOT = "data/synth-demo"
+#: The vocabulary folder inside a data root, when a cell names no ``vocab_root``.
+VOCAB_DIR = "vocab"
+
+
+def default_vocab_root(data_root: str | Path) -> str:
+    """A data root's vocabulary folder (``<data_root>/vocab``): where every reader looks when none is named."""
+    return str(Path(data_root) / VOCAB_DIR)
 
 
 @dataclass(frozen=True)
@@ -125,10 +208,12 @@ class Dataset:
 
 @dataclass(frozen=True)
 class MatcherSpec:
-    """``models.build(name, **overrides)``."""
+    """``models.build(name, **overrides)``. ``defaults``: the constructor's declared defaults (``models.parameters``),
+    filled by :func:`resolve` for the result key and never written (``to_dict`` keeps what was given)."""
 
     name: str
     overrides: dict = field(default_factory=dict)
+    defaults: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> MatcherSpec:
@@ -138,24 +223,37 @@ class MatcherSpec:
     def to_dict(self) -> dict:
         return {"name": self.name, **copy.deepcopy(self.overrides)}
 
+    @property
+    def arguments(self) -> dict:
+        """What the matcher is built with, less the sizes the data gives: its defaults, then the overrides."""
+        return {**self.defaults, **self.overrides}
+
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """``strategies.build(name, **params)``; ``label`` names it in tables, ``scenario`` as the suite expanded it."""
+    """``strategies.build(name, **params)``; ``label`` names it in tables, ``scenario`` as the suite expanded it.
+    ``defaults``: the constructor's declared defaults less the trainer's arguments, filled by :func:`resolve`
+    for the result key and never written."""
 
     name: str
     label: str | None = None
     scenario: str | None = None
     params: dict = field(default_factory=dict)
+    defaults: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> StrategySpec:
-        _no_unknown("strategy", d, {f.name: None for f in fields(cls)})
+        _no_unknown("strategy", d, ("name", "label", "scenario", "params"))
         return cls(**copy.deepcopy(d))
 
     def to_dict(self) -> dict:
         out = {"name": self.name, "label": self.label, "scenario": self.scenario, "params": copy.deepcopy(self.params)}
         return {k: v for k, v in out.items() if v is not None}
+
+    @property
+    def arguments(self) -> dict:
+        """The strategy's parameters: its defaults, then the given ``params``."""
+        return {**self.defaults, **self.params}
 
 
 @dataclass(frozen=True)
@@ -197,8 +295,42 @@ def _no_unknown(where: str, d: dict, valid) -> None:
         raise ValueError(f"unknown {where} keys {sorted(unknown)}; valid: {sorted(valid)}")
 
 
+@dataclass(frozen=True)
+class Wandb:
+    """Where a cell's W&B run goes (``WANDB_PROJECT`` / ``WANDB_ENTITY`` win); never part of its result."""
+
+    project: str = "itm-coop-bench"
+    entity: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Wandb:
+        _no_unknown("wandb", d, [f.name for f in fields(cls)])
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A released OAS anchor (a suite's ``anchor_checkpoint:``) that replaces the baseline cell: its content
+    (``sha256``) decides the result, ``source`` names it in tables."""
+
+    path: str
+    sha256: str
+    source: str
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Anchor:
+        _no_unknown("anchor_checkpoint", d, [f.name for f in fields(cls)])
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
 _PARTS = {"dataset": Dataset, "matcher": MatcherSpec, "strategy": StrategySpec, "schedule": Schedule,
-          "eval": Eval, "resources": Resources}
+          "eval": Eval, "resources": Resources, "wandb": Wandb, "anchor_checkpoint": Anchor}
 
 
 @dataclass(frozen=True)
@@ -222,9 +354,9 @@ class Cell:
     dataset_label: str | None = None
     matcher_label: str | None = None
     resources: Resources | None = None
-    wandb: dict | None = None
+    wandb: Wandb | None = None
     recipe: dict | None = None  # {group: "option@version"} of the suite's recipes (not hashed: the schedule is)
-    anchor_checkpoint: dict | None = None  # a released OAS anchor {"path", "sha256", "source"}
+    anchor_checkpoint: Anchor | None = None  # a released OAS anchor
     device: str | None = None  # "auto" | "cpu" | "cuda" | "cuda:N" (resolved: "auto")
 
     @classmethod
@@ -261,24 +393,73 @@ class Cell:
 # ----------------------------------------------------------------------------- defaults
 
 
-def fill_schedule(sched: dict, matcher: str, strategy: str, params: dict) -> dict:
+def declared_defaults(params) -> dict:
+    """The JSON-able defaults of the declared arguments ``params`` (``inspect.Parameter``\\ s): what a cell id
+    holds for an argument a suite leaves out, so a default written out gives the same id."""
+    return {p.name: p.default for p in params
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.default is not p.empty and _jsonable(p.default)}
+
+
+@functools.cache
+def _matcher_defaults(name: str) -> str:
+    import models
+
+    return canonical_json(declared_defaults(models.parameters(name).values()))
+
+
+def matcher_defaults(name: str) -> dict:
+    """Matcher ``name``'s declared constructor defaults (``models.parameters``: a class or a preset alike)."""
+    return json.loads(_matcher_defaults(name))
+
+
+@functools.cache
+def _strategy_defaults(name: str) -> str:
+    import strategies
+
+    ctor = declared_defaults(inspect.signature(strategies.get(name)).parameters.values())
+    return canonical_json({k: v for k, v in ctor.items() if k not in TRAINER_STRATEGY_ARGS})
+
+
+def strategy_defaults(name: str) -> dict:
+    """Strategy ``name``'s constructor defaults, less the arguments the trainer sets (``TRAINER_STRATEGY_ARGS``)."""
+    return json.loads(_strategy_defaults(name))
+
+
+@functools.lru_cache(maxsize=1024)
+def _strategy_traits(name: str, params: str) -> tuple[str, bool]:
+    import strategies
+
+    strategy = strategies.build(name, **json.loads(params))
+    return strategy.scenario, strategy.needs_anchor_checkpoint
+
+
+def strategy_scenario(name: str, params: dict) -> str:
+    """The training scenario of a strategy variant (``oas``, ``oss``, ``mss``, ``none``), as the strategy says."""
+    return _strategy_traits(name, canonical_json(params))[0]
+
+
+def needs_baseline(name: str, params: dict) -> bool:
+    """Whether the strategy starts from the trained baseline of its matcher, dataset and seed (OAS):
+    ``Strategy.needs_anchor_checkpoint``, the one place that says it."""
+    return _strategy_traits(name, canonical_json(params))[1]
+
+
+def _fill_schedule(sched: Schedule, matcher: str, strategy: StrategySpec) -> Schedule:
     """The schedule's None defaults made concrete for this matcher and strategy (what :func:`resolve`
     records): ``hinge_warmup_epochs`` the matcher's (0 for a strategy that starts from a trained
     checkpoint, OAS stage 2: straight to the hardest negative), ``weight_decay`` the matcher's published
     value, ``caption_aug`` the matcher's own augmentation."""
     import models
-    import strategies
 
-    sched = dict(sched)
-    if sched.get("hinge_warmup_epochs") is None:
-        from_checkpoint = strategies.build(strategy, **params).needs_anchor_checkpoint
-        sched["hinge_warmup_epochs"] = 0 if from_checkpoint else int(
+    filled = {}
+    if sched.hinge_warmup_epochs is None:
+        filled["hinge_warmup_epochs"] = 0 if needs_baseline(strategy.name, strategy.params) else int(
             models.matcher_attribute(matcher, "hinge_warmup_epochs", 0))
-    if sched.get("weight_decay") is None:
-        sched["weight_decay"] = float(models.matcher_attribute(matcher, "weight_decay", 0.0))
-    if sched.get("caption_aug") is None:
-        sched["caption_aug"] = bool(models.matcher_attribute(matcher, "augment", {}).get("token_aug", False))
-    return sched
+    if sched.weight_decay is None:
+        filled["weight_decay"] = float(models.matcher_attribute(matcher, "weight_decay", 0.0))
+    if sched.caption_aug is None:
+        filled["caption_aug"] = bool(models.matcher_attribute(matcher, "augment", {}).get("token_aug", False))
+    return dataclasses.replace(sched, **filled)
 
 
 def without_added_defaults(sched: dict) -> dict:
@@ -299,28 +480,34 @@ def _check_protocols(names, dataset: str) -> None:
                              f"{dataset}; give {' or '.join(own)}")
 
 
-def resolve(cell: Cell | dict) -> Cell:
-    """Every default of ``cell`` filled (the code's included): what the run actually uses and records.
-    Raises ValueError naming the key for an unknown key or a value out of range."""
+def resolve_dataset(ds: Dataset) -> Dataset:
+    """The dataset with its paths' defaults: ``DEFAULT_DATA_ROOT``, its ``vocab/``, 5 captions per image."""
+    data_root = ds.data_root if ds.data_root is not None else DEFAULT_DATA_ROOT
+    return dataclasses.replace(
+        ds, data_root=data_root,
+        vocab_root=ds.vocab_root if ds.vocab_root is not None else default_vocab_root(data_root),
+        captions_per_image=ds.captions_per_image if ds.captions_per_image is not None else DEFAULT_CAPTIONS_PER_IMAGE)
+
+
+def resolve(cell: Cell) -> Cell:
+    """Every default of ``cell`` filled, the code's included: the dataset's paths, the schedule's matcher-given
+    values, the matcher's and the strategy's declared constructor defaults (``MatcherSpec.defaults``,
+    ``StrategySpec.defaults``), the device. What the run uses and records, and what :func:`result_key` reads.
+    Idempotent. Raises ValueError naming the key for a value out of range, KeyError for an unknown name."""
     from bench.precision import RunMode
 
-    cell = cell if isinstance(cell, Cell) else Cell.from_dict(cell)
-    ds = cell.dataset
-    data_root = ds.data_root if ds.data_root is not None else DEFAULT_DATA_ROOT
-    ds = dataclasses.replace(
-        ds, data_root=data_root,
-        vocab_root=ds.vocab_root if ds.vocab_root is not None else str(Path(data_root) / "vocab"),
-        captions_per_image=ds.captions_per_image if ds.captions_per_image is not None else DEFAULT_CAPTIONS_PER_IMAGE)
-    sched = cell.schedule.to_dict()
-    for key, value in sched.items():
+    for key, value in cell.schedule.to_dict().items():
         problem = schedule_limit_problem(key, value)
         if problem:
             raise ValueError(f"schedule.{key} {problem}")
-    sched = fill_schedule(sched, cell.matcher.name, cell.strategy.name, cell.strategy.params)
-    RunMode.of(sched, "cpu")  # a bad precision/compile (or amp contradicting it) fails here
-    _check_protocols(cell.eval.protocols, ds.name)
-    return dataclasses.replace(cell, dataset=ds, schedule=Schedule.from_dict(sched),
-                               device=cell.device if cell.device is not None else "auto")
+    sched = _fill_schedule(cell.schedule, cell.matcher.name, cell.strategy)
+    RunMode.of(sched.to_dict(), "cpu")  # a bad precision/compile (or amp contradicting it) fails here
+    _check_protocols(cell.eval.protocols, cell.dataset.name)
+    return dataclasses.replace(
+        cell, dataset=resolve_dataset(cell.dataset), schedule=sched,
+        matcher=dataclasses.replace(cell.matcher, defaults=matcher_defaults(cell.matcher.name)),
+        strategy=dataclasses.replace(cell.strategy, defaults=strategy_defaults(cell.strategy.name)),
+        device=cell.device if cell.device is not None else "auto")
 
 
 # ----------------------------------------------------------------------------- what decides a result
@@ -338,73 +525,31 @@ def _jsonable(v) -> bool:
     return isinstance(v, dict) and all(isinstance(k, str) and _jsonable(x) for k, x in v.items())
 
 
-def _constructor_defaults(fn) -> dict:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return {}
-    return {p.name: p.default for p in params
-            if p.name != "self" and p.default is not inspect.Parameter.empty and _jsonable(p.default)}
-
-
-def code_defaults(cell: Cell | dict) -> dict:
-    """The result-deciding parts of ``cell`` resolved over the code's defaults: the matcher's and the
-    strategy's constructor defaults, ``SCHEDULE_DEFAULTS`` / ``EVAL_DEFAULTS`` (schedule keys that do not
-    change a result, ``NOT_RESULT_KEYS``, left out). A default changed in the code thus changes the id of
-    every cell it reaches, and an override equal to the default does not."""
-    import models
-    import strategies
-
-    cell = cell.to_dict() if isinstance(cell, Cell) else cell
-    m = dict(cell["matcher"])
-    try:
-        models.input_kind(m["name"])  # imports the registry; KeyError for an unknown matcher
-        m = {**_constructor_defaults(models._REGISTRY[m["name"]].__init__), **m}
-    except KeyError:  # an unknown matcher: validation names it; the id still exists
-        pass
-    params = dict(cell["strategy"].get("params", {}))
-    try:
-        ctor = _constructor_defaults(strategies.get(cell["strategy"]["name"]).__init__)
-    except KeyError:
-        ctor = {}
-    for k in TRAINER_STRATEGY_ARGS:  # set from the schedule
-        ctor.pop(k, None)
-    sched = {k: v for k, v in {**SCHEDULE_DEFAULTS, **cell.get("schedule", {})}.items() if k not in NOT_RESULT_KEYS}
-    try:  # the values the trainer will record (fill_schedule)
-        sched = fill_schedule(sched, m["name"], cell["strategy"]["name"], params)
-    except (KeyError, TypeError, ValueError):  # an invalid cell: validation names the problem
-        pass
-    if sched.get("hinge_warmup_epochs") is None:
-        try:
-            sched["hinge_warmup_epochs"] = int(models.matcher_attribute(m["name"], "hinge_warmup_epochs", 0))
-        except KeyError:
-            sched["hinge_warmup_epochs"] = 0
-    sched = without_added_defaults(sched)  # keys added later (precision, compile) at their default: ids unchanged
-    return {"matcher": m, "strategy": [cell["strategy"]["name"], {**ctor, **params}], "schedule": sched,
-            "eval": {**EVAL_DEFAULTS, **cell.get("eval", {})}}
-
-
-def result_key(cell: Cell | dict) -> dict:
-    """What decides a cell's result, over the code's defaults: dataset name and label, matcher + overrides,
-    strategy + params, schedule (less ``NOT_RESULT_KEYS``), eval, seed, the cells it depends on and a
+def result_key(cell: Cell) -> dict:
+    """What decides a cell's result, read from its :func:`resolve`\\ d form: dataset name and label, matcher
+    (name, declared defaults, overrides), strategy (name, defaults and params), schedule (less
+    ``NOT_RESULT_KEYS``, and the ``added`` keys at their default), eval, seed, the cells it depends on and a
     released anchor's content. Not: suite, scale, labels of matcher and strategy, data paths, resources,
-    W&B, device (the data itself is checked by its fingerprint). The same for a cell and its
-    :func:`resolve`\\ d form: the id names both, and a resume compares it."""
-    d = cell.to_dict() if isinstance(cell, Cell) else cell
+    W&B, device (the data itself is checked by its fingerprint). The same for a cell and its resolved form:
+    the id names both, and a resume compares it."""
+    r = resolve(cell)
+    sched = {k: v for k, v in r.schedule.to_dict().items() if k not in NOT_RESULT_KEYS}
     key = {
-        "dataset": [d["dataset"]["name"], d.get("dataset_label", d["dataset"]["name"])],
-        **code_defaults(d),  # matcher, strategy params, schedule, eval: over the code's defaults
-        "seed": d.get("seed", 0),
-        "depends_on": sorted(d.get("depends_on", [])),
+        "dataset": [r.dataset.name, r.dataset_label if r.dataset_label is not None else r.dataset.name],
+        "matcher": {**r.matcher.defaults, **r.matcher.to_dict()},
+        "strategy": [r.strategy.name, r.strategy.arguments],
+        "schedule": without_added_defaults(sched),
+        "eval": r.eval.to_dict(),
+        "seed": r.seed,
+        "depends_on": sorted(r.depends_on or []),
     }
-    cpi = d["dataset"].get("captions_per_image")
-    if cpi is not None and cpi != DEFAULT_CAPTIONS_PER_IMAGE:  # the readers' default is left out: ids unchanged
-        key["captions_per_image"] = cpi
-    if d.get("anchor_checkpoint"):  # a released anchor instead of a baseline cell: its content decides
-        key["anchor_checkpoint"] = d["anchor_checkpoint"]["sha256"]
+    if r.dataset.captions_per_image != DEFAULT_CAPTIONS_PER_IMAGE:  # the readers' default is left out: ids unchanged
+        key["captions_per_image"] = r.dataset.captions_per_image
+    if r.anchor_checkpoint:  # a released anchor instead of a baseline cell: its content decides
+        key["anchor_checkpoint"] = r.anchor_checkpoint.sha256
     return key
 
 
-def cell_id(cell: Cell | dict) -> str:
+def cell_id(cell: Cell) -> str:
     """sha1 (12 hex digits) of the canonical JSON of :func:`result_key` (DomainBed style)."""
     return hashlib.sha1(canonical_json(result_key(cell)).encode()).hexdigest()[:12]

@@ -46,14 +46,7 @@ from bench.faults import point as fault_point
 from bench.metrics import retrieval_metrics
 from bench.precision import RunMode, prepare_model
 from bench.provenance import cell_fingerprint, git_info, source_fingerprint
-from bench.spec import (  # noqa: F401 - the schedule's facts, re-exported for the trainer's callers
-    ADDED_SCHEDULE_DEFAULTS,
-    EVAL_DEFAULTS,
-    NOT_RESULT_KEYS,
-    SCHEDULE_DEFAULTS,
-    fill_schedule,
-    without_added_defaults,
-)
+from bench.spec import SCHEDULE_DEFAULTS  # noqa: F401 - the schedule's defaults, re-exported for the trainer's callers
 
 log = logging.getLogger("bench.train")
 
@@ -72,22 +65,6 @@ class TrainingDiverged(RuntimeError):
 # configuration
 
 
-def resolve(cell: dict) -> dict:
-    """Fill a cell's defaults (``bench.spec.resolve``); the result is what the run actually used (saved with
-    the result), as a plain dict."""
-    return spec.resolve(cell).to_dict()
-
-
-def _typed(cell: spec.Cell | dict) -> spec.Cell:
-    """The typed cell (a plain dict, e.g. from a test or a YAML file, is read by ``spec.Cell.from_dict``)."""
-    return cell if isinstance(cell, spec.Cell) else spec.Cell.from_dict(cell)
-
-
-def _schedule(sched: spec.Schedule | dict) -> spec.Schedule:
-    """The typed schedule (a plain dict gets the defaults of the keys it lacks)."""
-    return sched if isinstance(sched, spec.Schedule) else spec.Schedule.from_dict(sched)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -98,10 +75,9 @@ def seed_everything(seed: int) -> None:
 # branches
 
 
-def build_matcher(cell: spec.Cell | dict, data: Data) -> models.Matcher:
+def build_matcher(cell: spec.Cell, data: Data) -> models.Matcher:
     """The cell's matcher; sizes that come from the data (vocabulary, region shape) and the schedule's
     weight decay are passed where the constructor takes them, and the cell's own overrides win."""
-    cell = _typed(cell)
     name = cell.matcher.name
     accepted = models.constructor_args(name)
     given = {**data.build_kwargs}
@@ -111,8 +87,7 @@ def build_matcher(cell: spec.Cell | dict, data: Data) -> models.Matcher:
     return models.build(name, **{**kwargs, **cell.matcher.overrides})
 
 
-def build_strategy(cell: spec.Cell | dict, model: models.Matcher) -> strategies.Strategy:
-    cell = _typed(cell)
+def build_strategy(cell: spec.Cell, model: models.Matcher) -> strategies.Strategy:
     # the arguments the trainer sets (spec.TRAINER_STRATEGY_ARGS): the matcher's loss, the rest from the schedule
     trainer_args = {k: model.base_loss if k == "base_loss" else getattr(cell.schedule, k)
                     for k in spec.TRAINER_STRATEGY_ARGS}
@@ -181,11 +156,10 @@ def _make_branches(cell: spec.Cell, strategy, data, anchor_checkpoint):
     return branches
 
 
-def _make_optimizer(model: models.Matcher, sched: spec.Schedule | dict):
+def _make_optimizer(model: models.Matcher, sched: spec.Schedule):
     """The matcher's optimiser over its parameter groups; weight decay: the schedule's (None: the
     matcher's published value), which is what ``resolve`` records. Groups may set their own (CLIP's
     gains and biases: 0)."""
-    sched = _schedule(sched)
     groups = model.param_groups(sched.lr)
     for g in groups:
         g["initial_lr"] = g["lr"]
@@ -198,19 +172,17 @@ def _make_optimizer(model: models.Matcher, sched: spec.Schedule | dict):
     return torch.optim.Adam(groups, lr=sched.lr, weight_decay=weight_decay, **extra)
 
 
-def train_augment(model: models.Matcher, sched: spec.Schedule | dict) -> dict:
+def train_augment(model: models.Matcher, sched: spec.Schedule) -> dict:
     """The training augmentation of a cell: the matcher's, with caption-token augmentation as the
     schedule's ``caption_aug`` says (the matcher's rule for ``<start>``/``<end>``)."""
-    sched = _schedule(sched)
     augment = dict(model.augment)
     if sched.caption_aug is not None:
         augment["token_aug"] = bool(sched.caption_aug)
     return augment
 
 
-def lr_factor(epoch: int, sched: spec.Schedule | dict) -> float:
+def lr_factor(epoch: int, sched: spec.Schedule) -> float:
     """Step schedule: lr × lr_decay^(number of decay epochs ≤ epoch); constant: 1."""
-    sched = _schedule(sched)
     if sched.lr_schedule == "constant":
         return 1.0
     if sched.lr_schedule != "step":
@@ -232,10 +204,9 @@ def ema_update(anchor: torch.nn.Module, target: torch.nn.Module, momentum: float
 
 
 @torch.no_grad()
-def evaluate_dev(model, data: Data, cell: spec.Cell | dict, device) -> dict:
+def evaluate_dev(model, data: Data, cell: spec.Cell, device) -> dict:
     from bench.evaluate import encode_all, score_matrix
 
-    cell = _typed(cell)
     n = min(cell.eval.dev_images, data.dev.n_images)
     imgs, caps = data.eval_batches(data.dev, cell.eval.batch_size, n_images=n)
     img_enc, cap_enc = encode_all(model, imgs, caps, device=device)
@@ -245,12 +216,11 @@ def evaluate_dev(model, data: Data, cell: spec.Cell | dict, device) -> dict:
 
 
 @torch.no_grad()
-def evaluate_test(model, data: Data, cell: spec.Cell | dict, device) -> tuple[dict, dict]:
+def evaluate_test(model, data: Data, cell: spec.Cell, device) -> tuple[dict, dict]:
     """Metrics per protocol and per-query ranks (``"<protocol>/i2t"``, ``"<protocol>/t2i"``)."""
     from bench.evaluate import encode_all, score_matrix
     from bench.protocols import PROTOCOLS, evaluate_protocol, protocols_for
 
-    cell = _typed(cell)
     names = cell.eval.protocols or [p.name for p in protocols_for(cell.dataset.name)]
     metrics, ranks = {}, {}
     by_split: dict[str, list[str]] = {}
@@ -330,7 +300,7 @@ def _peak_mem_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_cell(cell: dict, run_dir: str | Path, tracker=None, anchor_checkpoint: str | Path | None = None,
+def run_cell(cell: spec.Cell, run_dir: str | Path, tracker=None, anchor_checkpoint: str | Path | None = None,
              stop_after_steps: int | None = None, allow_code_change: bool = False) -> dict:
     """Train and evaluate one cell in ``run_dir``; resume from ``run_dir/last.pt`` when present.
 
@@ -449,7 +419,7 @@ def _set_up(cell, run_dir: Path, tracker, anchor_checkpoint, allow_code_change) 
     run_dir.mkdir(parents=True, exist_ok=True)
     cell = spec.resolve(cell)
     code = {"commit": git_info()["commit"], "source": source_fingerprint(), "cell": spec.result_key(cell),
-            "data_fingerprint": cell_fingerprint(cell.to_dict())}
+            "data_fingerprint": cell_fingerprint(cell)}
     sched, device = cell.schedule, distributed.torch_device(cell.device, "device")
     # DISTRIBUTED: join the ranks of a multi-task job (no-op for one process); only rank 0 logs and writes
     rank, world = distributed.init_from_env(device.type)
@@ -488,7 +458,7 @@ def _set_up(cell, run_dir: Path, tracker, anchor_checkpoint, allow_code_change) 
                total_steps=steps_per_epoch * sched.epochs, state=RunState())
     if run.last.exists() or _previous(run.last).exists():
         with distributed.main_first():  # DISTRIBUTED: rank 0 repairs a torn rotation before the others read
-            run.state = _resume(run.last, branches, optimizers, run.record, code, allow_code_change)
+            run.state = _resume(run.last, branches, optimizers, cell, code, allow_code_change)
         log.info("resumed %s at epoch %d step %d", run_dir, run.state.epoch, run.state.step_in_epoch)
     return run
 
@@ -504,7 +474,7 @@ def _save(run: _Run, timer: PhaseTimer, best: dict | None = None) -> None:
     with timer.phase("checkpoint_s"):
         if best is not None and distributed.is_main():  # DISTRIBUTED
             ckpt.save(best, run.run_dir / "best.pt")
-        _save_last(run.last, run.branches, run.optimizers, run.state, run.record, timer.wall(), run.code)
+        _save_last(run.last, run.branches, run.optimizers, run.state, run.cell, timer.wall(), run.code)
     timer.restart_wall()
 
 
@@ -557,7 +527,7 @@ def _one_epoch(run: _Run, timer: PhaseTimer, stop: StopRequest, budget: list) ->
             _save(run, timer)
         if (budget[0] is not None and budget[0] <= 0) or stop.requested():
             _check_finite(pending, run.run_dir)
-            _save_last(run.last, run.branches, run.optimizers, state, run.record, timer.wall(), run.code)
+            _save_last(run.last, run.branches, run.optimizers, state, run.cell, timer.wall(), run.code)
             return {"status": "interrupted", "global_step": state.global_step, "signal": stop.name}
     _check_finite(pending, run.run_dir)  # a non-finite loss since the last check: no dev evaluation, no checkpoint
     return None
@@ -578,7 +548,7 @@ def _end_of_epoch(run: _Run, timer: PhaseTimer, epoch: int) -> None:
     best = None
     if dev["rsum"] > state.best_rsum:
         state.best_rsum, state.best_epoch = dev["rsum"], epoch
-        best = {"format": CHECKPOINT_FORMAT, "matcher": run.record["matcher"],
+        best = {"format": CHECKPOINT_FORMAT, "matcher": run.cell.matcher.to_dict(),
                 "vocab_size": run.data.build_kwargs.get("vocab_size"), "branch": run.reported,
                 "epoch": epoch, "dev": dev, "weights": run.branches[run.reported].state_dict()}
     _save(run, timer, best)
@@ -619,14 +589,14 @@ def _final_test(run: _Run, timer: PhaseTimer) -> dict:
             **({"code_changes": state.code_changes} if state.code_changes else {})}
 
 
-def use_amp(sched: spec.Schedule | dict, device: torch.device) -> bool:
+def use_amp(sched: spec.Schedule, device: torch.device) -> bool:
     """bf16 autocast for the forward passes (``precision: bf16``, or the legacy ``amp: true`` on CUDA)."""
-    return RunMode.of(_schedule(sched).to_dict(), device).effective == "bf16"
+    return RunMode.of(sched.to_dict(), device).effective == "bf16"
 
 
-def loader_workers(sched: spec.Schedule | dict, device: torch.device) -> int:
+def loader_workers(sched: spec.Schedule, device: torch.device) -> int:
     """The schedule's ``workers``; on CUDA, 0 means enough to keep the GPU fed (half the CPUs, at most 4)."""
-    workers = _schedule(sched).workers
+    workers = sched.workers
     if workers or device.type != "cuda":
         return workers
     return max(1, min(4, (os.cpu_count() or 2) // 2))
@@ -661,7 +631,6 @@ def _train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device
     """One optimiser step; the losses come back as detached tensors. On CPU they are checked here (a NaN stops
     before the step); on CUDA the caller checks them in groups (no host synchronisation per step)."""
     batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-    sched = _schedule(sched)
     mode = mode or RunMode.of(sched.to_dict(), device)
     scores = {}
     with mode.autocast():
@@ -700,7 +669,8 @@ def _previous(path: Path) -> Path:
     return path.with_name(path.stem + ".prev" + path.suffix)
 
 
-def _save_last(path, branches, optimizers, state: RunState, cell, wall_s: float, code: dict | None = None) -> None:
+def _save_last(path, branches, optimizers, state: RunState, cell: spec.Cell, wall_s: float,
+               code: dict | None = None) -> None:
     """Write ``last.pt``; the one it replaces stays as ``last.prev.pt`` (the fallback when corrupted)."""
     state.train_wall_s += wall_s
     if not distributed.is_main():  # DISTRIBUTED: only rank 0 writes checkpoints
@@ -710,8 +680,8 @@ def _save_last(path, branches, optimizers, state: RunState, cell, wall_s: float,
         os.replace(path, _previous(path))
         fault_point("checkpoint.rotate")
         _finish_rotation(path)
-    ckpt.save({"format": CHECKPOINT_FORMAT, "matcher": cell["matcher"], "strategy": cell["strategy"],
-               "seed": cell["seed"], "state": state.__dict__, "code": code,
+    ckpt.save({"format": CHECKPOINT_FORMAT, "matcher": cell.matcher.to_dict(), "strategy": cell.strategy.to_dict(),
+               "seed": cell.seed, "state": state.__dict__, "code": code,
                **ckpt.state_dicts(branches=branches, optimizers=optimizers, rng=ckpt.RNG)}, path)
 
 
@@ -752,7 +722,8 @@ def _check_code(path, saved: dict, code: dict, allow: bool, state: RunState) -> 
                                "at_step": state.global_step})
 
 
-def _resume(path, branches, optimizers, cell, code: dict | None = None, allow_code_change: bool = False) -> RunState:
+def _resume(path, branches, optimizers, cell: spec.Cell, code: dict | None = None,
+            allow_code_change: bool = False) -> RunState:
     _finish_rotation(Path(path))
     try:
         saved = ckpt.load(path)
@@ -764,7 +735,8 @@ def _resume(path, branches, optimizers, cell, code: dict | None = None, allow_co
         saved = ckpt.load(prev)
     if saved.get("format") != CHECKPOINT_FORMAT:
         raise ckpt.CheckpointError(f"{path} is not a checkpoint of this suite (format {saved.get('format')!r})")
-    if saved["matcher"] != cell["matcher"] or saved["strategy"] != cell["strategy"] or saved["seed"] != cell["seed"]:
+    if (saved["matcher"], saved["strategy"], saved["seed"]) != (
+            cell.matcher.to_dict(), cell.strategy.to_dict(), cell.seed):
         raise ckpt.CheckpointError(
             f"{path} belongs to another cell (matcher {saved['matcher']}, strategy {saved['strategy']}, seed "
             f"{saved['seed']}); move it away or use a fresh run folder")
@@ -779,11 +751,11 @@ def _resume(path, branches, optimizers, cell, code: dict | None = None, allow_co
 # threads and the standalone command
 
 
-def set_cell_threads(cell) -> int | None:
+def set_cell_threads(cell: spec.Cell) -> int | None:
     """Give torch as many intra-op threads as the cell's ``resources.cpus`` (at most the CPUs this process
     may use), so cells that run side by side (the local executor runs as many as the CPUs hold) do not
     each take every core. Returns the thread count set, or None when the cell names no cpus."""
-    cpus = (cell.get("resources") or {}).get("cpus") if isinstance(cell, dict) else None
+    cpus = cell.resources.cpus if cell.resources is not None else None
     if not cpus:
         return None
     threads = max(1, min(int(cpus), len(os.sched_getaffinity(0))))
@@ -793,7 +765,7 @@ def set_cell_threads(cell) -> int | None:
 
 
 @contextlib.contextmanager
-def cell_threads(cell):
+def cell_threads(cell: spec.Cell):
     """``set_cell_threads`` for the duration of one cell, then the process's previous setting again.
 
     Every executor (inline, local, SLURM) trains a cell with the same thread count, so a cell's numbers
@@ -809,34 +781,8 @@ def cell_threads(cell):
             os.environ["OMP_NUM_THREADS"] = env
 
 
-def _apply_override(cell: dict, text: str) -> None:
-    """``schedule.lr=1e-3``: set a (dotted) key of the cell to a YAML value."""
-    import yaml
-
-    key, sep, value = text.partition("=")
-    if not sep or not key or any(not p for p in key.split(".")):
-        raise SystemExit(f"error: override {text!r}: expected key=value with a dotted key, e.g. schedule.epochs=1")
-    node = cell
-    *parents, leaf = key.split(".")
-    for p in parents:
-        if not isinstance(node.setdefault(p, {}), dict):
-            raise SystemExit(f"error: override {text!r}: {p} is not a mapping in this cell")
-        node = node[p]
-    node[leaf] = yaml.safe_load(value)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.train CONFIG --run-dir DIR [key=value ...]``: train one cell alone (no suite, store or
-    lock) and write what a cell of the store holds: ``config.yaml``, the checkpoints, ``log.txt``,
-    ``ranks.npz``, ``result.json``, then ``done`` (or ``interrupted`` after SIGTERM / Ctrl-C: run it again
-    to resume)."""
+def _parser():
     import argparse
-    import json
-
-    import yaml
-
-    from bench.atomic import atomic_write_bytes, json_text
-    from bench.provenance import result_record
 
     parser = argparse.ArgumentParser(
         prog="python -m bench.train",
@@ -852,51 +798,62 @@ def main(argv: list[str] | None = None) -> int:
                         help="an OAS cell's trained baseline (its best.pt) or an official checkpoint")
     parser.add_argument("--allow-code-change", action="store_true",
                         help="resume a checkpoint written by other code (both commits are recorded)")
-    parser.add_argument("overrides", nargs="*", help="key=value changes of the cell, e.g. schedule.epochs=1")
+    parser.add_argument("overrides", nargs="*", help="key=value changes of the cell, e.g. schedule.epochs=1 "
+                        "(the grammar of every command: bench.overrides)")
+    return parser
+
+
+def read_cell(path: Path, overrides=()) -> spec.Cell:
+    """The cell of a YAML or JSON file (a run folder's ``config.yaml``) with ``key=value`` overrides
+    (``bench.overrides``) and its id for what it now says; ConfigError / ValueError naming the file."""
+    from bench.config_files import ConfigError, read_yaml
+    from bench.overrides import apply_overrides
+
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a file: give a cell's config.yaml (a run folder of the store has one)")
+    raw = read_yaml(path, "cell file")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} does not hold a cell (a mapping with dataset, matcher, strategy)")
+    try:
+        cell = spec.Cell.from_dict(apply_overrides(raw, list(overrides)))
+        return cell.replace(id=spec.cell_id(cell))  # unchanged without overrides of what decides it
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{path}: {e.args[0] if isinstance(e, KeyError) else e}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.train CONFIG --run-dir DIR [key=value ...]``: train one cell alone (no suite, store or
+    lock) and write what a cell of the store holds (``bench.run_folder``, the store's writer too):
+    ``config.yaml``, the checkpoints, ``log.txt``, ``ranks.npz``, ``result.json``, then ``done`` (or
+    ``interrupted`` after SIGTERM / Ctrl-C: run it again to resume)."""
+    from bench.config_files import ConfigError
+    from bench.run_folder import LOG_FORMAT, RunOptions, train_in_folder
+
+    parser = _parser()
     args = parser.parse_intermixed_args(argv)
-    if not args.config.is_file():
-        parser.error(f"{args.config} is not a file: give a cell's config.yaml (a run folder of the store has one)")
-    cell = yaml.safe_load(args.config.read_text())
-    if not isinstance(cell, dict):
-        parser.error(f"{args.config} does not hold a cell (a mapping with dataset, matcher, strategy)")
-    for text in args.overrides:
-        _apply_override(cell, text)
     try:
-        cell["id"] = spec.cell_id(spec.Cell.from_dict(cell))  # unchanged without overrides of what decides it
-    except (ValueError, TypeError) as e:
-        parser.error(f"{args.config}: {e}")
-    run_dir = args.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for marker in ("done", "interrupted", "failed"):
-        (run_dir / marker).unlink(missing_ok=True)
-    atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cell, sort_keys=False).encode())
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    handler = logging.FileHandler(run_dir / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    logging.getLogger().addHandler(handler)
-    fingerprint = cell_fingerprint(cell)
-    start = time.time()
-    try:
-        with cell_threads(cell):
-            body = run_cell(cell, run_dir, anchor_checkpoint=args.anchor_checkpoint,
-                            allow_code_change=args.allow_code_change)
-    except (ValueError, ckpt.CheckpointError) as e:
-        (run_dir / "failed").write_text(f"{e}\n")
+        cell = read_cell(args.config, args.overrides)
+    except ConfigError as e:  # one line, exit 2, before any folder is made
         print(f"error: {e}", file=sys.stderr)
         return 2
-    finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
-    if body.get("status", "done") != "done":
-        atomic_write_bytes(run_dir / "interrupted", json.dumps({"signal": body.get("signal"),
-                                                                "step": body.get("global_step")}).encode())
-        print(f"interrupted at step {body.get('global_step')}: run the same command again to resume", file=sys.stderr)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    anchor = args.anchor_checkpoint
+    try:
+        with cell_threads(cell):
+            out = train_in_folder(cell, args.run_dir, run_cell, cell_fingerprint(cell),
+                                  options=RunOptions(allow_code_change=args.allow_code_change),
+                                  anchor_checkpoint=(lambda: anchor) if anchor else None)
+    except (ValueError, ckpt.CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if out["state"] != "done":
+        print(f"interrupted at step {out.get('global_step')}: run the same command again to resume", file=sys.stderr)
         return 1
-    result = result_record(cell, body, wall_time_s=time.time() - start, fingerprint=fingerprint)
-    atomic_write_bytes(run_dir / "result.json", json_text(result).encode())
-    (run_dir / "done").touch()
-    rsum = {p: round(m.get("rsum", float("nan")), 2) for p, m in result["metrics"].items()}
-    print(f"cell {cell['id']} done in {run_dir}: rsum {rsum}")
+    rsum = {p: round(m.get("rsum", float("nan")), 2) for p, m in out["result"]["metrics"].items()}
+    print(f"cell {cell.id} done in {args.run_dir}: rsum {rsum}")
     return 0
 
 

@@ -244,7 +244,7 @@ def from_ours(name: str, state: Mapping) -> object:
                 **_prefixed("sim_enc.", _rename(rest, _DBL_SIM, inverse=True))}
         return _prefixed("module.", flat)  # DBL's test script loads into nn.DataParallel
     raise OfficialCheckpointError(
-        f"matcher {name!r} has no official checkpoint layout; exportable: vse_infty, vse_infty_bert, sgr, saf, xattn")
+        f"matcher {name!r} has no official checkpoint layout; exportable: {', '.join(EXPORTABLE)}")
 
 
 # --------------------------------------------------------------------------- sizes from the weights
@@ -361,6 +361,8 @@ def load(path: str | Path, vocab_size: int | None = None, bert_path: str | None 
 
 PROGRAM_NAMES = {"vse_infty": "VSE∞ BiGRU", "vse_infty_bert": "VSE∞ BERT", "sgr": "SGRAF SGR",
                  "saf": "SGRAF SAF", "xattn": "DBL matcher", "ours": "this suite's"}
+#: Our matchers with an official checkpoint layout (``export`` writes them): the official programs above.
+EXPORTABLE = tuple(name for name in PROGRAM_NAMES if name != "ours")
 
 
 def _plain(x):

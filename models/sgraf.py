@@ -22,14 +22,12 @@ statistics in training) is the same.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from models import register
+from models import preset, register
 from models.base import Encoding, Matcher, l2norm
 
 F30K_VOCAB_SIZE = 8481  # len(vocab/f30k_precomp_vocab.json) of the SCAN/SGRAF release
@@ -387,21 +385,8 @@ def compiled_tile(score_tile):
     return lambda img, cap: compiled(owner, img, cap)
 
 
-def _with_module(module: str):
-    """A registry constructor SGRAF(module=module, ...), whose signature lists SGRAF's other arguments."""
-
-    def build(**kwargs) -> SGRAF:
-        return SGRAF(module=module, **kwargs)
-
-    sig = inspect.signature(SGRAF.__init__)
-    build.__signature__ = sig.replace(parameters=[p for n, p in sig.parameters.items() if n not in ("self", "module")])
-    build.__doc__ = f"{module} matcher, published configuration."
-    build.input_kind = SGRAF.input_kind
-    return build
-
-
-build_sgr = register("sgr")(_with_module("SGR"))
-build_saf = register("saf")(_with_module("SAF"))
+build_sgr = register("sgr")(preset(SGRAF, module="SGR"))
+build_saf = register("saf")(preset(SGRAF, module="SAF"))
 
 
 @register("sgraf")

@@ -16,6 +16,7 @@ from bench.harness.cells import expand
 from bench.harness.config import ConfigError, apply_overrides, load_suite
 from bench.harness.slurm import cluster_reachable, make_executor
 from bench.harness.store import cell_state, run_cell_in_store, run_dir_for
+from bench.spec import Cell
 from bench.train import run_cell
 
 SUITE = {
@@ -48,12 +49,12 @@ def config_error(tmp_path, change=None, text=None) -> str:
     return msg
 
 
-def train_cell(data, cid="badinputcell", strategy=None, matcher=None, epochs=1, **sched):
-    return {"id": cid, "suite": "bad", "seed": 0,
+def train_cell(data, cid="badinputcell", strategy=None, matcher=None, epochs=1, **sched) -> Cell:
+    return Cell.from_dict({"id": cid, "suite": "bad", "seed": 0,
             "dataset": {"name": "f30k_precomp", "data_root": str(data), "vocab_root": str(data / "vocab")},
             "matcher": dict(matcher or SMALL_VSE), "strategy": strategy or {"name": "baseline", "params": {}},
             "schedule": {"epochs": epochs, "batch_size": 32, "lr": 2e-3, "max_steps_per_epoch": 1, **sched},
-            "eval": {"dev_images": 1000, "batch_size": 64}}
+            "eval": {"dev_images": 1000, "batch_size": 64}})
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def done_baseline(tiny_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
     cell = train_cell(tiny_data, cid="baselinecell")
     assert run_cell_in_store(cell, root, tracker_factory=None)["state"] == "done"
-    DONE_SNAPSHOT[cell["id"]] = snapshot(run_dir_for(cell, root))
+    DONE_SNAPSHOT[cell.id] = snapshot(run_dir_for(cell, root))
     return root, cell
 
 
@@ -234,8 +235,8 @@ def test_oas_cell_whose_baseline_failed(tiny_data, tmp_path):
     root = tmp_path / "runs"
     base = train_cell(tiny_data, cid="failedbase01", lr=1e30)  # diverges: the baseline fails
     assert run_cell_in_store(base, root, tracker_factory=None, raise_errors=False)["state"] == "failed"
-    oas = dict(train_cell(tiny_data, cid="oascell00001", strategy={"name": "kd", "params": {}}),
-               depends_on=["failedbase01"])
+    oas = train_cell(tiny_data, cid="oascell00001", strategy={"name": "kd", "params": {}}).replace(
+        depends_on=["failedbase01"])
     out = run_cell_in_store(oas, root, tracker_factory=None, raise_errors=False)
     assert out["state"] == "failed"
     assert "anchor cell failedbase01 is not done (failed in" in out["error"] and "run it first" in out["error"]
@@ -315,8 +316,8 @@ def test_slurm_controller_not_running(slurm_cluster, tmp_path, monkeypatch):
 
 @pytest.mark.slurm
 def test_sbatch_rejects_a_bad_partition(slurm_cluster, tmp_path):
-    from bench.harness import jobs
     from bench.harness.slurm import load_profile, submit_array
+    from tests import jobs
 
     profile = dict(load_profile(slurm_cluster["profile"]), partition="no_such_partition")
     executor = make_executor("slurm", tmp_path / "jobs", profile)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from bench.train import TrainingDiverged, resolve, run_cell
+from bench.spec import Cell, resolve
+from bench.train import TrainingDiverged, run_cell
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,9 +99,9 @@ VALUES = [
     (S + "lr=fast", "schedule.default.lr: expected float, got str 'fast'", ""),
     (S + "lr=1e-3e", "schedule.default.lr: expected float, got str '1e-3e'", ""),
     (S + "log_every=0", "schedule.default.log_every: must be >= 1, got 0", "divide by zero"),
-    (S + "epochs=-3", "schedule.default.epochs: must be at least 1, got -3", "trains or evaluates nothing"),
+    (S + "epochs=-3", "schedule.default.epochs: must be >= 1, got -3", "a count of 0 or less trains nothing"),
     (S + "epochs=2.5", "schedule.default.epochs: expected int, got float 2.5", ""),
-    (S + "batch_size=0", "schedule.default.batch_size: must be at least 1, got 0", ""),
+    (S + "batch_size=0", "schedule.default.batch_size: must be >= 1, got 0", "trains nothing"),
     (S + "batch_size=32.0", "schedule.default.batch_size: expected int, got float 32.0", ""),
     (S + "margin=-0.2", "schedule.default.margin: must be >= 0, got -0.2", "hinge margin"),
     (S + "weight_decay=-1", "schedule.default.weight_decay: must be >= 0, got -1.0", ""),
@@ -111,7 +112,7 @@ VALUES = [
     (S + "lr_decay_epochs=5", "schedule.default.lr_decay_epochs: expected a list, got int 5", ""),
     (S + "lr_schedule=cosine", "schedule.default.lr_schedule: unknown value 'cosine'. Valid: constant, step", ""),
     (S + "amp='true'", "schedule.default.amp: expected bool, got str 'true'", ""),
-    ("schedule.vse_infty.max_steps_per_epoch=0", "schedule.vse_infty.max_steps_per_epoch: must be at least 1", ""),
+    ("schedule.vse_infty.max_steps_per_epoch=0", "schedule.vse_infty.max_steps_per_epoch: must be >= 1", "null: no limit"),
     ("eval.batch_size=0", "eval.batch_size: must be at least 1, got 0", ""),
     ("matchers.0.overrides.embed_size='16'", "matchers[0].overrides.embed_size: expected int, got str '16'",
      "without quotes"),
@@ -145,8 +146,7 @@ def test_a_value_out_of_range_is_refused_before_training_with_its_key(suite, tmp
 
 
 def test_every_limited_schedule_key_is_a_schedule_key():
-    from bench.schedule_limits import SCHEDULE_LIMITS
-    from bench.spec import SCHEDULE_DEFAULTS
+    from bench.spec import SCHEDULE_DEFAULTS, SCHEDULE_LIMITS
 
     assert set(SCHEDULE_LIMITS) <= set(SCHEDULE_DEFAULTS)
 
@@ -157,7 +157,7 @@ def test_validation_keeps_the_values_as_given(suite):
     from bench.harness.config import load_suite
 
     cells = expand(load_suite(suite, ["schedule.default.lr=1", "schedule.default.grad_clip=0"]))
-    assert cells[0]["schedule"]["grad_clip"] == 0 and cells[0]["matcher"]["embed_size"] == 16
+    assert cells[0].schedule.grad_clip == 0 and cells[0].matcher.overrides["embed_size"] == 16
 
 
 # ----------------------------------------------------------------------------- a protocol and its dataset
@@ -174,14 +174,16 @@ def test_a_protocol_of_another_dataset_is_refused_at_load(suite, tiny_data, tmp_
     # a cell given to the trainer directly (no suite) is refused the same way, before any data is read
     with pytest.raises(ValueError, match=r"eval.protocols: protocol 'coco_5k' evaluates coco_precomp, not this "
                                          r"cell's dataset f30k_precomp; give f30k_1k"):
-        resolve({"dataset": {"name": "f30k_precomp", "data_root": str(tiny_data)}, "matcher": {"name": "vse_infty"},
-                 "strategy": {"name": "baseline"}, "eval": {"protocols": ["coco_5k"]}})
+        resolve(Cell.from_dict({"dataset": {"name": "f30k_precomp", "data_root": str(tiny_data)},
+                                "matcher": {"name": "vse_infty"}, "strategy": {"name": "baseline"},
+                                "eval": {"protocols": ["coco_5k"]}}))
 
 
 def test_a_schedule_value_out_of_range_in_a_cell_given_to_the_trainer(tiny_data, tmp_path):
-    cell = {"id": "x", "dataset": {"name": "f30k_precomp", "data_root": str(tiny_data)},
-            "matcher": {"name": "vse_infty", "embed_size": 16, "word_dim": 8}, "strategy": {"name": "baseline"},
-            "schedule": {"epochs": 1, "batch_size": 32, "lr": 2e-3, "grad_clip": -2.0}}
+    cell = Cell.from_dict({"id": "x", "dataset": {"name": "f30k_precomp", "data_root": str(tiny_data)},
+                           "matcher": {"name": "vse_infty", "embed_size": 16, "word_dim": 8},
+                           "strategy": {"name": "baseline"},
+                           "schedule": {"epochs": 1, "batch_size": 32, "lr": 2e-3, "grad_clip": -2.0}})
     with pytest.raises(ValueError, match=r"schedule.grad_clip must be >= 0, got -2.0: the largest gradient norm"):
         run_cell(cell, tmp_path / "run")
     assert not (tmp_path / "run" / "last.pt").exists()
@@ -204,10 +206,11 @@ def test_test_features_of_another_size_are_refused_before_training(tiny_data, tm
 
 
 def test_training_diverged_names_last_pt_only_when_it_exists(tiny_data, tmp_path):
-    cell = {"id": "x", "dataset": {"name": "f30k_precomp", "data_root": str(tiny_data)},
-            "matcher": {"name": "vse_infty", "embed_size": 16, "word_dim": 8}, "strategy": {"name": "baseline"},
-            "schedule": {"epochs": 1, "batch_size": 32, "lr": 1e30, "max_steps_per_epoch": 3},
-            "eval": {"dev_images": 30}}
+    cell = Cell.from_dict({"id": "x", "dataset": {"name": "f30k_precomp", "data_root": str(tiny_data)},
+                           "matcher": {"name": "vse_infty", "embed_size": 16, "word_dim": 8},
+                           "strategy": {"name": "baseline"},
+                           "schedule": {"epochs": 1, "batch_size": 32, "lr": 1e30, "max_steps_per_epoch": 3},
+                           "eval": {"dev_images": 30}})
     with pytest.raises(TrainingDiverged) as info:
         run_cell(cell, tmp_path / "run")
     msg = str(info.value)

@@ -14,16 +14,17 @@ import pytest
 from bench.data import DataError
 from bench.data.precomp import PrecompSplit
 from bench.data.vocab import UNK_STOP_SHARE, UNK_WARN_SHARE, Vocabulary, load_vocab, save_vocab, unk_share
+from bench.spec import Cell
 from bench.train import run_cell
 
 
-def cell(data):
-    return {"id": "datacell", "suite": "bad", "seed": 0,
+def cell(data) -> Cell:
+    return Cell.from_dict({"id": "datacell", "suite": "bad", "seed": 0,
             "dataset": {"name": "f30k_precomp", "data_root": str(data), "vocab_root": str(data / "vocab")},
             "matcher": {"name": "vse_infty", "embed_size": 16, "word_dim": 8},
             "strategy": {"name": "baseline", "params": {}},
             "schedule": {"epochs": 1, "batch_size": 32, "lr": 2e-3, "max_steps_per_epoch": 1},
-            "eval": {"dev_images": 10, "batch_size": 64}}
+            "eval": {"dev_images": 10, "batch_size": 64}})
 
 
 @pytest.fixture

@@ -81,12 +81,12 @@ def test_a_failing_cell_fails_alone_and_retry_failed_reruns_only_it(tiny_data, t
     from bench.harness.cells import expand
     from bench.harness.config import load_suite
 
-    cells = {c["strategy"]["name"]: c for c in expand(load_suite(suite))}
-    bad = root / "retry" / cells["momentum"]["id"]
+    cells = {c.strategy.name: c for c in expand(load_suite(suite))}
+    bad = root / "retry" / cells["momentum"].id
     bad.parent.mkdir(parents=True)
     bad.write_text("not a folder")
     out = bench("sweep", suite, "--executor", "inline", "--root", root, check=False)
-    assert (root / "retry" / cells["baseline"]["id"] / "done").exists()
+    assert (root / "retry" / cells["baseline"].id / "done").exists()
     assert not (bad.is_dir() and (bad / "done").exists())
     bad.unlink()
     # the failed cell shows as pending again once its folder is gone; write a real failure instead
@@ -94,10 +94,10 @@ def test_a_failing_cell_fails_alone_and_retry_failed_reruns_only_it(tiny_data, t
     (bad / "failed").write_text("RuntimeError: simulated\n")
     status = bench("status", suite, "--root", root).stdout
     assert "failed" in status and "simulated" in status
-    baseline_stamp = (root / "retry" / cells["baseline"]["id"] / "result.json").stat().st_mtime_ns
+    baseline_stamp = (root / "retry" / cells["baseline"].id / "result.json").stat().st_mtime_ns
     out = bench("sweep", suite, "--executor", "inline", "--root", root, "--retry-failed")
     assert "done 2" in out.stdout
-    assert (root / "retry" / cells["baseline"]["id"] / "result.json").stat().st_mtime_ns == baseline_stamp
+    assert (root / "retry" / cells["baseline"].id / "result.json").stat().st_mtime_ns == baseline_stamp
 
 
 def test_unknown_suite_and_bad_override_give_clear_errors(tmp_path):

@@ -44,7 +44,11 @@ def test_a_count_of_zero_or_less(tmp_path, where):
 
     msg = config_error(tmp_path, change)
     key = "eval.dev_images" if where == "dev_images" else f"scales.full.schedule.vse_infty.{where}"
-    assert f"{key}: must be at least 1, got {-8 if where == 'batch_size' else 0}" in msg
+    got = -8 if where == "batch_size" else 0
+    if where == "dev_images":
+        assert f"{key}: must be at least 1, got {got}" in msg
+    else:  # a schedule key's range and why, from bench.spec.Schedule
+        assert f"{key}: must be >= 1, got {got}: a count of 0 or less trains nothing" in msg
 
 
 def test_a_seed_outside_numpys_range(tmp_path):
@@ -102,9 +106,9 @@ def test_shipped_recipes_compose_and_the_suite_wins(tmp_path):
     suite = load_suite(path)
     assert set(suite.spec["recipes"]) == {"full", "oas_stage2"}
     (cell, *_) = expand(suite)
-    assert cell["schedule"]["epochs"] == 3 and cell["schedule"]["weight_decay"] == 1e-2
-    assert cell["recipe"]["full"].startswith("published@") and len(cell["recipe"]["full"]) == len("published@") + 8
+    assert cell.schedule.epochs == 3 and cell.schedule.weight_decay == 1e-2
+    assert cell.recipe["full"].startswith("published@") and len(cell.recipe["full"]) == len("published@") + 8
     variant = expand(load_suite(path, ["recipes.oas_stage2=lr_2e-4", "strategies.1.params.scenario=oas"]))
-    stage2 = [c for c in variant if c["strategy"]["name"] == "dbl"][0]
-    assert stage2["schedule"]["lr"] == 2e-4 and stage2["schedule"]["lr_schedule"] == "constant"
-    assert stage2["recipe"]["oas_stage2"].startswith("lr_2e-4@")
+    stage2 = [c for c in variant if c.strategy.name == "dbl"][0]
+    assert stage2.schedule.lr == 2e-4 and stage2.schedule.lr_schedule == "constant"
+    assert stage2.recipe["oas_stage2"].startswith("lr_2e-4@")

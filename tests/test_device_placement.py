@@ -32,6 +32,7 @@ from bench.benchmarks.sgraf_loop import loop_scores
 from bench.harness.cells import expand
 from bench.harness.config import SUITES_DIR, load_suite
 from bench.precision import RunMode
+from bench.spec import Cell
 from bench.train import _set_up, _train_step, evaluate_dev, run_cell
 from tests.test_matchers_train import SMALL  # the small size of every matcher
 
@@ -79,24 +80,23 @@ def suite_strategies() -> list[dict]:
     seen = {}
     for path in sorted(SUITES_DIR.glob("*.yaml")):
         for cell in expand(load_suite(path.stem)):
-            s = {"name": cell["strategy"]["name"], "params": cell["strategy"].get("params") or {}}
+            s = {"name": cell.strategy.name, "params": cell.strategy.params}
             seen.setdefault(json.dumps(s, sort_keys=True), s)
     return list(seen.values())
 
 
-def _cell(data, matcher: str, strategy: dict, **sched) -> dict:
-    return {"dataset": {"name": "f30k_precomp", "data_root": str(data), "vocab_root": str(data / "vocab")},
+def _cell(data, matcher: str, strategy: dict, **sched) -> Cell:
+    return Cell.from_dict({"dataset": {"name": "f30k_precomp", "data_root": str(data), "vocab_root": str(data / "vocab")},
             "matcher": {"name": matcher, **SMALL[matcher]}, "strategy": strategy,
             "schedule": {"epochs": 3, "batch_size": 16, "max_steps_per_epoch": 1, **sched},
-            "eval": {"dev_images": 20, "batch_size": 32}, "seed": 0}
+            "eval": {"dev_images": 20, "batch_size": 32}, "seed": 0})
 
 
 @pytest.fixture(scope="module")
 def anchor(tiny_data, tmp_path_factory):
     """A trained baseline checkpoint for the strategies that start from one (OAS)."""
     run_dir = tmp_path_factory.mktemp("anchor")
-    cell = _cell(tiny_data, "vse_infty", {"name": "baseline"})
-    cell["schedule"]["epochs"] = 1
+    cell = _cell(tiny_data, "vse_infty", {"name": "baseline"}, epochs=1)
     assert run_cell(cell, run_dir)["status"] == "done"
     return run_dir / "best.pt"
 

@@ -1,3 +1,4 @@
+
 """Multi-process training (bench.distributed): 2 CPU ranks over gloo reproduce a 1-process run.
 
 Workers are spawned with torch.multiprocessing; each joins the group through the standard environment
@@ -6,6 +7,7 @@ Workers are spawned with torch.multiprocessing; each joins the group through the
 
 import os
 import socket
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 from bench import checkpoint as ckpt
+from bench.spec import Cell
 from bench.train import run_cell
 from tests.test_train import Recorder  # the tracker stand-in that keeps what the trainer logs
 
@@ -151,20 +154,20 @@ def test_gather_with_grad_and_averaging_give_the_one_process_gradient():
 CLIP_TINY = {"name": "clip", "preset": "tiny"}
 
 
-def _cell(data, batch_size=20, strategy="baseline", params=None):
-    return {
+def _cell(data, batch_size=20, strategy="baseline", params=None) -> Cell:
+    return Cell.from_dict({
         "dataset": {"name": "f30k_precomp", "data_root": str(data), "vocab_root": str(data / "vocab")},
         "matcher": dict(CLIP_TINY),
         "strategy": {"name": strategy, "params": dict(params or {})},
         "schedule": {"epochs": 2, "batch_size": batch_size, "lr": 2e-3, "log_every": 1, "max_steps_per_epoch": 3},
         "eval": {"dev_images": 1000, "batch_size": 64},
         "seed": 0,
-    }
+    })
 
 
 def _run_rank(rank, cell, run_dir, out_dir):
     with pytest.raises(ValueError, match="not divisible by the 2 ranks"):
-        run_cell({**cell, "schedule": {**cell["schedule"], "batch_size": 21}}, out_dir / f"odd{rank}")
+        run_cell(cell.replace(schedule=replace(cell.schedule, batch_size=21)), out_dir / f"odd{rank}")
     # preempted after 2 steps (rank 0 writes last.pt), then resumed by both ranks from it
     assert run_cell(cell, run_dir, stop_after_steps=2)["status"] == "interrupted"
     tracker = Recorder()
@@ -192,18 +195,19 @@ def _scores(cell, weights, split):
     """The score matrix of ``weights`` (the reported branch) on ``split`` ("dev" or a test split)."""
     import models
     from bench.evaluate import encode_all, score_matrix
-    from bench.train import build_matcher, open_data, resolve
+    from bench.spec import resolve
+    from bench.train import build_matcher, open_data
 
     cell = resolve(cell)
-    data = open_data(cell, models.input_kind(cell["matcher"]["name"]))
+    data = open_data(cell, models.input_kind(cell.matcher.name))
     model = build_matcher(cell, data)
     model.load_state_dict(weights)
     model.eval()
     if split == "dev":
-        n = min(cell["eval"]["dev_images"], data.dev.n_images)
-        imgs, caps = data.eval_batches(data.dev, cell["eval"]["batch_size"], n_images=n)
+        n = min(cell.eval.dev_images, data.dev.n_images)
+        imgs, caps = data.eval_batches(data.dev, cell.eval.batch_size, n_images=n)
     else:
-        imgs, caps = data.eval_batches(data.test_splits[split], cell["eval"]["batch_size"])
+        imgs, caps = data.eval_batches(data.test_splits[split], cell.eval.batch_size)
     with torch.no_grad():
         img, cap = encode_all(model, imgs, caps)
         return score_matrix(model, img, cap).float()
@@ -280,12 +284,12 @@ def test_two_ranks_preempted_and_resumed_reproduce_the_one_process_run(tiny_data
 def test_a_two_task_slurm_job_trains_one_cell_across_its_tasks(slurm_cluster, tiny_data, tmp_path):
     """submitit tasks_per_node=2: both tasks join one gloo group from the SLURM job environment."""
     from bench.harness import jobs
-    from bench.harness.cells import cell_id
     from bench.harness.slurm import Resources, load_profile, make_executor
+    from bench.spec import cell_id
 
     profile = {**load_profile(slurm_cluster["profile"]), "tasks_per_node": 2, "max_mem_gb": None}
-    cell = {**_cell(tiny_data), "suite": "distributed"}
-    cell["id"] = cell_id(cell)
+    cell = _cell(tiny_data).replace(suite="distributed")
+    cell = cell.replace(id=cell_id(cell))
     need = Resources(cpus=1, mem_gb=4, time_min=10)
     job = make_executor("slurm", tmp_path / "jobs", profile, resources=need).submit(jobs.CellJob(cell, tmp_path / "results"))
     per_task = job.results()  # one result per task (rank)
@@ -293,9 +297,9 @@ def test_a_two_task_slurm_job_trains_one_cell_across_its_tasks(slurm_cluster, ti
     got = per_task[0]["result"]
     assert got["dev_curve"] == per_task[1]["result"]["dev_curve"]
     assert [r.get("rank", 0) for r in per_task] == [0, 1]  # rank 1 trained alongside, rank 0 alone wrote the store
-    log = (tmp_path / "results" / "distributed" / cell["id"] / "log.txt").read_text()
+    log = (tmp_path / "results" / "distributed" / cell.id / "log.txt").read_text()
     assert "rank 0 of 2 (gloo" in log and "rank 1 of 2" not in log, log
-    assert (tmp_path / "results" / "distributed" / cell["id"] / "done").exists()
+    assert (tmp_path / "results" / "distributed" / cell.id / "done").exists()
     single = run_cell(_cell(tiny_data), tmp_path / "single")
     assert_distributed_matches_single(_cell(tiny_data), tmp_path / "single", single,
-                                      tmp_path / "results" / "distributed" / cell["id"], got)
+                                      tmp_path / "results" / "distributed" / cell.id, got)

@@ -57,7 +57,7 @@ def trained(tiny_data, tmp_path_factory):
     for cell in expand(f30k) + expand(coco):
         out = run_cell_in_store(cell, root, tracker_factory=None)
         assert out["state"] == "done"
-        runs[cell["matcher"]["name"]] = Path(out["run_dir"])
+        runs[cell.matcher.name] = Path(out["run_dir"])
     return runs
 
 
@@ -152,17 +152,17 @@ def test_oas_suite_starts_from_a_released_anchor_without_a_baseline(trained, tin
     suite = _suite(tmp_path, tiny_data, "oasrel", [("vse_infty", SMALL)], [{"name": "kd", "label": "KD"}],
                    anchor_checkpoint=str(released))
     cells = expand(suite)
-    assert [c["strategy"]["name"] for c in cells] == ["kd"] and cells[0]["depends_on"] == []
-    assert cells[0]["anchor_checkpoint"]["sha256"] == __import__("hashlib").sha256(released.read_bytes()).hexdigest()
+    assert [c.strategy.name for c in cells] == ["kd"] and cells[0].depends_on == []
+    assert cells[0].anchor_checkpoint.sha256 == __import__("hashlib").sha256(released.read_bytes()).hexdigest()
     from bench.harness.collect import collect, write_tables
     from bench.harness.sweep import sweep
 
     root = tmp_path / "runs"
     report = sweep(suite, executor="inline", root=root, tracker_factory=None)
     assert [s["state"] for s in report["states"].values()] == ["done"]
-    assert [p.name for p in (root / "oasrel").iterdir() if p.is_dir()] == [cells[0]["id"]]  # no baseline trained
+    assert [p.name for p in (root / "oasrel").iterdir() if p.is_dir()] == [cells[0].id]  # no baseline trained
     paths = write_tables(collect(suite, root), suite, tmp_path / "tables", n_boot=10)
-    sha = cells[0]["anchor_checkpoint"]["sha256"][:12]
+    sha = cells[0].anchor_checkpoint.sha256[:12]
     assert f"OAS anchor/teacher: official VSE∞ BiGRU checkpoint model_best.pth (sha256 {sha}), not a baseline cell" \
         in paths["md"].read_text()
     # the cell id follows the checkpoint's content
@@ -173,8 +173,8 @@ def test_oas_suite_starts_from_a_released_anchor_without_a_baseline(trained, tin
     torch.save(raw, other)
     moved = load_suite(suite.path, [f"anchor_checkpoint={other}"])  # the command-line override form
     assert moved.spec["anchor_checkpoint"] == str(other)
-    assert expand(moved)[0]["id"] != cells[0]["id"]
-    assert expand(load_suite(suite.path))[0]["id"] == cells[0]["id"]  # same file, same id
+    assert expand(moved)[0].id != cells[0].id
+    assert expand(load_suite(suite.path))[0].id == cells[0].id  # same file, same id
 
 
 def test_released_anchor_bad_inputs(trained, tiny_data, tmp_path):

@@ -17,27 +17,29 @@ import pytest
 from bench import checkpoint as ckpt
 from bench.faults import ENV
 from bench.harness.store import cell_state, run_cell_in_store, run_dir_for, write_json_atomic
+from bench.run_folder import RunOptions
+from bench.spec import Cell
 
 REPO = Path(__file__).resolve().parents[1]
-RUNNER = ("import json, sys; from bench.harness.store import run_cell_in_store; "
-          "run_cell_in_store(json.loads(sys.argv[1]), sys.argv[2], tracker_factory=None)")
+RUNNER = ("import json, sys; from bench.harness.store import run_cell_in_store; from bench.spec import Cell; "
+          "run_cell_in_store(Cell.from_dict(json.loads(sys.argv[1])), sys.argv[2], tracker_factory=None)")
 
 
-def make_cell(data, cid="faultcell0001", **sched):
-    return {"id": cid, "suite": "faults", "seed": 0,
+def make_cell(data, cid="faultcell0001", **sched) -> Cell:
+    return Cell.from_dict({"id": cid, "suite": "faults", "seed": 0,
             "dataset": {"name": "f30k_precomp", "data_root": str(data), "vocab_root": str(data / "vocab")},
             "matcher": {"name": "vse_infty", "embed_size": 16, "word_dim": 8},
             "strategy": {"name": "baseline", "params": {}},
             "schedule": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "max_steps_per_epoch": 3,
                          "checkpoint_every": 1, **sched},
-            "eval": {"dev_images": 1000, "batch_size": 64}}
+            "eval": {"dev_images": 1000, "batch_size": 64}})
 
 
 def run_subprocess(cell, root, fault=None):
     env = {k: v for k, v in os.environ.items() if k != ENV}
     if fault:
         env[ENV] = fault
-    return subprocess.run([sys.executable, "-c", RUNNER, json.dumps(cell), str(root)], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-c", RUNNER, json.dumps(cell.to_dict()), str(root)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=240)
 
 
@@ -235,7 +237,7 @@ def test_an_io_error_writing_a_forced_rerun_keeps_the_previous_result(tiny_data,
     run_dir = run_dir_for(cell, tmp_path)
     before = (run_dir / "result.json").read_bytes()
     monkeypatch.setenv(ENV, "store.before_rename:3:eio")  # config.yaml=1, running=2, result.json=3
-    out = run_cell_in_store(cell, tmp_path, tracker_factory=None, force=True, raise_errors=False)
+    out = run_cell_in_store(cell, tmp_path, RunOptions(force=True), tracker_factory=None, raise_errors=False)
     assert out["state"] == "failed"
     assert "Input/output error: cannot write" in out["error"] and "result.json" in out["error"]
     assert (run_dir / "result.json").read_bytes() == before and cell_state(run_dir) == "done"

@@ -52,7 +52,7 @@ def filled(tmp_path):
     path = tmp_path / "tc.yaml"
     path.write_text(yaml.safe_dump(SUITE))
     suite = load_suite(path)
-    cells = {(c["strategy"]["label"], c["seed"]): c for c in expand(suite)}
+    cells = {(c.strategy.label, c.seed): c for c in expand(suite)}
     rng = np.random.default_rng(0)
     root = tmp_path / "runs"
     for seed, r1 in zip([0, 1, 2], [50.0, 52.0, 54.0]):
@@ -130,7 +130,7 @@ def test_reconstructed_strategies_are_labelled_in_the_tables(filled, tmp_path):
     suite2 = load_suite(path)
     runs = tmp_path / "runs2"
     for cell in expand(suite2):
-        write_result(runs, cell, 50.0 if cell["strategy"]["name"] == "baseline" else 51.0)
+        write_result(runs, cell, 50.0 if cell.strategy.name == "baseline" else 51.0)
     md = write_tables(collect(suite2, runs), suite2, tmp_path / "t2", n_boot=50)["md"].read_text()
     assert "Reconstructed from the DBL paper's description: dml" in md
 
@@ -156,7 +156,7 @@ def test_end_to_end_with_the_real_trainer(tiny_data, tmp_path):
     path.write_text(yaml.safe_dump(raw))
     suite = load_suite(path)
     cells = topological_order(expand(suite))
-    assert [c["strategy"]["name"] for c in cells] == ["baseline", "kd"]
+    assert [c.strategy.name for c in cells] == ["baseline", "kd"]
     root = tmp_path / "runs"
     for c in cells:
         assert run_cell_in_store(c, root)["state"] == "done"
@@ -166,8 +166,8 @@ def test_end_to_end_with_the_real_trainer(tiny_data, tmp_path):
     kd = summary[summary["strategy"] == "KD"].iloc[0]
     assert kd["delta_seeds"] == 1 and np.isnan(kd["ci_low"])  # one seed: no interval
     for c in cells:  # ranks.npz names the cell it belongs to
-        with np.load(root / "e2e" / c["id"] / "ranks.npz") as z:
-            assert str(z["cell_id"]) == c["id"]
+        with np.load(root / "e2e" / c.id / "ranks.npz") as z:
+            assert str(z["cell_id"]) == c.id
     assert kd["delta_rsum"] == pytest.approx(kd["rsum_mean"] - summary[summary["strategy"] == "baseline"]
                                              .iloc[0]["rsum_mean"], abs=1e-6)
     write_tables(df, suite, tmp_path / "tables", n_boot=100)
@@ -208,7 +208,7 @@ def _write_cell(root, cell, ranks_by_protocol, cell_id=None):
     """A done cell whose result.json agrees with its ranks.npz (which names ``cell_id``)."""
     d = run_dir_for(cell, root)
     d.mkdir(parents=True)
-    metrics, arrays = {}, {"cell_id": np.array(cell_id or cell["id"])}
+    metrics, arrays = {}, {"cell_id": np.array(cell_id or cell.id)}
     for p, (i2t, t2i) in ranks_by_protocol.items():
         arrays[f"{p}/i2t"], arrays[f"{p}/t2i"] = i2t, t2i
         m = {f"{d}_r{k}": 100 * float(np.mean(r < k)) for d, r in (("i2t", i2t), ("t2i", t2i)) for k in (1, 5, 10)}
@@ -229,11 +229,11 @@ def verdicts(tmp_path):
     rng = np.random.default_rng(0)
     root = tmp_path / "runs"
     for c in expand(suite):
-        n = 200 if c["dataset"]["name"] == "f30k_precomp" else 250
-        gain = {"baseline": 0.0, "dbl": 0.1, "kd": 0.0}[c["strategy"]["name"]]
+        n = 200 if c.dataset.name == "f30k_precomp" else 250
+        gain = {"baseline": 0.0, "dbl": 0.1, "kd": 0.0}[c.strategy.name]
         ranks = {}
-        for p in c["eval"]["protocols"]:
-            u_i, u_t = np.random.default_rng([c["seed"], n]).random((2, 5 * n))  # shared by the seed's runs
+        for p in c.eval.protocols:
+            u_i, u_t = np.random.default_rng([c.seed, n]).random((2, 5 * n))  # shared by the seed's runs
             skill = 0.5 + gain + rng.normal(0, 0.01)
             ranks[p] = (np.where(u_i[:n] < skill, 0, 20), np.where(u_t < skill - 0.1, 0, 20))
         _write_cell(root, c, ranks)
@@ -269,7 +269,7 @@ def test_a_table_per_protocol_with_holm_markers_and_seeds_needed(verdicts):
 def test_a_baseline_without_usable_ranks_says_why(verdicts):
     """bad input: the baseline's ranks.npz is missing or belongs to another cell -> ΔRSUM says why."""
     suite, root, tmp = verdicts
-    cells = {(c["dataset_label"], c["strategy"]["name"], c["seed"]): c for c in expand(suite)}
+    cells = {(c.dataset_label, c.strategy.name, c.seed): c for c in expand(suite)}
     missing = run_dir_for(cells[("f30k", "baseline", 0)], root) / "ranks.npz"
     missing.unlink()
     other = cells[("coco", "baseline", 0)]
@@ -282,7 +282,7 @@ def test_a_baseline_without_usable_ranks_says_why(verdicts):
     f30k = summary[(summary["strategy"] == "DBL") & (summary["protocol"] == "f30k_1k")].iloc[0]
     assert f30k["delta_seeds"] == 2 and f"seed 0: baseline ranks file {missing} is missing" in f30k["delta_missing"]
     coco = summary[(summary["strategy"] == "KD") & (summary["protocol"] == "coco_5k")].iloc[0]
-    assert f"belongs to cell 0123456789ab, not {other['id']}" in coco["delta_missing"]
+    assert f"belongs to cell 0123456789ab, not {other.id}" in coco["delta_missing"]
     md = write_tables(df, suite, tmp / "tables", n_boot=100, summary=summary)["md"].read_text()
     assert f"ΔRSUM of VSE / DBL: seed 0: baseline ranks file {missing} is missing." in md
     # with one baseline left, the cell itself says why there is no ΔRSUM

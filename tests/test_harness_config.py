@@ -14,6 +14,7 @@ from bench.harness.config import (
     valid_strategies,
     validate_suite,
 )
+from bench.spec import Cell, Schedule
 
 SUITE = {
     "name": "t",
@@ -41,13 +42,13 @@ def with_(raw: dict, **changes) -> dict:
 
 def test_valid_suite_expands_with_resolved_schedule(tmp_path):
     cells = expand(load_suite(write(tmp_path, SUITE)))
-    assert [c["strategy"]["label"] for c in cells] == ["baseline", "DBL abs"]
+    assert [c.strategy.label for c in cells] == ["baseline", "DBL abs"]
     c = cells[1]
-    assert c["schedule"] == {"epochs": 25, "lr": 5e-4, "batch_size": 128}  # "5e-4" read as a float
-    assert c["matcher"] == {"name": "vse_infty"}
-    assert c["strategy"]["params"]["loss"] == "abs" and c["strategy"]["params"]["reduction"] == "max"
-    assert c["strategy"]["scenario"] == "oss" and c["depends_on"] == []
-    assert c["dataset"] == {"name": "f30k_precomp", "data_root": "/data/x"} and c["dataset_label"] == "synth"
+    assert c.schedule == Schedule.from_dict({"epochs": 25, "lr": 5e-4, "batch_size": 128})  # "5e-4" read as a float
+    assert c.matcher.to_dict() == {"name": "vse_infty"}
+    assert c.strategy.params["loss"] == "abs" and c.strategy.params["reduction"] == "max"
+    assert c.strategy.scenario == "oss" and c.depends_on == []
+    assert c.dataset.to_dict() == {"name": "f30k_precomp", "data_root": "/data/x"} and c.dataset_label == "synth"
 
 
 def test_unknown_key_names_file_key_path_and_closest_name(tmp_path):
@@ -101,10 +102,10 @@ def test_overrides_scale_seeds_and_dotted_schedule(tmp_path):
     path = write(tmp_path, SUITE)
     s = load_suite(path, ["scale=smoke", "seeds=[0,1]", "schedule.vse_infty.epochs=2", "datasets.0.data_root=/d2"])
     cells = expand(s)
-    assert len(cells) == 4 and {c["seed"] for c in cells} == {0, 1}
-    assert cells[0]["schedule"] == {"epochs": 2, "lr": 1e-3, "batch_size": 16}
-    assert cells[0]["matcher"] == {"name": "vse_infty", "embed_size": 32}
-    assert cells[0]["dataset"]["data_root"] == "/d2" and cells[0]["scale"] == "smoke"
+    assert len(cells) == 4 and {c.seed for c in cells} == {0, 1}
+    assert cells[0].schedule == Schedule.from_dict({"epochs": 2, "lr": 1e-3, "batch_size": 16})
+    assert cells[0].matcher.to_dict() == {"name": "vse_infty", "embed_size": 32}
+    assert cells[0].dataset.data_root == "/d2" and cells[0].scale == "smoke"
     with pytest.raises(ConfigError, match="expected key=value"):
         load_suite(path, ["scale"])
     with pytest.raises(ConfigError, match="scale: unknown value 'tiny'"):
@@ -114,15 +115,15 @@ def test_overrides_scale_seeds_and_dotted_schedule(tmp_path):
 def test_cell_ids_stable_and_sensitive(tmp_path):
     a = expand(load_suite(write(tmp_path, SUITE)))
     b = expand(load_suite(write(tmp_path, SUITE, "again.yaml"), ["name=other", "resources.default.gpus=4"]))
-    assert [c["id"] for c in a] == [c["id"] for c in b]  # suite name and resources are not hashed
-    assert all(len(c["id"]) == 12 and c["id"] == cell_id(c) for c in a)
+    assert [c.id for c in a] == [c.id for c in b]  # suite name and resources are not hashed
+    assert all(len(c.id) == 12 and c.id == cell_id(c) for c in a)
     c = expand(load_suite(write(tmp_path, SUITE), ["strategies.1.params.alpha=2.0"]))
-    assert c[0]["id"] == a[0]["id"] and c[1]["id"] != a[1]["id"]
+    assert c[0].id == a[0].id and c[1].id != a[1].id
     d = expand(load_suite(write(tmp_path, SUITE), ["seeds=[1]"]))
-    assert {x["id"] for x in d}.isdisjoint({x["id"] for x in a})
+    assert {x.id for x in d}.isdisjoint({x.id for x in a})
     # an explicit default equals the implicit one
     e = expand(load_suite(write(tmp_path, SUITE), ["strategies.1.params.reduction=max"]))
-    assert e[1]["id"] == a[1]["id"]
+    assert e[1].id == a[1].id
 
 
 def test_oas_dependency_added_once_and_ordered(tmp_path):
@@ -131,35 +132,36 @@ def test_oas_dependency_added_once_and_ordered(tmp_path):
         seeds=[0, 1])
     raw["scales"]["full"]["schedule"]["default"] = {"oas_stage2": {"epochs": 30, "lr": 2e-5, "lr_schedule": "constant"}}
     cells = expand(load_suite(write(tmp_path, raw)))
-    baselines = [c for c in cells if c["strategy"]["name"] == "baseline"]
+    baselines = [c for c in cells if c.strategy.name == "baseline"]
     assert len(baselines) == 2 and len(cells) == 6  # one anchor per seed, never duplicated
     for c in cells:
-        if c["strategy"]["name"] != "baseline":
-            (anchor,) = [b for b in baselines if b["id"] == c["depends_on"][0]]
-            assert anchor["seed"] == c["seed"] and anchor["schedule"]["epochs"] == 25
-            assert c["schedule"] == {"epochs": 30, "lr": 2e-5, "batch_size": 128, "lr_schedule": "constant"}
-    order = [c["id"] for c in topological_order(list(reversed(cells)))]
+        if c.strategy.name != "baseline":
+            (anchor,) = [b for b in baselines if b.id == c.depends_on[0]]
+            assert anchor.seed == c.seed and anchor.schedule.epochs == 25
+            assert c.schedule == Schedule.from_dict({"epochs": 30, "lr": 2e-5, "batch_size": 128, "lr_schedule": "constant"})
+    order = [c.id for c in topological_order(list(reversed(cells)))]
     for c in cells:
-        for dep in c["depends_on"]:
-            assert order.index(dep) < order.index(c["id"])
+        for dep in c.depends_on:
+            assert order.index(dep) < order.index(c.id)
     # a suite listing the baseline itself (after the OAS cells) still gets it once, under its own label
     raw["strategies"].append({"name": "baseline", "label": "VSE baseline"})
     cells2 = expand(load_suite(write(tmp_path, raw)))
-    assert len(cells2) == 6 and {c["id"] for c in cells2} == {c["id"] for c in cells}
-    assert sorted({c["strategy"]["label"] for c in cells2 if c["strategy"]["name"] == "baseline"}) == ["VSE baseline"]
+    assert len(cells2) == 6 and {c.id for c in cells2} == {c.id for c in cells}
+    assert sorted({c.strategy.label for c in cells2 if c.strategy.name == "baseline"}) == ["VSE baseline"]
 
 
 def test_topological_order_rejects_unknown_dependency():
     with pytest.raises(ConfigError, match="depends on unknown cell"):
-        topological_order([{"id": "a", "depends_on": ["zzz"], "strategy": {"label": "x"}}])
+        topological_order([Cell.from_dict({"id": "a", "depends_on": ["zzz"], "dataset": {"name": "f30k_precomp"},
+                                           "matcher": {"name": "sgr"}, "strategy": {"name": "baseline", "label": "x"}})])
 
 
 def test_sweep_and_duplicate_labels(tmp_path):
     raw = with_(SUITE, strategies=[{"name": "dbl", "label": "RM", "params": {"loss": "rel", "scenario": "oss"},
                                     "sweep": {"beta": [0.5, 2]}}])
     cells = expand(load_suite(write(tmp_path, raw)))
-    assert [c["strategy"]["label"] for c in cells] == ["RM beta=0.5", "RM beta=2"]
-    assert [c["strategy"]["params"]["beta"] for c in cells] == [0.5, 2.0]
+    assert [c.strategy.label for c in cells] == ["RM beta=0.5", "RM beta=2"]
+    assert [c.strategy.params["beta"] for c in cells] == [0.5, 2.0]
     raw = with_(SUITE, strategies=[{"name": "baseline"}, {"name": "baseline"}])
     with pytest.raises(ConfigError, match="used twice"):
         expand(load_suite(write(tmp_path, raw)))
@@ -169,7 +171,7 @@ def test_sweep_and_duplicate_labels(tmp_path):
 def test_shipped_suites_are_valid(name):
     for scale in load_suite(name).spec["scales"]:
         cells = expand(load_suite(name, [f"scale={scale}"]))
-        assert cells and len({c["id"] for c in cells}) == len(cells)
+        assert cells and len({c.id for c in cells}) == len(cells)
         assert len(topological_order(cells)) == len(cells)
 
 

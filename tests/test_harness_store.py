@@ -16,16 +16,18 @@ from bench.harness.store import (
     run_dir_for,
     write_json_atomic,
 )
+from bench.run_folder import RunOptions
+from bench.spec import Cell
 
 RECALL_K = (1, 5, 10)
 
 
-def make_cell(strategy="baseline", seed=0, depends_on=(), cid=None):
-    return {"id": cid or f"{strategy}{seed}".ljust(12, "0"), "suite": "t", "seed": seed,
+def make_cell(strategy="baseline", seed=0, depends_on=(), cid=None) -> Cell:
+    return Cell.from_dict({"id": cid or f"{strategy}{seed}".ljust(12, "0"), "suite": "t", "seed": seed,
             "dataset": {"name": "f30k"}, "dataset_label": "f30k", "matcher": {"name": "vse_infty"},
             "matcher_label": "vse_infty", "strategy": {"name": strategy, "label": strategy, "scenario": "none",
                                                         "params": {}},
-            "schedule": {"epochs": 1}, "eval": {"protocols": ["f30k_1k"]}, "depends_on": list(depends_on)}
+            "schedule": {"epochs": 1}, "eval": {"protocols": ["f30k_1k"]}, "depends_on": list(depends_on)})
 
 
 class RankTrainer:
@@ -38,12 +40,12 @@ class RankTrainer:
 
     def __call__(self, cell, run_dir, tracker=None, anchor_checkpoint=None):
         self.calls.append({"run_dir": run_dir, "anchor": anchor_checkpoint})
-        logging.getLogger("bench.train").info("epoch 0 done for %s", cell["id"])
+        logging.getLogger("bench.train").info("epoch 0 done for %s", cell.id)
         if self.fail:
             raise RuntimeError("loss became NaN")
         if self.status != "done":
             return {"status": self.status}
-        sims = np.random.default_rng(cell["seed"]).normal(size=(20, 100))
+        sims = np.random.default_rng(cell.seed).normal(size=(20, 100))
         order = np.argsort(-sims, axis=1)
         i2t = np.array([np.where((order[i] // 5) == i)[0].min() for i in range(20)])
         order_t = np.argsort(-sims.T, axis=1)
@@ -68,12 +70,12 @@ def test_run_writes_result_done_config_log_and_skips_when_done(tmp_path):
     cell = make_cell()
     out = run_cell_in_store(cell, tmp_path, tracker_factory=None, train_fn=train)
     d = run_dir_for(cell, tmp_path)
-    assert out["state"] == "done" and cell_state(d) == "done" and d == tmp_path / "t" / cell["id"]
+    assert out["state"] == "done" and cell_state(d) == "done" and d == tmp_path / "t" / cell.id
     names = {p.name for p in d.iterdir()}
     assert {"config.yaml", "log.txt", "ranks.npz", "result.json", "done", "best.pt"} <= names
     assert "running" not in names and not any(n.endswith(".tmp") or ".tmp-" in n for n in names)
     result = load_result(d)
-    assert result["cell_id"] == cell["id"] and result["metrics"]["f30k_1k"]["rsum"] > 0
+    assert result["cell_id"] == cell.id and result["metrics"]["f30k_1k"]["rsum"] > 0
     assert "epoch 0 done for" in (d / "log.txt").read_text()
     again = run_cell_in_store(cell, tmp_path, tracker_factory=None, train_fn=train)
     assert again["skipped"] and len(train.calls) == 1 and again["result"] == result
@@ -89,13 +91,13 @@ def test_force_keeps_previous_result_until_new_one_is_complete(tmp_path):
         def __call__(self, cell, run_dir, **kw):
             seen["old_done_during_rerun"] = cell_state(final) == "done"
             seen["run_dir"] = run_dir
-            return super().__call__({**cell, "seed": 7}, run_dir, **kw)
+            return super().__call__(cell.replace(seed=7), run_dir, **kw)
 
     (final / "result.json").write_text((final / "result.json").read_text().replace('"best_epoch": 0', '"best_epoch": -1'))
-    out = run_cell_in_store(cell, tmp_path, force=True, tracker_factory=None, train_fn=Checking())
+    out = run_cell_in_store(cell, tmp_path, RunOptions(force=True), tracker_factory=None, train_fn=Checking())
     assert seen["old_done_during_rerun"] and seen["run_dir"] != final
     assert out["state"] == "done" and load_result(final)["best_epoch"] == 0
-    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == [cell["id"]]
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == [cell.id]
 
 
 def test_failure_writes_failed_state_and_rerun_recovers(tmp_path):
@@ -123,8 +125,8 @@ def test_interrupted_run_is_interrupted_and_states(tmp_path):
 
 def test_oas_cell_needs_done_anchor_and_gets_its_best_checkpoint(tmp_path):
     base = make_cell()
-    oas = make_cell("kd", depends_on=[base["id"]])
-    with pytest.raises(RuntimeError, match=f"anchor cell {base['id']} is not done"):
+    oas = make_cell("kd", depends_on=[base.id])
+    with pytest.raises(RuntimeError, match=f"anchor cell {base.id} is not done"):
         run_cell_in_store(oas, tmp_path, tracker_factory=None, train_fn=RankTrainer())
     run_cell_in_store(base, tmp_path, tracker_factory=None, train_fn=RankTrainer())
     train = RankTrainer()
@@ -136,11 +138,11 @@ def test_done_run_of_same_cell_in_other_suite_is_reused(tmp_path):
     cell = make_cell()
     run_cell_in_store(cell, tmp_path, tracker_factory=None, train_fn=RankTrainer())
     train = RankTrainer()
-    out = run_cell_in_store({**cell, "suite": "other"}, tmp_path, tracker_factory=None, train_fn=train)
+    out = run_cell_in_store(cell.replace(suite="other"), tmp_path, tracker_factory=None, train_fn=train)
     assert out["skipped"] and not train.calls
-    out = run_cell_in_store({**cell, "suite": "other"}, tmp_path, tracker_factory=None, train_fn=train,
+    out = run_cell_in_store(cell.replace(suite="other"), tmp_path, tracker_factory=None, train_fn=train,
                             reuse_other_suites=False)
-    assert not out["skipped"] and cell_state(tmp_path / "other" / cell["id"]) == "done"
+    assert not out["skipped"] and cell_state(tmp_path / "other" / cell.id) == "done"
 
 
 def test_provenance_keys(tmp_path):

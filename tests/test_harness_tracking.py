@@ -2,11 +2,13 @@
 
 import json
 import warnings
+from dataclasses import replace
 
 import pytest
 
 from bench.harness.store import run_cell_in_store, run_dir_for
 from bench.harness.tracking import WandbTracker, log_suite_summary, offline_runs, read_offline_run
+from bench.spec import Cell, Wandb
 from tests.test_harness_collect import verdicts  # noqa: F401 - the fixture
 from tests.test_harness_store import RankTrainer, make_cell
 
@@ -20,8 +22,8 @@ def offline(monkeypatch):
 
 
 def test_offline_round_trip(tmp_path):
-    cell = make_cell("dbl") | {"wandb": {"project": "itm-test", "entity": None}}
-    cell["strategy"] |= {"scenario": "oss", "params": {"loss": "abs", "alpha": 1.0}}  # (W&B drops empty dicts)
+    cell = make_cell("dbl").replace(wandb=Wandb(project="itm-test"))
+    cell = cell.replace(strategy=replace(cell.strategy, scenario="oss", params={"loss": "abs", "alpha": 1.0}))
     tracker = WandbTracker(cell, tmp_path)
     assert tracker.active
     logged = []
@@ -37,7 +39,7 @@ def test_offline_round_trip(tmp_path):
 
     (run,) = offline_runs(tmp_path)
     back = read_offline_run(run)
-    assert back["config"] == json.loads(json.dumps(cell))
+    assert Cell.from_dict(back["config"]) == cell  # the cell's plain form (W&B drops empty mappings)
     assert back["project"] == "itm-test" and back["state"] == "finished"
     assert set(back["tags"]) == {"vse_infty", "f30k", "oss"}
     for k, v in metrics.items():
@@ -77,19 +79,19 @@ def test_store_run_with_tracker_writes_one_offline_run(tmp_path):
     (run,) = offline_runs(tmp_path)
     assert run.is_relative_to(run_dir_for(cell, tmp_path))
     back = read_offline_run(run)
-    assert back["summary"]["test/f30k_1k/rsum"] > 0 and back["config"]["id"] == cell["id"]
+    assert back["summary"]["test/f30k_1k/rsum"] > 0 and back["config"]["id"] == cell.id
 
 
 def test_collect_writes_a_suite_summary_run_with_the_verdicts(verdicts):  # noqa: F811 - the fixture
     """`collect` logs the suite's verdicts to one W&B run next to its cells' runs; read back offline."""
     import pandas as pd
 
+    from bench.__main__ import main
     from bench.harness import collect as collect_mod
 
     suite, root, tmp = verdicts
-    argv = [str(tmp / "tv.yaml"), "--root", str(root), "--tables", str(tmp / "tables"),
-            "--figures", str(tmp / "figures"), "--n-boot", "100"]
-    collect_mod.main(argv)
+    main(["collect", str(tmp / "tv.yaml"), "--root", str(root), "--tables", str(tmp / "tables"),
+          "--figures", str(tmp / "figures"), "--n-boot", "100"])
     first = offline_runs(root)
     # collecting again replaces the summary run, it does not add a second one
     log_suite_summary(suite, collect_mod.summarize(collect_mod.collect(suite, root), suite, n_boot=100), root,

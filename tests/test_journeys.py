@@ -135,7 +135,7 @@ def assert_table(md_path: Path, suite: str, overrides: list[str], seeds: int):
     assert blocks, f"no tables in {md_path}"
     expected: dict[str, set] = {}
     for c in cells:
-        expected.setdefault(c["dataset_label"], set()).add((c["matcher_label"], c["strategy"]["label"]))
+        expected.setdefault(c.dataset_label, set()).add((c.matcher_label, c.strategy.label))
     for dataset, rows in expected.items():
         mine = [t for t in blocks if t.split(" · ")[0] == dataset]
         assert mine, f"{md_path}: no table for dataset {dataset}; tables: {list(blocks)}"
@@ -194,7 +194,7 @@ def test_run_one_cell_with_overrides_after_the_options(tmp_path, capsys):
     msg = capsys.readouterr().err
     assert "--cell 'nomatch' matches 0 cells of suite oss" in msg
     cells = expand(load_suite("oss", overrides))
-    assert all(c["id"] in msg for c in cells) and msg.count("/seed 0)") == len(cells) < len(expand(load_suite("oss")))
+    assert all(c.id in msg for c in cells) and msg.count("/seed 0)") == len(cells) < len(expand(load_suite("oss")))
     assert "/seed 1)" not in msg and "xattn" not in msg
 
 
@@ -211,7 +211,7 @@ def test_make_table_target(suite, checkout, tiny_data, tmp_path):
     overrides = [f"data_root={tiny_data}", "scale=smoke", "seeds=[0]", *TABLE_ARGS[suite], *MINIMAL]
     cells = assert_table(tmp_path / "tables" / f"{suite}.md", suite, overrides, seeds=1)
     assert f"{len(cells)} cells: done {len(cells)}" in out, out[-3000:]
-    assert {p.parent.name for p in (tmp_path / "runs" / suite).glob("*/done")} == {c["id"] for c in cells}
+    assert {p.parent.name for p in (tmp_path / "runs" / suite).glob("*/done")} == {c.id for c in cells}
     assert (tmp_path / "tables" / f"{suite}.csv").is_file() and (tmp_path / "tables" / f"{suite}.tex").is_file()
     assert any((tmp_path / "figures" / suite).rglob("*.png"))
     # ROOT, TABLES and FIGURES are where everything went: nothing under the checkout's results/
@@ -313,7 +313,7 @@ def test_make_demo_then_make_readme(tmp_path):
     block = after.split("<!-- demo-table:begin -->")[1].split("<!-- demo-table:end -->")[0]
     assert block != before.split("<!-- demo-table:begin -->")[1].split("<!-- demo-table:end -->")[0]
     for c in cells:
-        assert f"| {c['strategy']['label']} | 1/1 |" in block
+        assert f"| {c.strategy.label} | 1/1 |" in block
     assert after.split("<!-- demo-table:begin -->")[0] == before.split("<!-- demo-table:begin -->")[0]
 
 
@@ -330,9 +330,9 @@ def test_readme_slurm_sweep_command(checkout, slurm_cluster, tiny_data, tmp_path
     out = run(checkout, [".venv/bin/" + line.split()[0], *line.split()[1:], "--root", str(root), *overrides])
     cells = expand(load_suite("oss", overrides))
     assert len(cells) == 2 and "suite oss: 2 cells: done 2" in out, out
-    assert {p.parent.name for p in (root / "oss").glob("*/done")} == {c["id"] for c in cells}
+    assert {p.parent.name for p in (root / "oss").glob("*/done")} == {c.id for c in cells}
     for c in cells:  # each cell ran as a SLURM job
-        result = json.loads((root / "oss" / c["id"] / "result.json").read_text())
+        result = json.loads((root / "oss" / c.id / "result.json").read_text())
         assert result["provenance"]["slurm_job_id"], result["provenance"]
     status = run(checkout, [".venv/bin/python", "-m", "bench", "status", "oss", "--root", str(root), *overrides])
     assert "suite oss: 2 cells: done 2" in status

@@ -11,15 +11,17 @@ from bench.benchmarks.bench_matchers import VOCAB_SIZE, build_with, synthetic_ba
 from bench.harness.cells import cell_id
 from bench.harness.collect import run_variant
 from bench.precision import RunMode, set_compiled, variant_label
-from bench.train import resolve, run_cell
+from bench.spec import Cell, resolve
+from bench.train import run_cell
 
 TINY = dict(vocab_size=VOCAB_SIZE, embed_size=32, word_dim=16, sim_dim=16, img_dim=32)
 PAIRWISE = ("sgr", "saf", "xattn")
 
 
-def _id_cell(**sched):
-    return {"dataset": {"name": "f30k_precomp"}, "dataset_label": "F30K", "matcher": {"name": "sgr"},
-            "strategy": {"name": "baseline", "params": {}}, "schedule": dict(sched), "eval": {}, "seed": 0}
+def _id_cell(**sched) -> Cell:
+    return Cell.from_dict({"dataset": {"name": "f30k_precomp"}, "dataset_label": "F30K", "matcher": {"name": "sgr"},
+                           "strategy": {"name": "baseline", "params": {}}, "schedule": dict(sched), "eval": {},
+                           "seed": 0})
 
 
 def test_new_keys_at_their_default_keep_the_id():
@@ -34,8 +36,8 @@ def test_new_keys_at_their_default_keep_the_id():
                                           ({"compile": "yes"}, ["schedule.compile", "'yes'"]),
                                           ({"amp": True, "precision": "tf32"}, ["amp", "precision", "'tf32'"])])
 def test_bad_modes_are_refused_with_the_key_and_value(sched, words):
-    cell = {"dataset": {"name": "f30k_precomp"}, "matcher": {"name": "sgr"}, "strategy": {"name": "baseline"},
-            "schedule": sched}
+    cell = Cell.from_dict({"dataset": {"name": "f30k_precomp"}, "matcher": {"name": "sgr"},
+                           "strategy": {"name": "baseline"}, "schedule": sched})
     with pytest.raises(ValueError) as err:
         resolve(cell)
     assert all(w in str(err.value) for w in words), str(err.value)

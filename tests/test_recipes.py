@@ -18,41 +18,41 @@ def _cells(suite, *overrides):
 
 
 def _one(cells, matcher, dataset, strategy="baseline"):
-    (c,) = [c for c in cells if c["matcher"]["name"] == matcher and c["dataset_label"] == dataset
-            and c["strategy"]["label"] == strategy]
-    return c["schedule"]
+    (c,) = [c for c in cells if c.matcher.name == matcher and c.dataset_label == dataset
+            and c.strategy.label == strategy]
+    return c.schedule
 
 
 @pytest.mark.parametrize("suite", ["dbl", "oas", "oss", "mss"])
 def test_dbl_matcher_follows_dbls_scripts(suite):
     cells = _cells(suite)
     f30k, coco = _one(cells, "xattn", "f30k"), _one(cells, "xattn", "coco")
-    assert (f30k["epochs"], f30k["lr_decay_epochs"], coco["epochs"], coco["lr_decay_epochs"]) == (40, [30], 20, [10])
+    assert (f30k.epochs, f30k.lr_decay_epochs, coco.epochs, coco.lr_decay_epochs) == (40, [30], 20, [10])
     # caption augmentation: DBL's OAS program on, its OSS and MSS programs off (both stages in OAS)
-    assert {c["schedule"]["caption_aug"] for c in cells if c["matcher"]["name"] == "xattn"} == {suite == "oas"}
+    assert {c.schedule.caption_aug for c in cells if c.matcher.name == "xattn"} == {suite == "oas"}
 
 
 @pytest.mark.parametrize("suite", PAPER_SUITES)
 def test_fp32_and_vse_weight_decay_as_the_reference(suite):
     cells = _cells(suite)
-    assert all(c["schedule"]["amp"] is False for c in cells)
-    assert {c["schedule"]["weight_decay"] for c in cells if c["matcher"]["name"] == "vse_infty"} == {1e-2}
-    assert {c["schedule"]["weight_decay"] for c in cells if c["matcher"]["name"] == "vse_infty_bert"} <= {1e-4}
-    assert all(c["recipe"]["full"].startswith("published@") for c in cells)
+    assert all(c.schedule.amp is False for c in cells)
+    assert {c.schedule.weight_decay for c in cells if c.matcher.name == "vse_infty"} == {1e-2}
+    assert {c.schedule.weight_decay for c in cells if c.matcher.name == "vse_infty_bert"} <= {1e-4}
+    assert all(c.recipe["full"].startswith("published@") for c in cells)
 
 
 def test_oas_stage2_default_and_variant():
     for option, lr in (("lr_2e-5", 2e-5), ("lr_2e-4", 2e-4)):
         cells = _cells("oas", f"recipes.oas_stage2={option}")
         kd = _one(cells, "vse_infty", "f30k", "KD")
-        assert (kd["epochs"], kd["lr"], kd["lr_schedule"], kd["lr_decay_epochs"]) == (30, lr, "constant", [])
+        assert (kd.epochs, kd.lr, kd.lr_schedule, kd.lr_decay_epochs) == (30, lr, "constant", [])
         kd = _one(cells, "vse_infty", "coco", "KD")
-        assert (kd["epochs"], kd["lr"], kd["lr_schedule"], kd["lr_decay_epochs"]) == (20, 2e-4, "step", [10])
+        assert (kd.epochs, kd.lr, kd.lr_schedule, kd.lr_decay_epochs) == (20, 2e-4, "step", [10])
 
 
 def test_one_sided_dml_row_in_table3():
     cells = _cells("oss")
-    rows = {c["strategy"]["label"]: c["strategy"]["params"] for c in cells if c["strategy"]["name"] == "dml"}
+    rows = {c.strategy.label: c.strategy.params for c in cells if c.strategy.name == "dml"}
     assert rows["DML"]["symmetric"] is True and rows["DML one-sided (reference)"]["symmetric"] is False
 
 

@@ -250,7 +250,7 @@ def test_a_file_where_a_cell_folder_belongs_blocks_only_that_cell(tiny_data, tmp
     from bench.harness.cells import expand
     from bench.harness.config import load_suite
 
-    first = expand(load_suite(suite))[0]["id"]
+    first = expand(load_suite(suite))[0].id
     (root / "trust").mkdir(parents=True)
     (root / "trust" / first).write_text("not a folder")
     sw = bench("sweep", suite, "--root", root, check=0)

@@ -127,10 +127,10 @@ def test_oas_table_names_its_stage2_recipe(tmp_path):
     for option, lr in (("lr_2e-5", "2e-5"), ("lr_2e-4", "2e-4")):
         suite = load_suite("oas", ["seeds=[0]", "matchers=[vse_infty]", f"recipes.oas_stage2={option}"])
         cells = expand(suite)
-        f30k_kd = [c for c in cells if c["strategy"]["name"] == "kd" and c["dataset_label"] == "f30k"][0]
-        assert f30k_kd["schedule"]["lr"] == float(lr) and f30k_kd["schedule"]["lr_schedule"] == "constant"
-        assert f30k_kd["recipe"]["oas_stage2"].startswith(f"{option}@")
+        f30k_kd = [c for c in cells if c.strategy.name == "kd" and c.dataset_label == "f30k"][0]
+        assert f30k_kd.schedule.lr == float(lr) and f30k_kd.schedule.lr_schedule == "constant"
+        assert f30k_kd.recipe["oas_stage2"].startswith(f"{option}@")
         out = tmp_path / option
         md = write_tables(collect(suite, out / "runs"), suite, out, n_boot=10)["md"].read_text()
-        assert f"OAS stage 2: recipe {f30k_kd['recipe']['oas_stage2']} (OAS stage 2: Flickr30K constant {lr} " \
+        assert f"OAS stage 2: recipe {f30k_kd.recipe['oas_stage2']} (OAS stage 2: Flickr30K constant {lr} " \
                "for 30 epochs" in md

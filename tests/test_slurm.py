@@ -15,7 +15,7 @@ import pytest
 import submitit
 from submitit.slurm.slurm import SlurmJobEnvironment
 
-from bench.harness import jobs
+from bench.harness.jobs import CellJob
 from bench.harness.slurm import (
     JobLostError,
     ProfileError,
@@ -29,6 +29,9 @@ from bench.harness.slurm import (
     submit_array,
     wait_for_jobs,
 )
+from bench.run_folder import RunOptions
+from bench.spec import Cell
+from tests import jobs
 from tests.slurm_cluster import run_testcluster
 
 WAIT_S = 90
@@ -130,11 +133,16 @@ def test_local_executor_runs_array_and_rejects_dependency(tmp_path):
         submit_array(executor, jobs.echo_job, [7], dependency_job_ids=[array[0].job_id])
 
 
-def test_cell_job_pickles_and_requeues_itself():
+def test_cell_job_pickles_plain_values_and_requeues_itself():
     import pickle
 
-    cell_job = pickle.loads(pickle.dumps(jobs.CellJob({"matcher": "vse"}, "/results")))
-    assert (cell_job.cell, cell_job.root) == ({"matcher": "vse"}, "/results")
+    cell = Cell.from_dict({"id": "c1", "suite": "s", "dataset": {"name": "f30k_precomp"}, "matcher": {"name": "sgr"},
+                           "strategy": {"name": "baseline"}})
+    options = RunOptions(force=True, force_before=1.5)
+    cell_job = pickle.loads(pickle.dumps(CellJob(cell, "/results", options)))
+    assert (cell_job.cell, cell_job.root, cell_job.options) == (cell.to_dict(), "/results", options.to_dict())
+    assert Cell.from_dict(cell_job.cell) == cell and RunOptions(**cell_job.options) == options
+    assert b"bench.spec" not in pickle.dumps(cell_job)  # a job pickled before a change of the classes still reads
     assert cell_job.checkpoint().function is cell_job
 
 

@@ -53,7 +53,7 @@ def parse_dry_run(text: str) -> list[dict]:
 
 
 def _array_of(arrays: list[dict], cells: list[dict], matcher: str) -> dict:
-    ids = {c["id"] for c in cells if c["matcher"]["name"] == matcher}
+    ids = {c.id for c in cells if c.matcher.name == matcher}
     (array,) = [a for a in arrays if ids & set(a["cells"])]  # all of a matcher's cells in one array
     assert ids <= set(array["cells"])
     return array
@@ -73,7 +73,7 @@ def test_readme_dry_run_as_written(tmp_path):
     assert "nothing is submitted" in out.stdout.splitlines()[0]
     arrays = parse_dry_run(out.stdout)
     cells = expand(load_suite("dbl", ["scale=full"]))
-    assert sorted(c for a in arrays for c in a["cells"]) == sorted(c["id"] for c in cells)  # each cell once
+    assert sorted(c for a in arrays for c in a["cells"]) == sorted(c.id for c in cells)  # each cell once
     assert len(arrays) == 3
     sgr, saf, clip = (_array_of(arrays, cells, m) for m in ("sgr", "saf", "clip"))
     assert sgr is saf
@@ -115,7 +115,7 @@ def test_profile_caps_are_printed_and_a_cell_it_cannot_hold_is_named(tmp_path):
         assert bad.returncode == 2, bad.stderr
         assert bad.stderr.count("asks for 1 GPU(s) per node but cluster profile cpu-only allows 0") == len(cells)
         first = cells[0]
-        assert f"cell {first['id']} (f30k/vse_infty/baseline/s0) asks for 1 GPU(s)" in bad.stderr
+        assert f"cell {first.id} (f30k/vse_infty/baseline/s0) asks for 1 GPU(s)" in bad.stderr
         assert "max_gpus_per_node in " + str(no_gpus) in bad.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "jobs").exists()
 
@@ -154,7 +154,7 @@ def test_gpu_rates_give_estimates_and_warn_below_the_request(tmp_path):
     sgr_min = sgr_steps * 128 / 5.0 / 60  # far above its 2,880 minutes
     assert f"WARNING: below the estimated {sgr_min:.0f} min" in sgr
     assert "no recorded step time" in next(x for x in out.splitlines() if "f30k/clip/baseline/s0 " in x)
-    n_rated = sum(1 for c in expand(load_suite("dbl", ["scale=full"])) if c["matcher"]["name"] in ("vse_infty", "sgr"))
+    n_rated = sum(1 for c in expand(load_suite("dbl", ["scale=full"])) if c.matcher.name in ("vse_infty", "sgr"))
     assert f"{n_rated} estimate(s) from GPU rates measured on NVIDIA H200 (torch 2.13.0+cu128, 2026-12-04" in out
     assert re.search(r"^total: [0-9.e+]+ h estimated for \d+ pending cell\(s\)", out, re.M)
     assert "WARNING: 18 cell(s) request less time" in out  # every SGR cell
@@ -276,7 +276,7 @@ def test_each_array_asks_for_its_cells_resources(slurm_cluster, tiny_data, tmp_p
     profile = _held(tmp_path, max_cpus_per_task=2, max_mem_gb=2, max_time_min=40)
     arrays = _check_arrays_match_dry_run([suite], profile, tmp_path / "runs")
     cells = expand(load_suite(suite))
-    by_id = {c["id"]: c for c in cells}
+    by_id = {c.id: c for c in cells}
     shapes = {(re.search(r"\((stage \d)\)", a["title"]).group(1), by_id[a["cells"][0]]["matcher"]["name"]):
               (a["sbatch"]["gpus-per-node"], a["sbatch"]["cpus-per-task"], a["sbatch"]["mem"], a["sbatch"]["time"])
               for a in arrays}
@@ -288,7 +288,7 @@ def test_each_array_asks_for_its_cells_resources(slurm_cluster, tiny_data, tmp_p
     # each OAS array waits on the baseline array of its matcher (afterok across arrays)
     for array in arrays:
         if "stage 1" in array["title"]:
-            parents = {d for c in array["cells"] for d in by_id[c]["depends_on"]}
+            parents = {d for c in array["cells"] for d in by_id[c].depends_on}
             (parent,) = [a for a in arrays if set(a["cells"]) & parents]
             assert re.search(rf"afterok:{parent['job_id']}(?!\d)", array["record"]["Dependency"])
 

@@ -139,9 +139,9 @@ def long_reference(slurm_cluster, tiny_data, tmp_path_factory):
 def test_slurm_sweep_equals_inline_and_oas_waits_for_baseline(short_sweep):
     suite, report, root = short_sweep["suite"], short_sweep["report"], short_sweep["slurm"]
     cells = _cells(suite)
-    assert [c["strategy"]["name"] for c in cells] == ["baseline", "kd", "dbl"]
-    assert {cid: s["state"] for cid, s in report["states"].items()} == {c["id"]: "done" for c in cells}
-    assert report["lost"] == [] and set(report["jobs"]) == {c["id"] for c in cells}
+    assert [c.strategy.name for c in cells] == ["baseline", "kd", "dbl"]
+    assert {cid: s["state"] for cid, s in report["states"].items()} == {c.id: "done" for c in cells}
+    assert report["lost"] == [] and set(report["jobs"]) == {c.id for c in cells}
     for cell in cells:
         _same_numbers(_result(root, cell), _result(short_sweep["inline"], cell))
         assert _result(root, cell)["provenance"]["slurm_job_id"]  # it really ran as a SLURM job
@@ -151,17 +151,17 @@ def test_slurm_sweep_equals_inline_and_oas_waits_for_baseline(short_sweep):
         oas_dir = run_dir_for(oas, root)
         # Both stages were queued before the baseline finished (afterok held the OAS array) ...
         assert (oas_dir / SUBMITTED_FILE).stat().st_mtime < base_done
-        assert report["jobs"][oas["id"]].split("_")[0] != report["jobs"][cells[0]["id"]].split("_")[0]
+        assert report["jobs"][oas.id].split("_")[0] != report["jobs"][cells[0].id].split("_")[0]
         # ... and the OAS cell started (wrote its config) only after the baseline was done.
         assert (oas_dir / "config.yaml").stat().st_mtime >= base_done
 
 
 def test_resweep_submits_nothing_for_done_or_active_cells(short_sweep, slurm_cluster):
     suite, root = short_sweep["suite"], short_sweep["slurm"]
-    marks = {c["id"]: (run_dir_for(c, root) / SUBMITTED_FILE).read_text() for c in _cells(suite)}
+    marks = {c.id: (run_dir_for(c, root) / SUBMITTED_FILE).read_text() for c in _cells(suite)}
     again = sweep(suite, executor="slurm", root=root, cluster=slurm_cluster["profile"], wait=True, progress=False)
     assert again["selected"] == [] and again["jobs"] == {}
-    assert {c["id"]: (run_dir_for(c, root) / SUBMITTED_FILE).read_text() for c in _cells(suite)} == marks
+    assert {c.id: (run_dir_for(c, root) / SUBMITTED_FILE).read_text() for c in _cells(suite)} == marks
 
     # Queued/running cells of a sweep that has not finished are not submitted a second time.
     fresh = short_sweep["folder"] / "fresh" / "runs"
@@ -187,17 +187,17 @@ def test_failing_cell_fails_alone_and_retry_failed_reruns_only_it(slurm_cluster,
     features.write_bytes(features.read_bytes()[:200])  # a truncated feature file
     suite = _write_suite(tmp_path, "faulty", {"good": tiny_data, "broken": broken}, [BASELINE], SHORT)
     good, bad = _cells(suite)
-    assert (good["dataset_label"], bad["dataset_label"]) == ("good", "broken")
+    assert (good.dataset_label, bad.dataset_label) == ("good", "broken")
     root = tmp_path / "runs"
     report = sweep(suite, executor="slurm", root=root, cluster=slurm_cluster["profile"], wait=True, progress=False)
     states = report["states"]
-    assert states[good["id"]]["state"] == "done" and states[bad["id"]]["state"] == "failed"
-    assert "train_ims.npy" in states[bad["id"]]["error"]
+    assert states[good.id]["state"] == "done" and states[bad.id]["state"] == "failed"
+    assert "train_ims.npy" in states[bad.id]["error"]
 
     status = subprocess.run([sys.executable, "-m", "bench", "status", str(suite.path), "--root", str(root)],
                             capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=os.environ.copy())
     assert status.returncode == 0, status.stderr
-    [line] = [line for line in status.stdout.splitlines() if bad["id"] in line]
+    [line] = [line for line in status.stdout.splitlines() if bad.id in line]
     assert "failed" in line and "train_ims.npy" in line and "log: " in line
     log_path = Path(line.rsplit("log: ", 1)[1].rstrip(")"))
     assert "train_ims.npy" in log_path.read_text()  # the log it names holds the traceback
@@ -206,7 +206,7 @@ def test_failing_cell_fails_alone_and_retry_failed_reruns_only_it(slurm_cluster,
     good_result = (run_dir_for(good, root) / RESULT_FILE).read_text()
     retry = sweep(suite, executor="slurm", root=root, cluster=slurm_cluster["profile"], retry_failed=True,
                   wait=True, progress=False)
-    assert retry["selected"] == [bad["id"]] and list(retry["jobs"]) == [bad["id"]]
+    assert retry["selected"] == [bad.id] and list(retry["jobs"]) == [bad.id]
     assert {s["state"] for s in retry["states"].values()} == {"done"}
     assert (run_dir_for(good, root) / RESULT_FILE).read_text() == good_result  # untouched
     # Same data after the fix: the retried cell equals its twin on the good copy.
@@ -220,7 +220,7 @@ def test_scontrol_requeue_of_running_cell_gives_one_equal_result(slurm_cluster, 
     [cell] = _cells(suite)
     root = tmp_path / "runs"
     report = sweep(suite, executor="slurm", root=root, cluster=slurm_cluster["profile"], wait=False, progress=False)
-    job_id = report["jobs"][cell["id"]]
+    job_id = report["jobs"][cell.id]
     run_dir = run_dir_for(cell, root)
     try:
         _wait_until(lambda: _mid_training(run_dir), WAIT_S, "a mid-training checkpoint")
@@ -234,8 +234,8 @@ def test_scontrol_requeue_of_running_cell_gives_one_equal_result(slurm_cluster, 
         _cancel_and_wait([job_id])
     log = (run_dir / "log.txt").read_text()
     assert log.count("training cell") == 2 and "resumed" in log  # killed mid-training, then resumed
-    assert sorted(p.name for p in (root / suite.name).iterdir()) == [cell["id"]]  # one run folder
-    assert cell_states([cell], root)[cell["id"]]["state"] == "done"
+    assert sorted(p.name for p in (root / suite.name).iterdir()) == [cell.id]  # one run folder
+    assert cell_states([cell], root)[cell.id]["state"] == "done"
     _same_numbers(_result(root, cell), long_reference)
 
 
@@ -264,11 +264,11 @@ def test_scancel_mid_sweep_leaves_no_partial_results_and_resweep_completes(slurm
     states = cell_states([base, kd], root)
     # The killed baseline is interrupted (its `running` marker with a free lock, or its own `interrupted`
     # marker when the signal came during training): the next sweep takes it over.
-    assert states[base["id"]]["state"] == "interrupted" and states[base["id"]].get("interrupted")
-    assert states[kd["id"]]["state"] == "pending"  # cancelled while waiting on afterok
+    assert states[base.id]["state"] == "interrupted" and states[base.id].get("interrupted")
+    assert states[kd.id]["state"] == "pending"  # cancelled while waiting on afterok
 
     again = sweep(suite, executor="slurm", root=root, cluster=slurm_cluster["profile"], wait=True, progress=False)
-    assert sorted(again["selected"]) == sorted([base["id"], kd["id"]])
+    assert sorted(again["selected"]) == sorted([base.id, kd.id])
     assert {s["state"] for s in again["states"].values()} == {"done"}
     assert "resumed" in (run_dir_for(base, root) / "log.txt").read_text()
     _same_numbers(_result(root, base), long_reference)  # resumed after scancel: same as uninterrupted

@@ -6,6 +6,7 @@ RSUM of at least twice the chance level of the split (a smoke run that stays at 
 nothing). Only the dev images used to pick the best epoch are fewer (the test split is whole).
 """
 
+from dataclasses import replace
 from math import comb
 from pathlib import Path
 
@@ -50,8 +51,8 @@ def demo_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def smoke_cells(demo_data):
     suite = load_suite("dbl", ["scale=smoke", f"data_root={demo_data}", "seeds=[0]"])
-    cells = {c["matcher"]["name"]: c for c in expand(suite)
-             if c["dataset"]["name"] == "f30k_precomp" and c["strategy"]["name"] == "baseline"}
+    cells = {c.matcher.name: c for c in expand(suite)
+             if c.dataset.name == "f30k_precomp" and c.strategy.name == "baseline"}
     assert sorted(cells) == sorted(MATCHERS)
     return cells
 
@@ -59,12 +60,12 @@ def smoke_cells(demo_data):
 @pytest.mark.slow
 @pytest.mark.parametrize("matcher", TRAINED)
 def test_smoke_recipe_ends_above_twice_chance(smoke_cells, tmp_path, matcher):
-    cell = dict(smoke_cells[matcher])
-    cell["eval"] = {**cell["eval"], "dev_images": DEV_IMAGES}
+    cell = smoke_cells[matcher]
+    cell = cell.replace(eval=replace(cell.eval, dev_images=DEV_IMAGES))
     res = run_cell(cell, tmp_path / matcher)
-    n_test = len(np.load(Path(cell["dataset"]["data_root"]) / "f30k_precomp" / "test_ims.npy", mmap_mode="r"))
+    n_test = len(np.load(Path(cell.dataset.data_root) / "f30k_precomp" / "test_ims.npy", mmap_mode="r"))
     chance = chance_rsum(n_test)
     rsum = res["metrics"]["f30k_1k"]["rsum"]
     print(f"{matcher}: test RSUM {rsum:.1f}, chance {chance:.1f}")
-    assert rsum >= 2 * chance, (f"{matcher}: smoke recipe {cell['schedule']} ends at test RSUM {rsum:.1f}, "
+    assert rsum >= 2 * chance, (f"{matcher}: smoke recipe {cell.schedule} ends at test RSUM {rsum:.1f}, "
                                 f"below 2x chance ({2 * chance:.1f}): tune bench/recipes/smoke/embedded.yaml")

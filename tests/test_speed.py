@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,15 +35,14 @@ def _tiny_suite(tmp_path, data):
 def test_parallel_local_cells_each_get_their_cpus_as_torch_threads(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the cell, not the environment, sets the count
-    cells = expand(_tiny_suite(tmp_path, tiny_data))
-    for cell, cpus in zip(cells, (1, 2)):
-        cell["resources"]["cpus"] = cpus
+    cells = [cell.replace(resources=replace(cell.resources, cpus=cpus))
+             for cell, cpus in zip(expand(_tiny_suite(tmp_path, tiny_data)), (1, 2))]
     root = tmp_path / "runs"
     jobs = submit_array(make_executor("local", tmp_path / "jobs"), None, [CellJob(c, root) for c in cells])
     assert not wait_for_jobs(jobs, raise_lost=False, timeout_s=600)
     for cell, cpus in zip(cells, (1, 2)):
         result = json.loads((locate_run(cell, root) / "result.json").read_text())
-        assert result["cost"]["torch_threads"] == cpus, (cell["id"], result["cost"])
+        assert result["cost"]["torch_threads"] == cpus, (cell.id, result["cost"])
         split = result["cost"]["time_split_s"]  # where the cell's time went
         assert min(split[k] for k in ("setup_s", "steps_s", "checkpoint_s", "dev_eval_s", "test_eval_s")) > 0
         assert sum(v for k, v in split.items() if k != "total_s") == pytest.approx(split["total_s"])

@@ -1,3 +1,4 @@
+
 """A result belongs to its data, its code and its config; one process per cell; nothing finished is lost.
 
 Real training on the tiny embedded data (2 epochs x 2 steps); concurrent sweeps, SIGTERM and SIGKILL
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,8 @@ from bench.harness.store import (
     run_status,
 )
 from bench.harness.sweep import cell_states, select_cells, sweep
+from bench.run_folder import RunOptions
+from bench.spec import Cell
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,10 +88,10 @@ def test_regenerated_data_makes_a_done_cell_stale_and_sweep_retrains_it(tiny_dat
     (cell,) = expand(suite)
     run_dir = run_dir_for(cell, root)
     before = json.loads((run_dir / "result.json").read_text())
-    assert cell_states([cell], root)[cell["id"]]["state"] == "done"
+    assert cell_states([cell], root)[cell.id]["state"] == "done"
 
     generate(data, preset="tiny", seed=1, overwrite=True)  # regenerated in place: other features and captions
-    info = cell_states([cell], root)[cell["id"]]
+    info = cell_states([cell], root)[cell.id]
     old_fp = before["provenance"]["data_fingerprint"]
     assert info["state"] == "stale" and info["result_fingerprint"] == old_fp
     assert info["data_fingerprint"] not in (None, old_fp)
@@ -110,8 +114,8 @@ def test_regenerated_data_makes_a_done_cell_stale_and_sweep_retrains_it(tiny_dat
     assert out["state"] == "done" and seen["old_kept"]
     after = json.loads((run_dir / "result.json").read_text())
     assert after["provenance"]["data_fingerprint"] == info["data_fingerprint"]
-    assert cell_states([cell], root)[cell["id"]]["state"] == "done"
-    assert sorted(p.name for p in run_dir.parent.iterdir()) == [cell["id"]]  # no staging left
+    assert cell_states([cell], root)[cell.id]["state"] == "done"
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == [cell.id]  # no staging left
 
 
 def test_another_suite_reuses_a_run_only_for_the_same_data(tiny_data, tmp_path):
@@ -123,9 +127,9 @@ def test_another_suite_reuses_a_run_only_for_the_same_data(tiny_data, tmp_path):
     same = load_suite(write_suite(tmp_path, tiny_data, name="second", epochs=1))
     other = load_suite(write_suite(tmp_path, broken, name="third", epochs=1))
     (c_a,), (c_same,), (c_other,) = expand(a), expand(same), expand(other)
-    assert c_a["id"] == c_same["id"] == c_other["id"]  # same config, hence the same id
-    assert cell_states([c_same], root)[c_same["id"]] == {**cell_states([c_a], root)[c_a["id"]]}
-    st = cell_states([c_other], root)[c_other["id"]]
+    assert c_a.id == c_same.id == c_other.id  # same config, hence the same id
+    assert cell_states([c_same], root)[c_same.id] == {**cell_states([c_a], root)[c_a.id]}
+    st = cell_states([c_other], root)[c_other.id]
     assert st["state"] == "pending" and st["run_dir"] == str(run_dir_for(c_other, root))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -145,9 +149,9 @@ def test_a_corrupt_result_is_shown_rerun_and_left_out_of_the_table(tiny_data, tm
     (d0 / "result.json").write_text(good[: len(good) // 2])  # torn: an interrupted rsync
     (d1 / "result.json").unlink()  # `done` without result.json
     states = cell_states([c0, c1], root)
-    assert [states[c["id"]]["state"] for c in (c0, c1)] == ["corrupt", "corrupt"]
-    assert f"{d0 / 'result.json'} does not parse" in states[c0["id"]]["error"]
-    assert f"{d1 / 'result.json'} is missing" in states[c1["id"]]["error"]
+    assert [states[c.id]["state"] for c in (c0, c1)] == ["corrupt", "corrupt"]
+    assert f"{d0 / 'result.json'} does not parse" in states[c0.id]["error"]
+    assert f"{d1 / 'result.json'} is missing" in states[c1.id]["error"]
     main(["status", str(suite_path), "--root", str(root)])
     assert str(d0 / "result.json") in capsys.readouterr().out
 
@@ -158,7 +162,7 @@ def test_a_corrupt_result_is_shown_rerun_and_left_out_of_the_table(tiny_data, tm
     assert df.set_index("seed")["rsum"].notna().to_dict() == {0: False, 1: True}
 
     report = sweep(suite, root=root, progress=False, tracker_factory=None)
-    assert report["selected"] == [c0["id"]]
+    assert report["selected"] == [c0.id]
     assert cell_state(d0) == "done" and json.loads((d0 / "result.json").read_text())["metrics"]
 
 
@@ -171,7 +175,9 @@ def test_a_suite_name_cannot_write_outside_the_results_folder(tiny_data, tmp_pat
         with pytest.raises(ConfigError, match=rf"bad.yaml: name: '{bad}' would write run folders and tables "
                                               r"outside --root: use a plain name"):
             load_suite(path)
-        cell = {"suite": bad, "id": "0123456789ab"}  # the store checks too (cells not made by load_suite)
+        cell = Cell.from_dict({"suite": bad, "id": "0123456789ab", "dataset": {"name": "f30k_precomp"},
+                               "matcher": {"name": "vse_infty"}, "strategy": {"name": "baseline"}})
+        # the store checks too (cells not made by load_suite)
         with pytest.raises(ValueError, match=r"suite name .* cannot name a folder inside the results folder"):
             run_dir_for(cell, root)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # nothing written anywhere
@@ -182,15 +188,17 @@ def test_a_suite_name_cannot_write_outside_the_results_folder(tiny_data, tmp_pat
 def test_a_changed_code_default_changes_the_cell_id(tiny_data, tmp_path, monkeypatch):
     from bench import train
 
-    suite = load_suite(write_suite(tmp_path, tiny_data))
-    (cell,) = expand(suite)
-    monkeypatch.setitem(train.SCHEDULE_DEFAULTS, "margin", 0.3)
-    assert cell_id(cell) != cell["id"]
+    path = write_suite(tmp_path, tiny_data)
+    (cell,) = expand(load_suite(path))
+    monkeypatch.setitem(train.SCHEDULE_DEFAULTS, "margin", 0.3)  # code with another default expands the suite
+    (changed,) = expand(load_suite(path))
+    assert changed.schedule.margin == 0.3 and changed.id != cell.id == cell_id(cell)
     monkeypatch.setitem(train.SCHEDULE_DEFAULTS, "margin", 0.2)
-    assert cell_id(cell) == cell["id"]
+    assert expand(load_suite(path))[0].id == cell.id
     # an override equal to the constructor's default is the same run, one that differs is not
-    assert cell_id({**cell, "matcher": {**cell["matcher"], "num_layers": 1}}) == cell["id"]
-    assert cell_id({**cell, "matcher": {**cell["matcher"], "num_layers": 2}}) != cell["id"]
+    for layers, same in ((1, True), (2, False)):
+        other = cell.replace(matcher=replace(cell.matcher, overrides={**cell.matcher.overrides, "num_layers": layers}))
+        assert (cell_id(other) == cell.id) is same
 
 
 def _stop_after(steps, **kwargs):
@@ -214,6 +222,10 @@ def test_resuming_across_a_code_change_is_refused_or_recorded(tiny_data, tmp_pat
     assert saved["code"]["commit"] and saved["code"]["cell"]["schedule"]["margin"] == 0.2
 
     monkeypatch.setitem(train.SCHEDULE_DEFAULTS, "margin", 0.3)  # "a commit changing the margin"
+    # the cell as older code recorded it (a job's pickle, a config.yaml), its margin left to the code's default
+    cell = Cell.from_dict({**cell.to_dict(), "schedule": {k: v for k, v in cell.schedule.to_dict().items()
+                                                          if k != "margin"}})
+    assert cell.schedule.margin == 0.3 and run_dir_for(cell, root) == run_dir
     out = run_cell_in_store(cell, root, tracker_factory=None, raise_errors=False)
     assert out["state"] == "failed"
     assert "schedule.margin: 0.2 -> 0.3" in out["error"] and "--force" in out["error"]
@@ -222,14 +234,14 @@ def test_resuming_across_a_code_change_is_refused_or_recorded(tiny_data, tmp_pat
     saved["code"]["commit"], saved["code"]["source"] = "0" * 40, "1" * 40  # and written by other code
     ckpt.save(saved, run_dir / "last.pt")
     with pytest.warns(UserWarning, match="across a code change"):
-        out = run_cell_in_store(cell, root, tracker_factory=None, allow_code_change=True)
+        out = run_cell_in_store(cell, root, RunOptions(allow_code_change=True), tracker_factory=None)
     prov = out["result"]["provenance"]
     (change,) = prov["code_changes"]
     assert change["from_commit"] == "0" * 40 and change["to_commit"] == prov["git"]["commit"]
     assert "schedule.margin: 0.2 -> 0.3" in change["changes"] and change["at_step"] == 1
     assert any(c.startswith(f"code: commit {'0' * 40} -> ") for c in change["changes"])
 
-    out = run_cell_in_store(cell, root, tracker_factory=None, force=True)  # --force: from scratch
+    out = run_cell_in_store(cell, root, RunOptions(force=True), tracker_factory=None)  # --force: from scratch
     assert out["state"] == "done" and "code_changes" not in out["result"]["provenance"]
 
 
@@ -247,18 +259,18 @@ def test_a_locked_cell_is_skipped_and_taken_when_free(tiny_data, tmp_path):
         assert holder.stdout.readline().strip() == "held"
         run_dir_for(c0, root).mkdir(parents=True)
         (run_dir_for(c0, root) / "running").write_text("{}")
-        assert cell_states([c0], root)[c0["id"]]["state"] == "running"  # its lock is held
+        assert cell_states([c0], root)[c0.id]["state"] == "running"  # its lock is held
         report = sweep(suite, root=root, progress=False, tracker_factory=None)
-        assert report["selected"] == [c1["id"]] and report["outcomes"] == {c1["id"]: "done"}
+        assert report["selected"] == [c1.id] and report["outcomes"] == {c1.id: "done"}
         assert cell_state(run_dir_for(c1, root)) == "done"
         assert run_cell_in_store(c0, root, tracker_factory=None)["state"] == "locked"  # selected meanwhile
     finally:
         holder.kill()
         holder.wait()
     # the holder died without cleaning up: its marker is stale and the cell is taken over
-    info = cell_states([c0], root)[c0["id"]]
+    info = cell_states([c0], root)[c0.id]
     assert info["state"] == "interrupted" and "process that is gone" in info["error"]
-    assert select_cells([c0], {c0["id"]: info}, retry_failed=True) == [c0]
+    assert select_cells([c0], {c0.id: info}, retry_failed=True) == [c0]
     sweep(suite, root=root, progress=False, tracker_factory=None, retry_failed=True)
     assert cell_state(run_dir_for(c0, root)) == "done"
     lock = CellLock(lock_path(c0, root))
@@ -267,8 +279,9 @@ def test_a_locked_cell_is_skipped_and_taken_when_free(tiny_data, tmp_path):
 
 
 SWEEP = ("import json, sys; from bench.harness.config import load_suite; from bench.harness.sweep import sweep; "
-         "r = sweep(load_suite(sys.argv[1]), root=sys.argv[2], force=sys.argv[3] == 'force', progress=False, "
-         "tracker_factory=None); print(json.dumps(r['outcomes']))")
+         "from bench.run_folder import RunOptions; r = sweep(load_suite(sys.argv[1]), root=sys.argv[2], "
+         "options=RunOptions(force=sys.argv[3] == 'force'), progress=False, tracker_factory=None); "
+         "print(json.dumps(r['outcomes']))")
 
 
 def _two_sweeps(suite_path, root, mode):
@@ -287,7 +300,7 @@ def _assert_whole(suite, root):
         d = run_dir_for(c, root)
         assert cell_state(d) == "done" and json.loads((d / "result.json").read_text())["metrics"]
         assert (d / "ranks.npz").exists() and (d / "best.pt").exists()
-    assert sorted(p.name for p in (Path(root) / suite.name).iterdir()) == sorted(c["id"] for c in expand(suite))
+    assert sorted(p.name for p in (Path(root) / suite.name).iterdir()) == sorted(c.id for c in expand(suite))
 
 
 @pytest.mark.slow
@@ -299,7 +312,7 @@ def test_two_sweeps_at_once_plain_then_forced_train_each_cell_once_and_lose_noth
         started = time.time()
         a, b = _two_sweeps(suite_path, root, mode)
         trained = [cid for o in (a, b) for cid, s in o.items() if s == "done"]
-        assert sorted(trained) == sorted(c["id"] for c in expand(suite)), (mode, a, b)  # each once
+        assert sorted(trained) == sorted(c.id for c in expand(suite)), (mode, a, b)  # each once
         _assert_whole(suite, root)
         for c in expand(suite):  # every result is this round's
             assert (run_dir_for(c, root) / "done").stat().st_mtime >= started
@@ -333,13 +346,13 @@ def test_sigterm_saves_last_and_a_plain_sweep_finishes_the_cell_as_if_uninterrup
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "sweep stopped by SIGTERM" in err, err[-3000:]
-    info = cell_states([cell], root)[cell["id"]]
+    info = cell_states([cell], root)[cell.id]
     assert info["state"] == "interrupted" and not (run_dir / "running").exists()
     assert json.loads((run_dir / "interrupted").read_text())["signal"] == "SIGTERM"
     assert ckpt.load(run_dir / "last.pt")["state"]["global_step"] < 4
 
     report = sweep(suite, root=root, progress=False, tracker_factory=None)  # a plain sweep resumes it
-    assert report["selected"] == [cell["id"]] and cell_state(run_dir) == "done"
+    assert report["selected"] == [cell.id] and cell_state(run_dir) == "done"
     assert comparable(run_dir) == reference
 
 
@@ -365,10 +378,10 @@ def test_a_run_folder_turning_read_only_fails_that_cell_and_the_sweep_goes_on(ti
         out, err = proc.communicate(timeout=300)
     finally:
         subprocess.run(["umount", "-l", str(d0)], check=False)
-    assert f"cell {c0['id']} failed: the run folder {d0} is not writable any more" in err, err[-3000:]
+    assert f"cell {c0.id} failed: the run folder {d0} is not writable any more" in err, err[-3000:]
     assert "make the folder writable and sweep again" in err
     assert cell_state(run_dir_for(c1, root)) == "done"  # the other cell went on
-    assert cell_states([c0], root)[c0["id"]]["state"] in ("interrupted", "failed")
+    assert cell_states([c0], root)[c0.id]["state"] in ("interrupted", "failed")
     sweep(suite, root=root, progress=False, tracker_factory=None, retry_failed=True)  # writable again
     assert cell_state(d0) == "done"
 
@@ -395,9 +408,10 @@ def test_a_forced_rerun_killed_mid_swap_loses_nothing(tiny_data, tmp_path):
     root = tmp_path / "runs"
     assert run_cell_in_store(cell, root, tracker_factory=None)["state"] == "done"
     final = run_dir_for(cell, root)
-    runner = ("import json, sys; from bench.harness.store import run_cell_in_store; "
-              "run_cell_in_store(json.loads(sys.argv[1]), sys.argv[2], tracker_factory=None, force=True)")
-    killed = subprocess.run([sys.executable, "-c", runner, json.dumps(cell), str(root)], cwd=REPO,
+    runner = ("import json, sys; from bench.harness.store import RunOptions, run_cell_in_store; "
+              "from bench.spec import Cell; run_cell_in_store(Cell.from_dict(json.loads(sys.argv[1])), sys.argv[2], "
+              "RunOptions(force=True), tracker_factory=None)")
+    killed = subprocess.run([sys.executable, "-c", runner, json.dumps(cell.to_dict()), str(root)], cwd=REPO,
                             env=env(ITM_BENCH_FAULT="store.swap:1"), capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-3000:]
     old = final.with_name(final.name + ".old")
@@ -407,7 +421,7 @@ def test_a_forced_rerun_killed_mid_swap_loses_nothing(tiny_data, tmp_path):
     out = run_cell_in_store(cell, root, tracker_factory=None)  # the next process repairs the swap
     assert out["state"] == "done" and out["skipped"]
     assert (final / "result.json").read_text() == new_result
-    assert sorted(p.name for p in final.parent.iterdir()) == [cell["id"]]
+    assert sorted(p.name for p in final.parent.iterdir()) == [cell.id]
 
 
 def test_wait_lock_waits_for_the_holder_then_trains(tiny_data, tmp_path):
@@ -427,6 +441,6 @@ def test_wait_lock_waits_for_the_holder_then_trains(tiny_data, tmp_path):
         seen["holder_done"] = (tmp_path / "released").exists()
         return run_cell(c, work, tracker=tracker, anchor_checkpoint=anchor_checkpoint)
 
-    out = run_cell_in_store(cell, root, tracker_factory=None, train_fn=train, wait_lock=True)
+    out = run_cell_in_store(cell, root, RunOptions(wait_lock=True), tracker_factory=None, train_fn=train)
     holder.wait()
     assert out["state"] == "done" and seen["holder_done"]

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -47,9 +48,7 @@ def test_local_cells_run_side_by_side_as_far_as_their_cpus_allow(tiny_data, tmp_
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setenv("ITM_BENCH_SLOW", "train.after_optimizer_step:0.8")  # 4 steps: >= 3 s per cell
     suite = load_suite(write_suite(tmp_path, tiny_data, seeds=(0, 1, 2)))
-    cells = topological_order(expand(suite))
-    for c in cells:
-        c["resources"]["cpus"] = cpus
+    cells = [c.replace(resources=replace(c.resources, cpus=cpus)) for c in topological_order(expand(suite))]
     root = tmp_path / "runs"
     lines: list[str] = []
     jobs, lost, stopped = run_local_window(make_executor("local", tmp_path / "jobs"), cells, root,
@@ -82,9 +81,8 @@ def test_a_stopped_local_sweep_interrupts_its_running_cells_and_a_plain_sweep_fi
     others stay pending, and a plain sweep finishes every cell as if never stopped."""
     suite_path = write_suite(tmp_path, tiny_data, seeds=(0, 1, 2))
     suite = load_suite(suite_path)
-    cells = topological_order(expand(suite))
-    for c in cells:  # the suite's resources: 1 CPU per cell (the suite file says nothing: default 8)
-        c["resources"]["cpus"] = 1
+    # the suite's resources: 1 CPU per cell (the suite file says nothing: default 8)
+    cells = [c.replace(resources=replace(c.resources, cpus=1)) for c in topological_order(expand(suite))]
     reference_root = tmp_path / "reference"  # the same cells, never interrupted (1 thread each, as local)
     for c in cells:
         from bench.harness.store import run_cell_in_store
@@ -111,14 +109,14 @@ def test_a_stopped_local_sweep_interrupts_its_running_cells_and_a_plain_sweep_fi
     name = "SIGTERM" if how.startswith("SIGTERM") else "SIGINT"
     assert proc.returncode == 1 and f"sweep stopped by {name}" in err, err[-3000:]
     states = cell_states(cells, root)
-    assert [states[c["id"]]["state"] for c in cells] == ["interrupted", "interrupted", "pending"], states
+    assert [states[c.id]["state"] for c in cells] == ["interrupted", "interrupted", "pending"], states
     for d in first_two:  # saved by the cell itself: its `interrupted` marker names the signal it got first
         assert not (d / "running").exists() and (d / "last.pt").is_file()
         assert json.loads((d / "interrupted").read_text())["signal"] == name
 
     report = sweep(load_suite(suite_path, ["resources.default.cpus=1"]), executor="local", root=root,
                    jobs_folder=tmp_path / "jobs2")  # a plain sweep resumes the two and runs the third
-    assert sorted(report["selected"]) == sorted(c["id"] for c in cells) and not report["lost"]
+    assert sorted(report["selected"]) == sorted(c.id for c in cells) and not report["lost"]
     for c in cells:
         assert cell_state(run_dir_for(c, root)) == "done"
-        assert comparable(run_dir_for(c, root)) == comparable(run_dir_for(c, reference_root)), c["id"]
+        assert comparable(run_dir_for(c, root)) == comparable(run_dir_for(c, reference_root)), c.id

@@ -1,19 +1,21 @@
 """The trainer: every strategy runs end to end, checkpoints are complete, resume is bitwise equal."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from bench import checkpoint as ckpt
+from bench.spec import Cell, Schedule, resolve
 from bench.train import TrainingDiverged, run_cell
 
 SMALL_VSE = {"name": "vse_infty", "embed_size": 32, "word_dim": 16}
 
 
-def _cell(data, strategy="baseline", params=None, matcher=None, epochs=2, **sched):
-    return {
+def _cell(data, strategy="baseline", params=None, matcher=None, epochs=2, **sched) -> Cell:
+    return Cell.from_dict({
         "dataset": {"name": "f30k_precomp", "data_root": str(data), "vocab_root": str(data / "vocab")},
         "matcher": dict(matcher or SMALL_VSE),
         "strategy": {"name": strategy, "params": dict(params or {})},
@@ -21,7 +23,7 @@ def _cell(data, strategy="baseline", params=None, matcher=None, epochs=2, **sche
                      **sched},
         "eval": {"dev_images": 1000, "batch_size": 64},
         "seed": 0,
-    }
+    })
 
 
 class Recorder:
@@ -120,58 +122,58 @@ TINY_BERT = {"name": "vse_infty_bert", "embed_size": 32,
 def _built(cell):
     """The resolved cell, its data, and the optimiser of one matcher, as ``run_cell`` builds them."""
     import models
-    from bench.train import _make_optimizer, build_matcher, open_data, resolve
+    from bench.train import _make_optimizer, build_matcher, open_data
 
     cell = resolve(cell)
-    data = open_data(cell, models.input_kind(cell["matcher"]["name"]))
+    data = open_data(cell, models.input_kind(cell.matcher.name))
     model = build_matcher(cell, data)
-    return cell, data, model, _make_optimizer(model, cell["schedule"])
+    return cell, data, model, _make_optimizer(model, cell.schedule)
 
 
 @pytest.mark.parametrize("matcher, published", [(SMALL_VSE, 1e-2), (TINY_BERT, 1e-4),
                                                 ({"name": "xattn", "embed_size": 32, "word_dim": 16}, 0.0)])
 def test_optimiser_groups_equal_the_recorded_weight_decay(tiny_data, matcher, published):
     cell, _, _, opt = _built(_cell(tiny_data, matcher=matcher))
-    assert cell["schedule"]["weight_decay"] == published  # recorded: the matcher's published value
+    assert cell.schedule.weight_decay == published  # recorded: the matcher's published value
     assert {g["weight_decay"] for g in opt.param_groups} == {published}
     cell, _, _, opt = _built(_cell(tiny_data, matcher=matcher, weight_decay=3e-3))
-    assert cell["schedule"]["weight_decay"] == 3e-3 and {g["weight_decay"] for g in opt.param_groups} == {3e-3}
+    assert cell.schedule.weight_decay == 3e-3 and {g["weight_decay"] for g in opt.param_groups} == {3e-3}
 
 
 def test_clip_decay_groups_follow_the_recorded_weight_decay(tiny_data):
-    from bench.train import Data, _make_optimizer, build_matcher, resolve
+    from bench.train import Data, _make_optimizer, build_matcher
 
     cell = resolve(_cell(tiny_data, matcher={"name": "clip", "preset": "tiny"}, weight_decay=0.05))
     model = build_matcher(cell, Data("pixels", None, None, build_kwargs={"vocab_words": ["a", "dog"]}))
-    groups = {g["name"]: g["weight_decay"] for g in _make_optimizer(model, cell["schedule"]).param_groups}
+    groups = {g["name"]: g["weight_decay"] for g in _make_optimizer(model, cell.schedule).param_groups}
     assert {v for k, v in groups.items() if k.endswith("_decay") and "no_decay" not in k} == {0.05}
     assert {v for k, v in groups.items() if "no_decay" in k} == {0.0}
-    assert resolve(_cell(tiny_data, matcher={"name": "clip"}))["schedule"]["weight_decay"] == 0.2
+    assert resolve(_cell(tiny_data, matcher={"name": "clip"})).schedule.weight_decay == 0.2
 
 
 def test_amp_is_opt_in():
-    from bench.train import resolve, use_amp
+    from bench.train import use_amp
 
-    cell = {"dataset": {"name": "f30k_precomp"}, "matcher": {"name": "vse_infty"}, "strategy": {"name": "baseline"}}
-    sched = resolve(cell)["schedule"]
-    assert sched["amp"] is False  # fp32, as the three reference programs
+    cell = Cell.from_dict({"dataset": {"name": "f30k_precomp"}, "matcher": {"name": "vse_infty"},
+                           "strategy": {"name": "baseline"}})
+    sched = resolve(cell).schedule
+    assert sched.amp is False  # fp32, as the three reference programs
     assert not use_amp(sched, torch.device("cuda")) and not use_amp(sched, torch.device("cpu"))
-    assert use_amp({**sched, "amp": True}, torch.device("cuda")) and not use_amp({**sched, "amp": True},
-                                                                                  torch.device("cpu"))
+    amp = replace(sched, amp=True)
+    assert use_amp(amp, torch.device("cuda")) and not use_amp(amp, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("strategy, params, warmup", [
     ("baseline", {}, 1), ("dml", {}, 1), ("dbl", {"scenario": "oss"}, 1), ("dbl", {"scenario": "mss"}, 1),
     ("kd", {}, 0), ("darkrank", {}, 0), ("dbl", {"scenario": "oas", "loss": "abs"}, 0)])
 def test_oas_stage2_starts_with_the_hardest_negative(strategy, params, warmup):
-    from bench.train import build_strategy, resolve
+    from bench.train import build_strategy
     from strategies import StepContext
     from strategies import losses as L
 
-    cell = {"dataset": {"name": "f30k_precomp"}, "matcher": {"name": "vse_infty"},
-            "strategy": {"name": strategy, "params": params}}
-    cell = resolve(cell)
-    assert cell["schedule"]["hinge_warmup_epochs"] == warmup
+    cell = resolve(Cell.from_dict({"dataset": {"name": "f30k_precomp"}, "matcher": {"name": "vse_infty"},
+                                   "strategy": {"name": strategy, "params": params}}))
+    assert cell.schedule.hinge_warmup_epochs == warmup
     import models
 
     s = build_strategy(cell, models.build("vse_infty", vocab_size=10, embed_size=8, word_dim=4, img_dim=4))
@@ -179,8 +181,8 @@ def test_oas_stage2_starts_with_the_hardest_negative(strategy, params, warmup):
     first = s.base(S, StepContext(epoch=0, step=0, total_steps=10), s.reported)
     assert torch.allclose(first, L.triplet(S, max_violation=not warmup))
     # a schedule that asks for a warm-up still gets it
-    explicit = resolve({**cell, "schedule": {"hinge_warmup_epochs": 1}})
-    assert explicit["schedule"]["hinge_warmup_epochs"] == 1
+    explicit = resolve(cell.replace(schedule=Schedule(hinge_warmup_epochs=1)))
+    assert explicit.schedule.hinge_warmup_epochs == 1
 
 
 @pytest.mark.parametrize("matcher, caption_aug, resolved, extra_row, ends", [
@@ -197,12 +199,12 @@ def test_caption_augmentation_setting_and_mask_word(tiny_data, matcher, caption_
     before = vocab_file.read_bytes()
     sched = {} if caption_aug is None else {"caption_aug": caption_aug}
     cell, data, model, _ = _built(_cell(tiny_data, matcher=matcher, **sched))
-    assert cell["schedule"]["caption_aug"] is resolved
+    assert cell.schedule.caption_aug is resolved
     n_file = len(load_vocab(vocab_file))
     assert data.build_kwargs["vocab_size"] == len(data.vocab) == n_file + extra_row
     assert model.txt_enc.embed.num_embeddings == n_file + extra_row
     assert vocab_file.read_bytes() == before  # the SCAN file is unchanged; the row exists in memory only
-    augment = train_augment(model, cell["schedule"])
+    augment = train_augment(model, cell.schedule)
     dataset = data.train_dataset(augment, seed=0, one_caption_per_image=False)
     assert dataset.token_aug is resolved and dataset.token_aug_ends is ends
     caps = [dataset[i]["caption"] for i in range(300)]

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,24 +46,41 @@ def test_a_cell_trained_alone_equals_the_sweeps(tiny_data, tmp_path):
     assert run_cell_in_store(cell, root, tracker_factory=None)["state"] == "done"
     swept = run_dir_for(cell, root)
     config = swept / "config.yaml"
-    assert spec.Cell.from_dict(yaml.safe_load(config.read_text())) == spec.Cell.from_dict(cell)
+    assert spec.Cell.from_dict(yaml.safe_load(config.read_text())) == cell
 
     alone = tmp_path / "alone"
     out = train_alone(config, "--run-dir", alone)
     assert out.returncode == 0, out.stderr
-    assert f"cell {cell['id']} done" in out.stdout
+    assert f"cell {cell.id} done" in out.stdout
     for name in ("config.yaml", "log.txt", "ranks.npz", "result.json", "done", "best.pt", "last.pt"):
         assert (alone / name).is_file(), name
     assert sorted(p.name for p in alone.iterdir()) == sorted(p.name for p in swept.iterdir() if p.name != "wandb")
     assert comparable(alone) == comparable(swept)
-    assert yaml.safe_load((alone / "config.yaml").read_text()) == cell
+    assert yaml.safe_load((alone / "config.yaml").read_text()) == cell.to_dict()
 
     # an override of what decides the result makes another cell (another id); a free key does not
     out = train_alone(config, "--run-dir", tmp_path / "other", "schedule.epochs=1", "schedule.log_every=1")
     assert out.returncode == 0, out.stderr
     other = json.loads((tmp_path / "other" / "result.json").read_text())
     assert other["cell"]["schedule"]["epochs"] == 1 and len(other["dev_curve"]) == 1
-    assert other["cell_id"] != cell["id"] == spec.cell_id({**cell, "schedule": {**cell["schedule"], "log_every": 1}})
+    assert other["cell_id"] != cell.id == spec.cell_id(cell.replace(schedule=replace(cell.schedule, log_every=1)))
+
+
+def test_an_override_uses_the_grammar_of_every_command(tmp_path):
+    """``python -m bench.train`` reads ``key=value`` as the suite commands do (``bench.overrides``): the same
+    refusals, each one line, exit 2, before any folder is made."""
+    config = tmp_path / "cell.yaml"
+    config.write_text(yaml.safe_dump({"dataset": {"name": "f30k_precomp"}, "matcher": {"name": "vse_infty"},
+                                      "strategy": {"name": "baseline"}, "schedule": {"epochs": 1}}))
+    for bad, said in (("schedule.epochs", "no '=' in it"), ("seed=[0", "is not valid YAML"),
+                      ("schedule..lr=1", "empty or blank-padded part"),
+                      ("schedule.epochs.x=1", "schedule.epochs is int 1, not a mapping or a list")):
+        out = train_alone(config, "--run-dir", tmp_path / "r", bad)
+        assert out.returncode == 2 and out.stderr.startswith(f"error: override {bad!r}: "), out.stderr
+        assert said in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    out = train_alone(config, "--run-dir", tmp_path / "r", "seed=1", "seed=2")
+    assert out.returncode == 2 and "seed is already set by 'seed=1'" in out.stderr, out.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_bad_input_is_one_clear_line(tmp_path):

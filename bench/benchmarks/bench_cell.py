@@ -50,22 +50,22 @@ def run(quick: bool = False) -> dict:
         overrides = [f"datasets.0.data_root={data}", f"datasets.0.vocab_root={data / 'vocab'}"]
         overrides += QUICK_OVERRIDES if quick else []
         cell = next(c for c in expand(load_suite("demo", overrides))
-                    if c["seed"] == 0 and c["strategy"]["name"] == "baseline")
+                    if c.seed == 0 and c.strategy.name == "baseline")
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), WANDB_SILENT="true", HF_HUB_OFFLINE="1")
         start_s = _wall([sys.executable, "-c", "pass"], env)
         imports_s = _wall([sys.executable, "-c", IMPORTS], env) - start_s
         walls, splits = {}, {}
         for mode in ("offline", "disabled"):
             root = tmp / f"runs-{mode}"
-            walls[mode] = _wall([sys.executable, "-m", "bench", "run", "demo", *overrides, "--cell", cell["id"],
+            walls[mode] = _wall([sys.executable, "-m", "bench", "run", "demo", *overrides, "--cell", cell.id,
                                  "--root", str(root)], dict(env, WANDB_MODE=mode))
             result = json.loads((locate_run(cell, root) / "result.json").read_text())
             splits[mode] = result["cost"]["time_split_s"]
     split = splits["offline"]
     wandb_s = walls["offline"] - walls["disabled"]
     accounted = start_s + imports_s + split["total_s"] + max(wandb_s - split["tracker_s"], 0.0)
-    return {"quick": quick, "cell": cell["id"], "steps": result["cost"]["steps"],
-            "schedule": {k: cell["schedule"].get(k) for k in ("epochs", "batch_size", "max_steps_per_epoch")},
+    return {"quick": quick, "cell": cell.id, "steps": result["cost"]["steps"],
+            "schedule": {k: getattr(cell.schedule, k) for k in ("epochs", "batch_size", "max_steps_per_epoch")},
             "wall_offline_s": walls["offline"], "wall_disabled_s": walls["disabled"], "process_start_s": start_s,
             "imports_s": imports_s, "wandb_s": wandb_s, "split": split,
             "rest_s": walls["offline"] - accounted}

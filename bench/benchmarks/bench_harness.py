@@ -62,7 +62,7 @@ def run(quick: bool = False) -> dict:
             d.mkdir(parents=True)
             m = {k: 50.0 + (i % 7) for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")}
             m["rsum"] = sum(m.values())
-            metrics = {p: m for p in c["eval"]["protocols"]}
+            metrics = {p: m for p in c.eval.protocols}
             write_json_atomic(d / "result.json", {"metrics": metrics, "best_epoch": 0, "dev_curve": [],
                                                   "cost": {"steps": 1}, "ranks_file": "ranks.npz"})
             (d / "done").touch()

@@ -34,7 +34,7 @@ from bench.benchmarks.bench_matchers import VOCAB_SIZE, synthetic_batch
 from bench.benchmarks.sgraf_loop import loop_scores
 from bench.evaluate import encode_all, score_matrix
 from bench.metrics import retrieval_metrics
-from bench.spec import SCHEDULE_DEFAULTS
+from bench.spec import Schedule
 from bench.train import _make_optimizer, _train_step
 from strategies import StepContext
 
@@ -54,7 +54,7 @@ def bench_train_step(size: str, batch_size: int, steps: int, device) -> dict:
     theirs = models.build("vse_infty", **kw).to(device)
     theirs.load_state_dict(ours.state_dict())
     ours.train(), theirs.train()
-    sched = dict(SCHEDULE_DEFAULTS, lr=2e-4, weight_decay=None)
+    sched = Schedule(lr=2e-4, weight_decay=None)
     strategy = strategies.build("baseline", base_loss="hinge")
     specs = {b.name: b for b in strategy.branches()}
     branches = {"target": ours}
@@ -68,7 +68,7 @@ def bench_train_step(size: str, batch_size: int, steps: int, device) -> dict:
         return float(_train_step(batch, branches, specs, optimizers, strategy, ctx, sched, device, ".")["target"])
 
     def step_ref():
-        return ref.train_step(theirs, opt_ref, batch, grad_clip=sched["grad_clip"])
+        return ref.train_step(theirs, opt_ref, batch, grad_clip=sched.grad_clip)
 
     loss_ours, loss_ref = step_ours(), step_ref()  # also the warm-up
     times = {"ours": [], "reference": []}

@@ -2,7 +2,7 @@
 
     python -m bench.benchmarks.bench_slurm [--quick] [--up]
 
-Submits ``bench.harness.jobs.echo_job`` over 100 items (``quick``: 20) as one job array through
+Submits :func:`echo_job` over 100 items (``quick``: 20) as one job array through
 ``bench.harness.slurm.submit_array`` (the path every sweep takes) and measures
 
 - ``submit_s``: from calling ``submit_array`` until it returns (sbatch of the array + submitit pickles);
@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness.jobs import echo_job
+import submitit
+
 from bench.harness.slurm import (
     REPO_ROOT,
     Resources,
@@ -39,6 +40,11 @@ from bench.harness.slurm import (
 TESTCLUSTER = REPO_ROOT / "slurm" / "testcluster"
 
 ECHO_JOB = Resources(cpus=1, mem_gb=1, time_min=10)  # what one echo job asks for
+
+
+def echo_job(x):
+    """Return ``x`` with the job that ran it (pickled by reference: this module is importable in the job)."""
+    return {"x": x, "job_id": submitit.JobEnvironment().job_id}
 
 
 def _node_cpus() -> int | None:

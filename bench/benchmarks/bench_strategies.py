@@ -17,7 +17,7 @@ import torch
 
 import models
 import strategies
-from bench.spec import SCHEDULE_DEFAULTS
+from bench.spec import Schedule
 from bench.train import _make_optimizer, _train_step
 from strategies import StepContext
 
@@ -53,7 +53,7 @@ def _setup(matcher_kwargs, name, params):
         branches[b.name].train(b.mode == "train")
         if not b.optimised:
             branches[b.name].requires_grad_(False)
-    sched = dict(SCHEDULE_DEFAULTS, lr=1e-4)
+    sched = Schedule(lr=1e-4)
     optimizers = {n: _make_optimizer(branches[n], sched) for n, s in specs.items() if s.optimised}
     return strategy, specs, branches, optimizers, sched
 

@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -469,7 +470,7 @@ def section_demo(res: dict, cfg: dict, device, budget: Budget, quick: bool) -> N
                         "--seed", "0"], check=True, capture_output=True, text=True, cwd=REPO_ROOT)
         out["data_s"] = time.perf_counter() - t0
         cells = expand(load_suite("demo"))
-        cells.sort(key=lambda c: c["seed"])  # seed 0 of every strategy first
+        cells.sort(key=lambda c: c.seed)  # seed 0 of every strategy first
         spread = cpu_demo_spread()
         precision, _, comp = best.partition("+")
         out["cells"] = []
@@ -477,18 +478,18 @@ def section_demo(res: dict, cfg: dict, device, budget: Budget, quick: bool) -> N
             if out["cells"] and not budget.fits(out["cells"][-1]["wall_s"] * 1.3 + 10.0):
                 out["skipped"] = len(cells) - len(out["cells"])
                 break
-            c = copy.deepcopy(cell)
-            c["dataset"].update(data_root=str(tmp / "data"), vocab_root=str(tmp / "data" / "vocab"))
-            c["schedule"].update(precision=precision, compile=comp == "compile")
+            sched = replace(cell.schedule, precision=precision, compile=comp == "compile")
             if quick:
-                c["schedule"].update(epochs=1, max_steps_per_epoch=2, batch_size=8, lr_decay_epochs=[])
-                c["eval"]["dev_images"] = 10
-            c["device"] = device.type
+                sched = replace(sched, epochs=1, max_steps_per_epoch=2, batch_size=8, lr_decay_epochs=[])
+            c = cell.replace(dataset=replace(cell.dataset, data_root=str(tmp / "data"),
+                                             vocab_root=str(tmp / "data" / "vocab")),
+                             schedule=sched, eval=replace(cell.eval, dev_images=10) if quick else cell.eval,
+                             device=device.type)
             t1 = time.perf_counter()
-            r = run_cell(c, tmp / "runs" / cell["id"])
+            r = run_cell(c, tmp / "runs" / cell.id)
             rsum = r["metrics"][next(iter(r["metrics"]))]["rsum"]
-            mean, sd = spread.get(cell["strategy"]["label"], (None, None))
-            out["cells"].append({"strategy": cell["strategy"]["label"], "seed": cell["seed"], "rsum": rsum,
+            mean, sd = spread.get(cell.strategy.label, (None, None))
+            out["cells"].append({"strategy": cell.strategy.label, "seed": cell.seed, "rsum": rsum,
                                  "cpu_mean": mean, "cpu_sd": sd, "wall_s": time.perf_counter() - t1,
                                  "samples_per_s": r["cost"]["samples_per_s"],
                                  "within": None if mean is None else abs(rsum - mean) <= 2 * sd + 1e-9})

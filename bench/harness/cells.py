@@ -1,69 +1,73 @@
 """Suite -> cells: one cell is one training run (dataset, matcher, strategy variant, seed, schedule).
 
-A cell is a plain dict (YAML/JSON-friendly, passed as is to ``bench.train.run_cell``)::
-
-    {"id", "suite", "scale", "dataset_label", "matcher_label",
-     "dataset":  {"name", "data_root"?, "vocab_root"?},   # None paths left out: the trainer's defaults
-     "matcher":  {"name", **overrides},                   # models.build(name, **overrides)
-     "strategy": {"name", "label", "scenario", "params"}, # strategies.build(name, **params)
-     "schedule": {...}, "eval": {"protocols", "dev_images"}, "seed",
-     "depends_on": [cell ids], "resources": {...}, "wandb": {"project", "entity"},
-     "recipe"?: {group: "option@version"}}               # the suite's recipes (bench/recipes/)
+A cell is a :class:`bench.spec.Cell` (typed, frozen) from here to the trainer; files (``config.yaml``,
+``result.json``, W&B config, job pickles) hold its plain form (``Cell.to_dict`` / ``Cell.from_dict``).
+:func:`expand` sets what a suite adds to the run: ``id``, ``suite``, ``scale``, ``dataset_label``,
+``matcher_label``, the strategy's ``label`` and ``scenario``, ``resources`` (a ``spec.Resources``),
+``wandb``, ``recipe`` (``{group: "option@version"}`` of the suite's recipes, ``bench/recipes/``) and
+``depends_on`` / ``anchor_checkpoint`` (OAS).
 
 Cell id (DomainBed style): the first 12 hex digits of sha1 over the canonical JSON of what decides
-the result: dataset name and label, matcher name + overrides, strategy name + params, schedule, eval, seed and
-the ids it depends on, each over the code's defaults (``bench.spec.result_key``: a default changed in
-``bench.spec`` or in a matcher's or strategy's constructor changes the ids it reaches). Excluded: suite name, scale, labels, data paths,
-resources, W&B settings; the data itself is checked by its fingerprint (``bench.harness.store``).
-So the same run declared in two suites has the same id (the store may reuse it, see
-``bench.harness.store.locate_run``), and moving the data to another disk keeps the ids.
+the result (``bench.spec.result_key``, read from the resolved cell: every default the code fills,
+the matcher's and strategy's declared constructor defaults included). Excluded: suite name, scale,
+labels, data paths, resources, W&B settings; the data itself is checked by its fingerprint
+(``bench.harness.store``). So the same run declared in two suites has the same id (the store may reuse
+it, see ``bench.harness.store.locate_run``), and moving the data to another disk keeps the ids.
 
-OAS cells (kd, rkd, sp, darkrank, dbl with scenario oas) fine-tune from the baseline of the same
-dataset / matcher / seed / base schedule: they ``depends_on`` that baseline cell, which
-:func:`expand` adds once if the suite does not list it. Their own schedule is the base schedule
-updated with the ``oas_stage2`` entries (method.md: OAS stage 2 restarts optimiser and epochs).
+OAS cells (kd, rkd, sp, darkrank, dbl with scenario oas: ``Strategy.needs_anchor_checkpoint``) fine-tune
+from the baseline of the same dataset / matcher / seed / base schedule: they ``depends_on`` that baseline
+cell, which :func:`expand` adds once if the suite does not list it. Their own schedule is the base
+schedule updated with the ``oas_stage2`` entries (OAS stage 2 restarts optimiser and epochs).
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import itertools
+from dataclasses import replace
+from pathlib import Path
 
-from bench.harness.config import (
+from bench.harness.config import ConfigError, Suite, resolve_root, strategy_params
+from bench.spec import (
+    DEFAULT_RESOURCES,
     SCHEDULE_REQUIRED,
-    ConfigError,
-    Suite,
-    resolve_root,
-    strategy_params,
+    Anchor,
+    Cell,
+    Dataset,
+    Eval,
+    MatcherSpec,
+    Resources,
+    Schedule,
+    StrategySpec,
+    Wandb,
+    cell_id,
+    needs_baseline,
     strategy_scenario,
 )
-from bench.spec import DEFAULT_RESOURCES, canonical_json, cell_id, code_defaults  # noqa: F401 - re-exported
 
-Cell = dict  # the plain form of ``bench.spec.Cell`` (``Cell.from_dict`` / ``to_dict``)
-HASHED_KEYS = ("dataset.name", "dataset_label", "matcher", "strategy.name", "strategy.params",
-               "schedule", "eval", "seed", "depends_on")  # bench.spec.result_key
+BASELINE = StrategySpec(name="baseline", label="baseline", scenario="none")
 
 
 def scenario_of(name: str, params: dict) -> str:
-    """The training scenario: a ``scenario`` parameter (DBL) or the strategy class's own."""
+    """The training scenario of a strategy variant, as the strategy says (``bench.spec.strategy_scenario``)."""
     return strategy_scenario(name, params)
 
 
-def strategy_variants(entry: dict) -> list[dict]:
-    """One strategy entry -> its variants (the Cartesian product of ``sweep``), each with a label."""
+def strategy_variants(entry: dict) -> list[StrategySpec]:
+    """One suite strategy entry -> its variants (the Cartesian product of ``sweep``), each with a label
+    and its scenario."""
     name, params, sweep = entry["name"], entry["params"], entry.get("sweep") or {}
     base_label = entry["label"] or _default_label(name, params)
     if not sweep:
-        return [{"name": name, "label": base_label, "params": dict(params)}]
+        return [StrategySpec(name, base_label, scenario_of(name, params), dict(params))]
     keys = list(sweep)
     out = []
     for values in itertools.product(*(sweep[k] for k in keys)):
         p = dict(params) | dict(zip(keys, values))
         label = base_label + " " + " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                                             for k, v in zip(keys, values))
-        out.append({"name": name, "label": label, "params": p})
+        out.append(StrategySpec(name, label, scenario_of(name, p), p))
     return out
 
 
@@ -82,7 +86,8 @@ def _merge_schedule(chain: list[dict]) -> tuple[dict, dict]:
 
 
 def resolve_schedule(spec: dict, matcher: str, dataset: str) -> tuple[dict, dict]:
-    """(base schedule, OAS stage-2 updates) for a matcher on a dataset at the suite's scale.
+    """(base schedule, OAS stage-2 updates) for a matcher on a dataset at the suite's scale: the keys
+    the suite gives (the trainer's defaults fill the rest, ``bench.spec.Schedule``).
 
     Precedence, later wins: scale default, scale matcher, scale matcher×dataset, then the same three
     from the top-level ``schedule`` (command-line overrides land there).
@@ -108,94 +113,109 @@ def recipe_tags(spec: dict) -> dict:
     return {g: f"{r['option']}@{r['version']}" for g, r in (spec.get("recipes") or {}).items()}
 
 
-def cell_recipe(cell: dict) -> str:
+def cell_recipe(cell: Cell) -> str:
     """``full=published@1a2b3c4d, …``: the recipes recorded in a cell (``-`` for a suite without)."""
-    return ", ".join(f"{g}={v}" for g, v in (cell.get("recipe") or {}).items()) or "-"
+    return ", ".join(f"{g}={v}" for g, v in (cell.recipe or {}).items()) or "-"
 
 
-def _resources(spec: dict, matcher: str) -> dict:
-    res = dict(DEFAULT_RESOURCES)
-    res.update(spec["resources"].get("default", {}))
-    res.update(spec["resources"].get(matcher, {}))
-    return res
+def _resources(spec: dict, matcher: str) -> Resources:
+    return Resources.from_dict({**DEFAULT_RESOURCES, **spec["resources"].get("default", {}),
+                                **spec["resources"].get(matcher, {})})
+
+
+class _Collected:
+    """The cells of a suite by id, in the order first added: an anchor added for an OAS cell (``declared``
+    False) once, and named by the suite's own entry when the suite lists that baseline too."""
+
+    def __init__(self, where) -> None:
+        self.where = where
+        self.by_id: dict[str, Cell] = {}
+        self.auto_added: set[str] = set()
+
+    def add(self, cell: Cell, declared: bool) -> Cell:
+        have = self.by_id.get(cell.id)
+        if have is None:
+            self.by_id[cell.id] = cell
+            if not declared:
+                self.auto_added.add(cell.id)
+            return cell
+        if declared and cell.id in self.auto_added:  # the suite's own name wins over the added anchor's
+            self.auto_added.discard(cell.id)
+            self.by_id[cell.id] = have = replace(have, strategy=replace(have.strategy, label=cell.strategy.label))
+        elif declared and have.strategy.label != cell.strategy.label:
+            raise ConfigError(f"{self.where}: strategies {have.strategy.label!r} and {cell.strategy.label!r} give "
+                              "the same cell (identical params)")
+        return have
+
+
+def _dataset(spec: dict, ds: dict) -> Dataset:
+    return Dataset(name=ds["name"], data_root=resolve_root(ds["data_root"], spec["data_root"], "DATA"),
+                   vocab_root=resolve_root(ds["vocab_root"], spec["vocab_root"], "VOCAB"))
+
+
+def _matcher(spec: dict, m: dict) -> MatcherSpec:
+    scale_over = spec["scales"][spec["scale"]]["matchers"]
+    return MatcherSpec(m["name"], dict(scale_over.get("default", {})) | dict(scale_over.get(m["name"], {}))
+                       | m["overrides"])
+
+
+def _with_id(cell: Cell) -> Cell:
+    return replace(cell, id=cell_id(cell))
 
 
 def expand(suite: Suite) -> list[Cell]:
     """All cells of a suite, OAS anchors included once; order: dataset, matcher, strategy, seed."""
     spec = suite.spec
-    cells: list[Cell] = []
-    by_id: dict[str, Cell] = {}
-    labels_seen: dict[tuple, str] = {}
+    collected = _Collected(suite.path)
+    labels_seen: set[tuple] = set()
     variants = [v for entry in spec["strategies"] for v in strategy_variants(entry)]
-    scale_over = spec["scales"][spec["scale"]]["matchers"]
-
-    def add(cell: Cell, declared: bool) -> Cell:
-        cid = cell["id"]
-        if cid in by_id:
-            if declared and by_id[cid]["strategy"]["label"] != cell["strategy"]["label"] \
-                    and not by_id[cid].get("auto_added"):
-                raise ConfigError(f"{suite.path}: strategies {by_id[cid]['strategy']['label']!r} and "
-                                  f"{cell['strategy']['label']!r} give the same cell (identical params)")
-            if declared and by_id[cid].pop("auto_added", False):
-                by_id[cid]["strategy"]["label"] = cell["strategy"]["label"]  # the suite's own name wins
-            return by_id[cid]
-        by_id[cid] = cell
-        cells.append(cell)
-        return cell
-
+    anchor = Anchor(**anchor_info(spec["anchor_checkpoint"])) if spec.get("anchor_checkpoint") else None
     for ds in spec["datasets"]:
-        dataset = {"name": ds["name"],
-                   "data_root": resolve_root(ds["data_root"], spec["data_root"], "DATA"),
-                   "vocab_root": resolve_root(ds["vocab_root"], spec["vocab_root"], "VOCAB")}
-        dataset = {k: v for k, v in dataset.items() if v is not None}
-        ev = dict(spec["eval"]) | {"protocols": list(ds["protocols"])}
+        dataset = _dataset(spec, ds)
+        ev = Eval.from_dict(dict(spec["eval"]) | {"protocols": list(ds["protocols"])})
         for m in spec["matchers"]:
             if m["datasets"] is not None and ds["name"] not in m["datasets"]:
                 continue
-            overrides = dict(scale_over.get("default", {})) | dict(scale_over.get(m["name"], {})) | m["overrides"]
-            matcher = {"name": m["name"], **overrides}
             base_sched, stage2 = resolve_schedule(spec, m["name"], ds["name"])
+            common = Cell(dataset=dataset, matcher=_matcher(spec, m), strategy=BASELINE, eval=ev,
+                          suite=spec["name"], scale=spec["scale"], dataset_label=ds["label"], matcher_label=m["label"],
+                          resources=_resources(spec, m["name"]), wandb=Wandb.from_dict(
+                              {k: v for k, v in spec["wandb"].items() if v is not None}),
+                          recipe=recipe_tags(spec) or None)
             for v in variants:
-                key = (ds["label"], m["label"], v["label"])
-                if key in labels_seen:
-                    raise ConfigError(f"{suite.path}: strategy label {v['label']!r} used twice; give each "
+                if (ds["label"], m["label"], v.label) in labels_seen:
+                    raise ConfigError(f"{suite.path}: strategy label {v.label!r} used twice; give each "
                                       "strategy entry a distinct `label`")
-                labels_seen[key] = v["label"]
-                scenario = scenario_of(v["name"], v["params"])
+                labels_seen.add((ds["label"], m["label"], v.label))
                 for seed in spec["seeds"]:
-                    common = {"suite": spec["name"], "scale": spec["scale"], "dataset_label": ds["label"],
-                              "matcher_label": m["label"], "dataset": dict(dataset),
-                              "matcher": copy.deepcopy(matcher), "eval": copy.deepcopy(ev), "seed": seed,
-                              "resources": _resources(spec, m["name"]), "wandb": dict(spec["wandb"])}
-                    if spec.get("recipes"):  # the recipe versions of this cell (the resolved schedule is hashed)
-                        common["recipe"] = recipe_tags(spec)
-                    depends = []
-                    schedule = dict(base_sched)
-                    if scenario == "oas" and spec.get("anchor_checkpoint"):
-                        common["anchor_checkpoint"] = anchor_info(spec["anchor_checkpoint"])  # no baseline cell
-                        schedule.update(stage2)
-                    elif scenario == "oas":
-                        anchor = _make_cell(common, {"name": "baseline", "label": "baseline", "params": {}},
-                                            "none", dict(base_sched), [])
-                        anchor["auto_added"] = True
-                        anchor = add(anchor, declared=False)
-                        depends = [anchor["id"]]
-                        schedule.update(stage2)
-                    add(_make_cell(common, v, scenario, schedule, depends), declared=True)
-    for c in cells:
-        c.pop("auto_added", None)
-    return cells
+                    _add_variant(collected, replace(common, seed=seed), v, base_sched, stage2, anchor)
+    return list(collected.by_id.values())
+
+
+def _add_variant(collected: _Collected, common: Cell, v: StrategySpec, base_sched: dict, stage2: dict,
+                 anchor: Anchor | None) -> None:
+    """The cell of strategy variant ``v`` (and, for one that starts from the baseline, that baseline)."""
+    if not needs_baseline(v.name, v.params):
+        collected.add(_with_id(replace(common, strategy=v, schedule=Schedule.from_dict(base_sched), depends_on=[])),
+                      declared=True)
+        return
+    stage2_sched = Schedule.from_dict({**base_sched, **stage2})
+    if anchor is not None:  # a released anchor replaces the baseline cell
+        cell = replace(common, strategy=v, schedule=stage2_sched, depends_on=[], anchor_checkpoint=anchor)
+    else:
+        baseline = collected.add(_with_id(replace(common, schedule=Schedule.from_dict(base_sched), depends_on=[])),
+                                 declared=False)
+        cell = replace(common, strategy=v, schedule=stage2_sched, depends_on=[baseline.id])
+    collected.add(_with_id(cell), declared=True)
 
 
 def anchor_info(path: str) -> dict:
     """``{"path", "sha256", "source"}`` of a released OAS anchor (``anchor_checkpoint:``); hashed once per file
     version (path, size, modification time) in this process."""
-    from pathlib import Path
-
     p = Path(path).resolve()
     st = p.stat()
-    return {"path": str(p), "sha256": _file_sha256(str(p), st.st_size, st.st_mtime_ns),
-            "source": f"checkpoint {p.name} (sha256 {_file_sha256(str(p), st.st_size, st.st_mtime_ns)[:12]})"}
+    digest = _file_sha256(str(p), st.st_size, st.st_mtime_ns)
+    return {"path": str(p), "sha256": digest, "source": f"checkpoint {p.name} (sha256 {digest[:12]})"}
 
 
 @functools.lru_cache(maxsize=32)
@@ -208,37 +228,26 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
-def _make_cell(common: dict, variant: dict, scenario: str, schedule: dict, depends: list[str]) -> Cell:
-    cell = copy.deepcopy(common)
-    cell["strategy"] = {"name": variant["name"], "label": variant["label"], "scenario": scenario,
-                        "params": dict(variant["params"])}
-    cell["schedule"] = schedule
-    cell["depends_on"] = list(depends)
-    cell["id"] = cell_id(cell)
-    return cell
-
-
 def topological_order(cells: list[Cell]) -> list[Cell]:
     """Cells with every dependency before its dependents; otherwise the input order (Kahn)."""
-    by_id = {c["id"]: c for c in cells}
+    ids = {c.id for c in cells}
     for c in cells:
-        for d in c.get("depends_on", []):
-            if d not in by_id:
-                raise ConfigError(f"cell {c['id']} ({c['strategy']['label']}) depends on unknown cell {d}")
+        for d in c.depends_on or []:
+            if d not in ids:
+                raise ConfigError(f"cell {c.id} ({c.strategy.label}) depends on unknown cell {d}")
     done: set[str] = set()
     order: list[Cell] = []
     pending = list(cells)
     while pending:
-        ready = [c for c in pending if all(d in done for d in c.get("depends_on", []))]
+        ready = [c for c in pending if all(d in done for d in c.depends_on or [])]
         if not ready:
-            raise ConfigError("dependency cycle among cells: " + ", ".join(c["id"] for c in pending))
-        ready_ids = {c["id"] for c in ready}
+            raise ConfigError("dependency cycle among cells: " + ", ".join(c.id for c in pending))
         order.extend(ready)
-        done |= ready_ids
-        pending = [c for c in pending if c["id"] not in ready_ids]
+        done |= {c.id for c in ready}
+        pending = [c for c in pending if c.id not in done]
     return order
 
 
 def describe(cell: Cell) -> str:
     """A readable one-line name, e.g. ``synth-demo/vse_infty/dbl-abs/s0``."""
-    return f"{cell['dataset_label']}/{cell['matcher_label']}/{cell['strategy']['label']}/s{cell['seed']}"
+    return f"{cell.dataset_label}/{cell.matcher_label}/{cell.strategy.label}/s{cell.seed}"

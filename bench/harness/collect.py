@@ -42,9 +42,11 @@ from bench.harness.store import (
     mark_mixed_code,
     run_status,
 )
+from bench.metrics import RECALL_KEYS, REPORT_KEYS
+from bench.spec import Cell
 
-RECALLS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
-METRICS = RECALLS + ["rsum", "i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr"]
+RECALLS = list(RECALL_KEYS)
+METRICS = list(REPORT_KEYS)
 TABLE_METRICS = RECALLS + ["rsum"]
 COST_KEYS = ["step_time_s", "samples_per_s", "train_wall_s", "cpu_hours", "gpu_hours", "peak_mem_mb",
              "forward_passes_per_step", "backward_passes_per_step", "steps"]
@@ -62,7 +64,7 @@ def _as_suite(suite) -> Suite:
     return suite if isinstance(suite, Suite) else load_suite(suite)
 
 
-def run_variant(result: dict | None, cell: dict) -> str:
+def run_variant(result: dict | None, cell: Cell) -> str:
     """The row's variant suffix (e.g. ' [bf16]', ' [tf32, compiled]'; '' for fp32 eager): what the result
     recorded it ran with (``run_mode``), else what the cell asks for."""
     from bench.precision import variant_label
@@ -70,8 +72,16 @@ def run_variant(result: dict | None, cell: dict) -> str:
     mode = (result or {}).get("run_mode")
     if mode:
         return variant_label(mode["precision"], mode["compile"])
-    sched = cell.get("schedule", {})
-    return variant_label(sched.get("precision") or ("bf16" if sched.get("amp") else None), sched.get("compile"))
+    sched = cell.schedule
+    return variant_label("bf16" if sched.amp and sched.precision == "fp32" else sched.precision, sched.compile)
+
+
+def recorded_cell(result: dict | None, cell: Cell) -> Cell:
+    """The cell as its ``result.json`` recorded it (its recipes when it was made), else ``cell``."""
+    try:
+        return Cell.from_dict((result or {})["cell"])
+    except (KeyError, TypeError, ValueError):
+        return cell
 
 
 def collect(suite, root: str | Path = DEFAULT_ROOT, pool_mixed_code: bool = False) -> pd.DataFrame:
@@ -87,23 +97,23 @@ def collect(suite, root: str | Path = DEFAULT_ROOT, pool_mixed_code: bool = Fals
     statuses = {}
     for cell in cells:
         run_dir = locate_run(cell, root, fingerprints=fps)
-        statuses[cell["id"]] = (run_dir, run_status(cell, run_dir, fps))  # stale/corrupt results are never read
+        statuses[cell.id] = (run_dir, run_status(cell, run_dir, fps))  # stale/corrupt results are never read
     if not pool_mixed_code:
         mark_mixed_code({cid: st for cid, (_, st) in statuses.items()})
     for cell in cells:
-        run_dir, status = statuses[cell["id"]]
+        run_dir, status = statuses[cell.id]
         state = status["state"]
         result = load_result(run_dir) if state == "done" else None
         if state == "done" and result is None:  # result.json vanished or broke since run_status read it
             state, status["error"] = "corrupt", f"{Path(run_dir) / 'result.json'} does not parse"
         if state in ("stale", "corrupt", "mixed-code", "blocked"):
             left_out.append(f"{describe(cell)} ({state}: {status['error']})")
-        base = {"suite": suite.name, "cell_id": cell["id"], "dataset": cell["dataset_label"],
-                "matcher": cell["matcher_label"] + run_variant(result, cell), "matcher_name": cell["matcher"]["name"],
-                "strategy": cell["strategy"]["label"], "strategy_name": cell["strategy"]["name"],
-                "scenario": cell["strategy"]["scenario"], "seed": cell["seed"], "state": state,
+        base = {"suite": suite.name, "cell_id": cell.id, "dataset": cell.dataset_label,
+                "matcher": cell.matcher_label + run_variant(result, cell), "matcher_name": cell.matcher.name,
+                "strategy": cell.strategy.label, "strategy_name": cell.strategy.name,
+                "scenario": cell.strategy.scenario, "seed": cell.seed, "state": state,
                 "run_dir": str(run_dir), "name": describe(cell),
-                "recipe": cell_recipe((result or {}).get("cell") or cell),  # as recorded when done
+                "recipe": cell_recipe(recorded_cell(result, cell)),  # as recorded when done
                 "error": failure_message(run_dir) if state == "failed" else status.get("error"),
                 "commit": status.get("commit"), "code": status.get("code"), "unverified": status.get("unverified")}
         cost = (result or {}).get("cost") or {}
@@ -112,7 +122,7 @@ def collect(suite, root: str | Path = DEFAULT_ROOT, pool_mixed_code: bool = Fals
         base["best_epoch"] = (result or {}).get("best_epoch", math.nan)
         base["dev_curve"] = (result or {}).get("dev_curve")
         base["ranks_file"] = str(run_dir / result.get("ranks_file", "ranks.npz")) if result else None
-        for protocol in cell["eval"]["protocols"]:
+        for protocol in cell.eval.protocols:
             m = ((result or {}).get("metrics") or {}).get(protocol, {})
             rows.append(base | {"protocol": protocol} | {k: float(m.get(k, math.nan)) for k in METRICS})
     if left_out:
@@ -240,7 +250,7 @@ def _paired_delta(row: dict, key, idx, col, baseline, n_boot: int, seed: int) ->
                 "per_seed_deltas": json.dumps({str(s): round(d, 4) for s, d in zip(seeds, r.per_seed)})})
 
 
-def summarize(df: pd.DataFrame, suite=None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def summarize(df: pd.DataFrame, suite=None, n_boot: int = stats.N_BOOT, seed: int = 0) -> pd.DataFrame:
     """Long summary: one row per (dataset, matcher, strategy, protocol), published rows appended.
 
     Per metric ``<k>_mean``/``<k>_std`` (sample sd, NaN with one seed); ``rsum_ci_low/high``: the 95%
@@ -454,7 +464,7 @@ def to_latex(header, rows, caption: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_boot: int = 1000,
+def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_boot: int = stats.N_BOOT,
                  summary: pd.DataFrame | None = None) -> dict:
     """Write ``<out_dir>/<suite>.{md,tex,csv}`` (+ ``<suite>_cells.csv``, the per-cell rows).
 
@@ -501,36 +511,22 @@ def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_bo
     return paths
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m bench.harness.collect SUITE [key=value ...] [--root R] [--tables T] [--figures F]``.
-
-    Writes the tables and figures and a suite-summary W&B run (:func:`bench.harness.tracking.log_suite_summary`)."""
-    import argparse
-
+def run(args) -> dict:
+    """``python -m bench collect SUITE [key=value …]``: write the tables and figures and a suite-summary W&B run
+    (:func:`bench.harness.tracking.log_suite_summary`) as ``args`` say (``suite``, ``overrides``, ``root`` and
+    the options of ``bench.harness.collect_options``); returns the tables' paths."""
     from bench.harness.figures import FIGURES_DIR, make_figures
 
-    ap = argparse.ArgumentParser(description="Tables (md, tex, csv) and figures of a suite's results")
-    ap.add_argument("suite", help="suite name (bench/suites/<name>.yaml) or path")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides, as for running the suite")
-    ap.add_argument("--root", default=str(DEFAULT_ROOT), help="the result store (results/runs)")
-    ap.add_argument("--tables", default=str(TABLES_DIR))
-    ap.add_argument("--figures", default=str(FIGURES_DIR))
-    ap.add_argument("--n-boot", type=int, default=1000)
-    ap.add_argument("--no-wandb", action="store_true", help="no suite-summary W&B run (also: WANDB_MODE=disabled)")
-    ap.add_argument("--pool-mixed-code", action="store_true",
-                    help="pool results made by different training code (the table lists each row's version)")
-    ap.add_argument("--overwrite", action="store_true",
-                    help="let a suite other than bench/suites/<name>.yaml (or one with overrides) replace the "
-                         "committed tables and figures of <name>")
-    args = ap.parse_args(argv)
+    tables, figures = Path(args.tables or TABLES_DIR), Path(args.figures or FIGURES_DIR)
+    n_boot = stats.N_BOOT if args.n_boot is None else args.n_boot
     suite = load_suite(args.suite, args.overrides)
-    check_output_folders(Path(args.tables), Path(args.figures) / suite.name)
+    check_output_folders(tables, figures / suite.name)
     if not args.overwrite:
-        check_committed_outputs(suite, args.overrides, Path(args.tables), Path(args.figures))
+        check_committed_outputs(suite, args.overrides, tables, figures)
     df = collect(suite, args.root, pool_mixed_code=args.pool_mixed_code)
-    summary = summarize(df, suite, n_boot=args.n_boot)
-    paths = write_tables(df, suite, args.tables, n_boot=args.n_boot, summary=summary)
-    figs = make_figures(df, summary, suite.name, args.figures)
+    summary = summarize(df, suite, n_boot=n_boot)
+    paths = write_tables(df, suite, tables, n_boot=n_boot, summary=summary)
+    figs = make_figures(df, summary, suite.name, figures)
     counts = df.drop_duplicates("cell_id")["state"].value_counts().to_dict()
     print(f"suite {suite.name}: cells {counts}")
     for p in list(paths.values()) + figs:
@@ -538,9 +534,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_wandb:
         from bench.harness.tracking import log_suite_summary
 
-        run = log_suite_summary(suite, summary, args.root, n_boot=args.n_boot)
-        if run is not None:
-            print(f"  W&B suite summary: {run}")
+        run_path = log_suite_summary(suite, summary, args.root, n_boot=n_boot)
+        if run_path is not None:
+            print(f"  W&B suite summary: {run_path}")
     return paths
 
 
@@ -590,7 +586,3 @@ def check_committed_outputs(suite: Suite, overrides, tables: Path, figures: Path
         raise CollectError(f"collect: suite {suite.name!r} from {made} would overwrite the committed "
                            f"{', '.join(str(p) for p in committed)} (made by {registered}); give --tables DIR "
                            "--figures DIR elsewhere, or --overwrite to replace them")
-
-
-if __name__ == "__main__":
-    main()

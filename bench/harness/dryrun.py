@@ -40,10 +40,10 @@ def dry_run(suite: Suite, root: str | Path = DEFAULT_ROOT, cluster: str | None =
     warnings = 0
     for number, plan in enumerate(plans, 1):
         executor = make_executor("slurm", folder, profile, check=False, resources=plan.request)
-        parents = sorted({array_of[d] for c in plan.cells for d in c.get("depends_on", []) if d in array_of})
+        parents = sorted({array_of[d] for c in plan.cells for d in c.depends_on or [] if d in array_of})
         deps = [f"<jobs of array {k}>" for k in parents]
         for c in plan.cells:
-            array_of[c["id"]] = number
+            array_of[c.id] = number
         lines.append("")
         lines.append(f"array {number} (stage {plan.stage}): {len(plan.cells)} cell(s), "
                      f"{plan.request.resources.describe()}"
@@ -59,7 +59,7 @@ def dry_run(suite: Suite, root: str | Path = DEFAULT_ROOT, cluster: str | None =
             if wall is not None and requested is not None and requested < wall:
                 warn = f"  WARNING: requested {requested} min is below the estimate"
                 warnings += 1
-            lines.append(f"  {c['id']}  {describe(c):<48} requested {requested} min, {shown}{warn}")
+            lines.append(f"  {c.id}  {describe(c):<48} requested {requested} min, {shown}{warn}")
     if warnings:
         lines.append(f"\n{warnings} cell(s) request less time than estimated: a cut cell resumes from its "
                      "checkpoint, but costs a requeue and queue time (raise time_min in the suite's resources)")

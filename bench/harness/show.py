@@ -30,41 +30,82 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness.cells import canonical_json, describe, expand, resolve_schedule, topological_order
+from bench.harness.cells import describe, expand, resolve_schedule, topological_order
 from bench.harness.config import Suite, recipe_label
+from bench.spec import Cell, canonical_json
 
 GPU_RATES_FILE = Path(__file__).resolve().parents[2] / "results" / "gpu-rates.json"
 TRAIN_CAPTIONS = {"f30k_precomp": 145_000, "coco_precomp": 566_435}  # 29,000 and 113,287 images × 5
 
 
-def _train_captions(cell: dict, cache: dict) -> tuple[int | None, str]:
-    ds = cell["dataset"]
-    path = Path(ds["data_root"]) / ds["name"] / "train_caps.txt" if ds.get("data_root") else None
-    key = str(path) if path else ds["name"]
+def _train_captions(cell: Cell, cache: dict) -> tuple[int | None, str]:
+    ds = cell.dataset
+    path = Path(ds.data_root) / ds.name / "train_caps.txt" if ds.data_root else None
+    key = str(path) if path else ds.name
     if key not in cache:
         if path is not None and path.is_file():
             with open(path, "rb") as f:
                 cache[key] = (sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")), "data")
         else:
-            cache[key] = (TRAIN_CAPTIONS.get(ds["name"]), "published size")
+            cache[key] = (TRAIN_CAPTIONS.get(ds.name), "published size")
     return cache[key]
 
 
-def planned_steps(cell: dict, cache: dict | None = None) -> int | None:
+def planned_steps(cell: Cell, cache: dict | None = None) -> int | None:
     """Training steps the cell's schedule asks for (its stage only: an OAS cell's stage 2)."""
     cache = {} if cache is None else cache
     n, _ = _train_captions(cell, cache)
-    sched = cell["schedule"]
+    sched = cell.schedule
     if n is None:
         return None
-    per_epoch = math.ceil(n / sched["batch_size"])
-    if sched.get("max_steps_per_epoch"):
-        per_epoch = min(per_epoch, sched["max_steps_per_epoch"])
-    return per_epoch * sched["epochs"]
+    per_epoch = math.ceil(n / sched.batch_size)
+    if sched.max_steps_per_epoch:
+        per_epoch = min(per_epoch, sched.max_steps_per_epoch)
+    return per_epoch * sched.epochs
 
 
-def recorded_step_times(root: Path) -> list[dict]:
-    """(matcher, batch size, strategy, seconds per step, device) of every done cell under ``root``."""
+def _matcher_key(cell: Cell) -> str:
+    return canonical_json(cell.matcher.to_dict())
+
+
+def _strategy_key(cell: Cell) -> str:
+    return canonical_json([cell.strategy.name, cell.strategy.params])
+
+
+def _gpus(cell: Cell) -> int:
+    return max(int((cell.resources.gpus if cell.resources else None) or 1), 1)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What a done cell in the store says about its speed (its ``result.json``)."""
+
+    id: str | None
+    matcher: str  # the canonical JSON of the matcher (name and overrides)
+    batch_size: int
+    strategy: str  # the canonical JSON of [strategy, params]
+    step_time_s: float
+    forward_passes: int
+    device: str
+    hours: float
+
+
+def _step_record(result: dict) -> StepRecord | None:
+    cost = result.get("cost") or {}
+    try:
+        cell = Cell.from_dict(result.get("cell") or {})
+    except (TypeError, ValueError):  # not a cell this code reads: no record
+        return None
+    if not cost.get("step_time_s"):
+        return None
+    return StepRecord(id=result.get("cell_id"), matcher=_matcher_key(cell), batch_size=cell.schedule.batch_size,
+                      strategy=_strategy_key(cell), step_time_s=float(cost["step_time_s"]),
+                      forward_passes=cost.get("forward_passes_per_step") or 1, device=cost.get("device", "?"),
+                      hours=float(cost.get("gpu_hours") or 0.0) + float(cost.get("cpu_hours") or 0.0))
+
+
+def recorded_step_times(root: Path) -> list[StepRecord]:
+    """The speed of every done cell under ``root``."""
     out = []
     for result_file in sorted(Path(root).glob("*/*/result.json")):
         if not (result_file.parent / "done").exists():
@@ -73,26 +114,18 @@ def recorded_step_times(root: Path) -> list[dict]:
             result = json.loads(result_file.read_text())
         except (OSError, ValueError):
             continue  # a torn result: `status` reports it
-        cell, cost = result.get("cell") or {}, result.get("cost") or {}
-        if not cost.get("step_time_s") or "matcher" not in cell:
-            continue
-        out.append({"matcher": canonical_json(cell["matcher"]),
-                    "batch_size": (cell.get("schedule") or {}).get("batch_size"),
-                    "strategy": canonical_json([cell["strategy"]["name"], cell["strategy"].get("params", {})]),
-                    "step_time_s": float(cost["step_time_s"]),
-                    "forward_passes": cost.get("forward_passes_per_step") or 1,
-                    "device": cost.get("device", "?"),
-                    "hours": float(cost.get("gpu_hours") or 0.0) + float(cost.get("cpu_hours") or 0.0),
-                    "id": result.get("cell_id")})
+        record = _step_record(result) if isinstance(result, dict) else None
+        if record is not None:
+            out.append(record)
     return out
 
 
-def _forward_passes(cell: dict) -> int:
+def _forward_passes(cell: Cell) -> int:
     """Forward passes per step a strategy needs, relative to one model (for scaling a record): one per branch,
     as the trainer runs them."""
     import strategies
 
-    return len(strategies.build(cell["strategy"]["name"], **cell["strategy"].get("params", {})).branches())
+    return len(strategies.build(cell.strategy.name, **cell.strategy.params).branches())
 
 
 @dataclass(frozen=True)
@@ -128,54 +161,50 @@ def load_gpu_rates(path: str | Path | None = None) -> GpuRates | None:
                          "or remove the file") from e
 
 
-def rate_mode(cell: dict) -> str:
+def rate_mode(cell: Cell) -> str:
     """The ``make bench-gpu`` mode a cell trains in: its schedule's ``precision`` (default fp32) and
     ``compile``."""
-    sched = cell.get("schedule") or {}
-    mode = str(sched.get("precision") or "fp32")
-    return f"{mode}+compile" if sched.get("compile") else mode
+    mode = str(cell.schedule.precision or "fp32")
+    return f"{mode}+compile" if cell.schedule.compile else mode
 
 
-def estimate(cell: dict, records: list[dict], steps: int | None,
+def estimate(cell: Cell, records: list[StepRecord], steps: int | None,
              rates: GpuRates | None = None) -> tuple[float | None, str]:
     """(GPU-hours, basis) for one cell: from done cells in the store (``records``), else from the
     measured GPU ``rates`` of its matcher; hours None when neither knows its matcher."""
     if steps is None:
         return None, "no training-set size"
-    m, bs = canonical_json(cell["matcher"]), cell["schedule"]["batch_size"]
-    strat = canonical_json([cell["strategy"]["name"], cell["strategy"].get("params", {})])
-    same = [r for r in records if r["matcher"] == m and r["batch_size"] == bs and r["strategy"] == strat]
+    m, bs, strat = _matcher_key(cell), cell.schedule.batch_size, _strategy_key(cell)
+    same = [r for r in records if r.matcher == m and r.batch_size == bs and r.strategy == strat]
     if same:
-        step = statistics.median(r["step_time_s"] for r in same)
+        step = statistics.median(r.step_time_s for r in same)
         basis = f"{len(same)} done cell(s) of this matcher, batch and strategy"
     else:
-        like = [r for r in records if r["matcher"] == m and r["batch_size"] == bs]
+        like = [r for r in records if r.matcher == m and r.batch_size == bs]
         if not like:
             return _rate_estimate(cell, steps, rates)
-        step = statistics.median(r["step_time_s"] / r["forward_passes"] for r in like) * _forward_passes(cell)
+        step = statistics.median(r.step_time_s / r.forward_passes for r in like) * _forward_passes(cell)
         basis = f"{len(like)} done cell(s) of this matcher and batch, x{_forward_passes(cell)} forward passes"
-    gpus = max(int(cell.get("resources", {}).get("gpus", 1)), 1)
-    return steps * step * gpus / 3600.0, basis
+    return steps * step * _gpus(cell) / 3600.0, basis
 
 
-def _rate_estimate(cell: dict, steps: int, rates: GpuRates | None) -> tuple[float | None, str]:
+def _rate_estimate(cell: Cell, steps: int, rates: GpuRates | None) -> tuple[float | None, str]:
     if rates is None:
         return None, "no recorded step time for this matcher and batch size"
     mode = rate_mode(cell)
-    per_s = rates.samples_per_s(cell["matcher"]["name"], mode)
+    per_s = rates.samples_per_s(cell.matcher.name, mode)
     if per_s is None:
         return None, f"no recorded step time for this matcher and batch size, no {mode} rate in {rates.path}"
-    step = cell["schedule"]["batch_size"] / per_s * _forward_passes(cell)
-    gpus = max(int(cell.get("resources", {}).get("gpus", 1)), 1)
-    return (steps * step * gpus / 3600.0,
+    step = cell.schedule.batch_size / per_s * _forward_passes(cell)
+    return (steps * step * _gpus(cell) / 3600.0,
             f"{per_s:.0f} samples/s {mode} on {rates.card}, x{_forward_passes(cell)} forward passes")
 
 
-def wall_minutes(cell: dict, gpu_hours: float | None) -> float | None:
+def wall_minutes(cell: Cell, gpu_hours: float | None) -> float | None:
     """A cell's estimated wall time in minutes from its estimated GPU-hours (hours / its GPUs)."""
     if gpu_hours is None:
         return None
-    return gpu_hours * 60 / max(int((cell.get("resources") or {}).get("gpus") or 1), 1)
+    return gpu_hours * 60 / _gpus(cell)
 
 
 def _fmt_schedule(s: dict) -> str:
@@ -206,13 +235,13 @@ def show(suite: Suite, root: str | Path, rates_path: str | Path | None = None) -
     lines.append("cells (id, state, dataset/matcher/strategy/seed, planned steps, hours, requested time):")
     cache: dict = {}
     est_total, done_total, unknown, n_done, short, from_rates = 0.0, 0.0, 0, 0, 0, 0
-    devices = sorted({r["device"] for r in records})
-    by_id = {r["id"]: r for r in records}
+    devices = sorted({r.device for r in records})
+    by_id = {r.id: r for r in records}
     for c in cells:
-        state = states[c["id"]]["state"]
+        state = states[c.id]["state"]
         steps = planned_steps(c, cache)
-        if state == "done" and c["id"] in by_id:
-            hours, note = by_id[c["id"]]["hours"], "recorded"
+        if state == "done" and c.id in by_id:
+            hours, note = by_id[c.id].hours, "recorded"
             done_total += hours
             n_done += 1
         else:
@@ -224,13 +253,13 @@ def show(suite: Suite, root: str | Path, rates_path: str | Path | None = None) -
                 from_rates += " samples/s " in note
                 note = "estimate: " + note
         shown = "-" if hours is None else f"{hours:.3g} h"
-        requested = (c.get("resources") or {}).get("time_min")
+        requested = c.resources.time_min if c.resources else None
         wall = wall_minutes(c, hours) if state != "done" else None
         time_note = f"; requested {requested} min" if requested else ""
         if wall is not None and requested and requested < wall:
             time_note += f" WARNING: below the estimated {wall:.0f} min"
             short += 1
-        lines.append(f"  {c['id']}  {state:<8} {describe(c):<48} {steps if steps is not None else '-':>8}  "
+        lines.append(f"  {c.id}  {state:<8} {describe(c):<48} {steps if steps is not None else '-':>8}  "
                      f"{shown} ({note}){time_note}")
     sources = sorted({_train_captions(c, cache)[1] for c in cells})
     lines.append(f"total: {est_total:.3g} h estimated for {len(cells) - unknown - n_done} pending cell(s), "

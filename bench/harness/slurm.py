@@ -140,9 +140,12 @@ class Resources:
 
     @classmethod
     def of(cls, source: Resources | dict | None) -> Resources:
-        """From a cell (its ``resources``), a resources mapping, or None (nothing asked for)."""
+        """From a cell (its ``resources``: a ``bench.spec.Resources``), a resources mapping, or None (nothing
+        asked for)."""
         if source is None or isinstance(source, Resources):
             return source or cls()
+        if hasattr(source, "to_dict"):  # the typed cell's resources (bench.spec.Resources)
+            source = source.to_dict()
         res = (source["resources"] if "resources" in source else source) or {}
         return cls(gpus=res.get("gpus"), cpus=res.get("cpus"), mem_gb=res.get("mem_gb"),
                    time_min=res.get("time_min"), partition=res.get("partition"))

@@ -60,6 +60,7 @@ from scipy import stats as sps
 LEVEL = 0.95
 ALPHA = 0.05
 POWER = 0.8
+N_BOOT = 1000  # image-cluster bootstrap resamples of the test-set variance (every table, figure and W&B summary)
 
 
 def recall_hits(ranks: np.ndarray) -> np.ndarray:
@@ -121,7 +122,7 @@ def _query_variances(pairs, n_boot: int, seed: int) -> tuple[float, np.ndarray]:
     return float(var[-1]), var[:-1]
 
 
-def query_se(pairs, n_boot: int = 1000, seed: int = 0) -> float:
+def query_se(pairs, n_boot: int = N_BOOT, seed: int = 0) -> float:
     """Standard error of the seed-averaged ΔRSUM under resampling of the test set (image clusters).
 
     An image and its captions (caption c belongs to image c // (M / N)) are resampled together;
@@ -130,7 +131,7 @@ def query_se(pairs, n_boot: int = 1000, seed: int = 0) -> float:
     return math.sqrt(_query_variances(pairs, n_boot, seed)[0])
 
 
-def common_query_variance(pairs, n_boot: int = 1000, seed: int = 0) -> float:
+def common_query_variance(pairs, n_boot: int = N_BOOT, seed: int = 0) -> float:
     """The test-set variance common to every seed (needs ≥ 2 seeds): V_c = (S·V̄ − mean_s V_s)/(S − 1),
     V̄ the bootstrap variance of the seed-averaged ΔRSUM, V_s that of seed s alone; clipped at 0."""
     v_avg, v_seeds = _query_variances(pairs, n_boot, seed)
@@ -171,7 +172,7 @@ class DeltaStats:
         return self.n >= 2 and not math.isnan(self.low)
 
 
-def delta_stats(pairs, n_boot: int = 1000, seed: int = 0, level: float = LEVEL) -> DeltaStats:
+def delta_stats(pairs, n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> DeltaStats:
     """ΔRSUM of ``strategy − baseline`` with its interval, p-value and P(X > baseline) (module docstring).
 
     ``pairs``: one ``(strategy ranks, baseline ranks)`` per seed, each ``{"i2t": [N], "t2i": [M]}``
@@ -199,7 +200,7 @@ def delta_stats(pairs, n_boot: int = 1000, seed: int = 0, level: float = LEVEL) 
                       **common)
 
 
-def delta_ci(pairs, n_boot: int = 1000, seed: int = 0, level: float = LEVEL) -> tuple[float, float, float]:
+def delta_ci(pairs, n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> tuple[float, float, float]:
     """(ΔRSUM, low, high): the interval covers seed and test-set variance (module docstring).
 
     With one seed pair the bounds are NaN: the seed-to-seed variance is unknown (``n=1: no interval``).

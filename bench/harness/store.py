@@ -33,7 +33,6 @@ and a swap cut short is repaired under the lock by the next process.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import logging
@@ -42,13 +41,10 @@ import re
 import shutil
 import socket
 import time
-import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
-from bench.atomic import json_text
 from bench.faults import point as fault_point
 from bench.provenance import (  # noqa: F401 - also read through the store by its callers
     REPO_ROOT,
@@ -62,11 +58,22 @@ from bench.provenance import (  # noqa: F401 - also read through the store by it
     result_record,
     source_fingerprint,
 )
-from bench.spec import is_plain_name
+from bench.run_folder import (  # noqa: F401 - the run folder's files, read through the store by its callers
+    DONE_FILE,
+    FAILED_FILE,
+    INTERRUPTED_FILE,
+    PLAIN_RUN,
+    RESULT_FILE,
+    RUNNING_FILE,
+    RunOptions,
+    train_in_folder,
+    write_json,
+    write_text,
+)
+from bench.spec import Cell, is_plain_name
 
 DEFAULT_ROOT = REPO_ROOT / "results" / "runs"
-RESULT_FILE, DONE_FILE, FAILED_FILE, RUNNING_FILE = "result.json", "done", "failed", "running"
-INTERRUPTED_FILE, LOCKS_DIR, OLD_SUFFIX, STAGING_SUFFIX = "interrupted", ".locks", ".old", ".rerun"
+LOCKS_DIR, OLD_SUFFIX, STAGING_SUFFIX = ".locks", ".old", ".rerun"
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +85,8 @@ class StoreError(OSError):
 
 # ----------------------------------------------------------------------------- files
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old file or the whole new one, never a part."""
-    from bench.atomic import atomic_write_bytes
-
-    atomic_write_bytes(path, text.encode(), fault="store.before_rename")
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    write_atomic(path, json_text(obj))
+write_atomic = write_text  # a reader sees the old file or the whole new one, never a part
+write_json_atomic = write_json
 
 
 def _check_name(kind: str, value, root: Path) -> str:
@@ -99,13 +99,13 @@ def _check_name(kind: str, value, root: Path) -> str:
     return text
 
 
-def run_dir_for(cell: dict, root: str | Path = DEFAULT_ROOT) -> Path:
+def run_dir_for(cell: Cell, root: str | Path = DEFAULT_ROOT) -> Path:
     """``<root>/<suite>/<cell-id>``; a suite name or id that would leave ``root`` is a ValueError."""
     root = Path(root)
-    return root / _check_name("suite name", cell["suite"], root) / _check_name("cell id", cell["id"], root)
+    return root / _check_name("suite name", cell.suite, root) / _check_name("cell id", cell.id, root)
 
 
-def lock_path(cell: dict, root: str | Path = DEFAULT_ROOT) -> Path:
+def lock_path(cell: Cell, root: str | Path = DEFAULT_ROOT) -> Path:
     """The cell's lock file ``<root>/.locks/<suite>/<id>.lock``, outside its run folder (which a swap
     replaces) and outside the suite's folder (which holds run folders only)."""
     final = run_dir_for(cell, root)
@@ -162,7 +162,7 @@ def lock_is_held(path: str | Path, attempts: int = 3, pause_s: float = 0.05) -> 
         os.close(fd)
 
 
-def locate_run(cell: dict, root: str | Path = DEFAULT_ROOT, reuse_other_suites: bool = True,
+def locate_run(cell: Cell, root: str | Path = DEFAULT_ROOT, reuse_other_suites: bool = True,
                fingerprints: dict | None = None) -> Path:
     """The cell's own run folder, or a *done* run with the same id in another suite.
 
@@ -172,7 +172,7 @@ def locate_run(cell: dict, root: str | Path = DEFAULT_ROOT, reuse_other_suites: 
     own = run_dir_for(cell, root)
     if own.exists() or not reuse_other_suites:
         return own
-    for other in sorted(Path(root).glob(f"*/{cell['id']}")):
+    for other in sorted(Path(root).glob(f"*/{cell.id}")):
         if other != own and run_status(cell, other, fingerprints)["state"] == "done":
             return other
     return own
@@ -192,14 +192,14 @@ def read_result(run_dir: str | Path) -> tuple[dict | None, str | None]:
     return result, None
 
 
-def result_mismatch(cell: dict, result: dict) -> str | None:
+def result_mismatch(cell: Cell, result: dict) -> str | None:
     """Why ``result`` is not ``cell``'s (another cell's ``result.json`` copied here, or one missing a
     protocol the cell evaluates), or None."""
     owner = result.get("cell_id")
-    if owner is not None and owner != cell["id"]:
-        return (f"its result.json belongs to cell {owner}, not {cell['id']} (copied from another run folder?); "
+    if owner is not None and owner != cell.id:
+        return (f"its result.json belongs to cell {owner}, not {cell.id} (copied from another run folder?); "
                 "it is left out and a sweep retrains the cell")
-    missing = [p for p in (cell.get("eval") or {}).get("protocols", []) if not result["metrics"].get(p)]
+    missing = [p for p in cell.eval.protocols or [] if not result["metrics"].get(p)]
     if missing:
         return f"its result.json holds no metrics for {', '.join(missing)}; a sweep re-runs the cell"
     return None
@@ -272,7 +272,7 @@ def result_fingerprint(result: dict | None) -> str | None:
     return ((result or {}).get("provenance") or {}).get("data_fingerprint")
 
 
-def run_status(cell: dict, run_dir: str | Path, fingerprints: dict | None = None,
+def run_status(cell: Cell, run_dir: str | Path, fingerprints: dict | None = None,
                check_lock: bool = True) -> dict:
     """``{"state", "run_dir", "error"?, "data_fingerprint"?, "result_fingerprint"?}`` of ``cell`` in
     ``run_dir``: :func:`cell_state` plus ``stale`` (a done result made from other data), ``corrupt``
@@ -295,7 +295,7 @@ def run_status(cell: dict, run_dir: str | Path, fingerprints: dict | None = None
         if mismatch:
             info.update(state="corrupt", error=mismatch)
         elif current is None and recorded is not None:
-            info["unverified"] = (f"data of {cell['dataset'].get('data_root')} not found: its data fingerprint "
+            info["unverified"] = (f"data of {cell.dataset.data_root} not found: its data fingerprint "
                                   "could not be compared (unverified)")
         elif current != recorded:
             info.update(state="stale", data_fingerprint=current, result_fingerprint=recorded,
@@ -309,7 +309,7 @@ def run_status(cell: dict, run_dir: str | Path, fingerprints: dict | None = None
         info["interrupted"] = True
         info["error"] = (f"stopped by {why.get('signal') or 'a clean stop'} at step {why.get('step')}; "
                          "a plain sweep resumes it from last.pt")
-    elif state == "running" and check_lock and d.name == cell["id"]:
+    elif state == "running" and check_lock and d.name == cell.id:
         try:
             held = lock_is_held(lock_path(cell, d.parent.parent))
         except ValueError:
@@ -335,7 +335,7 @@ def failure_message(run_dir: str | Path) -> str | None:
 
 # ----------------------------------------------------------------------------- running
 
-def default_tracker_factory(cell: dict, run_dir: Path):
+def default_tracker_factory(cell: Cell, run_dir: Path):
     from bench.harness.tracking import WandbTracker
 
     return WandbTracker(cell, run_dir)
@@ -344,24 +344,6 @@ def default_tracker_factory(cell: dict, run_dir: Path):
 def _task_rank() -> int:
     """This process's rank in a multi-task job (torch's RANK, else SLURM's task id), 0 otherwise."""
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
-
-
-def _anchor_checkpoint(cell: dict, root: Path, reuse_other_suites: bool) -> Path | None:
-    """``best.pt`` of the baseline an OAS cell depends on; an error when that cell is not done (for the
-    data this cell reads: a stale baseline is not an anchor). A released anchor (the suite's
-    ``anchor_checkpoint:``) is used as is."""
-    if cell.get("anchor_checkpoint"):
-        return Path(cell["anchor_checkpoint"]["path"])
-    if not cell.get("depends_on"):
-        return None
-    dep = {**cell, "suite": cell["suite"], "id": cell["depends_on"][0]}
-    dep_dir = locate_run(dep, root, reuse_other_suites)
-    info = run_status(dep, dep_dir)
-    if info["state"] != "done":
-        why = f": {info['error']}" if info.get("error") else ""
-        raise RuntimeError(f"anchor cell {dep['id']} is not done ({info['state']} in {dep_dir}{why}); "
-                           "run it first (topological order)")
-    return dep_dir / "best.pt"
 
 
 def _job_token() -> str:
@@ -426,15 +408,15 @@ def _swap_in(work: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _forced(run_dir: Path, force: bool, force_before: float | None) -> bool:
-    """Whether ``force`` replaces the done result in ``run_dir``: always, or (``force_before``, a sweep's
-    start time) only a result finished before then, so concurrent forced sweeps train each cell once."""
-    if not force:
+def _forced(run_dir: Path, options: RunOptions) -> bool:
+    """Whether ``options.force`` replaces the done result in ``run_dir``: always, or (``force_before``, a
+    sweep's start time) only a result finished before then, so concurrent forced sweeps train each cell once."""
+    if not options.force:
         return False
-    if force_before is None:
+    if options.force_before is None:
         return True
     try:
-        return (run_dir / DONE_FILE).stat().st_mtime < force_before
+        return (run_dir / DONE_FILE).stat().st_mtime < options.force_before
     except FileNotFoundError:
         return True
 
@@ -444,179 +426,143 @@ def _other_code(status: dict) -> bool:
     return status["state"] == "done" and status.get("code") != source_fingerprint()
 
 
-def _writable_error(e: BaseException, work: Path) -> str:
-    if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return (f"the run folder {work} is not writable any more ({os.strerror(e.errno)}: {e}); the cell "
-                "failed, the other cells go on: make the folder writable and sweep again (it resumes from "
-                "its last checkpoint)")
-    return f"{type(e).__name__}: {e}"
+def _cannot_create(what: str, path: Path, root: Path, e: OSError, search: Path) -> StoreError:
+    """The StoreError of ``path`` (``what``) that could not be made: the file in the way (looked for from
+    ``search`` up), else the results folder that cannot be written."""
+    blocker = next((p for p in [search, *search.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        return StoreError(f"cannot create {what} {path}: {blocker} is a file where the store's folder belongs "
+                          f"({e.strerror}); move it away or choose another results folder (--root)")
+    return StoreError(f"cannot create {what} {path} in the results folder {root} ({e.strerror}); choose a "
+                      "writable results folder (--root)")
 
 
-def run_cell_in_store(cell: dict, root: str | Path = DEFAULT_ROOT, force: bool = False,
-                      tracker_factory: Callable | None = default_tracker_factory,
-                      train_fn: Callable | None = None, raise_errors: bool = True,
-                      reuse_other_suites: bool = True, wait_lock: bool = False,
-                      force_before: float | None = None, allow_code_change: bool = False,
-                      retrain_other_code: bool = False) -> dict:
+@dataclass(frozen=True)
+class _Job:
+    """One call of :func:`run_cell_in_store`: the cell, where it goes and how."""
+
+    cell: Cell
+    root: Path
+    options: RunOptions
+    tracker_factory: Callable | None
+    train_fn: Callable
+    raise_errors: bool
+    reuse_other_suites: bool
+    fingerprints: dict
+
+    @property
+    def final(self) -> Path:
+        return run_dir_for(self.cell, self.root)
+
+    def anchor_checkpoint(self) -> Path | None:
+        return _anchor_checkpoint(self.cell, self.root, self.reuse_other_suites)
+
+
+def _anchor_checkpoint(cell: Cell, root: Path, reuse_other_suites: bool) -> Path | None:
+    """``best.pt`` of the baseline an OAS cell depends on; an error when that cell is not done (for the
+    data this cell reads: a stale baseline is not an anchor). A released anchor (the suite's
+    ``anchor_checkpoint:``) is used as is."""
+    if cell.anchor_checkpoint:
+        return Path(cell.anchor_checkpoint.path)
+    if not cell.depends_on:
+        return None
+    dep = replace(cell, id=cell.depends_on[0])
+    dep_dir = locate_run(dep, root, reuse_other_suites)
+    info = run_status(dep, dep_dir)
+    if info["state"] != "done":
+        why = f": {info['error']}" if info.get("error") else ""
+        raise RuntimeError(f"anchor cell {dep.id} is not done ({info['state']} in {dep_dir}{why}); "
+                           "run it first (topological order)")
+    return dep_dir / "best.pt"
+
+
+def _done(run_dir: Path) -> dict:
+    return {"state": "done", "run_dir": str(run_dir), "result": load_result(run_dir), "skipped": True}
+
+
+def run_cell_in_store(cell: Cell, root: str | Path = DEFAULT_ROOT, options: RunOptions = PLAIN_RUN, *,
+                      tracker_factory: Callable | None = default_tracker_factory, train_fn: Callable | None = None,
+                      raise_errors: bool = True, reuse_other_suites: bool = True) -> dict:
     """Train ``cell`` into the store unless it is done; return ``{"state", "run_dir", "result"}``.
 
-    ``train_fn(cell, run_dir, tracker=, anchor_checkpoint=)`` defaults to ``bench.train.run_cell``.
-    OAS cells get ``anchor_checkpoint = <baseline run dir>/best.pt`` (the baseline must be done).
-    The cell's lock is held while it trains: a cell another process holds is skipped
-    (``{"state": "locked"}``) or, with ``wait_lock``, waited for. A ``stale`` or ``corrupt`` result is
-    retrained; ``force`` retrains a done one too (only if finished before ``force_before`` when given), and
+    ``train_fn(cell, run_dir, tracker=, anchor_checkpoint=)`` defaults to ``bench.train.run_cell``; the run
+    folder is written by ``bench.run_folder.train_in_folder``, the one writer. OAS cells get
+    ``anchor_checkpoint = <baseline run dir>/best.pt`` (the baseline must be done). The cell's lock is
+    held while it trains: a cell another process holds is skipped (``{"state": "locked"}``) or, with
+    ``options.wait_lock``, waited for. A ``stale`` or ``corrupt`` result is retrained; ``options.force``
+    retrains a done one too (only if finished before ``force_before`` when given), and
     ``retrain_other_code`` one made by other training code (a sweep running a ``mixed-code`` cell).
     A SIGTERM / Ctrl-C during training saves ``last.pt`` and leaves the cell ``interrupted`` (the result
-    then carries ``"signal"``). ``allow_code_change`` lets the trainer resume a checkpoint written by
-    other code (both commits are recorded). On an exception: ``failed`` + ``traceback.txt`` are
+    then carries ``"signal"``). ``options.allow_code_change`` lets the trainer resume a checkpoint written
+    by other code (both commits are recorded). On an exception: ``failed`` + ``traceback.txt`` are
     written, then it is re-raised (``raise_errors``) or returned as ``{"state": "failed", "error": ...}``.
     """
-    root = Path(root)
-    fps: dict = {}
+    root, fps = Path(root), {}
     final = locate_run(cell, root, reuse_other_suites, fps)
     status = run_status(cell, final, fps)
-    force = force or (retrain_other_code and _other_code(status))
-    if status["state"] == "done" and not _forced(final, force, force_before):
-        return {"state": "done", "run_dir": str(final), "result": load_result(final), "skipped": True}
+    if options.retrain_other_code and _other_code(status):
+        options = replace(options, force=True)
+    if status["state"] == "done" and not _forced(final, options):
+        return _done(final)
     if status["state"] == "blocked":
         if raise_errors:
             raise StoreError(status["error"])
-        log.error("cell %s: %s", cell["id"], status["error"])
+        log.error("cell %s: %s", cell.id, status["error"])
         return {"state": "blocked", "run_dir": str(final), "result": None, "error": status["error"]}
     if train_fn is None:
         from bench.train import run_cell as train_fn  # lazy: the store is used without torch too
-    train_kwargs = {"allow_code_change": True} if allow_code_change else {}
-    final = run_dir_for(cell, root)
     from bench.train import cell_threads
 
+    job = _Job(cell, root, options, tracker_factory, train_fn, raise_errors, reuse_other_suites, fps)
     with cell_threads(cell):  # the same torch thread count whichever executor runs the cell
-        return _run_cell_in_store(cell, root, final, force, force_before, tracker_factory, train_fn, train_kwargs,
-                                  raise_errors, reuse_other_suites, wait_lock, fps)
+        return _beside_rank_0(job) if _task_rank() != 0 else _run_under_lock(job)
 
 
-def _run_cell_in_store(cell, root, final, force, force_before, tracker_factory, train_fn, train_kwargs,
-                       raise_errors, reuse_other_suites, wait_lock, fps) -> dict:
-    if _task_rank() != 0:  # a multi-task cell: the other ranks train alongside rank 0, which alone writes
-        complete = cell_state(final) == "done"
-        work = _staging_dir(final, adopt=False) if complete else final
-        work.mkdir(parents=True, exist_ok=True)
-        body = train_fn(cell, work, tracker=None, anchor_checkpoint=_anchor_checkpoint(cell, root, reuse_other_suites),
-                        **train_kwargs)
-        state = "done" if body.get("status", "done") == "done" else "interrupted"
-        return {"state": state, "run_dir": str(work), "result": body, "rank": _task_rank()}
-    lock = CellLock(lock_path(cell, root))
+def _beside_rank_0(job: _Job) -> dict:
+    """A multi-task cell's other ranks train alongside rank 0, which alone writes the run folder."""
+    work = _staging_dir(job.final, adopt=False) if cell_state(job.final) == "done" else job.final
+    work.mkdir(parents=True, exist_ok=True)
+    body = job.train_fn(job.cell, work, tracker=None, anchor_checkpoint=job.anchor_checkpoint(),
+                        **({"allow_code_change": True} if job.options.allow_code_change else {}))
+    state = "done" if body.get("status", "done") == "done" else "interrupted"
+    return {"state": state, "run_dir": str(work), "result": body, "rank": _task_rank()}
+
+
+def _run_under_lock(job: _Job) -> dict:
+    lock = CellLock(lock_path(job.cell, job.root))
     try:
-        got = lock.acquire(wait=wait_lock)
+        got = lock.acquire(wait=job.options.wait_lock)
     except OSError as e:  # e.g. a path under a regular file, a read-only mount
-        blocker = next((p for p in [lock.path.parent, *lock.path.parent.parents] if p.exists() and not p.is_dir()),
-                       None)
-        if blocker is not None:
-            raise StoreError(f"cannot create the cell's lock file {lock.path}: {blocker} is a file where the "
-                             f"store's folder belongs ({e.strerror}); move it away or choose another results "
-                             "folder (--root)") from e
-        raise StoreError(f"cannot create the cell's lock file {lock.path} in the results folder {root} "
-                         f"({e.strerror}); choose a writable results folder (--root)") from e
+        raise _cannot_create("the cell's lock file", lock.path, job.root, e, lock.path.parent) from e
     if not got:
-        log.info("cell %s is being trained by another process (%s): skipped", cell["id"], lock.path)
-        return {"state": "locked", "run_dir": str(final), "result": None, "skipped": True}
+        log.info("cell %s is being trained by another process (%s): skipped", job.cell.id, lock.path)
+        return {"state": "locked", "run_dir": str(job.final), "result": None, "skipped": True}
     try:
-        return _run_locked(cell, root, final, force, force_before, tracker_factory, train_fn, train_kwargs,
-                           raise_errors, reuse_other_suites, fps)
+        return _run_locked(job)
     finally:
         lock.release()
 
 
-def _run_locked(cell, root, final, force, force_before, tracker_factory, train_fn, train_kwargs, raise_errors,
-                reuse_other_suites, fps) -> dict:
+def _run_locked(job: _Job) -> dict:
+    """The lock is held: repair a swap cut short, look at the state again (another process may have finished
+    the cell), train in the run folder (or, replacing a complete result, in a staging folder swapped in
+    when complete)."""
+    final = job.final
     _repair_swap(final)
-    status = run_status(cell, final, fps, check_lock=False)  # again: another process may have finished it
-    if status["state"] == "done" and not _forced(final, force, force_before):
-        return {"state": "done", "run_dir": str(final), "result": load_result(final), "skipped": True}
+    status = run_status(job.cell, final, job.fingerprints, check_lock=False)
+    if status["state"] == "done" and not _forced(final, job.options):
+        return _done(final)
     complete = status["state"] in ("done", "stale")  # a complete result stays until replaced by another
     work = _staging_dir(final, adopt=True) if complete else final
     try:
         work.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # e.g. a path under a regular file, a read-only mount
-        blocker = next((p for p in [work, *work.parents] if p.exists() and not p.is_dir()), None)
-        if blocker is not None:
-            raise StoreError(f"cannot create the run folder {work}: {blocker} is a file where the store's folder "
-                             f"belongs ({e.strerror}); move it away or choose another results folder (--root)") from e
-        raise StoreError(f"cannot create the run folder {work} in the results folder {root} "
-                         f"({e.strerror}); choose a writable results folder (--root)") from e
-    for name in (RESULT_FILE, FAILED_FILE, DONE_FILE, INTERRUPTED_FILE, RUNNING_FILE, "config.yaml"):
-        if (work / name).is_dir():  # a folder where the store writes a file: moved aside, never deleted
-            aside = work / f"{name}.not-a-file-{time.strftime('%Y%m%d-%H%M%S')}"
-            os.replace(work / name, aside)
-            log.warning("%s was a folder where the store writes a file: moved to %s", work / name, aside)
-    for marker in (FAILED_FILE, DONE_FILE, INTERRUPTED_FILE):
-        (work / marker).unlink(missing_ok=True)
-    if force:  # --force: from scratch, never from a checkpoint (e.g. one that other code wrote)
-        for f in [*work.glob("last*.pt*"), *work.glob("best.pt*")]:
-            f.unlink()
-    fingerprint = cell_fingerprint(cell, fps)  # the data this run reads (recorded in its provenance)
-    write_atomic(work / "config.yaml", yaml.safe_dump(cell, sort_keys=False))
-    write_json_atomic(work / RUNNING_FILE, {"host": socket.gethostname(), "pid": os.getpid(),
-                                           "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    handler = logging.FileHandler(work / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    handler.setLevel(logging.INFO)
-    root_logger = logging.getLogger()
-    old_level = root_logger.level
-    root_logger.setLevel(min(old_level, logging.INFO))
-    root_logger.addHandler(handler)
-    tracker = None
-    start = time.time()
-    try:
-        anchor = _anchor_checkpoint(cell, root, reuse_other_suites)
-        tracker = tracker_factory(cell, work) if tracker_factory else None
-        log.info("training cell %s in %s", cell["id"], work)
-        body = train_fn(cell, work, tracker=tracker, anchor_checkpoint=anchor, **train_kwargs)
-        if body.get("status", "done") != "done":  # "interrupted": checkpoint written, a plain sweep resumes
-            write_json_atomic(work / INTERRUPTED_FILE, {"signal": body.get("signal"), "step": body.get("global_step"),
-                                                        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            (work / RUNNING_FILE).unlink(missing_ok=True)
-            if tracker is not None:
-                tracker.finish(None)
-            return {"state": "interrupted", "run_dir": str(work), "result": None, "status": body.get("status"),
-                    "signal": body.get("signal")}
-        stopped_by = body.get("signal")  # a stop during the final evaluation: the result is whole
-        result = result_record(cell, body, wall_time_s=time.time() - start, fingerprint=fingerprint)
-        fault_point("store.before_result")
-        write_json_atomic(work / RESULT_FILE, result)
-        fault_point("store.before_done")
-        if tracker is not None:
-            tracker.finish(result)
-        (work / DONE_FILE).touch()
-        (work / RUNNING_FILE).unlink(missing_ok=True)
-    except BaseException as e:
-        message = _writable_error(e, work)
-        if isinstance(e, KeyboardInterrupt):  # a second Ctrl-C outside the training loop
-            try:
-                write_json_atomic(work / INTERRUPTED_FILE, {"signal": "SIGINT", "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            except OSError:
-                pass
-        else:
-            tb = work / "traceback.txt"
-            try:
-                tb.write_text(traceback.format_exc())
-                write_atomic(work / FAILED_FILE, f"{message}\ntraceback: {tb}\n")
-            except OSError as record_error:  # e.g. the disk is full: the original error still propagates
-                log.error("could not record the failure of %s in %s: %s", cell["id"], work, record_error)
-        try:
-            (work / RUNNING_FILE).unlink(missing_ok=True)
-        except OSError:  # a read-only folder: the marker stays, its free lock says the cell is not running
-            pass
-        if tracker is not None:
-            tracker.finish(None, failed=True)
-        if raise_errors or not isinstance(e, Exception):
-            raise
-        log.error("cell %s failed: %s", cell["id"], message)
-        return {"state": "failed", "run_dir": str(work), "error": message, "result": None}
-    finally:
-        root_logger.removeHandler(handler)
-        root_logger.setLevel(old_level)
-        handler.close()
-    if work != final:  # a complete result replaced by another complete one
-        _swap_in(work, final)
-    return {"state": "done", "run_dir": str(final), "result": result, "skipped": False,
-            **({"signal": stopped_by} if stopped_by else {})}
+        raise _cannot_create("the run folder", work, job.root, e, work) from e
+    out = train_in_folder(job.cell, work, job.train_fn, cell_fingerprint(job.cell, job.fingerprints),
+                          options=job.options, anchor_checkpoint=job.anchor_checkpoint,
+                          tracker_factory=job.tracker_factory, raise_errors=job.raise_errors)
+    if out["state"] == "done":
+        if work != final:  # a complete result replaced by another complete one
+            _swap_in(work, final)
+        out.update(run_dir=str(final), skipped=False)
+    return out

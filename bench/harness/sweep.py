@@ -38,7 +38,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +46,8 @@ from bench.harness.cells import describe, expand, topological_order
 from bench.harness.config import Suite
 from bench.harness.store import (
     DEFAULT_ROOT,
+    PLAIN_RUN,
+    RunOptions,
     failure_message,
     locate_run,
     mark_mixed_code,
@@ -53,6 +55,7 @@ from bench.harness.store import (
     run_status,
     write_atomic,
 )
+from bench.spec import Cell
 
 if TYPE_CHECKING:
     from bench.harness.slurm import JobRequest
@@ -79,7 +82,7 @@ def submitted_job(run_dir: Path) -> dict | None:
         return None
 
 
-def cell_states(cells: list[dict], root: Path, query_slurm: bool = True) -> dict[str, dict]:
+def cell_states(cells: list[Cell], root: Path, query_slurm: bool = True) -> dict[str, dict]:
     """Per cell id: {"state": pending|queued|running|interrupted|done|stale|corrupt|failed, "run_dir",
     "job_id"?, "error"?, "log"?, "data_fingerprint"? and "result_fingerprint"? (stale)}."""
     out, slurm_ids, fps = {}, {}, {}
@@ -93,12 +96,12 @@ def cell_states(cells: list[dict], root: Path, query_slurm: bool = True) -> dict
             info["job_id"] = job["job_id"]
             info["job_log"] = job.get("stderr")
             if job.get("executor") == "slurm":
-                slurm_ids[cell["id"]] = job["job_id"]
+                slurm_ids[cell.id] = job["job_id"]
         if state == "failed":  # the error line and where to read more (shown by `python -m bench status`)
             message = failure_message(run_dir) or ""
             first = message.splitlines()[0] if message else "failed"
             info["error"] = f"{first} (log: {info.get('job_log') or info['log']})"
-        out[cell["id"]] = info
+        out[cell.id] = info
     mark_mixed_code(out)  # done cells made by other training code than the rest: retrained, not pooled
     if slurm_ids and query_slurm:
         from bench.harness.slurm import slurm_states
@@ -121,38 +124,62 @@ def cell_states(cells: list[dict], root: Path, query_slurm: bool = True) -> dict
     return out
 
 
-def select_cells(cells: list[dict], states: dict, force: bool = False, retry_failed: bool = False) -> list[dict]:
+def select_cells(cells: list[Cell], states: dict, force: bool = False, retry_failed: bool = False) -> list[Cell]:
     """Cells to run now: the ``RUNNABLE`` ones (not queued/running elsewhere); with ``retry_failed`` the
     failed and interrupted ones; with ``force`` every cell."""
     if force:
         return list(cells)
     if retry_failed:
-        return [c for c in cells if states[c["id"]]["state"] in ("failed", "interrupted")]
-    return [c for c in cells if states[c["id"]]["state"] in RUNNABLE]
+        return [c for c in cells if states[c.id]["state"] in ("failed", "interrupted")]
+    return [c for c in cells if states[c.id]["state"] in RUNNABLE]
 
 
-def stages(cells: list[dict]) -> list[list[dict]]:
+def stages(cells: list[Cell]) -> list[list[Cell]]:
     """Cells grouped so every cell comes after the cells it depends on (0: no dependency)."""
     level: dict[str, int] = {}
-    by_id = {c["id"]: c for c in cells}
+    ids = {c.id for c in cells}
     for c in topological_order(cells):
-        level[c["id"]] = 1 + max((level[d] for d in c.get("depends_on", []) if d in by_id), default=-1)
-    out: list[list[dict]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+        level[c.id] = 1 + max((level[d] for d in c.depends_on or [] if d in ids), default=-1)
+    out: list[list[Cell]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
     for c in topological_order(cells):
-        out[level[c["id"]]].append(c)
+        out[level[c.id]].append(c)
     return out
 
 
 def sweep(suite: Suite, executor: str = "inline", root: str | Path = DEFAULT_ROOT, cluster: str | None = None,
-          force: bool = False, retry_failed: bool = False, wait: bool = True, progress: bool = True,
-          tracker_factory="default", jobs_folder: str | Path | None = None, wait_lock: bool = False,
-          allow_code_change: bool = False) -> dict:
+          options: RunOptions = PLAIN_RUN, retry_failed: bool = False, wait: bool = True, progress: bool = True,
+          tracker_factory="default", jobs_folder: str | Path | None = None) -> dict:
     """Run the selected cells of ``suite``; returns {"cells": n, "selected": [ids], "states": {...},
     "jobs": {cell id: job id}, "lost": [job ids that ended without a result, e.g. cancelled]} and, inline,
-    "outcomes" {cell id: state after this sweep's attempt, "… (skipped)" when it trained nothing}, "errors" {cell id: message}, "signal" (the
-    SIGTERM / SIGINT that stopped the sweep, if any)."""
+    "outcomes" {cell id: state after this sweep's attempt, "… (skipped)" when it trained nothing}, "errors"
+    {cell id: message}, "signal" (the SIGTERM / SIGINT that stopped the sweep, if any). ``options``: how each
+    cell runs (``force`` replaces only results finished before this sweep started; cells made by other
+    training code than the rest of their table are retrained)."""
     root = Path(root)
-    started = time.time()
+    _check_executor(executor, cluster, wait)
+    cells = topological_order(expand(suite))
+    if not cells:
+        raise SweepError(f"suite {suite.name} ({suite.path}) expands to 0 cells: nothing to run; list at least one "
+                         "dataset, matcher, strategy and seed")
+    options = replace(options, force_before=time.time() if options.force else None, retrain_other_code=True)
+    states = cell_states(cells, root)
+    todo = select_cells(cells, states, force=options.force, retry_failed=retry_failed)
+    report = {"suite": suite.name, "cells": len(cells), "selected": [c.id for c in todo], "jobs": {}}
+    if executor == "inline":
+        report.update(_run_inline(todo, root, options, progress, tracker_factory))
+    else:
+        # Parents queued/running from an earlier sweep: their dependents wait for that job.
+        active = {cid: s["job_id"] for cid, s in states.items()
+                  if s["state"] in ("queued", "running") and "job_id" in s and "slurm_state" in s}
+        report["jobs"], report["lost"], stopped_by = _submit(todo, root, executor, cluster, wait, jobs_folder,
+                                                             active, options)
+        if stopped_by:
+            report["signal"] = stopped_by
+    report["states"] = cell_states(cells, root)
+    return report
+
+
+def _check_executor(executor: str, cluster: str | None, wait: bool) -> None:
     if executor not in ("inline", "local", "slurm"):
         raise SweepError(f"executor must be inline, local or slurm, got {executor!r}")
     if executor != "slurm" and cluster is not None:
@@ -161,34 +188,9 @@ def sweep(suite: Suite, executor: str = "inline", root: str | Path = DEFAULT_ROO
     if executor != "slurm" and not wait:
         raise SweepError(f"--no-wait applies to --executor slurm only ({executor} cells run while the sweep waits): "
                          "drop --no-wait or use --executor slurm")
-    cells = topological_order(expand(suite))
-    if not cells:
-        raise SweepError(f"suite {suite.name} ({suite.path}) expands to 0 cells: nothing to run; list at least one "
-                         "dataset, matcher, strategy and seed")
-    states = cell_states(cells, root)
-    todo = select_cells(cells, states, force=force, retry_failed=retry_failed)
-    report = {"suite": suite.name, "cells": len(cells), "selected": [c["id"] for c in todo], "jobs": {}}
-    if executor == "inline":
-        report.update(_run_inline(todo, root, force, progress, tracker_factory, started, wait_lock,
-                                  allow_code_change))
-    elif executor in ("local", "slurm"):
-        # Parents queued/running from an earlier sweep: their dependents wait for that job.
-        active = {cid: s["job_id"] for cid, s in states.items()
-                  if s["state"] in ("queued", "running") and "job_id" in s and "slurm_state" in s}
-        options = {"force": force, "force_before": started, "wait_lock": wait_lock,
-                   "allow_code_change": allow_code_change, "retrain_other_code": True}
-        report["jobs"], report["lost"], stopped_by = _submit(todo, root, executor, cluster, wait, jobs_folder,
-                                                             active, options)
-        if stopped_by:
-            report["signal"] = stopped_by
-    else:
-        raise ValueError(f"executor must be inline, local or slurm, got {executor!r}")
-    report["states"] = cell_states(cells, root)
-    return report
 
 
-def _run_inline(cells, root, force, progress, tracker_factory, started=None, wait_lock=False,
-                allow_code_change=False) -> dict:
+def _run_inline(cells: list[Cell], root: Path, options: RunOptions, progress: bool, tracker_factory) -> dict:
     from tqdm import tqdm
 
     kwargs = {} if tracker_factory == "default" else {"tracker_factory": tracker_factory}
@@ -207,13 +209,11 @@ def _run_inline(cells, root, force, progress, tracker_factory, started=None, wai
         for cell in bar:
             if stopped:
                 break
-            bar.set_postfix_str(f"{cell['matcher_label']} / {cell['strategy']['label']} / seed {cell['seed']}")
-            out = run_cell_in_store(cell, root, force=force, raise_errors=False, force_before=started,
-                                    wait_lock=wait_lock, allow_code_change=allow_code_change,
-                                    retrain_other_code=True, **kwargs)
-            outcomes[cell["id"]] = out["state"] + (" (skipped)" if out.get("skipped") else "")
+            bar.set_postfix_str(f"{cell.matcher_label} / {cell.strategy.label} / seed {cell.seed}")
+            out = run_cell_in_store(cell, root, options, raise_errors=False, **kwargs)
+            outcomes[cell.id] = out["state"] + (" (skipped)" if out.get("skipped") else "")
             if out.get("error"):
-                errors[cell["id"]] = out["error"]
+                errors[cell.id] = out["error"]
             if out.get("signal"):  # SIGTERM / Ctrl-C in a cell (saved its checkpoint, or finished): stop here
                 stopped.append(signal.Signals[out["signal"]])
     finally:
@@ -231,11 +231,11 @@ class ArrayPlan:
 
     stage: int
     request: JobRequest
-    cells: list[dict] = field(default_factory=list)
+    cells: list[Cell] = field(default_factory=list)
     caps: list[str] = field(default_factory=list)  # every cap the profile applied to one of the cells
 
 
-def plan_arrays(cells: list[dict], profile: dict) -> list[ArrayPlan]:
+def plan_arrays(cells: list[Cell], profile: dict) -> list[ArrayPlan]:
     """The job arrays a SLURM sweep of ``cells`` submits: one per dependency stage and resource shape,
     in submission order. Every cell's request is checked first: a cell asking for more than ``profile``
     allows (where no cap applies, e.g. more GPUs than a node has) raises ``ResourceError`` naming every
@@ -245,16 +245,16 @@ def plan_arrays(cells: list[dict], profile: dict) -> list[ArrayPlan]:
     requests, errors = {}, []
     for cell in cells:
         try:
-            requests[cell["id"]] = job_request(cell.get("resources"), profile)
+            requests[cell.id] = job_request(cell.resources, profile)
         except ResourceError as e:
-            errors.append(f"cell {cell['id']} ({describe(cell)}) {e}")
+            errors.append(f"cell {cell.id} ({describe(cell)}) {e}")
     if errors:
         raise ResourceError("\n".join(errors))
     plans: list[ArrayPlan] = []
     for number, stage in enumerate(stages(cells)):
         shapes: dict = {}
         for cell in stage:
-            request = requests[cell["id"]]
+            request = requests[cell.id]
             plan = shapes.setdefault(request.resources, ArrayPlan(number, request))
             plan.cells.append(cell)
             plan.caps += [cap for cap in request.caps if cap not in plan.caps]
@@ -262,7 +262,8 @@ def plan_arrays(cells: list[dict], profile: dict) -> list[ArrayPlan]:
     return plans
 
 
-def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None, options=None) -> tuple[dict, list, str | None]:
+def _submit(cells: list[Cell], root: Path, kind: str, cluster, wait: bool, jobs_folder, active_jobs: dict,
+            options: RunOptions) -> tuple[dict, list, str | None]:
     """Submit ``cells`` stage by stage; SLURM: one array per stage and resource shape (:func:`plan_arrays`),
     every stage at once, dependents held by ``afterok`` on their parents' jobs (submitted now or still
     active from an earlier sweep, ``active_jobs``), then wait for all (``wait``). Returns ({cell id: job
@@ -277,7 +278,7 @@ def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None, opt
     all_jobs, lost, stopped_by = [], [], None
 
     def record(cell, job):
-        submitted[cell["id"]] = job.job_id
+        submitted[cell.id] = job.job_id
         run_dir = locate_run(cell, root)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / SUBMITTED_FILE, json.dumps(  # a concurrent `status` never reads half of it
@@ -291,8 +292,8 @@ def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None, opt
         for plan in plans:
             executor = make_executor(kind, folder, profile, check=check, resources=plan.request)
             check = False
-            deps = sorted({submitted[d] for c in plan.cells for d in c.get("depends_on", []) if d in submitted})
-            jobs = submit_array(executor, None, [CellJob(c, root, **(options or {})) for c in plan.cells],
+            deps = sorted({submitted[d] for c in plan.cells for d in c.depends_on or [] if d in submitted})
+            jobs = submit_array(executor, None, [CellJob(c, root, options) for c in plan.cells],
                                 dependency_job_ids=deps or None)
             for cell, job in zip(plan.cells, jobs):
                 record(cell, job)
@@ -309,17 +310,17 @@ def _submit(cells, root, kind, cluster, wait, jobs_folder, active_jobs=None, opt
             lost += stage_lost
             if stopped_by:  # the running cells saved their checkpoints; the later stages wait for a resume
                 break
-    ids = {c["id"] for c in cells}
+    ids = {c.id for c in cells}
     return {cid: jid for cid, jid in submitted.items() if cid in ids}, lost, stopped_by
 
 
-def cell_cpus(cell: dict, available: int) -> int:
+def cell_cpus(cell: Cell, available: int) -> int:
     """CPUs a cell takes on this machine: its ``resources.cpus``, at most ``available`` (default 1)."""
-    return max(1, min(int((cell.get("resources") or {}).get("cpus") or 1), available))
+    return max(1, min(int((cell.resources.cpus if cell.resources else None) or 1), available))
 
 
-def run_local_window(executor, cells: list[dict], root: Path, on_submit=None, poll_s: float = 0.5,
-                     available: int | None = None, log=None, options: dict | None = None
+def run_local_window(executor, cells: list[Cell], root: Path, on_submit=None, poll_s: float = 0.5,
+                     available: int | None = None, log=None, options: RunOptions = PLAIN_RUN
                      ) -> tuple[list, list, str | None]:
     """Run ``cells`` as local jobs, as many at once as ``available`` CPUs (default: this process's)
     hold: a cell is started when its ``resources.cpus`` are free (or nothing else runs), so the cells
@@ -351,7 +352,7 @@ def run_local_window(executor, cells: list[dict], root: Path, on_submit=None, po
                 if in_main:  # the job starts with Ctrl-C ignored: see below
                     signal.signal(signal.SIGINT, signal.SIG_IGN)
                 try:
-                    job = executor.submit(CellJob(cell, root, **(options or {})))
+                    job = executor.submit(CellJob(cell, root, options))
                 finally:
                     if in_main:
                         signal.signal(signal.SIGINT, stop)
@@ -369,8 +370,8 @@ def run_local_window(executor, cells: list[dict], root: Path, on_submit=None, po
                     lost.append(job.job_id)
                 finished += 1
                 log(f"[{finished}/{len(cells)}] "
-                    f"{cell['id']}  {cell['matcher_label']} / {cell['strategy']['label']} / seed "
-                    f"{cell['seed']}: {state} ({time.monotonic() - t0:.0f} s; {time.monotonic() - started:.0f} s "
+                    f"{cell.id}  {cell.matcher_label} / {cell.strategy.label} / seed "
+                    f"{cell.seed}: {state} ({time.monotonic() - t0:.0f} s; {time.monotonic() - started:.0f} s "
                     "since the start)")
         if stopped:  # pass the stop on to the running cells (each saves its checkpoint), then wait
             for _, job, _, _ in running:

@@ -21,10 +21,13 @@ import sys
 import warnings
 from pathlib import Path
 
+from bench.metrics import METRIC_KEYS
+from bench.spec import Cell, Wandb
+
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ["i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "i2t_meanr",
-                  "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "t2i_meanr", "rsum"]
+METRIC_COLUMNS = list(METRIC_KEYS)  # the columns of a run's metrics table (bench.metrics names them)
+DEFAULT_PROJECT = Wandb().project  # bench.spec.Wandb: where a run goes when nothing says
 
 
 def wandb_mode() -> str:
@@ -35,7 +38,7 @@ class WandbTracker:
     """One W&B run for one cell: project from the suite (or ``WANDB_PROJECT``), group = suite,
     job_type = strategy, tags = [matcher, dataset, scenario], config = the whole cell."""
 
-    def __init__(self, cell: dict, run_dir: str | Path, project: str | None = None, mode: str | None = None,
+    def __init__(self, cell: Cell, run_dir: str | Path, project: str | None = None, mode: str | None = None,
                  dir: str | Path | None = None):
         self.cell = cell
         self.run = None
@@ -46,15 +49,13 @@ class WandbTracker:
 
             from bench.harness.cells import describe
 
-            wb = cell.get("wandb", {})
-            s = cell["strategy"]
+            wb = cell.wandb
             self.run = wandb.init(
-                project=project or os.environ.get("WANDB_PROJECT") or wb.get("project") or "itm-coop-bench",
-                entity=os.environ.get("WANDB_ENTITY") or wb.get("entity"),
-                group=cell.get("suite"), job_type=s["name"],
-                tags=[cell["matcher"]["name"], cell.get("dataset_label", cell["dataset"]["name"]),
-                      s.get("scenario", "none")],
-                name=describe(cell), config=cell, dir=str(dir or run_dir), mode=mode or wandb_mode(),
+                project=project or os.environ.get("WANDB_PROJECT") or (wb and wb.project) or DEFAULT_PROJECT,
+                entity=os.environ.get("WANDB_ENTITY") or (wb and wb.entity),
+                group=cell.suite, job_type=cell.strategy.name,
+                tags=[cell.matcher.name, cell.dataset_label or cell.dataset.name, cell.strategy.scenario or "none"],
+                name=describe(cell), config=cell.to_dict(), dir=str(dir or run_dir), mode=mode or wandb_mode(),
                 reinit="finish_previous",
             )
         except Exception as e:  # noqa: BLE001 - tracking must never stop training
@@ -173,7 +174,7 @@ def _plain(v):
     return v
 
 
-def log_suite_summary(suite, summary, root: str | Path, n_boot: int = 1000, mode: str | None = None) -> Path | None:
+def log_suite_summary(suite, summary, root: str | Path, n_boot: int | None = None, mode: str | None = None) -> Path | None:
     """One W&B run per suite holding its verdicts, next to the runs of its cells (same project and group).
 
     job_type ``suite-summary``; summary keys ``<dataset>/<protocol>/<matcher>/<strategy>/<stat>`` for
@@ -185,7 +186,9 @@ def log_suite_summary(suite, summary, root: str | Path, n_boot: int = 1000, mode
     cells. Best-effort like :class:`WandbTracker`: a W&B error warns and returns None; mode
     ``disabled`` writes nothing.
     """
-    mode = mode or wandb_mode()
+    from bench.harness import stats
+
+    mode, n_boot = mode or wandb_mode(), stats.N_BOOT if n_boot is None else n_boot
     if mode == "disabled":
         return None
     out = Path(root) / SUITE_SUMMARY_DIR / suite.name
@@ -199,7 +202,7 @@ def log_suite_summary(suite, summary, root: str | Path, n_boot: int = 1000, mode
             shutil.rmtree(out / "wandb")
         out.mkdir(parents=True, exist_ok=True)
         wb = suite.spec.get("wandb") or {}
-        run = wandb.init(project=os.environ.get("WANDB_PROJECT") or wb.get("project") or "itm-coop-bench",
+        run = wandb.init(project=os.environ.get("WANDB_PROJECT") or wb.get("project") or DEFAULT_PROJECT,
                          entity=os.environ.get("WANDB_ENTITY") or wb.get("entity"), group=suite.name,
                          job_type="suite-summary", name=f"{suite.name}: summary", tags=["suite-summary"],
                          config={"suite": suite.name, "description": suite.spec.get("description", ""),
@@ -219,8 +222,6 @@ def log_suite_summary(suite, summary, root: str | Path, n_boot: int = 1000, mode
                 run.summary[f"{prefix}/per_seed_delta"] = json.loads(r["per_seed_deltas"])
             rows.append([_plain(r.get(c)) if c in r else None for c in VERDICT_COLUMNS])
         if len(own):  # the "seeds needed" line of each table
-            from bench.harness import stats
-
             for (ds, p), g in own.groupby(["dataset", "protocol"], sort=False):
                 g = g[g["strategy_name"] != "baseline"]
                 sd = stats.pooled_sd(g["seed_sd_delta"].to_numpy(dtype=float), g["delta_seeds"].to_numpy(dtype=int))

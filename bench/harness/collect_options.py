@@ -1,0 +1,20 @@
+"""The options of ``python -m bench collect`` (tables, figures, the suite's W&B summary), defined once and read
+by ``bench.harness.collect.run``. A module of its own, importing nothing heavy: every ``python -m bench``
+command builds its parser from it. Defaults left None are the collect modules' own (``run`` fills them)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tables", default=None, help="folder for the tables (default results/tables)")
+    p.add_argument("--figures", default=None, help="folder for the figures (default results/figures)")
+    p.add_argument("--n-boot", type=int, default=None,
+                   help="bootstrap resamples of the test-set variance (default bench.harness.stats.N_BOOT)")
+    p.add_argument("--no-wandb", action="store_true", help="no suite-summary W&B run (also: WANDB_MODE=disabled)")
+    p.add_argument("--pool-mixed-code", action="store_true",
+                   help="pool results made by different training code (the table lists each row's version)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let a suite other than bench/suites/<name>.yaml (or one with overrides) replace the "
+                        "committed tables and figures of <name>")

@@ -1,0 +1,591 @@
+"""The suite schema: the layout of a suite file (``bench.harness.config``) as pydantic models, built once at
+runtime (:func:`schema`) from the owners of the names: the registries (``bench.harness.registry``), the
+schedule's facts (``bench.spec.Schedule``: type, range, choices), the resources' keys, the protocols. Every
+model is strict and forbids unknown keys; a rule pydantic has no constraint for is a validator raising
+``_fail``; ``bench.harness.schema_errors.config_error`` turns pydantic's first error into the ConfigError a
+user reads (:func:`validate`)."""
+
+from __future__ import annotations
+
+import math
+import types
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, PydanticKnownError
+
+from bench.harness.registry import (
+    REQUIRED,
+    _valid_cache,
+    default_protocols_for,
+    known_datasets,
+    matcher_arg_kinds,
+    matcher_args,
+    strategy_params,
+    valid_matchers,
+    valid_strategies,
+)
+from bench.harness.schema_errors import _Called, _unknown, config_error
+from bench.spec import (
+    EVAL_DEFAULTS,
+    RESOURCE_KEYS,
+    SCHEDULE_CHOICES,
+    SCHEDULE_LIMITS,
+    Wandb,
+    is_plain_name,
+    schedule_limit_problem,
+    schedule_types,
+)
+
+SEED_RANGE = (0, 2**32)  # numpy's seed range
+
+
+def _yaml11_float(v):
+    """YAML 1.1 (PyYAML) reads ``5e-4`` as a string: read it as the number it means."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
+_STRICT = ConfigDict(strict=True, extra="forbid")
+_ANNOTATIONS: dict[Any, Any] = {
+    float: Annotated[float, BeforeValidator(_yaml11_float), Field(allow_inf_nan=False)],
+    int: StrictInt, bool: StrictBool, str: StrictStr, object: Any,
+}
+
+
+def _annotation(kind) -> Any:
+    """A kind of this module (type, tuple of choices, [type]) as a pydantic annotation."""
+    if isinstance(kind, list):
+        return list[_annotation(kind[0])]
+    if isinstance(kind, tuple):
+        return Literal[kind]
+    return _ANNOTATIONS.get(kind, kind)
+
+
+def _fail(message: str) -> PydanticCustomError:
+    """A rule of this schema broken: pydantic reports it at its key path, with this message."""
+    return PydanticCustomError("suite_rule", "{message}", {"message": message})
+
+
+def _fail_at(loc: tuple, message: str, value) -> ValidationError:
+    """``_fail`` at ``loc`` below the field a validator checks (for rules over a whole list)."""
+    return ValidationError.from_exception_data("suite", [{"type": _fail(message), "loc": loc, "input": value}])
+
+
+def _null_is_empty(value):
+    """``key:`` with nothing after it (YAML null) is an empty mapping."""
+    return {} if value is None else value
+
+
+def _by_name_alone(value):
+    """An entry given by its name alone: ``- dbl`` means ``- {name: dbl}``."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+def _non_empty_list(value):
+    if not isinstance(value, list) or not value:
+        raise _fail(f"expected a non-empty list, got {value!r}")
+    return value
+
+
+def _list_or_nothing(value):
+    """``reference``: left out, null or empty means none."""
+    return _non_empty_list(value) if value else []
+
+
+def _sweep_values(value):
+    if not isinstance(value, list) or not value:
+        raise _fail(f"expected a non-empty list of values, got {value!r}")
+    return value
+
+
+def _a_string(value):
+    """A protocol name is a string first (``expected str``), then one of the protocols."""
+    if not isinstance(value, str):
+        raise PydanticKnownError("string_type")
+    return value
+
+
+def _name_of(what: str) -> BeforeValidator:
+    """A matcher or strategy ``name`` is a string first, then one of the registry's."""
+    def check(value):
+        if not isinstance(value, str):
+            raise _fail(f"expected a {what} name (str), got {value!r}")
+        return value
+    return BeforeValidator(check)
+
+
+def _in_range(seed: int) -> int:
+    lo, hi = SEED_RANGE
+    if not lo <= seed < hi:
+        raise _fail(f"seed {seed} is outside [0, 2**32) (numpy's seed range); use a seed in 0 … {hi - 1}")
+    return seed
+
+
+def _defined_by_suite(scope: str, what: str) -> AfterValidator:
+    """A name the suite defines itself (its datasets): one of ``context[scope]``, which ``SuiteFile``
+    fills as its earlier keys pass."""
+    def check(value, info: ValidationInfo):
+        valid = (info.context or {}).get(scope, [])
+        if value not in valid:
+            raise _fail(_unknown(value, valid, what))
+        return value
+    return AfterValidator(check)
+
+
+class _Strict(BaseModel):
+    """A mapping of the suite layout: strict types, no unknown keys; null (``key:`` alone) is empty."""
+
+    model_config = _STRICT
+    missing_message: ClassVar[str] = "required key missing"  # what a required key left out is told
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null(cls, data):
+        return _null_is_empty(data)
+
+
+class _Given(_Strict):
+    """A mapping of optional keys whose spec keeps only the keys given: in the order given (a scale's
+    matcher overrides, a sweep, a resource entry) or, ``in_given_order = False``, in the schema's
+    (a schedule entry: the trainer's defaults fill the rest)."""
+
+    in_given_order: ClassVar[bool] = True
+    _given: list = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_keys(cls, data, handler):
+        model = handler(data)
+        model._given = list(data) if isinstance(data, dict) else []
+        return model
+
+    @model_serializer
+    def _given_only(self):
+        keys = self._given
+        if not self.in_given_order:
+            given = set(keys)
+            keys = [k for k in type(self).model_fields if k in given]
+        return {k: getattr(self, k) for k in keys}
+
+
+class _Schedule(_Given):
+    in_given_order: ClassVar[bool] = False
+
+
+class _Labelled(_Strict):
+    """A dataset or matcher entry: ``label`` (how tables name it) defaults to its name."""
+
+    @model_validator(mode="after")
+    def _label_defaults_to_name(self):
+        if self.label is None:
+            self.label = self.name
+        return self
+
+
+class _StrategyEntry(_Strict):
+    """A ``strategies`` entry of one strategy (``_strategy_model`` adds name, label, sweep, params).
+    A swept parameter counts as given: its first value stands in while ``params`` is checked against
+    the strategy's own parameters; the spec keeps it in ``sweep`` only."""
+
+    @field_validator("params", mode="before", check_fields=False)
+    @classmethod
+    def _swept_count_as_given(cls, params, info: ValidationInfo):
+        sweep = info.data.get("sweep")
+        if sweep is None or (params is not None and not isinstance(params, dict)):
+            return params
+        return {**(params or {}), **{k: values[0] for k, values in sweep.model_dump().items()}}
+
+    @model_validator(mode="after")
+    def _the_strategy_accepts_them(self):
+        """The strategy's constructor (the owner of its parameters' ranges) accepts every variant."""
+        import itertools
+
+        import strategies
+
+        params = {k: getattr(self.params, k) for k in type(self.params).model_fields}
+        swept = {k: v for k, v in self.sweep.model_dump().items()}
+        for combo in itertools.product(*swept.values()):
+            variant = {**params, **dict(zip(swept, combo))}
+            try:
+                strategies.build(self.name, **variant)
+            except (ValueError, TypeError) as e:
+                at = f" (sweep {dict(zip(swept, combo))})" if swept else ""
+                raise _fail(f"params{at}: {e}") from None
+        return self
+
+    @model_serializer(mode="wrap")
+    def _spec(self, handler):
+        out = handler(self)
+        params = {k: v for k, v in out["params"].items() if k not in out["sweep"]}
+        return {"name": out["name"], "label": out["label"], "params": params, "sweep": out["sweep"]}
+
+
+class _Wandb(_Strict):
+    project: StrictStr = Wandb().project
+    entity: StrictStr | None = None
+
+
+class _Reference(_Strict):
+    matcher: StrictStr = None  # left out: the rule below says what is needed
+    where: Annotated[dict[Any, Any], BeforeValidator(_null_is_empty),
+                     AfterValidator(lambda where: {k: str(v) for k, v in where.items()})] = None
+
+    @model_validator(mode="after")
+    def _both_given(self):
+        if self.matcher is None or self.where is None:
+            raise _fail("needs `matcher` (our label) and `where` (published.csv filters)")
+        return self
+
+
+def _schedule_annotation(key: str, hint) -> tuple[Any, bool]:
+    """(the pydantic annotation, nullable?) of schedule ``key`` from its type in ``bench.spec.Schedule``."""
+    args = get_args(hint)
+    nullable = get_origin(hint) in (Union, types.UnionType) and type(None) in args
+    if nullable:
+        (hint,) = (a for a in args if a is not type(None))
+    if key in SCHEDULE_CHOICES:
+        return Literal[SCHEDULE_CHOICES[key]], nullable
+    if get_origin(hint) is list:
+        return list[_annotation(get_args(hint)[0])], nullable
+    return _annotation(hint), nullable
+
+
+def schedule_fields() -> dict[str, tuple[Any, None]]:
+    """The keys of one schedule entry, from ``bench.spec.Schedule`` (each fact written there once: type,
+    choices, range): every key optional; a key whose trainer default is None may be given as null."""
+    fields = {}
+    for k, hint in schedule_types().items():
+        ann, nullable = _schedule_annotation(k, hint)
+        if k in SCHEDULE_LIMITS:
+            ann = Annotated[ann, AfterValidator(_within_limits(k))]
+        fields[k] = (Optional[ann] if nullable else ann, None)  # noqa: UP045 - a runtime annotation
+    return fields
+
+
+def _within_limits(key: str):
+    """The check of schedule ``key`` against its range (``bench.spec.Schedule``; the value is kept as given)."""
+    def check(value):
+        problem = schedule_limit_problem(key, value)
+        if problem:
+            raise _fail(problem)
+        return value
+    return check
+
+
+def _params_model(name: str):
+    """The pydantic model of strategy ``name``'s parameters, made from ``strategy_params(name)``."""
+    key = f"params_model:{name}"
+    if key not in _valid_cache:
+        fields = {p: (_annotation(kind), ... if default is REQUIRED else default)
+                  for p, (kind, default) in strategy_params(name).items()}
+        _valid_cache[key] = create_model(
+            f"Params_{name}", __base__=_Strict,
+            missing_message=(ClassVar[str], f"required parameter of strategy {name!r} missing"), **fields)
+    return _valid_cache[key]
+
+
+def _strategy_model(name: str):
+    """A ``strategies`` entry of strategy ``name``: its params model, and a sweep of its parameters."""
+    sweep = create_model(f"Sweep_{name}", __base__=_Given, **{
+        p: (Annotated[list[_annotation(kind)], BeforeValidator(_sweep_values)], None)
+        for p, (kind, _) in strategy_params(name).items()})
+    return create_model(f"Strategy_{name}", __base__=_StrategyEntry, name=(Literal[name], ...),
+                        label=(StrictStr | None, None), sweep=(sweep, Field(default_factory=sweep)),
+                        params=(_params_model(name), Field(None, validate_default=True)))
+
+
+def _overrides(matcher: str) -> Any:
+    """Overrides of ``matcher``'s constructor: its keyword arguments (any key for ``default`` or a
+    matcher taking ``**kwargs``), in the order given."""
+    args = None if matcher == "default" else matcher_args(matcher)
+    key = Any if args is None else Annotated[Literal[tuple(sorted(args))], _Called(f"{matcher} argument")]
+    return Annotated[dict[key, Any], BeforeValidator(_null_is_empty), AfterValidator(_argument_values(matcher))]
+
+
+def _argument_problem(arg: str, kind: type, default, value) -> str | None:
+    """What is wrong with ``value`` for a matcher argument of type ``kind`` (None: nothing). Sizes and
+    counts (an int argument whose default is >= 1, or without a default) must be >= 1, dropouts in [0, 1)."""
+    if value is None:
+        return None
+    got = f"got {type(value).__name__} {value!r}"
+    if kind is bool and not isinstance(value, bool):
+        return f"expected true or false, {got}"
+    if kind is str and not isinstance(value, str):
+        return f"expected str, {got}"
+    if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+        return f"expected int, {got}; write it without quotes or a decimal point, e.g. {arg}: {default or 1}"
+    if kind is float and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        return f"expected a number, {got}; write it without quotes, e.g. {arg}: {default}"
+    if kind is float and not math.isfinite(value):
+        return f"expected a finite number, {got}"
+    if kind is int and (default is None or default >= 1) and value < 1:
+        return f"must be at least 1, got {value!r}: a size or count of 0 or less builds no model"
+    if kind is float and "dropout" in arg and not 0 <= value < 1:
+        return f"must be in [0, 1), got {value!r}: a dropout probability"
+    return None
+
+
+def _argument_values(matcher: str):
+    """The check of a matcher's override values against its constructor's argument types (``default``:
+    against every matcher that has the argument); the mapping is kept as given (cell ids are unchanged)."""
+    def check(overrides: dict) -> dict:
+        names = valid_matchers() if matcher == "default" else [matcher]
+        for arg, value in overrides.items():
+            for name in names:
+                kind = matcher_arg_kinds(name).get(arg)
+                problem = kind and _argument_problem(arg, *kind, value)
+                if problem:
+                    raise _fail_at((arg,), f"{problem}" + (f" (an argument of {name})" if matcher == "default" else ""),
+                                   value)
+        return overrides
+    return check
+
+
+def _matcher_model(name: str):
+    in_suite = Annotated[StrictStr, _defined_by_suite("datasets", "dataset")]
+    return create_model(f"Matcher_{name}", __base__=_Labelled, name=(Literal[name], ...),
+                        label=(StrictStr, None), overrides=(_overrides(name), Field(default_factory=dict)),
+                        datasets=(list[in_suite] | None, None))
+
+
+def _by_name(models: dict[str, type[BaseModel]], what: str) -> Any:
+    """An entry whose ``name`` picks its model (a discriminated union; the name alone is shorthand);
+    an entry without a known name goes to a fallback that reports the name (``expected a <what> name``,
+    ``unknown <what>``) after its unknown keys, as for any entry."""
+    keys = next(iter(models.values())).model_fields
+    name = Annotated[Literal[tuple(models)], _Called(what), _name_of(what)]
+    fallback = create_model(f"Unknown_{what}", __base__=_Strict, **{k: (Any, None) for k in keys} | {
+        "name": (name, Field(None, validate_default=True))})
+
+    def tag(entry) -> str:
+        name = entry.get("name") if isinstance(entry, dict) else getattr(entry, "name", None)
+        return name if isinstance(name, str) and name in models else "?"
+
+    members = tuple(Annotated[m, Tag(n)] for n, m in models.items()) + (Annotated[fallback, Tag("?")],)
+    return Annotated[Union[members], Discriminator(tag), BeforeValidator(_by_name_alone)]  # noqa: UP007
+
+
+def _table(entry, keys: tuple) -> Any:
+    """``{key: entry}``: checked, and kept, in the order given."""
+    key = Annotated[Literal[keys], _Called("key")]
+    return Annotated[dict[key, entry], BeforeValidator(_null_is_empty)]
+
+
+def _schedules(per_matcher: tuple) -> Any:
+    """``SCHEDULES`` (module docstring of ``bench.harness.config``): per matcher, per dataset, OAS stage 2."""
+    sched = schedule_fields()
+    stage2 = create_model("OasStage2", __base__=_Schedule, **sched)
+    per_dataset = create_model("DatasetSchedule", __base__=_Schedule, **sched, oas_stage2=(stage2, None))
+    dataset_key = Annotated[Any, _defined_by_suite("schedule_datasets", "key")]
+    return _table(create_model(
+        "Schedule", __base__=_Schedule, **sched, oas_stage2=(stage2, None),
+        datasets=(Annotated[dict[dataset_key, per_dataset], BeforeValidator(_null_is_empty)], None)), per_matcher)
+
+
+def _scales(per_matcher: tuple, schedules) -> Any:
+    matchers = create_model("ScaleMatchers", __base__=_Given, **{m: (_overrides(m), None) for m in per_matcher})
+    scale = create_model("Scale", __base__=_Strict, schedule=(schedules, Field(default_factory=dict)),
+                         matchers=(matchers, Field(default_factory=matchers)))
+    return _table(scale, ("full", "smoke"))
+
+
+def _resources(per_matcher: tuple) -> Any:
+    return _table(create_model("Resource", __base__=_Given, **{
+        k: (Annotated[_annotation(kind), Field(ge=0 if k == "gpus" else 1)] if kind is int else _annotation(kind),
+            None) for k, kind in RESOURCE_KEYS.items()}), per_matcher)
+
+
+def _protocol() -> Any:
+    from bench.protocols import PROTOCOLS
+
+    return Annotated[Literal[tuple(PROTOCOLS)], _Called("protocol"), BeforeValidator(_a_string)]
+
+
+_COUNT = Annotated[StrictInt, Field(ge=1)]
+
+
+def _eval_model(protocol) -> type[BaseModel]:
+    return create_model("Eval", __base__=_Strict, protocols=(list[protocol], Field(default_factory=list)),
+                        dev_images=(_COUNT, EVAL_DEFAULTS["dev_images"]),
+                        batch_size=(_COUNT, Field(None, exclude_if=lambda v: v is None)))
+
+
+class _DatasetRules(_Labelled):
+    """A ``datasets`` entry's protocols: its own, else the suite's ``eval.protocols``, else the dataset's;
+    each one of the dataset's."""
+
+    @field_validator("protocols", mode="before", check_fields=False)
+    @classmethod
+    def _else_the_suites(cls, protocols, info: ValidationInfo):
+        return protocols or (info.context or {}).get("protocols", [])
+
+    @field_validator("protocols", check_fields=False)
+    @classmethod
+    def _else_the_datasets(cls, protocols, info: ValidationInfo):
+        from bench.protocols import PROTOCOLS
+
+        name = info.data.get("name")
+        if name is None:  # reported already
+            return protocols
+        protocols = protocols or default_protocols_for(name)
+        if not protocols:
+            raise _fail(f"no evaluation protocol known for dataset {name!r}: set `protocols` here or in "
+                        "eval.protocols")
+        own = default_protocols_for(name)
+        for p in protocols:  # a protocol reads one dataset's split: on another it would title a lie
+            if p not in own:
+                from_eval = " (from eval.protocols, which applies to every dataset)" \
+                    if info.context.get("protocols") == protocols else ""
+                raise _fail(f"protocol {p!r}{from_eval} evaluates {PROTOCOLS[p].dataset}, not this dataset's "
+                            f"{name}; give {' or '.join(own)}, or leave `protocols` out for the dataset's own")
+        return protocols
+
+
+def _dataset_model(protocol) -> type[BaseModel]:
+    name = Annotated[Literal[tuple(known_datasets())], _Called("dataset"), BeforeValidator(_a_string)]
+    return create_model("Dataset", __base__=_DatasetRules, name=(name, ...), label=(StrictStr, None),
+                        data_root=(StrictStr | None, None), vocab_root=(StrictStr | None, None),
+                        protocols=(list[protocol], Field(None, validate_default=True)))
+
+
+class _SuiteRules(_Strict):
+    """The rules across a suite's keys, checked in the order of its keys. The names a suite defines for its
+    later keys go to the validation context as they pass: eval.protocols (the datasets' default), the
+    dataset names (``matchers[i].datasets``, a schedule's ``datasets``)."""
+
+    @field_validator("name", check_fields=False)
+    @classmethod
+    def _a_folder_name(cls, name: str) -> str:
+        if not is_plain_name(name):
+            raise _fail(f"{name!r} would write run folders and tables outside --root: use a plain name of "
+                        "letters, digits, '.', '_', '+' or '-', without '/' or '..'")
+        return name
+
+    @field_validator("anchor_checkpoint", check_fields=False)
+    @classmethod
+    def _a_file(cls, path: str | None) -> str | None:
+        """A trained checkpoint (this suite's best.pt or an official one) that replaces the OAS baseline."""
+        if path is not None and not Path(path).is_file():
+            raise _fail(f"{path!r} is not a file; give the path of a best.pt of this suite or of an official "
+                        "checkpoint (model_best.pth / model_best.pth.tar)")
+        return path
+
+    @field_validator("eval", check_fields=False)
+    @classmethod
+    def _share_protocols(cls, ev, info: ValidationInfo):
+        info.context["protocols"] = ev.protocols
+        return ev
+
+    @field_validator("datasets", check_fields=False)
+    @classmethod
+    def _share_dataset_names(cls, datasets, info: ValidationInfo):
+        _distinct_labels(datasets, "datasets", "dataset")
+        names = [d.name for d in datasets]
+        info.context.update(datasets=names, schedule_datasets=sorted(set(names) | set(known_datasets())))
+        return datasets
+
+    @field_validator("matchers", check_fields=False)
+    @classmethod
+    def _distinct_matcher_labels(cls, matchers):
+        _distinct_labels(matchers, "matchers", "matcher", tagged=True)
+        return matchers
+
+    @field_validator("seeds", check_fields=False)
+    @classmethod
+    def _each_seed_once(cls, seeds: list[int]) -> list[int]:
+        if not seeds:
+            raise _fail("empty list: give at least one seed")
+        dupes = sorted({x for x in seeds if seeds.count(x) > 1})
+        if dupes:
+            raise _fail(f"seed(s) {dupes} listed more than once in {seeds}; list each seed once")
+        return seeds
+
+    @field_validator("scales", check_fields=False)
+    @classmethod
+    def _the_chosen_scale(cls, scales, info: ValidationInfo):
+        scale = info.data.get("scale")
+        if scale is not None and scale not in scales:
+            raise _fail(f"no entry for the chosen scale {scale!r} (have: {', '.join(scales)})")
+        return scales
+
+
+def _suite_model(scales, schedules, resources) -> type[BaseModel]:
+    """A suite, its keys in the order they are checked (``_SuiteRules``)."""
+    protocol = _protocol()
+    eval_model, dataset = _eval_model(protocol), _dataset_model(protocol)
+    matcher = _by_name({m: _matcher_model(m) for m in valid_matchers()}, "matcher")
+    strategy = _by_name({s: _strategy_model(s) for s in valid_strategies()}, "strategy")
+    return create_model(
+        "SuiteFile", __base__=_SuiteRules,
+        name=(StrictStr, ...), description=(StrictStr, ""), wandb=(_Wandb, Field(default_factory=_Wandb)),
+        scale=(Literal["full", "smoke"], "full"), data_root=(StrictStr | None, None),
+        vocab_root=(StrictStr | None, None), anchor_checkpoint=(StrictStr | None, None),
+        eval=(eval_model, Field(default_factory=eval_model)),
+        datasets=(Annotated[list[Annotated[dataset, BeforeValidator(_by_name_alone)]],
+                            BeforeValidator(_non_empty_list)], ...),
+        matchers=(Annotated[list[matcher], BeforeValidator(_non_empty_list)], ...),
+        strategies=(Annotated[list[strategy], BeforeValidator(_non_empty_list)], ...),
+        seeds=(list[Annotated[StrictInt, AfterValidator(_in_range)]], ...),
+        scales=(scales, ...),
+        recipes=(Annotated[Any, AfterValidator(lambda recipes: recipes or {})], Field(None, validate_default=True)),
+        schedule=(schedules, Field(default_factory=dict)),
+        reference=(Annotated[list[_Reference], BeforeValidator(_list_or_nothing)], Field(default_factory=list)),
+        resources=(resources, Field(default_factory=dict)))
+
+
+def schema() -> dict[str, type[BaseModel]]:
+    """The models of a suite file (``suite``) and of a recipe file (``recipe``), built once."""
+    if "schema" not in _valid_cache:
+        per_matcher = ("default", *valid_matchers())
+        schedules, resources = _schedules(per_matcher), _resources(per_matcher)
+        scales = _scales(per_matcher, schedules)
+        recipe = create_model("Recipe", __base__=_Strict, description=(Any, None), reference=(Any, None),
+                              scales=(scales, Field(default_factory=dict)),
+                              resources=(resources, Field(default_factory=dict)))
+        _valid_cache["schema"] = {"suite": _suite_model(scales, schedules, resources), "recipe": recipe}
+    return _valid_cache["schema"]
+
+
+def _distinct_labels(entries: list, key: str, what: str, tagged: bool = False) -> None:
+    """Two datasets (matchers) of one label would share a table row. ``tagged``: the entries are a
+    union by name, whose member (tag) is part of pydantic's location."""
+    seen: dict[str, int] = {}
+    for i, e in enumerate(entries):
+        if e.label in seen:
+            j = seen[e.label]
+            raise _fail_at((i, e.name, "label") if tagged else (i, "label"),
+                           f"{what}s {key}[{j}] ({entries[j].name}) and {key}[{i}] ({e.name}) have the same label "
+                           f"{e.label!r}; give each {what} a distinct `label`", e.label)
+        seen[e.label] = i
+
+
+def validate(schema: type[BaseModel], raw, file, context: dict) -> dict:
+    """``raw`` checked against ``schema`` and dumped with defaults filled; ConfigError naming ``file``."""
+    try:
+        return schema.model_validate(raw, context=context).model_dump()
+    except ValidationError as e:
+        raise config_error(file, e, schema) from None
