@@ -6,6 +6,7 @@ Defaults are the published configurations; keyword overrides change any construc
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from collections.abc import Callable
 
@@ -101,7 +102,9 @@ def from_official(path, vocab_size: int | None = None, bert_path: str | None = N
     return _from_official(path, vocab_size=vocab_size, bert_path=bert_path)
 
 
+@functools.cache
 def _import_all() -> None:
+    """Import every matcher module once (each registers itself)."""
     import importlib
     import pkgutil
 

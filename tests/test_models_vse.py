@@ -193,9 +193,10 @@ def test_bigru_param_groups_single_group_at_base_lr():
     assert len(groups) == 1 and groups[0]["lr"] == 5e-4
     # weight decay comes from the schedule (None there: the published AdamW default 1e-2)
     assert "weight_decay" not in groups[0] and model.weight_decay == 1e-2
+    from bench.spec import Schedule
     from bench.train import _make_optimizer
 
-    opt = _make_optimizer(model, {"lr": 5e-4, "weight_decay": None})
+    opt = _make_optimizer(model, Schedule(lr=5e-4, weight_decay=None))
     assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["weight_decay"] == 1e-2
     assert {id(p) for p in groups[0]["params"]} == {id(p) for p in model.parameters()}
 

@@ -20,6 +20,7 @@ from bench.harness.config import load_suite
 from bench.harness.show import rate_mode
 from bench.harness.store import run_cell_in_store
 from bench.harness.sweep import SUBMITTED_FILE
+from bench.spec import Cell, Schedule
 
 REPO = Path(__file__).resolve().parents[1]
 # The README's dry run, verbatim (test_readme_dry_run_as_written checks the README still says it).
@@ -165,8 +166,10 @@ def test_gpu_rates_give_estimates_and_warn_below_the_request(tmp_path):
     vse_line = next(x for x in dry.splitlines() if "f30k/vse_infty/baseline/s0 " in x)
     assert f"requested 1440 min, estimate {hours * 60:.0f} min" in vse_line and "WARNING" not in vse_line
     # the mode comes from the schedule (fp32 unless precision/compile are set)
-    assert [rate_mode({"schedule": s}) for s in ({}, {"precision": "bf16"}, {"precision": "bf16", "compile": True})] \
-        == ["fp32", "bf16", "bf16+compile"]
+    plain = Cell.from_dict({"dataset": {"name": "f30k_precomp"}, "matcher": {"name": "sgr"},
+                            "strategy": {"name": "baseline"}})
+    assert [rate_mode(plain.replace(schedule=Schedule.from_dict(s))) for s in
+            ({}, {"precision": "bf16"}, {"precision": "bf16", "compile": True})] == ["fp32", "bf16", "bf16+compile"]
     broken = tmp_path / "broken.json"
     broken.write_text("{}")
     bad = _cli(["show", "dbl", "--root", root, "--gpu-rates", broken], check=False)
@@ -277,12 +280,12 @@ def test_each_array_asks_for_its_cells_resources(slurm_cluster, tiny_data, tmp_p
     arrays = _check_arrays_match_dry_run([suite], profile, tmp_path / "runs")
     cells = expand(load_suite(suite))
     by_id = {c.id: c for c in cells}
-    shapes = {(re.search(r"\((stage \d)\)", a["title"]).group(1), by_id[a["cells"][0]]["matcher"]["name"]):
+    shapes = {(re.search(r"\((stage \d)\)", a["title"]).group(1), by_id[a["cells"][0]].matcher.name):
               (a["sbatch"]["gpus-per-node"], a["sbatch"]["cpus-per-task"], a["sbatch"]["mem"], a["sbatch"]["time"])
               for a in arrays}
     assert shapes == {("stage 0", "vse_infty"): ("1", "1", "1GB", "7"), ("stage 0", "sgr"): ("2", "2", "2GB", "40"),
                       ("stage 1", "vse_infty"): ("1", "1", "1GB", "7"), ("stage 1", "sgr"): ("2", "2", "2GB", "40")}
-    sgr = next(a for a in arrays if by_id[a["cells"][0]]["matcher"]["name"] == "sgr")
+    sgr = next(a for a in arrays if by_id[a["cells"][0]].matcher.name == "sgr")
     assert sgr["caps"] == ["time_min 50 min capped to 40 by max_time_min of profile held (a cut cell resumes from "
                            "its checkpoint when requeued)", "mem_gb 3 GB capped to 2 by max_mem_gb of profile held"]
     # each OAS array waits on the baseline array of its matcher (afterok across arrays)

@@ -22,6 +22,7 @@ from bench.harness.config import load_suite
 from bench.harness.slurm import make_executor
 from bench.harness.store import cell_state, run_dir_for
 from bench.harness.sweep import cell_states, run_local_window, sweep
+from bench.spec import Cell, Resources
 from tests.test_store_integrity import REPO, comparable, env, write_suite
 
 
@@ -67,9 +68,11 @@ def test_a_cell_asking_for_more_cpus_than_the_machine_has_still_runs(tmp_path):
     """A cell's cpus above the machine's count is capped (it runs alone), never waits forever."""
     from bench.harness.sweep import cell_cpus
 
-    assert cell_cpus({"resources": {"cpus": 8}}, 2) == 2
-    assert cell_cpus({"resources": {"cpus": 1}}, 2) == 1
-    assert cell_cpus({"resources": {}}, 2) == 1
+    cell = Cell.from_dict({"dataset": {"name": "f30k_precomp"}, "matcher": {"name": "sgr"},
+                           "strategy": {"name": "baseline"}})
+    assert cell_cpus(cell.replace(resources=Resources(cpus=8)), 2) == 2
+    assert cell_cpus(cell.replace(resources=Resources(cpus=1)), 2) == 1
+    assert cell_cpus(cell, 2) == 1  # no resources: one CPU
 
 
 @pytest.mark.slow

@@ -7,16 +7,17 @@ published schedule written once) under the suite's own keys. Every mistake raise
 :class:`ConfigError` naming the file, the key path, the value and the closest valid names.
 
 The schema's facts have one owner each: matcher and strategy names come from the registries
-(``models.available()``, ``strategies.available()``), matcher overrides must be constructor
-arguments (``models.constructor_args``), strategy parameters (names, types, defaults, ``Literal``
-choices) come from the constructors' signatures, schedule keys and their types from
-``bench.spec.SCHEDULE_DEFAULTS``. The whole layout below is a set of pydantic models built at
-runtime from those owners (section "schema"): strict types, finite floats, counts >= 1, unknown keys
-forbidden, names as ``Literal`` vocabularies, each strategy's ``params``/``sweep`` checked by that
-strategy's own model (entries are a union picked by ``name``), the cross-key rules (distinct labels,
-seeds once, the chosen scale present, ...) as validators. One translator
-(``bench.harness.schema_errors.config_error``) turns pydantic's first error into the ConfigError with the key path
-and the closest valid names.
+(``models.available()``, ``strategies.available()``), matcher overrides must be declared constructor
+arguments (``models.parameters``), strategy parameters (names, types, defaults, ``Literal`` choices) come
+from the constructors' signatures (``bench.harness.registry``), each schedule key's type, range, choices and
+default from ``bench.spec.Schedule``. The layout below is a set of pydantic models built at runtime from
+those owners (``bench.harness.schema``): strict types, finite floats, counts >= 1, unknown keys forbidden,
+names as ``Literal`` vocabularies, each strategy's ``params``/``sweep`` checked by that strategy's own model
+(entries are a union picked by ``name``), the cross-key rules (distinct labels, seeds once, the chosen scale
+present, ...) as validators. One translator (``bench.harness.schema_errors.config_error``) turns pydantic's
+first error into the ConfigError with the key path and the closest valid names. Overrides are read by
+``bench.overrides`` (the grammar of every command and the trainer), files by ``bench.config_files``, recipes
+composed by ``bench.harness.recipes``.
 
 Layout (all keys; ``?`` = optional)::
 

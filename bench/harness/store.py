@@ -1,8 +1,9 @@
 """The result store: ``<root>/<suite>/<cell-id>/`` per cell (DomainBed / CLIP_benchmark style).
 
-A run folder holds ``config.yaml`` (the resolved cell), the trainer's checkpoints, ``log.txt``,
-``ranks.npz``, ``result.json`` (written atomically: tmp file, fsync, ``os.replace``) and finally the
-empty ``done`` marker. States (:func:`cell_state` reads the markers, :func:`run_status` adds the
+A run folder holds ``config.yaml`` (the cell), the trainer's checkpoints, ``log.txt``, ``ranks.npz``,
+``result.json`` (written atomically: tmp file, fsync, ``os.replace``) and finally the empty ``done`` marker,
+all written by ``bench.run_folder.train_in_folder`` (the writer ``python -m bench.train`` uses too); the
+store adds the lock, the states, the data fingerprints and the swap of a complete result around it. States (:func:`cell_state` reads the markers, :func:`run_status` adds the
 data check and the lock):
 
 - ``done``: the ``done`` marker and a ``result.json`` that parses, made from the data the cell reads now
