@@ -26,7 +26,6 @@ from pathlib import Path
 # slow down every other `python -m bench` command.
 
 
-
 class EvaluateError(ValueError):
     """A bad ``evaluate``/``export`` argument: names the value and the fix."""
 

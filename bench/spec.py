@@ -5,11 +5,15 @@ registries (``models``, ``strategies``) and the protocol table are read inside t
 them, so importing the spec stays cheap (no torch).
 
 - :class:`Cell` and its parts (:class:`Dataset`, :class:`MatcherSpec`, :class:`StrategySpec`,
-  :class:`Schedule`, :class:`Eval`, :class:`Resources`) are frozen dataclasses; files on disk
+  :class:`Schedule`, :class:`Eval`, :class:`Resources`, :class:`Wandb`, :class:`Anchor`) are frozen
+  dataclasses, from the suite's expansion (``bench.harness.cells.expand``) to the trainer; files on disk
   (``config.yaml``, ``result.json``, W&B config, job pickles) stay plain YAML/JSON through
   :meth:`Cell.to_dict` / :meth:`Cell.from_dict`.
-- :func:`resolve` fills every default, the code's included (the matcher's published weight decay,
-  augmentation and hinge warm-up): the resolved cell is what the run used and records.
+- :class:`Schedule` writes each schedule fact once: a key's type (its annotation), default, range
+  (:class:`Limit`) and choices; the suite schema is built from them.
+- :func:`resolve`, the one resolver, fills every default, the code's included (the matcher's published
+  weight decay, augmentation and hinge warm-up; the matcher's and the strategy's declared constructor
+  defaults): the resolved cell is what the run used and records.
 - :func:`result_key` is the one definition of what decides a result: the cell id is its hash
   (:func:`cell_id`) and a resumed run must have the same key as the run that wrote its checkpoint.
 """
