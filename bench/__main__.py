@@ -164,9 +164,15 @@ def cmd_status(args):
     from bench.harness.sweep import cell_states
 
     suite = load_suite(args.suite, args.overrides)
-    _print_states(suite.name, cell_states(topological_order(expand(suite)), Path(args.root)))
+    cells = topological_order(expand(suite))
+    _print_states(suite.name, cell_states(cells, Path(args.root)))
     print(f"recipes (as composed now; a run records its own in result.json, cell.recipe): "
           f"{recipe_label(suite.spec.get('recipes'))}")
+    from bench.harness.migrate import waiting_moves
+
+    if moves := waiting_moves(cells, args.root):
+        print(f"{len(moves)} cell(s) of this suite have results under the ids of an earlier version "
+              f"({', '.join(m.folder.name for m in moves)}): `python -m bench migrate --root {args.root}` moves them")
 
 
 def cmd_show(args):

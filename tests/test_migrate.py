@@ -23,7 +23,7 @@ import yaml
 from bench.harness.cells import describe, expand
 from bench.harness.collect import collect, summarize
 from bench.harness.config import load_suite
-from bench.harness.migrate import migrate
+from bench.harness.migrate import migrate, waiting_moves
 from bench.harness.sweep import cell_states
 from tests.test_golden_ids import CHANGED, PLACEHOLDER_ROOT
 
@@ -107,6 +107,9 @@ def test_a_store_of_main_84bfe06_keeps_every_result_after_migrating(code_before,
     lost = sorted(describe(c) for c in cells if states[c.id]["state"] != "done")
     assert lost == ["tiny/saf/KD/s0", "tiny/saf/baseline/s0", "tiny/sgr/KD/s0", "tiny/sgr/baseline/s0"]
 
+    status = _bench(REPO, "status", suite_path, "--root", root)
+    assert "4 cell(s) of this suite have results under the ids of an earlier version" in status.stdout, status.stdout
+    assert f"`python -m bench migrate --root {root}` moves them" in status.stdout
     out = _readme_block(work)  # --dry-run, then the move
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("would move ") == 4 and out.stdout.count("\nmoved ") == 4, out.stdout
@@ -126,6 +129,7 @@ def test_a_store_of_main_84bfe06_keeps_every_result_after_migrating(code_before,
     assert len(kd) == 3 and (kd["delta_seeds"] == 1).all()  # each paired with its (moved) baseline
     again = _bench(REPO, "migrate", "--root", root)
     assert again.returncode == 0 and "nothing to move" in again.stdout
+    assert "earlier version" not in _bench(REPO, "status", suite_path, "--root", root).stdout
 
 
 def test_the_listed_id_changes_are_the_moves_of_a_store_made_before(tmp_path, monkeypatch):
@@ -143,10 +147,42 @@ def test_the_listed_id_changes_are_the_moves_of_a_store_made_before(tmp_path, mo
         folder = root / "dbl" / old
         folder.mkdir(parents=True)
         (folder / "config.yaml").write_text(yaml.safe_dump({**cell.to_dict(), "id": old}))
+    waiting = waiting_moves(cells, root)  # what `status` points out
+    assert sorted((m.old_id, m.cell.id) for m in waiting) == sorted((old, new) for new, old in old_of.items())
     lines: list[str] = []
     moves = migrate(root, say=lines.append)
     assert sorted((m.old_id, m.cell.id) for m in moves) == sorted((old, new) for new, old in old_of.items())
+    assert waiting_moves(cells, root) == []
     assert len(moves) == len(old_of) == 36
     assert sorted(p.name for p in (root / "dbl").iterdir()) == sorted(c.id for c in by_name.values())
     for cell in cells:
         assert yaml.safe_load((root / "dbl" / cell.id / "config.yaml").read_text())["id"] == cell.id
+
+
+def test_a_move_that_would_replace_a_folder_or_a_cell_in_training_is_refused(tmp_path, monkeypatch):
+    from bench.harness.store import CellLock, lock_path
+
+    monkeypatch.setenv("DATA", PLACEHOLDER_ROOT)
+    change = next(c for c in json.loads(CHANGED.read_text())["changed"] if c["suite"] == "dbl")
+    (cell,) = [c for c in expand(load_suite("dbl", [f"scale={change['scale']}"])) if c.id == change["to"]]
+    root = tmp_path / "runs"
+    for cid in (change["from"], change["to"]):  # the old folder, and one already at the new id
+        (root / "dbl" / cid).mkdir(parents=True)
+        (root / "dbl" / cid / "config.yaml").write_text(yaml.safe_dump({**cell.to_dict(), "id": cid}))
+    lines: list[str] = []
+    assert migrate(root, say=lines.append) == []
+    assert any(f"{change['to']} exists already; left as it is" in line for line in lines), lines
+    assert (root / "dbl" / change["from"]).is_dir()
+
+    (root / "dbl" / change["to"] / "config.yaml").unlink()
+    (root / "dbl" / change["to"]).rmdir()
+    lock = CellLock(lock_path(cell.replace(id=change["from"]), root))
+    assert lock.acquire()  # another process trains the old cell
+    try:
+        with pytest.raises(RuntimeError, match="is being trained by another process"):
+            migrate(root, say=lines.append)
+    finally:
+        lock.release()
+    assert (root / "dbl" / change["from"]).is_dir()
+    (move,) = migrate(root, say=lines.append)
+    assert move.cell.id == change["to"] and (root / "dbl" / change["to"] / "config.yaml").is_file()

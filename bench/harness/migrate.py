@@ -65,19 +65,25 @@ def recorded_cell(folder: Path) -> Cell | None:
         return None
 
 
+def _suite_folders(suite: Path) -> list[Path]:
+    """The run folders ``<suite>/<id>`` (no staging or parked folders)."""
+    if not suite.is_dir():
+        return []
+    return [p for p in sorted(suite.iterdir()) if p.is_dir() and is_plain_name(p.name)
+            and STAGING_SUFFIX not in p.name and not p.name.endswith(OLD_SUFFIX)]
+
+
 def _run_folders(root: Path) -> list[Path]:
     """``<root>/<suite>/<id>`` folders (no locks, job logs, summaries, staging or parked folders)."""
-    out = []
-    for suite in sorted(p for p in root.iterdir() if p.is_dir() and is_plain_name(p.name) and p.name != LOCKS_DIR):
-        out += [p for p in sorted(suite.iterdir()) if p.is_dir() and is_plain_name(p.name)
-                and STAGING_SUFFIX not in p.name and not p.name.endswith(OLD_SUFFIX)]
-    return out
+    suites = sorted(p for p in root.iterdir() if p.is_dir() and is_plain_name(p.name) and p.name != LOCKS_DIR)
+    return [f for suite in suites for f in _suite_folders(suite)]
 
 
-def plan(root: str | Path) -> tuple[list[Move], list[str]]:
-    """(the moves, what cannot be moved and why) for the store ``root``: cells without dependencies first,
-    then each cell whose dependencies are mapped (their new ids enter its own)."""
-    recorded = {f: c for f in _run_folders(Path(root)) if (c := recorded_cell(f)) is not None}
+def plan(root: str | Path, folders: list[Path] | None = None) -> tuple[list[Move], list[str]]:
+    """(the moves, what cannot be moved and why) for the store ``root`` (or only ``folders`` of it): cells
+    without dependencies first, then each cell whose dependencies are mapped (their new ids enter its own)."""
+    folders = _run_folders(Path(root)) if folders is None else folders
+    recorded = {f: c for f in folders if (c := recorded_cell(f)) is not None}
     new_ids: dict[str, str] = {}
     moves, problems, pending = [], [], dict(recorded)
     while pending:
@@ -150,6 +156,16 @@ def _rewrite(folder: Path, cell: Cell) -> None:
             tmp = ranks.with_name("ranks.migrating.npz")
             np.savez_compressed(tmp, **arrays)
             os.replace(tmp, ranks)
+
+
+def waiting_moves(cells: list[Cell], root: str | Path) -> list[Move]:
+    """The moves that would bring results of ``cells`` made before a change of ids to their ids now: folders of
+    the cells' suites that hold none of ``cells`` but whose recorded cell resolves to one of them (what
+    ``status`` points out; only those folders are read)."""
+    ids = {c.id for c in cells}
+    folders = [f for suite in sorted({c.suite for c in cells if c.suite})
+               for f in _suite_folders(Path(root) / suite) if f.name not in ids]
+    return [m for m in plan(root, folders)[0] if m.cell.id in ids and m.folder.name != m.cell.id]
 
 
 def migrate(root: str | Path, dry_run: bool = False, say=print) -> list[Move]:
