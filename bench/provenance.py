@@ -1,5 +1,6 @@
 """Where and with what a result was made: the code (git commit, source fingerprint), the packages, the
-device, and the data (a cheap content fingerprint of the files a cell reads).
+device, the data (a cheap content fingerprint of the files a cell reads) and the local pretrained
+weights (each folder's path and content fingerprint, ``bench.weights``).
 
 Read by the trainer (a checkpoint records the code and data it was made with; a resume across a
 change is refused) and by the result store (a result's provenance; a result is trusted only for the
@@ -20,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench.spec import DEFAULT_DATA_ROOT
+from bench.weights import describe_identity
 
 #: The repository's root (the code whose commit and fingerprint are recorded).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -154,6 +156,7 @@ def provenance(cell: dict | None = None, wall_time_s: float | None = None, finge
         "device": device_name(),
         "source_fingerprint": source_fingerprint(),  # the training code (what decides a result, README)
         "data_fingerprint": fingerprint if fingerprint is not None or cell is None else cell_fingerprint(cell),
+        "weights": describe_identity((cell or {}).get("matcher") or {}),  # local pretrained folders: path, content
         "seed": (cell or {}).get("seed"),
         "wall_time_s": wall_time_s,
         "argv": list(sys.argv),

@@ -386,8 +386,9 @@ def code_defaults(cell: Cell | dict) -> dict:
 
 def result_key(cell: Cell | dict) -> dict:
     """What decides a cell's result, over the code's defaults: dataset name and label, matcher + overrides,
-    strategy + params, schedule (less ``NOT_RESULT_KEYS``), eval, seed, the cells it depends on and a
-    released anchor's content. Not: suite, scale, labels of matcher and strategy, data paths, resources,
+    strategy + params, schedule (less ``NOT_RESULT_KEYS``), eval, seed, the cells it depends on, a
+    released anchor's content and the content of local pretrained folders (:func:`weights_identity`, in
+    place of their paths). Not: suite, scale, labels of matcher and strategy, data paths, resources,
     W&B, device (the data itself is checked by its fingerprint). The same for a cell and its
     :func:`resolve`\\ d form: the id names both, and a resume compares it."""
     d = cell.to_dict() if isinstance(cell, Cell) else cell
@@ -402,7 +403,20 @@ def result_key(cell: Cell | dict) -> dict:
         key["captions_per_image"] = cpi
     if d.get("anchor_checkpoint"):  # a released anchor instead of a baseline cell: its content decides
         key["anchor_checkpoint"] = d["anchor_checkpoint"]["sha256"]
+    weights = weights_identity(d)
+    if weights:  # local pretrained folders: their content decides, not where they lie
+        key["matcher"] = {k: v for k, v in key["matcher"].items() if k not in weights}
+        key["weights"] = weights
     return key
+
+
+def weights_identity(cell: Cell | dict) -> dict:
+    """{matcher argument: content fingerprint} of the local pretrained folders the cell's matcher reads
+    (``pretrained_path``, ``bert_path``: ``bench.weights``); {} for a cell without, whose key is unchanged."""
+    from bench.weights import identity
+
+    d = cell.to_dict() if isinstance(cell, Cell) else cell
+    return identity(d["matcher"])
 
 
 def cell_id(cell: Cell | dict) -> str:

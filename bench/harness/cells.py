@@ -152,7 +152,8 @@ def expand(suite: Suite) -> list[Cell]:
         for m in spec["matchers"]:
             if m["datasets"] is not None and ds["name"] not in m["datasets"]:
                 continue
-            overrides = dict(scale_over.get("default", {})) | dict(scale_over.get(m["name"], {})) | m["overrides"]
+            overrides = dict(scale_over.get("default", {})) | dict(scale_over.get(m["name"], {})) \
+                | weights_overrides(spec, m["name"]) | m["overrides"]
             matcher = {"name": m["name"], **overrides}
             base_sched, stage2 = resolve_schedule(spec, m["name"], ds["name"])
             for v in variants:
@@ -185,6 +186,18 @@ def expand(suite: Suite) -> list[Cell]:
     for c in cells:
         c.pop("auto_added", None)
     return cells
+
+
+def weights_overrides(spec: dict, matcher: str) -> dict:
+    """The suite's local pretrained folders (``weights: {kind: DIR}``) as the matcher's arguments (its
+    ``weights_args``), absolute; a matcher's own override of the argument wins."""
+    import os
+
+    from bench.weights import weights_args
+
+    given = spec.get("weights") or {}
+    return {arg: os.path.abspath(os.path.expanduser(given[kind]))
+            for arg, kind in weights_args(matcher).items() if given.get(kind)}
 
 
 def anchor_info(path: str) -> dict:

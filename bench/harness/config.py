@@ -26,6 +26,8 @@ Layout (all keys; ``?`` = optional)::
     data_root?: str                 # default data root of every dataset (else $DATA)
     vocab_root?: str                # default vocabulary root (else $VOCAB)
     anchor_checkpoint?: str         # OAS cells start from this checkpoint (ours or official), no baseline
+    weights?: {clip?: DIR, bert?: DIR}   # local pretrained folders (bench.weights.KINDS), for every matcher
+                                    # that reads one (clip: pretrained_path, vse_infty_bert: bert_path)
     datasets: [{name, label?, data_root?, vocab_root?, protocols?: [str]}]   # name: f30k | coco (SCAN
                                     # layout); label names the data source (synth-demo), default = name
     matchers: [{name, label?, overrides?: {...}, datasets?: [str]}]
@@ -145,6 +147,13 @@ def valid_strategies() -> list[str]:
 
         _valid_cache["strategies"] = sorted(strategies.available())
     return _valid_cache["strategies"]
+
+
+def weight_kinds() -> tuple[str, ...]:
+    """Kinds of local pretrained folders a suite's ``weights:`` names (``bench.weights.KINDS``)."""
+    from bench.weights import KINDS
+
+    return tuple(KINDS)
 
 
 def known_datasets() -> list[str]:
@@ -936,6 +945,7 @@ def _schema() -> dict[str, type[BaseModel]]:
         data_root: StrictStr | None = None
         vocab_root: StrictStr | None = None
         anchor_checkpoint: StrictStr | None = None
+        weights: table(StrictStr | None, weight_kinds()) = Field(default_factory=dict)
         eval: Eval = Field(default_factory=Eval)
         datasets: Annotated[list[Annotated[Dataset, BeforeValidator(_by_name_alone)]],
                             BeforeValidator(_non_empty_list)]
