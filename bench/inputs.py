@@ -293,6 +293,10 @@ def data_build_kwargs(cell: Cell) -> dict:
 
     resolved = spec.resolve(cell)
     if models.input_kind(cell.matcher.name) == "pixels":
+        from bench.weights import weights_args
+
+        if any(cell.matcher.overrides.get(arg) for arg in weights_args(cell.matcher.name)):
+            return {}  # a pretrained folder brings its own tokenizer: the captions' words are not read
         entries = json.loads(layout.karpathy_json(resolved).read_text(encoding="utf-8"))["images"]
         from bench.data.karpathy import SPLIT_ALIASES
 

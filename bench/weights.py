@@ -77,12 +77,18 @@ def fetch_command(kind: str, folder: str | os.PathLike | None = None) -> str:
 
 def weights_args(matcher: str) -> dict[str, str]:
     """{constructor argument: kind} of the local folders matcher ``matcher`` reads (its ``weights_args``)."""
+    return dict(_weights_args(matcher))
+
+
+@functools.cache
+def _weights_args(matcher: str) -> tuple[tuple[str, str], ...]:
+    """Read once per matcher (every cell id asks)."""
     import models
 
     try:
-        return dict(models.matcher_attribute(matcher, "weights_args", {}) or {})
+        return tuple((models.matcher_attribute(matcher, "weights_args", {}) or {}).items())
     except KeyError:  # an unknown matcher: the suite's validation names it
-        return {}
+        return ()
 
 
 # ----------------------------------------------------------------------------------------------- identity

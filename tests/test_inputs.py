@@ -211,13 +211,20 @@ def test_a_full_scale_cell_without_its_weights_names_the_download_and_the_overri
     assert not err and re.search(r"^ +151,277,313  f30k/clip$", out, re.M) and "nothing is submitted" in out
 
 
+# The README's fetch commands, verbatim (test_the_readme_download_commands_parse checks the README says them).
+README_FETCH = {
+    "clip": 'hf download openai/clip-vit-base-patch32 --local-dir models/clip-vit-base-patch32 --include "*.json" --include "*.txt" --include "*.safetensors"',  # noqa: E501
+    "bert": 'hf download google-bert/bert-base-uncased --local-dir models/bert-base-uncased --include "*.json" --include "*.txt" --include "*.safetensors"',  # noqa: E501
+}
+
+
 def test_the_readme_download_commands_parse(tmp_path):
     """The README's `hf download` lines (= what a refusal prints) are accepted by the installed Hub client: run
     as written plus --dry-run, offline, each stops only because the Hub cannot be reached."""
     readme = (REPO / "README.md").read_text()
     for kind, k in KINDS.items():
         command = fetch_command(kind, f"models/{k.folder}")
-        assert f"\n{command}\n" in readme
+        assert command == README_FETCH[kind] and f"\n{command}\n" in readme
         argv = shlex.split(command)
         hf = Path(sys.executable).parent / argv[0]
         out = subprocess.run([str(hf), *argv[1:], "--dry-run"], cwd=tmp_path, capture_output=True, text=True,
