@@ -311,13 +311,18 @@ def data_build_kwargs(cell: Cell) -> dict:
             "vocab_words": words}
 
 
-def parameter_count(cell: Cell) -> int:
-    """Parameters of the matcher the cell trains (built on the meta device: no weights read or allocated)."""
+def parameter_count(cell: Cell, memo: dict | None = None) -> int:
+    """Parameters of the matcher the cell trains (built on the meta device: no weights read or allocated);
+    ``memo`` shares the count of one matcher built with the same arguments between calls."""
     import models
 
     resolved = spec.resolve(cell)
     given = data_build_kwargs(cell)
     if resolved.schedule.weight_decay is not None:
         given["weight_decay"] = resolved.schedule.weight_decay
-    return models.parameter_count(cell.matcher.name,
-                                  **models.build_kwargs(cell.matcher.name, given, dict(cell.matcher.overrides)))
+    kwargs = models.build_kwargs(cell.matcher.name, given, dict(cell.matcher.overrides))
+    key = spec.canonical_json([cell.matcher.name, kwargs])
+    memo = {} if memo is None else memo
+    if key not in memo:
+        memo[key] = models.parameter_count(cell.matcher.name, **kwargs)
+    return memo[key]

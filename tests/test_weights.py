@@ -67,7 +67,7 @@ def test_generated_folders_load_and_train_as_published_snapshots(rehearsal_data,
         optimizers = {b.name: train._make_optimizer(model, cell.schedule) for b in strategy.branches() if b.optimised}
         dataset = data.train_dataset(train.train_augment(model, cell.schedule), 0,
                                      one_caption_per_image=model.base_loss == "infonce")
-        batch = data.collate()([dataset[i] for i in range(4)])
+        batch = data.collate()([dataset[i] for i in range(2)])
         before = {n: p.detach().clone() for n, p in model.named_parameters() if p.ndim >= 2}
         ctx = strategies.StepContext(epoch=1, step=0, total_steps=1,
                                      logit_scales={n: getattr(m, "logit_scale", None) for n, m in branches.items()})

@@ -192,7 +192,7 @@ def parameter_lines(spec: dict, cells: list[dict]) -> list[str]:
     from bench.inputs import check_cells, parameter_count
     from bench.spec import Cell
 
-    lines = []
+    lines, counted = [], {}
     for ds in spec["datasets"]:
         for m in spec["matchers"]:
             cell = next((c for c in cells if c["dataset_label"] == ds["label"] and c["matcher_label"] == m["label"]),
@@ -204,7 +204,7 @@ def parameter_lines(spec: dict, cells: list[dict]) -> list[str]:
                 lines.append(f"  {'-':>13}  {name} (an input it reads is missing or wrong: see the errors below)")
                 continue
             try:
-                lines.append(f"  {parameter_count(Cell.from_dict(cell)):>13,}  {name}")
+                lines.append(f"  {parameter_count(Cell.from_dict(cell), counted):>13,}  {name}")
             except (OSError, ValueError, KeyError, TypeError) as e:
                 lines.append(f"  {'-':>13}  {name} (an input cannot be read: {type(e).__name__}: {e})")
     return lines
