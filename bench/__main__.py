@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,18 +55,16 @@ def run_options(args):
 
 
 def check_data_roots(suite, cells) -> None:
-    """Before any cell trains: every dataset has a data root (else the trainer would read its built-in
-    default, data/synth-demo, under a real dataset's name) and that root is a folder."""
-    for ds in {c.dataset.name: c.dataset for c in cells}.values():
-        root = ds.data_root
-        if root is None:
-            fail(f"{suite.path}: dataset {ds.name} has no data root: set `data_root` on the dataset or the suite "
-                 "(or an override data_root=DIR), or the DATA environment variable")
-        if not Path(root).is_dir():
-            why = "is not a folder" if Path(root).exists() else "does not exist"
-            env = " (from the DATA environment variable)" if os.environ.get("DATA") == root else ""
-            fail(f"{suite.path}: the data root {root} of dataset {ds.name}{env} {why}; point data_root at the "
-                 "folder holding <dataset>/ and vocab/ (python -m bench.data.synth writes one)")
+    """Before anything is submitted or trained: every input the cells will read (``bench.inputs``: data
+    roots, split files, vocabularies, Karpathy captions and images, local pretrained folders); one
+    ``error:`` line per cause naming the cells it affects, exit 2."""
+    from bench.harness.show import input_problems
+
+    lines = input_problems(suite, cells)
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+    if lines:
+        sys.exit(EXIT_USAGE)
 
 
 def cmd_run(args):
@@ -113,17 +110,17 @@ def cmd_sweep(args):
     from bench.harness.cells import expand
 
     try:
-        if args.dry_run:  # submits nothing: the data is needed only when the cells train
-            print(dry_run(suite, root=args.root, cluster=args.cluster, force=args.force,
-                          retry_failed=args.retry_failed, rates_path=args.gpu_rates))
-            return
         cells = expand(suite)
         if args.executor == "slurm":  # what the cluster cannot hold is named before the data is looked at
             from bench.harness.slurm import load_profile
             from bench.harness.sweep import plan_arrays
 
             plan_arrays(cells, load_profile(args.cluster or "local"))
-        check_data_roots(suite, cells)
+        check_data_roots(suite, cells)  # the dry run too: what the sweep would refuse, it refuses
+        if args.dry_run:  # submits nothing
+            print(dry_run(suite, root=args.root, cluster=args.cluster, force=args.force,
+                          retry_failed=args.retry_failed, rates_path=args.gpu_rates))
+            return
         report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, options=run_options(args),
                        retry_failed=args.retry_failed, wait=not args.no_wait)
     except (ProfileError, ResourceError) as e:  # named before anything is submitted
@@ -185,6 +182,9 @@ def cmd_show(args):
     except ValueError as e:  # an unreadable GPU rates file
         _bad_input(str(e))
     print(text)
+    from bench.harness.cells import expand
+
+    check_data_roots(suite, expand(suite))  # the plan above, then what a sweep of it would refuse
 
 
 def cmd_collect(args):

@@ -1,5 +1,6 @@
 """Where and with what a result was made: the code (git commit, source fingerprint), the packages, the
-device, and the data (a cheap content fingerprint of the files a cell reads).
+device, the data (a cheap content fingerprint of the files a cell reads) and the local pretrained
+weights (each folder's path and content fingerprint, ``bench.weights``).
 
 Read by the trainer (a checkpoint records the code and data it was made with; a resume across a
 change is refused) and by the result store (a result's provenance; a result is trusted only for the
@@ -20,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench import spec
+from bench.weights import describe_identity
 
 #: The repository's root (the code whose commit and fingerprint are recorded).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -150,6 +152,8 @@ def provenance(cell: spec.Cell | None = None, wall_time_s: float | None = None, 
         "device": device_name(),
         "source_fingerprint": source_fingerprint(),  # the training code (what decides a result, README)
         "data_fingerprint": fingerprint if fingerprint is not None or cell is None else cell_fingerprint(cell),
+        # local pretrained folders: path and content
+        "weights": describe_identity(cell.matcher.name, cell.matcher.arguments) if cell is not None else {},
         "seed": cell.seed if cell is not None else None,
         "wall_time_s": wall_time_s,
         "argv": list(sys.argv),

@@ -532,8 +532,9 @@ def _jsonable(v) -> bool:
 def result_key(cell: Cell) -> dict:
     """What decides a cell's result, read from its :func:`resolve`\\ d form: dataset name and label, matcher
     (name, declared defaults, overrides), strategy (name, defaults and params), schedule (less
-    ``NOT_RESULT_KEYS``, and the ``added`` keys at their default), eval, seed, the cells it depends on and a
-    released anchor's content. Not: suite, scale, labels of matcher and strategy, data paths, resources,
+    ``NOT_RESULT_KEYS``, and the ``added`` keys at their default), eval, seed, the cells it depends on, a
+    released anchor's content and the content of local pretrained folders (:func:`weights_identity`, in place
+    of their paths). Not: suite, scale, labels of matcher and strategy, data paths, resources,
     W&B, device (the data itself is checked by its fingerprint). The same for a cell and its resolved form:
     the id names both, and a resume compares it."""
     r = resolve(cell)
@@ -551,7 +552,19 @@ def result_key(cell: Cell) -> dict:
         key["captions_per_image"] = r.dataset.captions_per_image
     if r.anchor_checkpoint:  # a released anchor instead of a baseline cell: its content decides
         key["anchor_checkpoint"] = r.anchor_checkpoint.sha256
+    weights = weights_identity(r)
+    if weights:  # local pretrained folders: their content decides, not where they lie
+        key["matcher"] = {k: v for k, v in key["matcher"].items() if k not in weights}
+        key["weights"] = weights
     return key
+
+
+def weights_identity(cell: Cell) -> dict:
+    """{matcher argument: content fingerprint} of the local pretrained folders the cell's matcher reads
+    (``pretrained_path``, ``bert_path``: ``bench.weights``); {} for a cell without, whose key is unchanged."""
+    from bench.weights import identity
+
+    return identity(cell.matcher.name, cell.matcher.arguments)
 
 
 def cell_id(cell: Cell) -> str:

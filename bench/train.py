@@ -78,13 +78,17 @@ def seed_everything(seed: int) -> None:
 def build_matcher(cell: spec.Cell, data: Data) -> models.Matcher:
     """The cell's matcher; sizes that come from the data (vocabulary, region shape) and the schedule's
     weight decay are passed where the constructor takes them, and the cell's own overrides win."""
-    name = cell.matcher.name
-    accepted = models.constructor_args(name)
-    given = {**data.build_kwargs}
+    return models.build(cell.matcher.name, **matcher_kwargs(cell, data.build_kwargs))
+
+
+def matcher_kwargs(cell: spec.Cell, given: dict) -> dict:
+    """The arguments a (resolved) cell's matcher is built with: what the data gives (``given``: vocabulary,
+    region shape, words) and the schedule's weight decay where its constructor takes them, then the cell's
+    own overrides (``models.build_kwargs``). The trainer builds with them, ``bench.inputs`` counts with them."""
+    given = dict(given)
     if cell.schedule.weight_decay is not None:
         given["weight_decay"] = cell.schedule.weight_decay
-    kwargs = {k: v for k, v in given.items() if accepted is None or k in accepted}
-    return models.build(name, **{**kwargs, **cell.matcher.overrides})
+    return models.build_kwargs(cell.matcher.name, given, cell.matcher.overrides)
 
 
 def build_strategy(cell: spec.Cell, model: models.Matcher) -> strategies.Strategy:

@@ -7,7 +7,6 @@ kind of data a cell reads (``regions``: SCAN precomp features; ``pixels``: Karpa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import models
 from bench.spec import Cell
@@ -59,13 +58,12 @@ class Data:
 
 def open_data(cell: Cell | dict, input_kind: str) -> Data:
     """The splits a (resolved) cell reads: training, dev, and the test splits of its protocols."""
-    from bench.protocols import PROTOCOLS, protocols_for
+    from bench.data import layout
 
     cell = cell if isinstance(cell, Cell) else Cell.from_dict(cell)
     ds = cell.dataset
     cpi = ds.captions_per_image
-    protocols = cell.eval.protocols or [p.name for p in protocols_for(ds.name)]
-    test_split_names = sorted({PROTOCOLS[p].split for p in protocols})
+    test_split_names = layout.splits_read(cell)[2:]  # after train and dev
     if input_kind == "regions":
         from bench.data.precomp import PrecompSplit, check_same_features, vocab_path
         from bench.data.vocab import MASK, check_coverage, load_vocab
@@ -86,13 +84,10 @@ def open_data(cell: Cell | dict, input_kind: str) -> Data:
                      "num_regions": int(train.region_shape[0]), "vocab_words": words})
     from bench.data.karpathy import KarpathySplit
 
-    root = Path(ds.data_root)
-    json_path = ds.karpathy_json or str(root / "karpathy" / "dataset_f30k.json")
-    image_root = ds.image_root or str(root / "images")
-    karpathy_split = {"dev": "val", "testall": "test"}
+    json_path, image_root = layout.karpathy_json(cell), layout.image_root(cell)
 
     def ksplit(name):
-        return KarpathySplit(json_path, image_root, karpathy_split.get(name, name), captions_per_image=cpi)
+        return KarpathySplit(json_path, image_root, layout.karpathy_split(name), captions_per_image=cpi)
 
     train = ksplit("train")
     vocab_words = sorted({w for c in train.captions for w in c.lower().split()})

@@ -43,6 +43,7 @@ from bench.harness.registry import (
     strategy_params,
     valid_matchers,
     valid_strategies,
+    weight_kinds,
 )
 from bench.harness.schema_errors import _Called, _unknown, config_error
 from bench.spec import (
@@ -544,6 +545,7 @@ def _suite_model(scales, schedules, resources) -> type[BaseModel]:
         name=(StrictStr, ...), description=(StrictStr, ""), wandb=(_Wandb, Field(default_factory=_Wandb)),
         scale=(Literal["full", "smoke"], "full"), data_root=(StrictStr | None, None),
         vocab_root=(StrictStr | None, None), anchor_checkpoint=(StrictStr | None, None),
+        weights=(_table(StrictStr | None, weight_kinds()), Field(default_factory=dict)),
         eval=(eval_model, Field(default_factory=eval_model)),
         datasets=(Annotated[list[Annotated[dataset, BeforeValidator(_by_name_alone)]],
                             BeforeValidator(_non_empty_list)], ...),
