@@ -89,6 +89,7 @@ class Eval:
     dev_images: int = 1000  # dev images evaluated after every epoch (model selection)
     batch_size: int = 128
     protocols: list | None = None  # None: every protocol of the dataset (bench.protocols)
+    eccv: bool = True  # coco_5k also reports ECCV Caption and CxC (bench.eccv; needs the split's COCO ids)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Eval:
@@ -101,6 +102,9 @@ class Eval:
 
 
 EVAL_DEFAULTS: dict[str, Any] = _defaults(Eval)
+#: Eval keys added after results existed (metric sets that do not change training): at their default they
+#: stay out of a cell's result key, so every existing id is unchanged; a result without the set is complete.
+ADDED_EVAL_DEFAULTS = {"eccv": True}
 
 
 @dataclass(frozen=True)
@@ -380,8 +384,10 @@ def code_defaults(cell: Cell | dict) -> dict:
         except KeyError:
             sched["hinge_warmup_epochs"] = 0
     sched = without_added_defaults(sched)  # keys added later (precision, compile) at their default: ids unchanged
+    ev = {k: v for k, v in {**EVAL_DEFAULTS, **cell.get("eval", {})}.items()
+          if not (k in ADDED_EVAL_DEFAULTS and v == ADDED_EVAL_DEFAULTS[k])}  # eccv at its default: ids unchanged
     return {"matcher": m, "strategy": [cell["strategy"]["name"], {**ctor, **params}], "schedule": sched,
-            "eval": {**EVAL_DEFAULTS, **cell.get("eval", {})}}
+            "eval": ev}
 
 
 def result_key(cell: Cell | dict) -> dict:

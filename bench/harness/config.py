@@ -33,7 +33,7 @@ Layout (all keys; ``?`` = optional)::
     seeds: [int]
     scales: {full|smoke: {schedule: SCHEDULES, matchers?: {matcher: {overrides}}}}
     schedule?: SCHEDULES            # applied on top of the chosen scale (CLI: schedule.vse_infty.epochs=2)
-    eval?: {protocols?: [str], dev_images?: int, batch_size?: int}
+    eval?: {protocols?: [str], dev_images?: int, batch_size?: int, eccv?: bool}
     reference?: [{matcher: <our matcher label>, where: {<published.csv column>: value}}]
     resources?: {default|<matcher>: {gpus, cpus, mem_gb, time_min, partition?}}
     recipes?: {<group>: <option>}   # bench/recipes/<group>/<option>.yaml: scales, resources, reference
@@ -892,6 +892,7 @@ def _schema() -> dict[str, type[BaseModel]]:
         protocols: list[Protocol] = Field(default_factory=list)
         dev_images: Count = EVAL_DEFAULTS["dev_images"]
         batch_size: Count = Field(None, exclude_if=lambda v: v is None)
+        eccv: StrictBool = Field(None, exclude_if=lambda v: v is None)  # bench.eccv; None: bench.spec's default
 
     class Dataset(_Labelled):
         name: Annotated[Literal[tuple(known_datasets())], _Called("dataset"), BeforeValidator(_a_string)]
