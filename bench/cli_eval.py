@@ -2,11 +2,13 @@
 
     evaluate CHECKPOINT [CHECKPOINT2 …] --data-root DIR --dataset f30k_precomp|coco_precomp
              [--protocol f30k_1k|coco_1k|coco_5k …] [--out result.json] [--batch-size N] [--device D]
+             [--no-eccv]
     export RUN_DIR --format official OUT
 
 ``evaluate`` reads this suite's ``best.pt`` or an official checkpoint (``models.official``), scores the
 test split exactly as a training cell's final evaluation does (same batches, same tiles), prints
-R@1/5/10 both ways, RSUM, medr and meanr per protocol (COCO 1K fold by fold and averaged) and, with
+R@1/5/10 both ways, RSUM, medr and meanr per protocol (COCO 1K fold by fold and averaged; COCO 5K also
+ECCV Caption and CxC, :mod:`bench.eccv`, unless ``--no-eccv``) and, with
 ``--out``, writes a result JSON (``metrics`` as in a cell's ``result.json``) and the per-query ranks
 next to it (``<out stem>.ranks.npz``, the keys of a cell's ``ranks.npz``). Several checkpoints are an
 evaluation-time ensemble: their score matrices are averaged (SGRAF = SGR + SAF).

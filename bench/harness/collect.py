@@ -12,7 +12,11 @@ and a Holm–Bonferroni marker across the strategies sharing a baseline. A ΔRSU
 computed says why (baseline not done, its ``ranks.npz`` missing, unreadable or another cell's).
 
 ``write_tables`` prints one table per (dataset, protocol), as papers do, each with a "seeds
-needed" line; the note under them says what every number is.
+needed" line; the note under them says what every number is. Each table's title says its scale and
+data kind and the line under it its data root and test sizes (:mod:`bench.harness.table_text`, read
+from the results); published rows stand beside real full-scale results only; COCO 5K gets a second
+block with ECCV Caption and CxC (:mod:`bench.eccv`). The LaTeX file holds one ``table*`` per block
+(:mod:`bench.harness.latex`).
 """
 
 from __future__ import annotations

@@ -115,16 +115,19 @@ def delta_forest(summary: pd.DataFrame, suite: str, dataset, protocol: str):
     show_published = d.real_full_scale
     rows = list(own.itertuples(index=False))
     fig, ax = plt.subplots(figsize=(8.0, 2.6 + 0.42 * max(1, len(rows))))
-    labels, any_pub = [], False
+    labels, any_pub, any_single = [], False, False
     for y, r in enumerate(rows):
         y = len(rows) - 1 - y
         labels.append((y, f"{r.matcher} · {r.strategy}"))
+        if y < len(rows) - 1 and r.matcher != rows[len(rows) - 2 - y].matcher:  # a rule between matchers
+            ax.axhline(y + 0.5, color="lightgray", lw=0.8)
         delta = getattr(r, "delta_rsum", math.nan)
         if _isnan(delta):
             why = getattr(r, "delta_why", "") or "not computed"
             ax.text(0, y, f"– ({why})", va="center", ha="center", fontsize=8, color="dimgray")
             continue
         has_ci = not _isnan(getattr(r, "ci_low", math.nan))
+        any_single |= not has_ci
         err = [[delta - r.ci_low], [r.ci_high - delta]] if has_ci else None
         ax.errorbar([delta], [y], xerr=err, fmt="o", color="tab:blue", capsize=4, markersize=7,
                     markerfacecolor="tab:blue" if has_ci else "white", zorder=3)
@@ -140,9 +143,10 @@ def delta_forest(summary: pd.DataFrame, suite: str, dataset, protocol: str):
     ax.set_ylim(-0.7, max(0, len(rows) - 1) + 0.7)
     ax.set_xlabel("ΔRSUM against the same matcher's baseline (paired: same seed, same test queries)")
     ax.grid(axis="x", alpha=0.3)
-    handles = [plt.Line2D([], [], marker="o", color="tab:blue", ls="-", label="ours: mean ΔRSUM, 95% interval"),
-               plt.Line2D([], [], marker="o", color="tab:blue", markerfacecolor="white", ls="",
-                          label="one seed pair: no interval")]
+    handles = [plt.Line2D([], [], marker="o", color="tab:blue", ls="-", label="ours: mean ΔRSUM, 95% interval")]
+    if any_single:
+        handles.append(plt.Line2D([], [], marker="o", color="tab:blue", markerfacecolor="white", ls="",
+                                  label="one seed pair: no interval"))
     if any_pub:
         handles.append(plt.Line2D([], [], marker="D", color="dimgray", ls="", label="published gain"))
     if not rows:
@@ -224,7 +228,7 @@ def rsum_vs_cost(summary: pd.DataFrame, suite: str, dataset):
     strategies = list(dict.fromkeys(s["strategy"]))
     colors = _strategy_colors(strategies)
     markers = dict(zip(dict.fromkeys(s["matcher"]), MARKERS))
-    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    fig, ax = plt.subplots(figsize=(8.0, 4.5))
     for _, r in s.iterrows():
         below, above = _ci_err(r)
         ax.errorbar(r.get(col, math.nan), r["rsum_mean"], yerr=[[below], [above]],
@@ -252,13 +256,13 @@ def _curves(g: pd.DataFrame) -> pd.DataFrame:
                         columns=["epoch", "rsum", "seed"])
 
 
-def dev_curves(df: pd.DataFrame, suite: str, dataset, about: str = ""):
+def dev_curves(df: pd.DataFrame, suite: str, dataset, about: str = "", source: str = ""):
     cells = df.drop_duplicates("cell_id")
     cells = cells[cells["dev_curve"].apply(lambda c: isinstance(c, list) and len(c) > 0)]
     matchers = list(dict.fromkeys(df["matcher"]))
     strategies = list(dict.fromkeys(df["strategy"]))
     colors = _strategy_colors(strategies)
-    fig, axes = plt.subplots(1, len(matchers), figsize=(max(6.5, 5.5 * len(matchers)), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(matchers), figsize=(max(8.0, 5.5 * len(matchers)), 4.6), squeeze=False)
     seen = []
     for ax, m in zip(axes[0], matchers):
         lo, hi = math.inf, -math.inf
@@ -298,7 +302,7 @@ def dev_curves(df: pd.DataFrame, suite: str, dataset, about: str = ""):
                for st in seen]
     handles.append(plt.Line2D([], [], color="gray", lw=0.8, alpha=0.6, label="one seed"))
     fig.suptitle(_wrap(fig.get_figwidth(), f"suite {suite}: dev RSUM during training · {dataset}"
-                       + (f" · {about}" if about else ""),
+                       + (f" · {about}" if about else ""), f"Data: {source} · dev split" if source else "",
                        f"Thin lines: each seed; bold: the mean over seeds; a band (95% interval of the mean, within "
                        f"[0, 600]) from {BAND_MIN_SEEDS} seeds on."), fontsize=9)
     _legend_below(fig, handles, min(len(handles), 5))
@@ -326,6 +330,7 @@ def make_figures(df: pd.DataFrame, summary: pd.DataFrame, suite_name: str,
             paths += _save(rsum_vs_cost(s, suite_name, dataset), sub_out, "rsum_vs_cost")
         d = df[df["dataset"] == dataset]
         if d["dev_curve"].apply(lambda c: isinstance(c, list) and len(c) > 0).any():
-            about = table_text.scale_and_kind(table_text.block_data(own, own["protocol"].iloc[0])) if len(own) else ""
-            paths += _save(dev_curves(d, suite_name, dataset, about), sub_out, "dev_curves")
+            block = table_text.block_data(own, own["protocol"].iloc[0]) if len(own) else None
+            about, source = (table_text.scale_and_kind(block), table_text.data_source(block)) if block else ("", "")
+            paths += _save(dev_curves(d, suite_name, dataset, about, source), sub_out, "dev_curves")
     return paths
