@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import models
-from bench.spec import Cell
+from bench.spec import Cell, Dataset
 
 
 @dataclass
@@ -84,17 +84,23 @@ def open_data(cell: Cell | dict, input_kind: str) -> Data:
         return Data("regions", train, dev, vocab, tests,
                     {"vocab_size": len(vocab), "img_dim": int(train.region_shape[1]),
                      "num_regions": int(train.region_shape[0]), "vocab_words": words})
-    from bench.data.karpathy import KarpathySplit
-
-    root = Path(ds.data_root)
-    json_path = ds.karpathy_json or str(root / "karpathy" / "dataset_f30k.json")
-    image_root = ds.image_root or str(root / "images")
-    karpathy_split = {"dev": "val", "testall": "test"}
-
     def ksplit(name):
-        return KarpathySplit(json_path, image_root, karpathy_split.get(name, name), captions_per_image=cpi)
+        return karpathy_split(ds, name)
 
     train = ksplit("train")
     vocab_words = sorted({w for c in train.captions for w in c.lower().split()})
     return Data("pixels", train, ksplit("dev"), None, {s: ksplit(s) for s in test_split_names},
                 {"vocab_words": vocab_words})
+
+
+def karpathy_split(ds: Dataset, name: str):
+    """Split ``name`` of a (resolved) dataset read by the pixel matchers: the Karpathy JSON (``karpathy_json``,
+    default ``<data_root>/karpathy/dataset_f30k.json``) and its images (``image_root``, default
+    ``<data_root>/images``); ``dev`` and ``testall`` are the JSON's ``val`` and ``test``."""
+    from bench.data.karpathy import KarpathySplit
+
+    root = Path(ds.data_root)
+    json_path = ds.karpathy_json or str(root / "karpathy" / "dataset_f30k.json")
+    image_root = ds.image_root or str(root / "images")
+    return KarpathySplit(json_path, image_root, {"dev": "val", "testall": "test"}.get(name, name),
+                         captions_per_image=ds.captions_per_image)
