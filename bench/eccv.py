@@ -149,9 +149,9 @@ def _is_synthetic(data_root: str | Path | None) -> bool:
     return data_description(data_root)["kind"] == "synthetic"
 
 
-def _caption_ids(path: Path, image_ids: np.ndarray, synthetic: bool) -> tuple[np.ndarray, str]:
-    """The COCO caption ids of a split's caption lines: from ``path`` (``CAPIDS_FILE``), else the package's order
-    on the generator's data; on real data without the file :class:`EccvError` (the order is not assumed)."""
+def _caption_ids(path: Path, image_ids: np.ndarray, synthetic: bool, captions: str) -> tuple[np.ndarray, str]:
+    """The COCO caption ids of a split's caption lines (``captions`` names them): from ``path``, else the package's
+    order on the generator's data; on real data without the file :class:`EccvError` (the order is not assumed)."""
     ann = annotations()
     n = len(image_ids)
     if not path.is_file():
@@ -159,8 +159,8 @@ def _caption_ids(path: Path, image_ids: np.ndarray, synthetic: bool) -> tuple[np
             return ann.caption_ids[:n].reshape(-1), PACKAGE_ORDER
         raise EccvError(f"{path}: missing: on real data the COCO caption id of each caption line is not assumed "
                         f"(another order of an image's five captions gives each caption another's ECCV Caption / "
-                        f"CxC positives); add the file (VSE∞'s COCO precomp download ships {CAPIDS_FILE}: one caption "
-                        f"id per line of testall_caps.txt), or {FIX}")
+                        f"CxC positives); add the file, one COCO caption id per caption of {captions} in its order "
+                        f"(VSE∞'s COCO precomp download ships {CAPIDS_FILE}), or {FIX}")
     lines = [x for x in path.read_text(encoding="utf-8").split("\n") if x.strip()]
     ids = _as_ints(lines, str(path))
     if len(ids) != CAPTIONS_PER_IMAGE * n:
@@ -183,12 +183,12 @@ def split_ids(split, data_root: str | Path | None) -> SplitIds:
     if hasattr(split, "ids_path"):  # SCAN precomp: {split}_ids.txt, one id per image or per caption
         where = str(split.ids_path)
         image_ids = _as_ints(split.image_ids, where)
-        capids = Path(split.ids_path).with_name(f"{split.split}_capids.txt")
+        capids, captions = Path(split.ids_path).with_name(f"{split.split}_capids.txt"), split.captions_path.name
     else:  # Karpathy JSON: the images' cocoid
         where, image_ids = _karpathy_ids(split)
-        capids = Path(split.json_path).with_name(CAPIDS_FILE)
+        capids, captions = Path(split.json_path).with_name(CAPIDS_FILE), where
     _check_order(image_ids, where)
-    caption_ids, source = _caption_ids(capids, image_ids, _is_synthetic(data_root))
+    caption_ids, source = _caption_ids(capids, image_ids, _is_synthetic(data_root), captions)
     return SplitIds(image_ids, caption_ids, source)
 
 
@@ -220,7 +220,7 @@ def precomp_ids(data_root: str | Path, dataset: str = "coco_precomp", split: str
     per_caption = n_caps is not None and len(lines) == n_caps and len(lines) % CAPTIONS_PER_IMAGE == 0
     ids = _as_ints(lines[::CAPTIONS_PER_IMAGE] if per_caption else lines, str(path))
     _check_order(ids, str(path))
-    caption_ids, source = _caption_ids(path.with_name(f"{split}_capids.txt"), ids, _is_synthetic(data_root))
+    caption_ids, source = _caption_ids(path.with_name(f"{split}_capids.txt"), ids, _is_synthetic(data_root), caps.name)
     return SplitIds(ids, caption_ids, source)
 
 

@@ -380,6 +380,7 @@ def test_real_coco_data_without_caption_ids_stops_before_training(tiny_data, tmp
     from bench.__main__ import check_eccv_ids, main
     from bench.harness.cells import expand
     from bench.harness.config import load_suite
+    from bench.spec import MatcherSpec
     from bench.train import run_cell
 
     data = Path(shutil.copytree(tiny_data, tmp_path / "real"))
@@ -393,6 +394,9 @@ def test_real_coco_data_without_caption_ids_stops_before_training(tiny_data, tmp
     with pytest.raises(eccv.EccvError, match="testall_capids.txt: missing"):
         run_cell(_coco_cell(data), tmp_path / "alone")
     assert not (tmp_path / "alone" / "last.pt").exists()
+    pixels = _coco_cell(data).replace(matcher=MatcherSpec("clip"))  # the Karpathy JSON's test split: the same rule
+    with pytest.raises(eccv.EccvError, match=r"karpathy/testall_capids\.txt: missing: .*dataset_f30k\.json \(split test\)"):
+        eccv.check_cell(pixels, "pixels")
     check_eccv_ids(expand(load_suite(str(suite), ["eval.eccv=false"])))  # fix 2: without the metric set
     n = len([x for x in (data / "coco_precomp" / "testall_ids.txt").read_text().split() if x])
     capids.write_text("".join(f"{c}\n" for c in ann.caption_ids[:n].reshape(-1)))  # fix 1: the caption ids
