@@ -67,6 +67,27 @@ def check_data_roots(suite, cells) -> None:
         sys.exit(EXIT_USAGE)
 
 
+def check_eccv_ids(cells) -> None:
+    """Before any cell trains: every cell reporting ECCV Caption and CxC on COCO 5K (``eval.eccv``, the
+    default) evaluates a split whose COCO ids are the annotations' (:func:`bench.eccv.check_cell`); each
+    (dataset, input kind) once."""
+    import models
+    from bench import eccv
+    from bench.data.errors import DataError
+
+    seen = set()
+    for cell in cells:
+        kind = models.input_kind(cell.matcher.name)
+        key = (cell.dataset, kind, eccv.wanted(cell))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            eccv.check_cell(cell, kind)
+        except DataError as e:
+            fail(str(e))
+
+
 def cmd_run(args):
     from bench.harness.cells import expand
     from bench.harness.config import load_suite
@@ -79,6 +100,7 @@ def cmd_run(args):
         ids = ", ".join(f"{c.id} ({c.matcher_label}/{c.strategy.label}/seed {c.seed})" for c in cells)
         fail(f"--cell {args.cell!r} matches {len(match)} cells of suite {suite.name}; cells: {ids}")
     check_data_roots(suite, match)
+    check_eccv_ids(match)
     out = run_cell_in_store(match[0], args.root, run_options(args))
     print(f"{out['state']}: {out['run_dir']}")
     if out.get("signal") and out["state"] == "done":
@@ -117,6 +139,7 @@ def cmd_sweep(args):
 
             plan_arrays(cells, load_profile(args.cluster or "local"))
         check_data_roots(suite, cells)  # the dry run too: what the sweep would refuse, it refuses
+        check_eccv_ids(cells)
         if args.dry_run:  # submits nothing
             print(dry_run(suite, root=args.root, cluster=args.cluster, force=args.force,
                           retry_failed=args.retry_failed, rates_path=args.gpu_rates))
@@ -247,10 +270,11 @@ def cmd_readme(args):
         print(f"error: {table} is not the demo suite's table (its first line: {lines[0][:60] if lines else 'empty'!r}); "
               "README.md shows the demo's table: give results/tables/demo.md (make demo writes it)", file=sys.stderr)
         sys.exit(2)
-    body = "\n".join(f"**{line[2:]}** (synthetic data; regenerate with `make demo` then `make readme`)"
+    body = "\n".join(f"**{line[2:]}** (regenerate with `make demo` then `make readme`)"
                      if line.startswith("# ") else line for line in lines)
-    figure = "results/figures/demo/rsum_by_strategy.png"
-    fig = f"\n\n![RSUM by strategy]({figure})" if (REPO_ROOT / figure).exists() else ""
+    # the headline figure: the paired ΔRSUM of each strategy with the interval of the verdict (figures.py)
+    found = sorted((REPO_ROOT / "results" / "figures" / "demo").glob("delta_rsum_*.png"))
+    fig = f"\n\n![ΔRSUM against the baseline]({found[0].relative_to(REPO_ROOT).as_posix()})" if found else ""
     from bench.atomic import atomic_write_bytes
 
     # whole or not at all: a full disk leaves README.md as it was

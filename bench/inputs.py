@@ -210,7 +210,7 @@ def _vocab_problems(cell: Cell) -> list[Problem]:
 
 
 def _karpathy_problems(cell: Cell, memo: dict) -> list[Problem]:
-    json_path, images = layout.karpathy_json(cell), layout.image_root(cell)
+    json_path, images = layout.karpathy_json(cell.dataset), layout.image_root(cell.dataset)
     splits = tuple(layout.karpathy_split(s) for s in layout.splits_read(cell))
     return _once(memo, ("karpathy", str(json_path), str(images), splits), _karpathy_file_problems,
                  json_path, images, splits)
@@ -296,7 +296,7 @@ def data_build_kwargs(cell: Cell) -> dict:
 
         if any(cell.matcher.overrides.get(arg) for arg in weights_args(cell.matcher.name)):
             return {}  # a pretrained folder brings its own tokenizer: the captions' words are not read
-        entries = json.loads(layout.karpathy_json(resolved).read_text(encoding="utf-8"))["images"]
+        entries = json.loads(layout.karpathy_json(resolved.dataset).read_text(encoding="utf-8"))["images"]
         from bench.data.karpathy import SPLIT_ALIASES
 
         words = {w for e in entries if e.get("split") in SPLIT_ALIASES["train"]

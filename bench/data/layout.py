@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.spec import Cell
+from bench.spec import Cell, Dataset
 
 SPLIT_FILES = ("ims.npy", "caps.txt", "ids.txt")
 #: Karpathy's caption file of each dataset, under ``<data_root>/karpathy/`` unless the dataset names one.
@@ -49,17 +49,16 @@ def vocab_file(cell: Cell) -> Path:
     return Path(cell.dataset.vocab_root) / f"{cell.dataset.name}_vocab.json"
 
 
-def karpathy_json(cell: Cell) -> Path:
-    """The Karpathy caption file a resolved pixel cell reads."""
-    ds = cell.dataset
+def karpathy_json(ds: Dataset) -> Path:
+    """The Karpathy caption file a resolved pixel cell's dataset reads."""
     if ds.karpathy_json:
         return Path(ds.karpathy_json)
     return Path(ds.data_root) / "karpathy" / KARPATHY_JSON.get(ds.name, f"dataset_{ds.name}.json")
 
 
-def image_root(cell: Cell) -> Path:
-    """The image folder a resolved pixel cell reads."""
-    return Path(cell.dataset.image_root or Path(cell.dataset.data_root) / "images")
+def image_root(ds: Dataset) -> Path:
+    """The image folder a resolved pixel cell's dataset reads."""
+    return Path(ds.image_root or Path(ds.data_root) / "images")
 
 
 def karpathy_split(split: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import models
-from bench.spec import Cell
+from bench.spec import Cell, Dataset
 
 
 @dataclass
@@ -82,14 +82,21 @@ def open_data(cell: Cell | dict, input_kind: str) -> Data:
         return Data("regions", train, dev, vocab, tests,
                     {"vocab_size": len(vocab), "img_dim": int(train.region_shape[1]),
                      "num_regions": int(train.region_shape[0]), "vocab_words": words})
-    from bench.data.karpathy import KarpathySplit
-
-    json_path, image_root = layout.karpathy_json(cell), layout.image_root(cell)
 
     def ksplit(name):
-        return KarpathySplit(json_path, image_root, layout.karpathy_split(name), captions_per_image=cpi)
+        return karpathy_split(ds, name)
 
     train = ksplit("train")
     vocab_words = sorted({w for c in train.captions for w in c.lower().split()})
     return Data("pixels", train, ksplit("dev"), None, {s: ksplit(s) for s in test_split_names},
                 {"vocab_words": vocab_words})
+
+
+def karpathy_split(ds: Dataset, name: str):
+    """Split ``name`` of a (resolved) dataset read by the pixel matchers: its Karpathy JSON and images, where
+    ``bench.data.layout`` says (``dev`` and ``testall`` are the JSON's ``val`` and ``test``)."""
+    from bench.data import layout
+    from bench.data.karpathy import KarpathySplit
+
+    return KarpathySplit(layout.karpathy_json(ds), layout.image_root(ds), layout.karpathy_split(name),
+                         captions_per_image=ds.captions_per_image)

@@ -37,7 +37,7 @@ Layout (all keys; ``?`` = optional)::
     seeds: [int]
     scales: {full|smoke: {schedule: SCHEDULES, matchers?: {matcher: {overrides}}}}
     schedule?: SCHEDULES            # applied on top of the chosen scale (CLI: schedule.vse_infty.epochs=2)
-    eval?: {protocols?: [str], dev_images?: int, batch_size?: int}
+    eval?: {protocols?: [str], dev_images?: int, batch_size?: int, eccv?: bool}
     reference?: [{matcher: <our matcher label>, where: {<published.csv column>: value}}]
     resources?: {default|<matcher>: {gpus, cpus, mem_gb, time_min, partition?}}
     recipes?: {<group>: <option>}   # bench/recipes/<group>/<option>.yaml: scales, resources, reference

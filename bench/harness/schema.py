@@ -432,7 +432,9 @@ _COUNT = Annotated[StrictInt, Field(ge=1)]
 def _eval_model(protocol) -> type[BaseModel]:
     return create_model("Eval", __base__=_Strict, protocols=(list[protocol], Field(default_factory=list)),
                         dev_images=(_COUNT, EVAL_DEFAULTS["dev_images"]),
-                        batch_size=(_COUNT, Field(None, exclude_if=lambda v: v is None)))
+                        batch_size=(_COUNT, Field(None, exclude_if=lambda v: v is None)),
+                        # bench.eccv; left out: bench.spec's default (so a suite's spec, and its ids, stay as given)
+                        eccv=(StrictBool, Field(None, exclude_if=lambda v: v is None)))
 
 
 class _DatasetRules(_Labelled):
