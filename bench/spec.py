@@ -303,13 +303,14 @@ def resolve(cell: Cell | dict) -> Cell:
     """Every default of ``cell`` filled (the code's included): what the run actually uses and records.
     Raises ValueError naming the key for an unknown key or a value out of range."""
     from bench.precision import RunMode
+    from bench.values import expand_path
 
     cell = cell if isinstance(cell, Cell) else Cell.from_dict(cell)
     ds = cell.dataset
-    data_root = ds.data_root if ds.data_root is not None else DEFAULT_DATA_ROOT
+    data_root = expand_path(ds.data_root) if ds.data_root is not None else DEFAULT_DATA_ROOT  # ~, $VARS
     ds = dataclasses.replace(
         ds, data_root=data_root,
-        vocab_root=ds.vocab_root if ds.vocab_root is not None else str(Path(data_root) / "vocab"),
+        vocab_root=expand_path(ds.vocab_root) if ds.vocab_root is not None else str(Path(data_root) / "vocab"),
         captions_per_image=ds.captions_per_image if ds.captions_per_image is not None else DEFAULT_CAPTIONS_PER_IMAGE)
     sched = cell.schedule.to_dict()
     for key, value in sched.items():

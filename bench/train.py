@@ -811,7 +811,7 @@ def cell_threads(cell):
 
 def _apply_override(cell: dict, text: str) -> None:
     """``schedule.lr=1e-3``: set a (dotted) key of the cell to a YAML value."""
-    import yaml
+    from bench import yamlsafe
 
     key, sep, value = text.partition("=")
     if not sep or not key or any(not p for p in key.split(".")):
@@ -822,7 +822,7 @@ def _apply_override(cell: dict, text: str) -> None:
         if not isinstance(node.setdefault(p, {}), dict):
             raise SystemExit(f"error: override {text!r}: {p} is not a mapping in this cell")
         node = node[p]
-    node[leaf] = yaml.safe_load(value)
+    node[leaf] = yamlsafe.load(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -835,6 +835,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
+    from bench import yamlsafe
     from bench.atomic import atomic_write_bytes, json_text
     from bench.provenance import result_record
 
@@ -856,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     if not args.config.is_file():
         parser.error(f"{args.config} is not a file: give a cell's config.yaml (a run folder of the store has one)")
-    cell = yaml.safe_load(args.config.read_text())
+    cell = yamlsafe.load(args.config.read_text())
     if not isinstance(cell, dict):
         parser.error(f"{args.config} does not hold a cell (a mapping with dataset, matcher, strategy)")
     for text in args.overrides:

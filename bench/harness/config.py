@@ -76,6 +76,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, PydanticKnownError
 
+from bench import yamlsafe
 from bench.spec import (  # noqa: F401 - DEFAULT_RESOURCES: read here by the harness
     DEFAULT_RESOURCES,
     EVAL_DEFAULTS,
@@ -84,6 +85,7 @@ from bench.spec import (  # noqa: F401 - DEFAULT_RESOURCES: read here by the har
     TRAINER_STRATEGY_ARGS,
     is_plain_name,
 )
+from bench.values import expand_path, shown
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
@@ -295,12 +297,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not value.strip():
         return path, None
     try:
-        parsed = yaml.load(value, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        parsed = yamlsafe.load(value, Loader=_UniqueKeyLoader)  # bounded; a SafeLoader subclass
     except yaml.YAMLError as e:
         problem = " ".join(str(getattr(e, "problem", None) or e).split())
         if "tag" in problem:
             problem += " (YAML tags are not read from overrides)"
-        raise ConfigError(f"override {text!r}: the value {value!r} is not valid YAML ({problem}); close every "
+        raise ConfigError(f"override {text!r}: the value {shown(value)} is not valid YAML ({problem}); close every "
                           "bracket and quote, or give a plain value, e.g. seeds=[0,1] or "
                           "datasets.0.label='my data'") from None
     return path, parsed
@@ -327,7 +329,7 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
                 node = node[part]
             if not isinstance(node, (dict, list)):
                 where = ".".join(path[:depth + 1])
-                raise ConfigError(f"override {text!r}: {where} is {type(node).__name__} {node!r}, not a mapping "
+                raise ConfigError(f"override {text!r}: {where} is {type(node).__name__} {shown(node)}, not a mapping "
                                   f"or a list, so it has no key {path[depth + 1]!r}; set {where}=… itself")
         last = path[-1]
         if isinstance(node, list):
@@ -400,7 +402,7 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{path.read_bytes()[e.start]:02x}); re-save the file as "
                           "UTF-8") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yamlsafe.load(text, Loader=_UniqueKeyLoader)  # bounded; a SafeLoader subclass
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
 
@@ -450,7 +452,7 @@ def compose_recipes(raw: dict, path: Path) -> dict:
         return raw  # no recipes, or already composed
     if not isinstance(chosen, dict):
         raise ConfigError(f"{path}: recipes: expected a mapping group: option, e.g. {{full: published}}, "
-                          f"got {chosen!r}")
+                          f"got {shown(chosen)}")
     groups = available_recipes()
     merged: dict = {}
     record: dict = {}
@@ -550,7 +552,7 @@ def _by_name_alone(value):
 
 def _non_empty_list(value):
     if not isinstance(value, list) or not value:
-        raise _fail(f"expected a non-empty list, got {value!r}")
+        raise _fail(f"expected a non-empty list, got {shown(value)}")
     return value
 
 
@@ -561,7 +563,7 @@ def _list_or_nothing(value):
 
 def _sweep_values(value):
     if not isinstance(value, list) or not value:
-        raise _fail(f"expected a non-empty list of values, got {value!r}")
+        raise _fail(f"expected a non-empty list of values, got {shown(value)}")
     return value
 
 
@@ -576,7 +578,7 @@ def _name_of(what: str) -> BeforeValidator:
     """A matcher or strategy ``name`` is a string first, then one of the registry's."""
     def check(value):
         if not isinstance(value, str):
-            raise _fail(f"expected a {what} name (str), got {value!r}")
+            raise _fail(f"expected a {what} name (str), got {shown(value)}")
         return value
     return BeforeValidator(check)
 
@@ -797,7 +799,7 @@ def _argument_problem(arg: str, kind: type, default, value) -> str | None:
     counts (an int argument whose default is >= 1, or without a default) must be >= 1, dropouts in [0, 1)."""
     if value is None:
         return None
-    got = f"got {type(value).__name__} {value!r}"
+    got = f"got {type(value).__name__} {shown(value)}"
     if kind is bool and not isinstance(value, bool):
         return f"expected true or false, {got}"
     if kind is str and not isinstance(value, str):
@@ -809,9 +811,9 @@ def _argument_problem(arg: str, kind: type, default, value) -> str | None:
     if kind is float and not math.isfinite(value):
         return f"expected a finite number, {got}"
     if kind is int and (default is None or default >= 1) and value < 1:
-        return f"must be at least 1, got {value!r}: a size or count of 0 or less builds no model"
+        return f"must be at least 1, got {shown(value)}: a size or count of 0 or less builds no model"
     if kind is float and "dropout" in arg and not 0 <= value < 1:
-        return f"must be in [0, 1), got {value!r}: a dropout probability"
+        return f"must be in [0, 1), got {shown(value)}: a dropout probability"
     return None
 
 
@@ -960,6 +962,7 @@ def _schema() -> dict[str, type[BaseModel]]:
         @classmethod
         def _a_file(cls, path: str | None) -> str | None:
             """A trained checkpoint (this suite's best.pt or an official one) that replaces the OAS baseline."""
+            path = expand_path(path)  # ~ and $VARS, as every path of a suite
             if path is not None and not Path(path).is_file():
                 raise _fail(f"{path!r} is not a file; give the path of a best.pt of this suite or of an official "
                             "checkpoint (model_best.pth / model_best.pth.tar)")
@@ -1042,19 +1045,19 @@ def _config_error(file, error: ValidationError, schema: type[BaseModel]) -> Conf
     elif kind == "literal_error":
         text = _unknown(value, *_vocabulary(node))
     elif kind in _EXPECTED:
-        text = f"expected {_EXPECTED[kind]}, got {type(value).__name__} {value!r}"
+        text = f"expected {_EXPECTED[kind]}, got {type(value).__name__} {shown(value)}"
     elif kind == "finite_number":
-        text = (f"expected a finite number, got {value!r} (YAML reads .nan and .inf as floats); "
+        text = (f"expected a finite number, got {shown(value)} (YAML reads .nan and .inf as floats); "
                 "give a number, e.g. 1.0")
     elif kind == "greater_than_equal":
         least = (err.get("ctx") or {}).get("ge", 1)
-        text = f"must be at least {least}, got {value!r}" + (
+        text = f"must be at least {least}, got {shown(value)}" + (
             "; a count of 0 or less trains or evaluates nothing (leave the key out for the default)"
             if least == 1 else "")
     elif kind == "suite_rule":  # raised by this schema's validators (`_fail`): the message says it all
         text = err["msg"]
     else:
-        text = f"{err['msg']}, got {type(value).__name__} {value!r}"
+        text = f"{err['msg']}, got {type(value).__name__} {shown(value)}"
     return ConfigError(f"{file}: {path}: {text}")
 
 
@@ -1155,5 +1158,6 @@ def default_protocols_for(dataset: str) -> list[str]:
 
 
 def resolve_root(explicit: str | None, suite_default: str | None, env: str) -> str | None:
-    """A dataset's root: its own entry, else the suite's, else the environment variable ``env``."""
-    return explicit or suite_default or os.environ.get(env) or None
+    """A dataset's root: its own entry, else the suite's, else the environment variable ``env`` (``~`` and
+    ``$VARS`` expanded: the cell records the expanded path)."""
+    return expand_path(explicit or suite_default or os.environ.get(env) or None)
