@@ -2,7 +2,7 @@
 
     run SUITE --cell ID [key=value …]      train one cell in this process
     sweep SUITE [key=value …] --executor inline|local|slurm [--cluster PROFILE] [--force] [--retry-failed]
-          [--no-wait] [--dry-run]         (--dry-run: each job array's #SBATCH header and cells, nothing submitted)
+          [--no-wait] [--dry-run]         (--dry-run: each job array's sbatch script and cells, nothing submitted)
     status SUITE [key=value …]             every cell's state with its log path
     show SUITE [key=value …]               cells a sweep would run, resolved recipes, estimated hours
     collect SUITE [key=value …]            tables (md, tex, csv) and figures
@@ -54,8 +54,12 @@ def check_data_roots(suite, cells) -> None:
             fail(f"{suite.path}: dataset {ds['name']} has no data root: set `data_root` on the dataset or the suite "
                  "(or an override data_root=DIR), or the DATA environment variable")
         if not Path(root).is_dir():
-            why = "is not a folder" if Path(root).exists() else "does not exist"
-            env = " (from the DATA environment variable)" if os.environ.get("DATA") == root else ""
+            from bench.values import expand_path, unset_variables
+
+            unset = unset_variables(root)
+            why = "is not a folder" if Path(root).exists() else "does not exist" + (
+                f" (the variable(s) {', '.join(unset)} are not set; ~ and $VARS are expanded)" if unset else "")
+            env = " (from the DATA environment variable)" if expand_path(os.environ.get("DATA")) == root else ""
             fail(f"{suite.path}: the data root {root} of dataset {ds['name']}{env} {why}; point data_root at the "
                  "folder holding <dataset>/ and vocab/ (python -m bench.data.synth writes one)")
 
@@ -212,7 +216,38 @@ def cmd_sync(args):
         print(f"no offline W&B runs under {args.root}")
         return
     cmd = [sys.executable, "-m", "wandb", "sync", *(["--dry-run"] if args.dry_run else []), *map(str, runs)]
-    sys.exit(subprocess.call(cmd))
+    sys.exit(run_with_timeout(cmd, args.timeout, _sync_waits_for(len(runs), args.dry_run)))
+
+
+def _sync_waits_for(n_runs: int, dry_run: bool) -> str:
+    host = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    return (f"wandb sync --dry-run: {n_runs} offline run(s), nothing is uploaded" if dry_run else
+            f"wandb sync: uploading {n_runs} offline run(s) to {host} (WANDB_BASE_URL); it needs the network")
+
+
+def run_with_timeout(cmd: list[str], timeout_s: float, waits_for: str) -> int:
+    """Run ``cmd`` after saying what it waits for; past ``timeout_s`` stop it (its whole process group) and
+    exit with one line. Returns its exit code."""
+    import signal
+
+    print(f"{waits_for}; gives up after {timeout_s:g} s (--timeout)", flush=True)
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        print(f"error: {waits_for.split(':')[0]} did not finish within {timeout_s:g} s and was stopped (no network, "
+              "or the W&B server does not answer); the offline runs are unchanged: check the connection and run it "
+              "again, or give a longer --timeout", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        os.killpg(proc.pid, signal.SIGTERM)
+        raise
 
 
 def cmd_readme(args):
@@ -246,6 +281,19 @@ def cmd_readme(args):
     print(f"README.md: demo table from {table}")
 
 
+SYNC_TIMEOUT_S = 600  # uploading a suite's offline runs takes seconds to minutes; without network it never ends
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -263,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="re-run only the failed cells")
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
     p.add_argument("--dry-run", action="store_true",
-                   help="slurm: print each job array's #SBATCH header and cells; submit nothing")
+                   help="slurm: print each job array's sbatch script and cells; submit nothing (no cluster needed)")
     _rates_arg(p)
     _store_args(p)
     p.set_defaults(fn=cmd_sweep)
@@ -292,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*")
     p.add_argument("--root", default=str(REPO_ROOT / "results"))
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--timeout", type=_seconds, default=SYNC_TIMEOUT_S,
+                   help=f"stop wandb sync after this many seconds without an end (default {SYNC_TIMEOUT_S})")
     p.set_defaults(fn=cmd_sync)
     p = sub.add_parser("readme", help="put the demo table into README.md")
     p.add_argument("--table", default=str(REPO_ROOT / "results" / "tables" / "demo.md"))
@@ -308,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS = (
     ("bench.harness.config", "ConfigError"),
     ("bench.harness.slurm", "ProfileError"),
+    ("bench.harness.slurm", "SlurmUnavailable"),  # no SLURM client, configuration or controller here
+    ("bench.harness.published", "PublishedCSVError"),  # a row of results/reference/published.csv
     ("bench.cli_eval", "EvaluateError"),
     ("models.official", "OfficialCheckpointError"),
     ("bench.data.errors", "DataError"),
