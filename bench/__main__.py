@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -215,39 +214,9 @@ def cmd_sync(args):
     if not runs:
         print(f"no offline W&B runs under {args.root}")
         return
-    cmd = [sys.executable, "-m", "wandb", "sync", *(["--dry-run"] if args.dry_run else []), *map(str, runs)]
-    sys.exit(run_with_timeout(cmd, args.timeout, _sync_waits_for(len(runs), args.dry_run)))
+    from bench.harness import wandb_sync
 
-
-def _sync_waits_for(n_runs: int, dry_run: bool) -> str:
-    host = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
-    return (f"wandb sync --dry-run: {n_runs} offline run(s), nothing is uploaded" if dry_run else
-            f"wandb sync: uploading {n_runs} offline run(s) to {host} (WANDB_BASE_URL); it needs the network")
-
-
-def run_with_timeout(cmd: list[str], timeout_s: float, waits_for: str) -> int:
-    """Run ``cmd`` after saying what it waits for; past ``timeout_s`` stop it (its whole process group) and
-    exit with one line. Returns its exit code."""
-    import signal
-
-    print(f"{waits_for}; gives up after {timeout_s:g} s (--timeout)", flush=True)
-    proc = subprocess.Popen(cmd, start_new_session=True)
-    try:
-        return proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        print(f"error: {waits_for.split(':')[0]} did not finish within {timeout_s:g} s and was stopped (no network, "
-              "or the W&B server does not answer); the offline runs are unchanged: check the connection and run it "
-              "again, or give a longer --timeout", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        os.killpg(proc.pid, signal.SIGTERM)
-        raise
+    sys.exit(wandb_sync.sync(runs, args.dry_run, args.timeout))
 
 
 def cmd_readme(args):
@@ -279,19 +248,6 @@ def cmd_readme(args):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     print(f"README.md: demo table from {table}")
-
-
-SYNC_TIMEOUT_S = 600  # uploading a suite's offline runs takes seconds to minutes; without network it never ends
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -340,8 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*")
     p.add_argument("--root", default=str(REPO_ROOT / "results"))
     p.add_argument("--dry-run", action="store_true")
-    p.add_argument("--timeout", type=_seconds, default=SYNC_TIMEOUT_S,
-                   help=f"stop wandb sync after this many seconds without an end (default {SYNC_TIMEOUT_S})")
+    from bench.harness import wandb_sync
+
+    p.add_argument("--timeout", type=wandb_sync.seconds, default=wandb_sync.TIMEOUT_S,
+                   help=f"stop wandb sync after this many seconds without an end (default {wandb_sync.TIMEOUT_S})")
     p.set_defaults(fn=cmd_sync)
     p = sub.add_parser("readme", help="put the demo table into README.md")
     p.add_argument("--table", default=str(REPO_ROOT / "results" / "tables" / "demo.md"))

@@ -104,9 +104,9 @@ VALUES = [
     (S + "batch_size=32.0", "schedule.default.batch_size: expected int, got float 32.0", ""),
     (S + "margin=-0.2", "schedule.default.margin: must be >= 0, got -0.2", "hinge margin"),
     (S + "weight_decay=-1", "schedule.default.weight_decay: must be >= 0, got -1.0", ""),
-    (S + "workers=-1", "schedule.default.workers: must be >= 0, got -1", "data-loader"),
+    (S + "workers=-1", "schedule.default.workers: must be >= 0, got -1; leave the key out (or null) for no cap", "data-loader"),
     (S + "checkpoint_every=-5", "schedule.default.checkpoint_every: must be >= 0, got -5", ""),
-    (S + "hinge_warmup_epochs=-1", "schedule.default.hinge_warmup_epochs: must be >= 0, got -1", ""),
+    (S + "hinge_warmup_epochs=-1", "schedule.default.hinge_warmup_epochs: must be >= 0, got -1; leave the key out (or null) for no cap", ""),
     (S + "lr_decay_epochs=[-1]", "schedule.default.lr_decay_epochs: must be >= 0, got [-1] (item -1)", ""),
     (S + "lr_decay_epochs=5", "schedule.default.lr_decay_epochs: expected a list, got int 5", ""),
     (S + "lr_schedule=cosine", "schedule.default.lr_schedule: unknown value 'cosine'. Valid: constant, step", ""),
@@ -342,6 +342,6 @@ def test_a_cluster_profile_with_a_typo_a_bad_value_or_no_file(suite, tmp_path):
     sweep = ["sweep", suite, "--executor", "slurm", "--root", root, "--cluster"]
     msg = refused(*sweep, typo, root=root)
     assert msg.startswith(f"error: {typo}: unknown key 'partiton' (did you mean 'partition'? known keys: ")
-    assert refused(*sweep, negative, root=root) == f"error: {negative}: 'max_gpus_per_node' (GPUs a node has: a cell asking for more cannot run here) must be >= 0, got -1"
+    assert refused(*sweep, negative, root=root) == f"error: {negative}: 'max_gpus_per_node' (GPUs a node has: a cell asking for more cannot run here) must be >= 0, got -1; leave the key out (or null) for no cap"
     assert refused(*sweep, tmp_path / "nope.yaml", root=root) == \
         f"error: cluster profile file {tmp_path}/nope.yaml does not exist"

@@ -220,8 +220,9 @@ def _profile_value(path: Path, key: Any, value: Any) -> Any:
         raise ProfileError(f"{path}: '{key}' ({meaning}) must be a finite number, got {shown(value)}")
     if least is not None and value < least:
         why = " (SLURM reads 0 as no limit or the whole node)" if key.startswith("max_") and least == 1 else ""
+        fix = "for no cap" if key.startswith("max_") else "for the cluster's default"
         raise ProfileError(f"{path}: '{key}' ({meaning}) must be >= {least}, got {shown(value)}{why}; "
-                           "leave the key out (or null) for no cap")
+                           f"leave the key out (or null) {fix}")
     if isinstance(value, str) and key in SCRIPT_KEYS and not value.strip():
         raise ProfileError(f"{path}: '{key}' ({meaning}) is empty; give a value or leave the key out")
     if key in SCRIPT_KEYS and isinstance(value, str):
@@ -413,11 +414,6 @@ def sbatch_script(folder: str | Path, profile: str | Path | dict | None,
     if n_tasks > 1:
         writer.parameters["map_count"] = n_tasks
     return writer._make_submission_file_text(writer._submitit_command_str, uid="dry-run")
-
-
-def sbatch_header(script: str) -> str:
-    """The ``#SBATCH`` lines of an sbatch script (:func:`sbatch_script`)."""
-    return "\n".join(line for line in script.splitlines() if line.startswith("#SBATCH"))
 
 
 def _dependency(job_ids: Sequence[str]) -> dict[str, str]:
