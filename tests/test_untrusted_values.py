@@ -259,6 +259,19 @@ def test_every_yaml_reader_is_bounded(capsys, tiny_data, tmp_path):
     assert not (tmp_path / "out" / "last.pt").exists()
 
 
+def test_every_yaml_read_goes_through_the_bounded_loader():
+    import ast
+
+    calls = []
+    for pkg in ("bench", "models", "strategies"):
+        for f in (REPO / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text())):
+                if (isinstance(node, ast.Attribute) and getattr(node.value, "id", "") == "yaml"
+                        and node.attr in ("load", "safe_load", "full_load", "unsafe_load", "load_all", "safe_load_all")):
+                    calls.append(str(f.relative_to(REPO)))
+    assert calls == []  # bench/yamlsafe.py reads through its loader object, nobody calls yaml.*load
+
+
 def test_the_bounds_leave_every_shipped_yaml_as_it_was():
     from bench import yamlsafe
 
