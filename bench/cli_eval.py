@@ -286,7 +286,7 @@ def check_out_path(out: str | Path) -> None:
     out = Path(out)
     if out.is_dir():
         raise EvaluateError(f"--out {out} is a folder: give the result file's path, e.g. --out {out / 'result.json'} "
-                            f"(the ranks are written beside it as {out.stem or 'result'}.ranks.npz)")
+                            "(the ranks are written beside it, as result.ranks.npz)")
     blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise EvaluateError(f"--out {out}: {blocking} is a file, not a folder; give a path in a folder")
