@@ -2,7 +2,7 @@
 
     run SUITE --cell ID [key=value …]      train one cell in this process
     sweep SUITE [key=value …] --executor inline|local|slurm [--cluster PROFILE] [--force] [--retry-failed]
-          [--no-wait] [--dry-run]         (--dry-run: each job array's #SBATCH header and cells, nothing submitted)
+          [--no-wait] [--dry-run]         (--dry-run: each job array's sbatch script and cells, nothing submitted)
     status SUITE [key=value …]             every cell's state with its log path
     show SUITE [key=value …]               cells a sweep would run, resolved recipes, estimated hours
     collect SUITE [key=value …]            tables (md, tex, csv) and figures
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -55,6 +54,25 @@ def run_options(args):
     return RunOptions(force=args.force, wait_lock=args.wait_lock, allow_code_change=args.allow_code_change)
 
 
+def missing_root(root: str) -> str:
+    """Why ``root`` (an expanded path: ``bench.values.expand_path``) is not a folder, naming the variables
+    left in it unexpanded because they are not set."""
+    from bench.values import unset_variables
+
+    if Path(root).exists():
+        return "is not a folder"
+    unset = unset_variables(root)
+    return "does not exist" + (f" (the variable(s) {', '.join(unset)} are not set; ~ and $VARS are expanded)"
+                               if unset else "")
+
+
+def data_root_source(root: str) -> str:
+    """`` (from the DATA environment variable)`` when ``root`` is $DATA, expanded; else ``""``."""
+    from bench.values import expand_path
+
+    return " (from the DATA environment variable)" if expand_path(os.environ.get("DATA")) == root else ""
+
+
 def check_data_roots(suite, cells) -> None:
     """Before any cell trains: every dataset has a data root (else the trainer would read its built-in
     default, data/synth-demo, under a real dataset's name) and that root is a folder."""
@@ -64,9 +82,8 @@ def check_data_roots(suite, cells) -> None:
             fail(f"{suite.path}: dataset {ds.name} has no data root: set `data_root` on the dataset or the suite "
                  "(or an override data_root=DIR), or the DATA environment variable")
         if not Path(root).is_dir():
-            why = "is not a folder" if Path(root).exists() else "does not exist"
-            env = " (from the DATA environment variable)" if os.environ.get("DATA") == root else ""
-            fail(f"{suite.path}: the data root {root} of dataset {ds.name}{env} {why}; point data_root at the "
+            fail(f"{suite.path}: the data root {root} of dataset {ds.name}{data_root_source(root)} "
+                 f"{missing_root(root)}; point data_root at the "
                  "folder holding <dataset>/ and vocab/ (python -m bench.data.synth writes one)")
 
 
@@ -228,8 +245,9 @@ def cmd_sync(args):
     if not runs:
         print(f"no offline W&B runs under {args.root}")
         return
-    cmd = [sys.executable, "-m", "wandb", "sync", *(["--dry-run"] if args.dry_run else []), *map(str, runs)]
-    sys.exit(subprocess.call(cmd))
+    from bench.harness import wandb_sync
+
+    sys.exit(wandb_sync.sync(runs, args.dry_run, args.timeout))
 
 
 def cmd_readme(args):
@@ -278,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="re-run only the failed cells")
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
     p.add_argument("--dry-run", action="store_true",
-                   help="slurm: print each job array's #SBATCH header and cells; submit nothing")
+                   help="slurm: print each job array's sbatch script and cells; submit nothing (no cluster needed)")
     _rates_arg(p)
     _store_args(p, "re-run every cell (done ones are replaced when complete)")
     p.set_defaults(fn=cmd_sweep)
@@ -307,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*")
     p.add_argument("--root", default=str(REPO_ROOT / "results"))
     p.add_argument("--dry-run", action="store_true")
+    from bench.harness import wandb_sync
+
+    p.add_argument("--timeout", type=wandb_sync.seconds, default=wandb_sync.TIMEOUT_S,
+                   help=f"stop wandb sync after this many seconds without an end (default {wandb_sync.TIMEOUT_S})")
     p.set_defaults(fn=cmd_sync)
     p = sub.add_parser("readme", help="put the demo table into README.md")
     p.add_argument("--table", default=str(REPO_ROOT / "results" / "tables" / "demo.md"))
@@ -323,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS = (
     ("bench.harness.config", "ConfigError"),
     ("bench.harness.slurm", "ProfileError"),
+    ("bench.harness.slurm", "SlurmUnavailable"),  # no SLURM client, configuration or controller here
+    ("bench.harness.published", "PublishedCSVError"),  # a row of results/reference/published.csv
     ("bench.cli_eval", "EvaluateError"),
     ("models.official", "OfficialCheckpointError"),
     ("bench.data.errors", "DataError"),
