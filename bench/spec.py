@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.precision import PRECISIONS
-from bench.values import expand_path
+from bench.values import expand_path, shown
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ class Limit:
                 continue
             if v < self.low or (v == self.low and not self.low_ok) or (self.high is not None and v > self.high):
                 rng = f"{'>=' if self.low_ok else '>'} {self.low}" + (f" and <= {self.high}" if self.high is not None else "")
-                item = f" (item {v!r})" if isinstance(value, list) else ""
-                return f"must be {rng}, got {value!r}{item}: {self.why}"
+                item = f" (item {shown(v)})" if isinstance(value, list) else ""
+                return f"must be {rng}, got {shown(value)}{item}: {self.why}"
         return None
 
 

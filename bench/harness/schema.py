@@ -482,7 +482,7 @@ class _SuiteRules(_Strict):
     @classmethod
     def _a_folder_name(cls, name: str) -> str:
         if not is_plain_name(name):
-            raise _fail(f"{name!r} would write run folders and tables outside --root: use a plain name of "
+            raise _fail(f"{shown(name)} would write run folders and tables outside --root: use a plain name of "
                         "letters, digits, '.', '_', '+' or '-', without '/' or '..'")
         return name
 
@@ -492,7 +492,7 @@ class _SuiteRules(_Strict):
         """A trained checkpoint (this suite's best.pt or an official one) that replaces the OAS baseline."""
         path = expand_path(path)  # ~ and $VARS, as every path of a suite
         if path is not None and not Path(path).is_file():
-            raise _fail(f"{path!r} is not a file; give the path of a best.pt of this suite or of an official "
+            raise _fail(f"{shown(path)} is not a file; give the path of a best.pt of this suite or of an official "
                         "checkpoint (model_best.pth / model_best.pth.tar)")
         return path
 
@@ -581,7 +581,7 @@ def _distinct_labels(entries: list, key: str, what: str, tagged: bool = False) -
             j = seen[e.label]
             raise _fail_at((i, e.name, "label") if tagged else (i, "label"),
                            f"{what}s {key}[{j}] ({entries[j].name}) and {key}[{i}] ({e.name}) have the same label "
-                           f"{e.label!r}; give each {what} a distinct `label`", e.label)
+                           f"{shown(e.label)}; give each {what} a distinct `label`", e.label)
         seen[e.label] = i
 
 
