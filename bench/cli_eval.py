@@ -101,13 +101,12 @@ def unfinished_run(checkpoint: Path) -> str | None:
     """Why ``checkpoint`` (a run folder's ``best.pt``) is not a cell's result, or None: its folder holds a
     cell's ``config.yaml`` but no ``done`` marker, so it is the best so far of a run that trains now (its
     lock is held), was stopped or failed. ``evaluate`` and ``export`` refuse it alike."""
-    from bench.harness.store import DONE_FILE, LOCKS_DIR, RUNNING_FILE, lock_is_held
+    from bench.harness.store import DONE_FILE, RUNNING_FILE, folder_lock, lock_is_held
 
     run_dir = Path(checkpoint).resolve().parent
     if not (run_dir / "config.yaml").is_file() or (run_dir / DONE_FILE).exists():
         return None
-    lock = run_dir.parent.parent / LOCKS_DIR / run_dir.parent.name / f"{run_dir.name}.lock"
-    if (run_dir / RUNNING_FILE).exists() and lock_is_held(lock):
+    if (run_dir / RUNNING_FILE).exists() and lock_is_held(folder_lock(run_dir)):
         state = "is training now (its lock is held)"
     else:
         state = "is not a finished run (no `done` marker)"
