@@ -294,6 +294,23 @@ def test_a_data_root_with_tilde_and_variables_is_expanded(capsys, monkeypatch, t
     assert "the data root ${ITM_NOT_SET}/tiny" in err and "the variable(s) ITM_NOT_SET are not set" in err
 
 
+def test_the_resolver_and_the_anchor_checkpoint_expand_tilde_and_variables(monkeypatch, tiny_data, tmp_path):
+    """The typed paths: spec.resolve (the trainer alone, python -m bench.train) and the suite's anchor_checkpoint."""
+    from bench import spec
+    from bench.harness.config import load_suite
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ITM_VOCAB", str(tiny_data / "vocab"))
+    cell = cell_of(tiny_data).replace(dataset=spec.Dataset("f30k_precomp", data_root="~/data", vocab_root="$ITM_VOCAB"))
+    resolved = spec.resolve(cell)
+    assert resolved.dataset.data_root == str(tmp_path / "data")
+    assert resolved.dataset.vocab_root == str(tiny_data / "vocab")
+    assert spec.resolve(resolved) == resolved and spec.cell_id(resolved) == spec.cell_id(cell)
+    (tmp_path / "anchor.pt").write_bytes(b"")
+    suite = load_suite("demo", ["anchor_checkpoint=~/anchor.pt"])
+    assert suite.spec["anchor_checkpoint"] == str(tmp_path / "anchor.pt")
+
+
 # ----------------------------------------------------------------------------- sync without network
 
 @pytest.fixture

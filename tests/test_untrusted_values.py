@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 import strategies
+from bench import spec
 from bench.__main__ import main
 from bench.harness.cells import expand
 from bench.harness.config import ConfigError, load_suite
@@ -97,6 +98,8 @@ def test_every_value_reaching_an_sbatch_script_is_checked_where_the_request_is_b
         sbatch_script(tmp_path / "jo\nbs", good)
     with pytest.raises(ScriptValueError, match=r"resources.partition: 'a\\x00b'"):
         job_request(Resources(partition="a\x00b"), good)
+    with pytest.raises(ScriptValueError, match=r"resources.partition: 'a\\nb'"):
+        job_request(spec.Resources(partition="a\nb"), good)  # a typed cell's resources (spec.Resources) alike
     with pytest.raises(ProfileError, match=r"'time' is sbatch's --time"):
         sbatch_script(tmp_path / "jobs", {**good, "additional": {"time": 5}})
     with pytest.raises(ProfileError, match=r"'qos --time=0' is not an sbatch option name"):
