@@ -2,7 +2,7 @@
 
     run SUITE --cell ID [key=value …]      train one cell in this process
     sweep SUITE [key=value …] --executor inline|local|slurm [--cluster PROFILE] [--force] [--retry-failed]
-          [--no-wait] [--dry-run]         (--dry-run: each job array's #SBATCH header and cells, nothing submitted)
+          [--no-wait] [--dry-run]         (--dry-run: each job array's sbatch script and cells, nothing submitted)
     status SUITE [key=value …]             every cell's state with its log path
     show SUITE [key=value …]               cells a sweep would run, resolved recipes, estimated hours
     collect SUITE [key=value …]            tables (md, tex, csv) and figures
@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
@@ -251,8 +250,9 @@ def cmd_sync(args):
     if not runs:
         print(f"no offline W&B runs under {args.root}")
         return
-    cmd = [sys.executable, "-m", "wandb", "sync", *(["--dry-run"] if args.dry_run else []), *map(str, runs)]
-    sys.exit(subprocess.call(cmd))
+    from bench.harness import wandb_sync
+
+    sys.exit(wandb_sync.sync(runs, args.dry_run, args.timeout))
 
 
 def cmd_readme(args):
@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="re-run only the failed cells")
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
     p.add_argument("--dry-run", action="store_true",
-                   help="slurm: print each job array's #SBATCH header and cells; submit nothing")
+                   help="slurm: print each job array's sbatch script and cells; submit nothing (no cluster needed)")
     _rates_arg(p)
     _store_args(p, "re-run every cell (done ones are replaced when complete)")
     p.set_defaults(fn=cmd_sweep)
@@ -331,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*")
     p.add_argument("--root", default=str(REPO_ROOT / "results"))
     p.add_argument("--dry-run", action="store_true")
+    from bench.harness import wandb_sync
+
+    p.add_argument("--timeout", type=wandb_sync.seconds, default=wandb_sync.TIMEOUT_S,
+                   help=f"stop wandb sync after this many seconds without an end (default {wandb_sync.TIMEOUT_S})")
     p.set_defaults(fn=cmd_sync)
     p = sub.add_parser("readme", help="put the demo table into README.md")
     p.add_argument("--table", default=str(REPO_ROOT / "results" / "tables" / "demo.md"))
@@ -347,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS = (
     ("bench.harness.config", "ConfigError"),
     ("bench.harness.slurm", "ProfileError"),
+    ("bench.harness.slurm", "SlurmUnavailable"),  # no SLURM client, configuration or controller here
+    ("bench.harness.published", "PublishedCSVError"),  # a row of results/reference/published.csv
     ("bench.cli_eval", "EvaluateError"),
     ("models.official", "OfficialCheckpointError"),
     ("bench.data.errors", "DataError"),

@@ -16,6 +16,7 @@ from bench.data.precomp import (
     collate_pairs,
     iter_caption_batches,
     iter_image_batches,
+    precomp_problems,
     vocab_path,
 )
 from bench.data.vocab import Vocabulary, build_vocab, load_vocab, save_vocab, tokenize
@@ -23,5 +24,6 @@ from bench.data.vocab import Vocabulary, build_vocab, load_vocab, save_vocab, to
 __all__ = [
     "DATASETS", "DataError", "KarpathyPairs", "KarpathySplit", "PrecompDataset", "PrecompSplit",
     "Vocabulary", "build_vocab", "collate_pairs", "collate_raw", "iter_caption_batches", "iter_image_batches",
-    "iter_raw_caption_batches", "iter_raw_image_batches", "load_vocab", "save_vocab", "tokenize", "vocab_path",
+    "iter_raw_caption_batches", "iter_raw_image_batches", "load_vocab", "precomp_problems", "save_vocab", "tokenize",
+    "vocab_path",
 ]

@@ -2,8 +2,9 @@
 submit, submitting nothing and needing no cluster.
 
 Per job array (:func:`bench.harness.sweep.plan_arrays`: one per dependency stage and resource shape) it
-prints the ``#SBATCH`` header submitit writes for it (:func:`bench.harness.slurm.sbatch_header`, made by
-submitit's own script writer), the profile's caps applied, its ``afterok`` parents, and its cells with
+prints the whole sbatch script submitit writes for it (:func:`bench.harness.slurm.sbatch_script`, made by
+submitit's own script writer, without a cluster or the SLURM client: ``#SBATCH`` options, setup lines and
+the command the job runs), the profile's caps applied, its ``afterok`` parents, and its cells with
 their requested time and the estimate from measurement beside it (``bench.harness.show``: done cells
 in the store, else ``make bench-gpu``'s rates), warning where the request is below the estimate.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 from bench.harness.cells import describe, expand, topological_order
 from bench.harness.config import Suite
 from bench.harness.show import estimate, load_gpu_rates, planned_steps, recorded_step_times, wall_minutes
-from bench.harness.slurm import load_profile, make_executor, sbatch_header
+from bench.harness.slurm import load_profile, sbatch_script
 from bench.harness.store import DEFAULT_ROOT
 from bench.harness.sweep import JOBS_DIR, cell_states, plan_arrays, select_cells
 
@@ -23,8 +24,8 @@ from bench.harness.sweep import JOBS_DIR, cell_states, plan_arrays, select_cells
 def dry_run(suite: Suite, root: str | Path = DEFAULT_ROOT, cluster: str | None = None, force: bool = False,
             retry_failed: bool = False, jobs_folder: str | Path | None = None,
             rates_path: str | Path | None = None) -> str:
-    """What ``sweep(..., executor="slurm")`` would submit, submitting nothing: per array the ``#SBATCH``
-    header submitit writes for it (made by submitit itself), the profile's caps, and its cells with
+    """What ``sweep(..., executor="slurm")`` would submit, submitting nothing: per array the whole sbatch
+    script submitit writes for it (made by submitit itself), the profile's caps, and its cells with
     the time estimate from measurement (``bench.harness.show``) beside the requested time."""
     root = Path(root)
     profile = load_profile(cluster or "local")
@@ -39,7 +40,6 @@ def dry_run(suite: Suite, root: str | Path = DEFAULT_ROOT, cluster: str | None =
     array_of = {}
     warnings = 0
     for number, plan in enumerate(plans, 1):
-        executor = make_executor("slurm", folder, profile, check=False, resources=plan.request)
         parents = sorted({array_of[d] for c in plan.cells for d in c.depends_on or [] if d in array_of})
         deps = [f"<jobs of array {k}>" for k in parents]
         for c in plan.cells:
@@ -49,7 +49,8 @@ def dry_run(suite: Suite, root: str | Path = DEFAULT_ROOT, cluster: str | None =
                      f"{plan.request.resources.describe()}"
                      + (f"; after array(s) {', '.join(map(str, parents))} (afterok)" if parents else ""))
         lines += [f"  cap: {cap}" for cap in plan.caps]
-        lines += ["  " + line for line in sbatch_header(executor, len(plan.cells), deps or None).splitlines()]
+        script = sbatch_script(folder, profile, plan.request, len(plan.cells), deps or None)
+        lines += ["  " + line if line else "" for line in script.splitlines()]
         requested = plan.request.resources.time_min
         for c in plan.cells:
             hours, basis = estimate(c, records, planned_steps(c, cache), rates)
