@@ -7,6 +7,7 @@ user reads (:func:`validate`)."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import types
 from pathlib import Path
@@ -247,6 +248,15 @@ class _StrategyEntry(_Strict):
 class _Wandb(_Strict):
     project: StrictStr = Wandb().project
     entity: StrictStr | None = None
+
+
+class _Only(_Strict):
+    """``only:``: a filter on the suite's cells that keeps their labels (and so their ids): datasets and matchers by
+    name or label, strategies by label or name. Left out (or null): every one."""
+
+    datasets: list[StrictStr] | None = None
+    matchers: list[StrictStr] | None = None
+    strategies: list[StrictStr] | None = None
 
 
 class _Reference(_Strict):
@@ -524,6 +534,23 @@ class _SuiteRules(_Strict):
             raise _fail(f"seed(s) {dupes} listed more than once in {seeds}; list each seed once")
         return seeds
 
+    @field_validator("only", check_fields=False)
+    @classmethod
+    def _only_what_the_suite_has(cls, only, info: ValidationInfo):
+        """Each name of ``only`` is a name or label of the suite's datasets / matchers / strategies."""
+        for key in ("datasets", "matchers", "strategies"):
+            wanted, entries = getattr(only, key), info.data.get(key)
+            if wanted is None or entries is None:
+                continue
+            known = list(dict.fromkeys([x for e in entries for x in (e.name, e.label) if x is not None]))
+            for i, w in enumerate(wanted):
+                if w not in known:
+                    close = difflib.get_close_matches(w, known, n=1)
+                    hint = f"did you mean {close[0]!r}? " if close else ""
+                    raise _fail_at((key, i), f"{w!r} is none of the suite's {key} ({hint}names and labels: "
+                                   f"{', '.join(map(str, known))})", w)
+        return only
+
     @field_validator("scales", check_fields=False)
     @classmethod
     def _the_chosen_scale(cls, scales, info: ValidationInfo):
@@ -549,6 +576,7 @@ def _suite_model(scales, schedules, resources) -> type[BaseModel]:
                             BeforeValidator(_non_empty_list)], ...),
         matchers=(Annotated[list[matcher], BeforeValidator(_non_empty_list)], ...),
         strategies=(Annotated[list[strategy], BeforeValidator(_non_empty_list)], ...),
+        only=(_Only, Field(default_factory=_Only)),
         seeds=(list[Annotated[StrictInt, AfterValidator(_in_range)]], ...),
         scales=(scales, ...),
         recipes=(Annotated[Any, AfterValidator(lambda recipes: recipes or {})], Field(None, validate_default=True)),
