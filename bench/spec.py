@@ -301,9 +301,10 @@ def _no_unknown(where: str, d: dict, valid) -> None:
 
 @dataclass(frozen=True)
 class Wandb:
-    """Where a cell's W&B run goes (``WANDB_PROJECT`` / ``WANDB_ENTITY`` win); never part of its result."""
+    """Where a cell's W&B run goes (``WANDB_PROJECT`` / ``WANDB_ENTITY`` win; no project: ``itm-coop-bench-<suite>``,
+    ``bench.harness.tracking.project_of``); never part of its result."""
 
-    project: str = "itm-coop-bench"
+    project: str | None = None
     entity: str | None = None
 
     @classmethod

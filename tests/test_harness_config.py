@@ -246,4 +246,4 @@ def test_shorthand_defaults_and_the_keys_given():
     assert list(full["matchers"]["vse_infty"]) == ["word_dim", "embed_size"]
     assert full["schedule"] == {"vse_infty": {"epochs": 25, "batch_size": 128, "lr": 5e-4}}
     assert spec["eval"] == {"protocols": [], "dev_images": 1000} and spec["reference"] == [] and spec["recipes"] == {}
-    assert spec["wandb"] == {"project": "itm-coop-bench", "entity": None} and spec["scale"] == "full"
+    assert spec["wandb"] == {"project": None, "entity": None} and spec["scale"] == "full"

@@ -246,7 +246,7 @@ class _StrategyEntry(_Strict):
 
 
 class _Wandb(_Strict):
-    project: StrictStr = Wandb().project
+    project: StrictStr | None = Wandb().project
     entity: StrictStr | None = None
 
 

@@ -194,7 +194,9 @@ def _run_inline(cells: list[Cell], root: Path, options: RunOptions, progress: bo
     from tqdm import tqdm
 
     kwargs = {} if tracker_factory == "default" else {"tracker_factory": tracker_factory}
-    bar = tqdm(cells, desc="sweep", unit="cell", disable=not progress)
+    on_terminal = progress and sys.stderr.isatty()  # the bar on a terminal, a line per cell elsewhere
+    bar = tqdm(cells, desc="sweep", unit="cell", disable=not on_terminal)
+    started = time.monotonic()
     outcomes, errors = {}, {}
     stopped: list[int] = []
 
@@ -212,6 +214,9 @@ def _run_inline(cells: list[Cell], root: Path, options: RunOptions, progress: bo
             bar.set_postfix_str(f"{cell.matcher_label} / {cell.strategy.label} / seed {cell.seed}")
             out = run_cell_in_store(cell, root, options, raise_errors=False, **kwargs)
             outcomes[cell.id] = out["state"] + (" (skipped)" if out.get("skipped") else "")
+            if progress and not on_terminal:
+                print(f"[{len(outcomes)}/{len(cells)}] {cell.id}  {describe(cell)}: {outcomes[cell.id]} "
+                      f"({time.monotonic() - started:.0f} s since the start)", file=sys.stderr, flush=True)
             if out.get("error"):
                 errors[cell.id] = out["error"]
             if out.get("signal"):  # SIGTERM / Ctrl-C in a cell (saved its checkpoint, or finished): stop here
