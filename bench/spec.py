@@ -431,11 +431,23 @@ def strategy_defaults(name: str) -> dict:
 
 
 @functools.lru_cache(maxsize=1024)
-def _strategy_traits(name: str, params: str) -> tuple[str, bool]:
+def _strategy_traits(name: str, params: str) -> tuple[str, bool, int]:
     import strategies
 
     strategy = strategies.build(name, **json.loads(params))
-    return strategy.scenario, strategy.needs_anchor_checkpoint
+    return strategy.scenario, strategy.needs_anchor_checkpoint, len(strategy.branches())
+
+
+def strategy_branches(name: str, params: dict) -> int:
+    """How many branches (models run forward each step) a strategy variant trains with."""
+    return _strategy_traits(name, canonical_json(params))[2]
+
+
+def matcher_fact(name: str, attr: str, default=None):
+    """Class attribute ``attr`` of matcher ``name`` (``models.matcher_attribute``), e.g. ``dual_encoder``."""
+    import models
+
+    return models.matcher_attribute(name, attr, default)
 
 
 def strategy_scenario(name: str, params: dict) -> str:

@@ -146,18 +146,19 @@ def test_gpu_rates_give_estimates_and_warn_below_the_request(tmp_path):
     # published Flickr30K: 145,000 captions -> 1133 batches of 128, 25 epochs; baseline = 1 forward pass
     hours = 28325 * 128 / 1000.0 / 3600
     line = next(x for x in out.splitlines() if "f30k/vse_infty/baseline/s0 " in x)
-    assert f"{hours:.3g} h (estimate: 1000 samples/s fp32 on NVIDIA H200, x1 forward passes); requested 1440 min" \
-        in line and "WARNING" not in line
+    assert f"{hours:.3g} h (estimate: 1000 samples/s fp32 on NVIDIA H200, x1 forward passes (evaluations not " \
+        f"estimated)); job time 120 min (estimate {hours * 60:.0f} min x 1.5 + 15 min)" in line and "WARNING" not in line
     dbl = next(x for x in out.splitlines() if "f30k/vse_infty/DBL abs/s0 " in x)
-    assert f"{2 * hours:.3g} h (estimate: 1000 samples/s fp32 on NVIDIA H200, x2 forward passes)" in dbl
+    assert f"{2 * hours:.3g} h (estimate: 1000 samples/s fp32 on NVIDIA H200, x2 forward passes" in dbl
     sgr = next(x for x in out.splitlines() if "f30k/sgr/baseline/s0 " in x)
     sgr_steps = int(re.search(r"f30k/sgr/baseline/s0 +(\d+) ", sgr).group(1))  # its own schedule
     sgr_min = sgr_steps * 128 / 5.0 / 60  # far above its 2,880 minutes
-    assert f"WARNING: below the estimated {sgr_min:.0f} min" in sgr
+    assert f"WARNING: resources.time_min 2880 min is below the estimated {sgr_min:.0f} min" in sgr
     assert "no recorded step time" in next(x for x in out.splitlines() if "f30k/clip/baseline/s0 " in x)
     n_rated = sum(1 for c in expand(load_suite("dbl", ["scale=full"])) if c.matcher.name in ("vse_infty", "sgr"))
-    assert f"{n_rated} estimate(s) from GPU rates measured on NVIDIA H200 (torch 2.13.0+cu128, 2026-12-04" in out
-    assert re.search(r"^total: [0-9.e+]+ h estimated for \d+ pending cell\(s\)", out, re.M)
+    assert re.search(rf"^total: [0-9.e+]+ GPU-hours estimated for {n_rated} pending cell\(s\) \({n_rated} from the GPU "
+                     r"rates of NVIDIA H200 \(2026-12-04\), 0 from done cells\)", out, re.M)
+    assert "GPU rates: NVIDIA H200, 2026-12-04 (torch 2.13.0+cu128" in out
     assert "WARNING: 18 cell(s) request less time" in out  # every SGR cell
     dry = _cli(["sweep", "dbl", "scale=full", "--executor", "slurm", "--cluster", "example-gpu", "--dry-run",
                 "--root", root, "--gpu-rates", rates]).stdout
