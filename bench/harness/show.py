@@ -34,6 +34,7 @@ from bench.harness.estimate import (  # noqa: F401 - re-exported (the estimate u
     wall_minutes,
 )
 
+
 def _fmt_schedule(s: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in s.items() if k not in ("datasets", "oas_stage2"))
 
