@@ -166,6 +166,9 @@ def cmd_sweep(args):
              f"{' and '.join(ignored)} out")
     suite, choice = _sweep_suite(args)
     from bench.harness.cells import expand
+    from bench.harness.named_sweeps import check_sweep_name
+
+    check_sweep_name(args.root, suite.name, args.sweep, choice.overrides)
 
     try:
         if args.dry_run:  # submits nothing: the data is needed only when the cells train

@@ -134,14 +134,7 @@ def record_sweep(root: str | Path, suite_arg: str, suite_name: str, suite_file: 
     overrides = tuple(overrides)
     existing = list_sweeps(root, suite_name)
     same = [r for r in existing if r.suite_file == suite_file and r.overrides == overrides]
-    if name is None:
-        previous = same[-1] if same else None
-    else:
-        previous = next((r for r in existing if r.name == name), None)
-        if previous is not None and previous.overrides != overrides:
-            raise ConfigError(f"--sweep {name}: recorded with the overrides {' '.join(previous.overrides) or '(none)'}, "
-                              f"not {' '.join(overrides) or '(none)'}; run it again with `--sweep {name}` and no "
-                              "overrides, or give the new overrides another --sweep name")
+    previous = (same[-1] if same else None) if name is None else check_sweep_name(root, suite_name, name, overrides)
     text, now = _stamp()
     if previous is not None:
         record = SweepRecord(**{**previous.to_dict(), "updated": text, "updated_s": now, "runs": previous.runs + 1,
@@ -163,6 +156,19 @@ def record_sweep(root: str | Path, suite_arg: str, suite_name: str, suite_file: 
               "use these overrides\n# (--sweep NAME; the latest by default); `sweep SUITE --sweep NAME` runs it again.\n")
     write_text(path, header + yaml.safe_dump(record.to_dict(), sort_keys=False, allow_unicode=True))
     return SweepRecord(**record.to_dict(), path=path)
+
+
+def check_sweep_name(root: str | Path, suite_name: str, name: str | None, overrides) -> SweepRecord | None:
+    """The sweep ``name`` already recorded (None: a new one); ConfigError when it was recorded with other
+    overrides (a sweep's cells are its overrides': run it by name without overrides, or give another name)."""
+    if name is None:
+        return None
+    previous = next((r for r in list_sweeps(root, suite_name) if r.name == name), None)
+    if previous is not None and previous.overrides != tuple(overrides):
+        raise ConfigError(f"--sweep {name}: recorded with the overrides {' '.join(previous.overrides) or '(none)'}, "
+                          f"not {' '.join(overrides) or '(none)'}; run it again with `--sweep {name}` and no "
+                          "overrides, or give the new overrides another --sweep name")
+    return previous
 
 
 @dataclass(frozen=True)
