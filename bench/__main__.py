@@ -48,8 +48,8 @@ def chosen_suite(args, latest_by_default: bool = True):
     from bench.harness.named_sweeps import choose
 
     choice = choose(args.suite, args.overrides, args.root, args.sweep, latest_by_default)
-    if choice.note:
-        print(choice.note, file=sys.stderr)
+    if choice.note:  # on stdout: stderr keeps its one line for an error
+        print(choice.note, flush=True)
     return load_suite(choice.suite, choice.overrides), choice
 
 
@@ -125,9 +125,8 @@ def _no_such_cell(args, suite, choice, cells, match) -> str:
         others = _sweeps_holding(args, suite.name, args.cell, choice)
         if others:
             head += f"; it is a cell of {', '.join(others)}"
-    lines = [f"{head}; give a longer prefix of one id. " + ("Matching:" if match else "Nearest:")]
-    lines += [f"  {c.id}  {describe(c)}" for c in shown]
-    return "\n".join(lines)
+    listed = "; ".join(f"{c.id} {describe(c)}" for c in shown)
+    return f"{head}; give a longer prefix of one id. {'Matching' if match else 'Nearest'}: {listed}"
 
 
 def _sweeps_holding(args, suite_name: str, prefix: str, choice) -> list[str]:

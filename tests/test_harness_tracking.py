@@ -3,6 +3,7 @@
 import json
 import re
 import warnings
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -200,3 +201,9 @@ def test_sigterm_then_resume_is_one_wandb_run_with_both_parts_and_test_metrics(t
     assert [h["_step"] for h in back["history"]] == sorted(h["_step"] for h in back["history"])
     result = json.loads((folder / "result.json").read_text())
     assert back["summary"]["test/f30k_1k/rsum"] == pytest.approx(result["metrics"]["f30k_1k"]["rsum"])
+    # every metric the documented panel set (docs/wandb.md) plots is in such a run
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "wandb.md").read_text()
+    named = set(re.findall(r"`((?:dev|train/loss|lr|test/f30k_1k)/[a-z0-9_]+|best_epoch|cost/gpu_hours)`", doc))
+    logged = {k for h in back["history"] for k in h} | set(back["summary"])
+    assert {"dev/rsum", "train/loss/target", "test/f30k_1k/rsum", "cost/gpu_hours"} <= named
+    assert named <= logged, named - logged

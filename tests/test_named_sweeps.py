@@ -61,23 +61,24 @@ def test_a_sweep_with_overrides_then_plain_status_collect_run_and_list_find_its_
     assert record.overrides == tuple(overrides) and (root / "oss" / SWEEPS_DIR / f"{record.name}.yaml").is_file()
     assert yaml.safe_load(record.path.read_text())["overrides"] == overrides  # Hydra's overrides.yaml, in order
 
-    out, err = _main(capsys, "status", "oss", "--root", root)  # no overrides: the latest sweep
-    assert "suite oss: 2 cells: done 2" in out and f"sweep {record.name} of suite oss" in err and "(the latest" in err
+    out, err = _main(capsys, "status", "oss", "--root", root)  # no overrides: the latest sweep, said first
+    assert out.startswith(f"sweep {record.name} of suite oss: {' '.join(overrides)} (the latest")
+    assert "suite oss: 2 cells: done 2" in out
     out, err = _main(capsys, "collect", "oss", "--root", root, "--tables", tables, "--figures", figures)
     assert "cells {'done': 2}" in out and "DBL rel (OSS)" in (tables / "oss.md").read_text()
     (summary,) = [r for r in offline_runs(root) if "_summary" in r.parts]
     out, err = _main(capsys, "run", "oss", "--cell", cells[1].id[:5], "--root", root)
-    assert out.startswith(f"done: {root / 'oss' / cells[1].id}")  # the same cell, done: nothing trained
+    assert f"\ndone: {root / 'oss' / cells[1].id}" in out  # the same cell, done: nothing trained
     out, _ = _main(capsys, "list", "--root", root)
     assert re.search(rf"^oss: .*\n  sweep {record.name} .*only.strategies=\[baseline, DBL rel \(OSS\)\].*\n"
                      r"    2 cells: done 2$", out, re.M) and "demo: " in out
 
     # the same overrides under a name: a second sweep (nothing to train), now the latest; the first by --sweep
     _main(capsys, "sweep", "oss", *overrides, "--root", root, "--sweep", "again")
-    _, err = _main(capsys, "status", "oss", "--root", root, "--sweep", record.name)
-    assert f"sweep {record.name} of suite oss" in err and "latest" not in err
-    _, err = _main(capsys, "status", "oss", "--root", root)
-    assert "sweep again of suite oss" in err and f"others: {record.name}" in err
+    out, _ = _main(capsys, "status", "oss", "--root", root, "--sweep", record.name)
+    assert out.startswith(f"sweep {record.name} of suite oss") and "latest" not in out.splitlines()[0]
+    out, _ = _main(capsys, "status", "oss", "--root", root)
+    assert out.startswith("sweep again of suite oss") and f"others: {record.name}" in out
     _, err = _main(capsys, "sweep", "oss", "scale=smoke", "--root", root, "--sweep", "again", code=2)
     assert "--sweep again: recorded with the overrides scale=smoke seeds=[0]" in err
 
@@ -93,7 +94,7 @@ def test_a_sweep_with_overrides_then_plain_status_collect_run_and_list_find_its_
     # an id of no cell: the nearest ids with their full names (dataset included), and the sweep that has it
     _, err = _main(capsys, "run", "oss", "--cell", "zzzzz", "--root", root, code=2)
     assert "--cell 'zzzzz' matches none of the 2 cells of sweep again of suite oss" in err
-    assert all(f"  {c.id}  f30k/vse_infty/{c.strategy.label}/s0" in err for c in cells)
+    assert all(f"{c.id} f30k/vse_infty/{c.strategy.label}/s0" in err for c in cells) and err.count("\n") == 1
     _, err = _main(capsys, "run", "oss", "--cell", cells[0].id, "--root", root, "seeds=[5]", code=2)
     assert f"it is a cell of sweep {record.name} (--sweep {record.name}), sweep again" in err
 

@@ -524,9 +524,9 @@ def run(args) -> dict:
     if not args.overwrite:
         check_committed_outputs(suite, args.overrides, tables, figures)
     df = collect(suite, args.root, pool_mixed_code=args.pool_mixed_code)
+    summary = summarize(df, suite, n_boot=n_boot)  # the suite's reference rows are checked here
     if not len(df) or not (df.drop_duplicates("cell_id")["state"] == "done").any():
         raise CollectError(nothing_done(suite, args.root, args.overrides, df))
-    summary = summarize(df, suite, n_boot=n_boot)
     paths = write_tables(df, suite, tables, n_boot=n_boot, summary=summary)
     figs = make_figures(df, summary, suite.name, figures)
     counts = df.drop_duplicates("cell_id")["state"].value_counts().to_dict()

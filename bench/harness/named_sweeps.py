@@ -151,10 +151,15 @@ def record_sweep(root: str | Path, suite_arg: str, suite_name: str, suite_file: 
                              overrides=overrides, root=str(Path(root).resolve()), cwd=str(Path.cwd()), created=text,
                              updated=text, updated_s=now, runs=1)
     path = sweeps_dir(root, suite_name) / f"{record.name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = ("# A sweep of python -m bench (bench/harness/named_sweeps.py): `status`, `collect` and `run --cell` "
               "use these overrides\n# (--sweep NAME; the latest by default); `sweep SUITE --sweep NAME` runs it again.\n")
-    write_text(path, header + yaml.safe_dump(record.to_dict(), sort_keys=False, allow_unicode=True))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, header + yaml.safe_dump(record.to_dict(), sort_keys=False, allow_unicode=True))
+    except OSError as e:  # a file where the store's folder belongs, a read-only store: named as the store names it
+        from bench.harness.store import cannot_create
+
+        raise cannot_create("the sweep record", path, Path(root), e, path.parent) from e
     return SweepRecord(**record.to_dict(), path=path)
 
 
