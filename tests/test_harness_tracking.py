@@ -3,8 +3,8 @@
 import json
 import re
 import warnings
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
