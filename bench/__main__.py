@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,18 +74,37 @@ def run_options(args):
 
 
 def check_data_roots(suite, cells) -> None:
-    """Before any cell trains: every dataset has a data root (else the trainer would read its built-in
-    default, data/synth-demo, under a real dataset's name) and that root is a folder."""
-    for ds in {c.dataset.name: c.dataset for c in cells}.values():
-        root = ds.data_root
-        if root is None:
-            fail(f"{suite.path}: dataset {ds.name} has no data root: set `data_root` on the dataset or the suite "
-                 "(or an override data_root=DIR), or the DATA environment variable")
-        if not Path(root).is_dir():
-            why = "is not a folder" if Path(root).exists() else "does not exist"
-            env = " (from the DATA environment variable)" if os.environ.get("DATA") == root else ""
-            fail(f"{suite.path}: the data root {root} of dataset {ds.name}{env} {why}; point data_root at the "
-                 "folder holding <dataset>/ and vocab/ (python -m bench.data.synth writes one)")
+    """Before anything is submitted or trained: every input the cells will read (``bench.inputs``: data
+    roots, split files, vocabularies, Karpathy captions and images, local pretrained folders); one
+    ``error:`` line per cause naming the cells it affects, exit 2."""
+    from bench.harness.show import input_problems
+
+    lines = input_problems(suite, cells)
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+    if lines:
+        sys.exit(EXIT_USAGE)
+
+
+def check_eccv_ids(cells) -> None:
+    """Before any cell trains: every cell reporting ECCV Caption and CxC on COCO 5K (``eval.eccv``, the
+    default) evaluates a split whose COCO ids are the annotations' (:func:`bench.eccv.check_cell`); each
+    (dataset, input kind) once."""
+    import models
+    from bench import eccv
+    from bench.data.errors import DataError
+
+    seen = set()
+    for cell in cells:
+        kind = models.input_kind(cell.matcher.name)
+        key = (cell.dataset, kind, eccv.wanted(cell))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            eccv.check_cell(cell, kind)
+        except DataError as e:
+            fail(str(e))
 
 
 def cmd_run(args):
@@ -99,6 +117,7 @@ def cmd_run(args):
     if len(match) != 1:
         fail(_no_such_cell(args, suite, choice, cells, match))
     check_data_roots(suite, match)
+    check_eccv_ids(match)
     out = run_cell_in_store(match[0], args.root, run_options(args))
     print(f"{out['state']}: {out['run_dir']}")
     if out.get("signal") and out["state"] == "done":
@@ -170,17 +189,18 @@ def cmd_sweep(args):
     check_sweep_name(args.root, suite.name, args.sweep, choice.overrides)
 
     try:
-        if args.dry_run:  # submits nothing: the data is needed only when the cells train
-            print(dry_run(suite, root=args.root, cluster=args.cluster, force=args.force,
-                          retry_failed=args.retry_failed, rates_path=args.gpu_rates))
-            return
         cells = expand(suite)
         if args.executor == "slurm":  # what the cluster cannot hold is named before the data is looked at
             from bench.harness.slurm import load_profile
             from bench.harness.sweep import plan_arrays
 
             plan_arrays(cells, load_profile(args.cluster or "local"))
-        check_data_roots(suite, cells)
+        check_data_roots(suite, cells)  # the dry run too: what the sweep would refuse, it refuses
+        check_eccv_ids(cells)
+        if args.dry_run:  # submits nothing, records nothing
+            print(dry_run(suite, root=args.root, cluster=args.cluster, force=args.force,
+                          retry_failed=args.retry_failed, rates_path=args.gpu_rates))
+            return
         _record(args, suite, choice)
         report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, options=run_options(args),
                        retry_failed=args.retry_failed, wait=not args.no_wait)
@@ -267,6 +287,9 @@ def cmd_show(args):
     except ValueError as e:  # an unreadable GPU rates file
         _bad_input(str(e))
     print(text)
+    from bench.harness.cells import expand
+
+    check_data_roots(suite, expand(suite))  # the plan above, then what a sweep of it would refuse
 
 
 def cmd_collect(args):
@@ -357,10 +380,11 @@ def cmd_readme(args):
         print(f"error: {table} is not the demo suite's table (its first line: {lines[0][:60] if lines else 'empty'!r}); "
               "README.md shows the demo's table: give results/tables/demo.md (make demo writes it)", file=sys.stderr)
         sys.exit(2)
-    body = "\n".join(f"**{line[2:]}** (synthetic data; regenerate with `make demo` then `make readme`)"
+    body = "\n".join(f"**{line[2:]}** (regenerate with `make demo` then `make readme`)"
                      if line.startswith("# ") else line for line in lines)
-    figure = "results/figures/demo/rsum_by_strategy.png"
-    fig = f"\n\n![RSUM by strategy]({figure})" if (REPO_ROOT / figure).exists() else ""
+    # the headline figure: the paired ΔRSUM of each strategy with the interval of the verdict (figures.py)
+    found = sorted((REPO_ROOT / "results" / "figures" / "demo").glob("delta_rsum_*.png"))
+    fig = f"\n\n![ΔRSUM against the baseline]({found[0].relative_to(REPO_ROOT).as_posix()})" if found else ""
     from bench.atomic import atomic_write_bytes
 
     # whole or not at all: a full disk leaves README.md as it was

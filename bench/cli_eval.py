@@ -2,11 +2,13 @@
 
     evaluate CHECKPOINT [CHECKPOINT2 …] --data-root DIR --dataset f30k_precomp|coco_precomp
              [--protocol f30k_1k|coco_1k|coco_5k …] [--out result.json] [--batch-size N] [--device D]
+             [--no-eccv]
     export RUN_DIR --format official OUT
 
 ``evaluate`` reads this suite's ``best.pt`` or an official checkpoint (``models.official``), scores the
 test split exactly as a training cell's final evaluation does (same batches, same tiles), prints
-R@1/5/10 both ways, RSUM, medr and meanr per protocol (COCO 1K fold by fold and averaged) and, with
+R@1/5/10 both ways, RSUM, medr and meanr per protocol (COCO 1K fold by fold and averaged; COCO 5K also
+ECCV Caption and CxC, :mod:`bench.eccv`, unless ``--no-eccv``) and, with
 ``--out``, writes a result JSON (``metrics`` as in a cell's ``result.json``) and the per-query ranks
 next to it (``<out stem>.ranks.npz``, the keys of a cell's ``ranks.npz``). Several checkpoints are an
 evaluation-time ensemble: their score matrices are averaged (SGRAF = SGR + SAF).
@@ -122,14 +124,18 @@ def score_checkpoint(model, data, split, batch_size: int, device, name: str):
 def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protocols: list[str] | None = None,
                          vocab_root: str | None = None, batch_size: int | None = None, device: str = "auto",
                          bert_path: str | None = None, precision: str = "fp32",
-                         compile: bool = False) -> tuple[dict, dict]:
+                         compile: bool = False, eccv: bool = True) -> tuple[dict, dict]:
     """``(result, ranks)``: metrics per protocol of the checkpoint (or the score-averaged ensemble), scored in
-    ``precision`` (fp32 | tf32 | bf16, ``bench.precision``) with the pairwise tiles compiled when ``compile``."""
+    ``precision`` (fp32 | tf32 | bf16, ``bench.precision``) with the pairwise tiles compiled when ``compile``;
+    ``coco_5k`` also ECCV Caption and CxC (:mod:`bench.eccv`) unless ``eccv`` is False (the split's COCO ids
+    are checked before any scoring)."""
     import numpy as np
 
+    from bench import eccv as eccv_metrics
     from bench.data.precomp import DATASETS
     from bench.precision import RunMode, prepare_model
     from bench.protocols import PROTOCOLS, evaluate_protocol, protocols_for
+    from bench.provenance import data_description
 
     if dataset not in DATASETS:
         raise EvaluateError(f"--dataset {dataset!r} is not a precomp dataset; use one of {sorted(DATASETS)}")
@@ -157,8 +163,11 @@ def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protoco
         by_split.setdefault(PROTOCOLS[n].split, []).append(n)
     sims: dict = {}
     infos = []
+    coco_ids = None
     for path in paths:
         model, info, data, bs = load_for_data(path, dataset, data_root, vocab_root, names, batch_size, bert_path)
+        if eccv and eccv_metrics.PROTOCOL in names and coco_ids is None:  # before any scoring
+            coco_ids = eccv_metrics.split_ids(data.test_splits[eccv_metrics.protocol_split()], data_root)
         prepare_model(model.to(dev), mode)
         info["eval_batch_size"] = bs
         infos.append(info)
@@ -178,9 +187,13 @@ def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protoco
                 folds[n] = m["folds"]
             metrics[n] = {k: v for k, v in m.items() if k != "folds"}
             ranks[f"{n}/i2t"], ranks[f"{n}/t2i"] = np.asarray(r_i2t), np.asarray(r_t2i)
+            if n == eccv_metrics.PROTOCOL and coco_ids is not None:
+                metrics[n].update(eccv_metrics.coco_metrics(S, coco_ids))
     result = {"status": "done", "metrics": metrics, "folds": folds, "dataset": dataset, "data_root": str(data_root),
-              "protocols": names, "checkpoints": infos, "ensemble": len(paths) > 1,
-              "source": " + ".join(i["source"] for i in infos), "mode": mode.record()}
+              "data": data_description(data_root), "protocols": names, "checkpoints": infos,
+              "ensemble": len(paths) > 1, "source": " + ".join(i["source"] for i in infos), "mode": mode.record()}
+    if coco_ids is not None:
+        result["eccv_caption_ids"] = coco_ids.caption_source
     return result, ranks
 
 
@@ -195,7 +208,11 @@ def _columns() -> tuple:
 
 
 def format_table(result: dict) -> str:
-    """The printed table: one row per protocol (and per COCO 1K fold, then their average)."""
+    """The printed table: one row per protocol (and per COCO 1K fold, then their average); then the ECCV
+    Caption and CxC metrics of COCO 5K where computed."""
+    from bench.eccv import HEADER as ECCV_HEADER
+    from bench.metrics import ECCV_KEYS, ECCV_SIZE_KEY
+
     head = f"{'protocol':<14}" + "".join(f"{h:>10}" for _, h in _columns())
     lines = [head, "-" * len(head)]
 
@@ -206,6 +223,11 @@ def format_table(result: dict) -> str:
         for i, f in enumerate(result["folds"].get(n, [])):
             lines.append(row(f"{n} fold {i + 1}", f))
         lines.append(row(f"{n} mean" if n in result["folds"] else n, m))
+    for n, m in result["metrics"].items():
+        if ECCV_SIZE_KEY in m:
+            lines.append(f"{n}: ECCV Caption and CxC on {int(m[ECCV_SIZE_KEY])} images "
+                         f"(caption ids: {result.get('eccv_caption_ids', '?')})")
+            lines += [f"  {ECCV_HEADER[k]:<16}{m[k]:>8.1f}" for k in ECCV_KEYS]
     return "\n".join(lines)
 
 
@@ -238,7 +260,7 @@ def cmd_evaluate(args) -> None:
     result, ranks = evaluate_checkpoints(args.checkpoints, args.dataset, args.data_root, args.protocol,
                                          vocab_root=args.vocab_root, batch_size=args.batch_size,
                                          device=args.device, bert_path=args.bert_path,
-                                         precision=args.precision, compile=args.compile)
+                                         precision=args.precision, compile=args.compile, eccv=not args.no_eccv)
     what = "ensemble of " + " + ".join(i["source"] for i in result["checkpoints"]) if result["ensemble"] \
         else result["checkpoints"][0]["source"]
     from bench.precision import variant_label
@@ -330,6 +352,8 @@ def add_subparsers(sub) -> None:
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
                    help="fp32 (default); tf32: TF32 matmuls on CUDA (fp32 elsewhere); bf16: bf16 autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile the pairwise matchers' tile scoring")
+    p.add_argument("--no-eccv", action="store_true",
+                   help="coco_5k without ECCV Caption and CxC (they need the split's COCO ids, bench.eccv)")
     p.add_argument("--bert-path", default=None, help="VSE∞ BERT: a local bert-base-uncased folder (tokenizer)")
     p.add_argument("--out", default=None, help="write the result JSON here (ranks next to it)")
     p.set_defaults(fn=cmd_evaluate)

@@ -1,5 +1,6 @@
 """Where and with what a result was made: the code (git commit, source fingerprint), the packages, the
-device, and the data (a cheap content fingerprint of the files a cell reads).
+device, the data (a cheap content fingerprint of the files a cell reads) and the local pretrained
+weights (each folder's path and content fingerprint, ``bench.weights``).
 
 Read by the trainer (a checkpoint records the code and data it was made with; a resume across a
 change is refused) and by the result store (a result's provenance; a result is trusted only for the
@@ -20,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench import spec
+from bench.weights import describe_identity
 
 #: The repository's root (the code whose commit and fingerprint are recorded).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -138,6 +140,27 @@ def cell_fingerprint(cell: spec.Cell, cache: dict | None = None) -> str | None:
     return fp
 
 
+#: The marker of the embedded data: ``MANIFEST.json`` at the data root, written by ``bench.data.synth``.
+SYNTH_MANIFEST, SYNTH_GENERATOR = "MANIFEST.json", "bench.data.synth"
+
+
+def data_description(data_root: str | Path | None) -> dict:
+    """What kind of data a result was made from, as its tables say it: ``kind`` ``synthetic`` when the data
+    root holds the embedded generator's ``MANIFEST.json`` (``"generator": "bench.data.synth"``; with its
+    ``preset``, ``seed`` and ``version``), else ``real``; ``root``: the data root's folder name."""
+    import json
+
+    root = Path(data_root or spec.DEFAULT_DATA_ROOT)
+    out: dict = {"kind": "real", "root": root.resolve().name or str(root)}
+    try:
+        manifest = json.loads((root / SYNTH_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return out
+    if isinstance(manifest, dict) and manifest.get("generator") == SYNTH_GENERATOR:
+        out.update(kind="synthetic", generator={k: manifest.get(k) for k in ("preset", "seed", "version")})
+    return out
+
+
 def provenance(cell: spec.Cell | None = None, wall_time_s: float | None = None, fingerprint=None) -> dict:
     """Where and with what a result was made: code, packages, machine, data, seed, wall time."""
     return {
@@ -150,6 +173,9 @@ def provenance(cell: spec.Cell | None = None, wall_time_s: float | None = None, 
         "device": device_name(),
         "source_fingerprint": source_fingerprint(),  # the training code (what decides a result, README)
         "data_fingerprint": fingerprint if fingerprint is not None or cell is None else cell_fingerprint(cell),
+        # local pretrained folders: path and content
+        "weights": describe_identity(cell.matcher.name, cell.matcher.arguments) if cell is not None else {},
+        "data": data_description(cell.dataset.data_root if cell is not None else None),  # synthetic or real
         "seed": cell.seed if cell is not None else None,
         "wall_time_s": wall_time_s,
         "argv": list(sys.argv),

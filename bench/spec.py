@@ -59,10 +59,11 @@ class Limit:
 
 def _key(default, *, limit: Limit | None = None, choices: tuple | None = None, required: bool = False,
          result: bool = True, added: bool = False):
-    """A schedule key: its default, range (``limit``) or ``choices``; its type is the field's annotation.
-    ``required``: a suite must give it (per matcher and dataset); ``result=False``: it does not change a
-    result (free to change between a run and its resume; not in the cell id); ``added``: added after
-    results existed, so at its default it stays out of the cell id (every earlier id unchanged)."""
+    """A schedule (or eval) key: its default, range (``limit``) or ``choices``; its type is the field's
+    annotation. ``required``: a suite must give it (per matcher and dataset); ``result=False``: it does not
+    change a result (free to change between a run and its resume; not in the cell id); ``added``: added after
+    results existed, so at its default it stays out of the cell id (every earlier id unchanged;
+    :func:`without_added_defaults`)."""
     meta = {"limit": limit, "choices": choices, "required": required, "result": result, "added": added}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -125,8 +126,19 @@ def _defaults(cls) -> dict:
     return {f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default) for f in fields(cls)}
 
 
+def _facts(part, fact: str) -> dict:
+    """``{key: fact}`` of the fields of ``part`` (``Schedule``, ``Eval``) declared with ``_key(..., fact=...)``."""
+    return {f.name: f.metadata[fact] for f in fields(part) if f.metadata.get(fact)}
+
+
 def _schedule_facts(fact: str) -> dict:
-    return {f.name: f.metadata[fact] for f in fields(Schedule) if f.metadata.get(fact)}
+    return _facts(Schedule, fact)
+
+
+def added_defaults(part) -> dict:
+    """``{key: default}`` of the keys of ``part`` (``Schedule``, ``Eval``) added after results existed."""
+    defaults = _defaults(part)
+    return {k: defaults[k] for k in _facts(part, "added")}
 
 
 #: The schedule's keys and defaults (read at call time: a test may change one and see the ids move).
@@ -139,7 +151,7 @@ SCHEDULE_CHOICES: dict[str, tuple] = _schedule_facts("choices")
 SCHEDULE_REQUIRED = tuple(_schedule_facts("required"))
 #: Schedule keys added after results existed: at their default they stay out of a cell's result key,
 #: so every existing id is unchanged.
-ADDED_SCHEDULE_DEFAULTS = {k: SCHEDULE_DEFAULTS[k] for k in _schedule_facts("added")}
+ADDED_SCHEDULE_DEFAULTS = added_defaults(Schedule)
 #: Schedule keys that do not change a result (free to change between a run and its resume).
 NOT_RESULT_KEYS = tuple(f.name for f in fields(Schedule) if not f.metadata["result"])
 
@@ -176,6 +188,9 @@ class Eval:
     dev_images: int = 1000  # dev images evaluated after every epoch (model selection)
     batch_size: int = 128
     protocols: list | None = None  # None: every protocol of the dataset (bench.protocols)
+    # coco_5k also reports ECCV Caption and CxC (bench.eccv; needs the split's COCO ids); added after results
+    # existed and changes no training: at its default it stays out of the cell id, and a result without it is whole
+    eccv: bool = _key(True, added=True)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Eval:
@@ -188,6 +203,8 @@ class Eval:
 
 
 EVAL_DEFAULTS: dict[str, Any] = _defaults(Eval)
+#: Eval keys added after results existed (``_key(added=True)``, as ``ADDED_SCHEDULE_DEFAULTS``).
+ADDED_EVAL_DEFAULTS = added_defaults(Eval)
 
 
 @dataclass(frozen=True)
@@ -479,10 +496,11 @@ def _fill_schedule(sched: Schedule, matcher: str, strategy: StrategySpec) -> Sch
     return dataclasses.replace(sched, **filled)
 
 
-def without_added_defaults(sched: dict) -> dict:
-    """``sched`` without the keys of ``ADDED_SCHEDULE_DEFAULTS`` that hold their default."""
-    return {k: v for k, v in sched.items()
-            if not (k in ADDED_SCHEDULE_DEFAULTS and v == ADDED_SCHEDULE_DEFAULTS[k])}
+def without_added_defaults(values: dict, part=None) -> dict:
+    """``values`` (of ``part``: ``Schedule``, the default, or ``Eval``) without the keys added after results
+    existed (``_key(added=True)``) that hold their default."""
+    added = added_defaults(Schedule if part is None else part)
+    return {k: v for k, v in values.items() if not (k in added and v == added[k])}
 
 
 def _check_protocols(names, dataset: str) -> None:
@@ -545,8 +563,9 @@ def _jsonable(v) -> bool:
 def result_key(cell: Cell) -> dict:
     """What decides a cell's result, read from its :func:`resolve`\\ d form: dataset name and label, matcher
     (name, declared defaults, overrides), strategy (name, defaults and params), schedule (less
-    ``NOT_RESULT_KEYS``, and the ``added`` keys at their default), eval, seed, the cells it depends on and a
-    released anchor's content. Not: suite, scale, labels of matcher and strategy, data paths, resources,
+    ``NOT_RESULT_KEYS``), eval (both less the ``added`` keys at their default), seed, the cells it depends on, a
+    released anchor's content and the content of local pretrained folders (:func:`weights_identity`, in place
+    of their paths). Not: suite, scale, labels of matcher and strategy, data paths, resources,
     W&B, device (the data itself is checked by its fingerprint). The same for a cell and its resolved form:
     the id names both, and a resume compares it."""
     r = resolve(cell)
@@ -556,7 +575,7 @@ def result_key(cell: Cell) -> dict:
         "matcher": {**r.matcher.defaults, **r.matcher.to_dict()},
         "strategy": [r.strategy.name, r.strategy.arguments],
         "schedule": without_added_defaults(sched),
-        "eval": r.eval.to_dict(),
+        "eval": without_added_defaults(r.eval.to_dict(), Eval),
         "seed": r.seed,
         "depends_on": sorted(r.depends_on or []),
     }
@@ -564,7 +583,19 @@ def result_key(cell: Cell) -> dict:
         key["captions_per_image"] = r.dataset.captions_per_image
     if r.anchor_checkpoint:  # a released anchor instead of a baseline cell: its content decides
         key["anchor_checkpoint"] = r.anchor_checkpoint.sha256
+    weights = weights_identity(r)
+    if weights:  # local pretrained folders: their content decides, not where they lie
+        key["matcher"] = {k: v for k, v in key["matcher"].items() if k not in weights}
+        key["weights"] = weights
     return key
+
+
+def weights_identity(cell: Cell) -> dict:
+    """{matcher argument: content fingerprint} of the local pretrained folders the cell's matcher reads
+    (``pretrained_path``, ``bert_path``: ``bench.weights``); {} for a cell without, whose key is unchanged."""
+    from bench.weights import identity
+
+    return identity(cell.matcher.name, cell.matcher.arguments)
 
 
 def cell_id(cell: Cell) -> str:

@@ -40,7 +40,7 @@ from tqdm import tqdm
 import models
 import strategies
 from bench import checkpoint as ckpt
-from bench import distributed, spec
+from bench import distributed, eccv, spec
 from bench.data.open import Data, open_data  # noqa: F401 - re-exported (tests)
 from bench.faults import point as fault_point
 from bench.metrics import retrieval_metrics
@@ -78,13 +78,17 @@ def seed_everything(seed: int) -> None:
 def build_matcher(cell: spec.Cell, data: Data) -> models.Matcher:
     """The cell's matcher; sizes that come from the data (vocabulary, region shape) and the schedule's
     weight decay are passed where the constructor takes them, and the cell's own overrides win."""
-    name = cell.matcher.name
-    accepted = models.constructor_args(name)
-    given = {**data.build_kwargs}
+    return models.build(cell.matcher.name, **matcher_kwargs(cell, data.build_kwargs))
+
+
+def matcher_kwargs(cell: spec.Cell, given: dict) -> dict:
+    """The arguments a (resolved) cell's matcher is built with: what the data gives (``given``: vocabulary,
+    region shape, words) and the schedule's weight decay where its constructor takes them, then the cell's
+    own overrides (``models.build_kwargs``). The trainer builds with them, ``bench.inputs`` counts with them."""
+    given = dict(given)
     if cell.schedule.weight_decay is not None:
         given["weight_decay"] = cell.schedule.weight_decay
-    kwargs = {k: v for k, v in given.items() if accepted is None or k in accepted}
-    return models.build(name, **{**kwargs, **cell.matcher.overrides})
+    return models.build_kwargs(cell.matcher.name, given, cell.matcher.overrides)
 
 
 def build_strategy(cell: spec.Cell, model: models.Matcher) -> strategies.Strategy:
@@ -236,7 +240,24 @@ def evaluate_test(model, data: Data, cell: spec.Cell, device) -> tuple[dict, dic
             m, r_i2t, r_t2i = evaluate_protocol(PROTOCOLS[name], sims, return_ranks=True)
             metrics[name] = {k: v for k, v in m.items() if k != "folds"}
             ranks[f"{name}/i2t"], ranks[f"{name}/t2i"] = np.asarray(r_i2t), np.asarray(r_t2i)
+            if name == eccv.PROTOCOL and eccv.wanted(cell):  # ECCV Caption and CxC beside Recall@K
+                metrics[name].update(eccv.coco_metrics(sims, eccv.split_ids(split, cell.dataset.data_root)))
     return metrics, ranks
+
+
+def eval_sizes(cell: spec.Cell, data: Data) -> dict:
+    """What each test protocol evaluated (``cell`` resolved): ``{protocol: {images, captions, folds, fold_images,
+    captions_per_image}}`` (result.json's ``eval_data``: the tables say it beside the numbers)."""
+    from bench.protocols import PROTOCOLS, protocols_for
+
+    out = {}
+    for name in cell.eval.protocols or [p.name for p in protocols_for(cell.dataset.name)]:
+        p = PROTOCOLS[name]
+        split = data.test_splits[p.split]
+        out[name] = {"images": int(split.n_images), "captions": int(split.n_captions), "folds": p.n_folds,
+                     "fold_images": int(split.n_images) // p.n_folds,
+                     "captions_per_image": int(cell.dataset.captions_per_image or p.captions_per_image)}
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,6 +449,8 @@ def _set_up(cell, run_dir: Path, tracker, anchor_checkpoint, allow_code_change) 
     seed_everything(cell.seed)
 
     data = open_data(cell, models.input_kind(cell.matcher.name))
+    if eccv.wanted(cell):  # the coco_5k split's COCO ids are the ECCV Caption / CxC annotations' (before training)
+        eccv.split_ids(data.test_splits[eccv.protocol_split()], cell.dataset.data_root)
     strategy = build_strategy(cell, build_matcher(cell, data))
     seed_everything(cell.seed)
     branches = _make_branches(cell, strategy, data, anchor_checkpoint)
@@ -635,6 +658,7 @@ def _final_test(run: _Run, timer: PhaseTimer) -> dict:
     return {"status": "done", "metrics": metrics, "dev_curve": state.dev_curve, "best_epoch": state.best_epoch,
             "best_dev_rsum": state.best_rsum, "reported_branch": run.reported, "strategy": run.strategy.describe(),
             "cost": cost, "ranks_file": "ranks.npz", "resolved_cell": run.record, "run_mode": run.mode.record(),
+            "eval_data": eval_sizes(run.cell, run.data),
             **({"code_changes": state.code_changes} if state.code_changes else {})}
 
 

@@ -95,6 +95,27 @@ def preset(cls: type[Matcher], **fixed) -> Callable[..., Matcher]:
     return build
 
 
+def build_kwargs(name: str, given: dict, overrides: dict) -> dict:
+    """The keyword arguments of matcher ``name``: what the data gives (``given``: vocabulary size, region
+    shape, words) where its constructor takes it, then the cell's own ``overrides`` (which win)."""
+    accepted = constructor_args(name)
+    return {**{k: v for k, v in given.items() if accepted is None or k in accepted}, **overrides}
+
+
+def parameter_count(name: str, **overrides) -> int:
+    """Parameters of matcher ``name`` built with ``overrides``, counted without allocating or reading
+    weights (PyTorch's meta device; a local pretrained folder contributes its config: the class's
+    ``count_parameters``; a :func:`preset` is built as registered, its fixed arguments included)."""
+    ctor = _constructor(name)
+    counter = getattr(ctor, "count_parameters", None)  # a Matcher class's; a preset has none
+    if counter is not None:
+        return int(counter(**overrides))
+    import torch
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in ctor(**overrides).parameters())
+
+
 def from_official(path, vocab_size: int | None = None, bert_path: str | None = None) -> Matcher:
     """Our matcher holding an official checkpoint's weights (VSE∞, SGR, SAF, DBL): see ``models.official``."""
     from models.official import from_official as _from_official
@@ -115,5 +136,5 @@ def _import_all() -> None:
             importlib.import_module(f"models.{mod.name}")
 
 
-__all__ = ["Matcher", "available", "build", "constructor_args", "from_official", "input_kind", "matcher_attribute",
-           "matcher_class", "parameters", "preset", "register"]
+__all__ = ["Matcher", "available", "build", "build_kwargs", "constructor_args", "from_official", "input_kind",
+           "matcher_attribute", "matcher_class", "parameter_count", "parameters", "preset", "register"]

@@ -80,6 +80,8 @@ class Matcher(nn.Module, metaclass=ABCMeta):
             (the trainer applies the schedule's value to every parameter group).
         hinge_warmup_epochs: epochs of the hinge loss summed over negatives before the hardest negative
             (VSE∞: 1), the default of the schedule's ``hinge_warmup_epochs`` (0 from a checkpoint).
+        weights_args: ``{constructor argument: kind}`` of the local pretrained folders the matcher reads
+            (``bench.weights.KINDS``: ``"clip"``, ``"bert"``); a suite gives them as ``weights: {kind: DIR}``.
     """
 
     dual_encoder: bool = False
@@ -90,6 +92,21 @@ class Matcher(nn.Module, metaclass=ABCMeta):
     mask_word: bool = False
     weight_decay: float = 0.0
     hinge_warmup_epochs: int = 0
+    weights_args: dict = {}
+
+    @classmethod
+    def architecture(cls, **overrides) -> dict:
+        """The configuration a local pretrained folder must hold for a matcher built with ``overrides``:
+        ``{dotted config field: value}`` (``bench.weights.folder_problems`` compares them); {} when any will do."""
+        return {}
+
+    @classmethod
+    def count_parameters(cls, **overrides) -> int:
+        """Parameters of the matcher built with ``overrides``, built on PyTorch's meta device (nothing is
+        allocated or initialised). A matcher reading a local pretrained folder counts from its config."""
+        with torch.device("meta"):
+            model = cls(**overrides)
+        return sum(p.numel() for p in model.parameters())
 
     def prepare(self, batch: dict) -> dict:
         """Turn a loader batch into model inputs (pixel matchers run their processor here)."""

@@ -168,6 +168,7 @@ class ClipMatcher(Matcher):
     augment: dict = {}
     weight_decay = 0.2  # the published value (constructor default); the trainer passes the schedule's
     logit_scale_max = math.log(100.0)
+    weights_args = {"pretrained_path": "clip"}  # a local CLIP folder (bench.weights; a suite's weights.clip)
 
     def __init__(
         self,
@@ -188,6 +189,33 @@ class ClipMatcher(Matcher):
         else:
             self._build_from_preset(preset, vocab_words, image_size, config_overrides or {})
         self._check_special_tokens()
+
+    @classmethod
+    def architecture(cls, preset: str = "tiny", image_size: int | None = None, config_overrides: dict | None = None,
+                     **_) -> dict:
+        """The CLIPConfig fields a pretrained folder must hold for ``preset`` (its tower sizes, image and patch
+        size, projection): ``{"vision_config.patch_size": 32, …}``. An unknown preset names none (the
+        constructor refuses it)."""
+        if preset not in PRESETS:
+            return {}
+        spec, overrides = PRESETS[preset], config_overrides or {}
+        out = {f"{tower}_config.{k}": v for tower in ("text", "vision")
+               for k, v in {**spec[tower], **overrides.get(f"{tower}_config", {})}.items()}
+        if image_size is not None:
+            out["vision_config.image_size"] = int(image_size)
+        out["projection_dim"] = overrides.get("projection_dim", spec["projection_dim"])
+        return out
+
+    @classmethod
+    def count_parameters(cls, **overrides) -> int:
+        """Parameters on the meta device; with ``pretrained_path``, of the CLIPModel its config.json describes."""
+        if overrides.get("pretrained_path") is None:
+            return super().count_parameters(**overrides)
+        from transformers import CLIPConfig, CLIPModel
+
+        config = CLIPConfig.from_pretrained(overrides["pretrained_path"], local_files_only=True)
+        with torch.device("meta"):
+            return sum(p.numel() for p in CLIPModel(config).parameters())
 
     # ----------------------------------------------------------------------------------- construction
     def _load_pretrained(self, path: Path, image_size: int | None) -> None:

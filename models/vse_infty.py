@@ -238,6 +238,25 @@ class VSEInftyBert(_VSEInftyBase):
 
     weight_decay = 1e-4  # reference BERT branch: AdamW(..., weight_decay=1e-4)
     bert_lr_factor = 0.1
+    weights_args = {"bert_path": "bert"}  # a local BERT folder (bench.weights; a suite's weights.bert)
+    # The published tower is BERT-base (uncased): BertConfig's sizes a pretrained folder must have.
+    BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+
+    @classmethod
+    def architecture(cls, bert_config=None, **_) -> dict:
+        """The BertConfig sizes a pretrained folder must hold: BERT-base's, or those ``bert_config`` names."""
+        named = bert_config if isinstance(bert_config, dict) else (bert_config.to_dict() if bert_config else {})
+        return {k: named.get(k, v) for k, v in cls.BERT_BASE.items()}
+
+    @classmethod
+    def count_parameters(cls, **overrides) -> int:
+        """Parameters on the meta device; with ``bert_path``, the BERT tower its config.json describes."""
+        path = overrides.pop("bert_path", None)
+        if path is not None:
+            from transformers import BertConfig
+
+            overrides["bert_config"] = BertConfig.from_pretrained(path, local_files_only=True)
+        return super().count_parameters(**overrides)
 
     def __init__(self, bert_path: str | None = None, bert_config=None, img_dim: int = 2048,
                  embed_size: int = 1024, tokenizer=None, vocab_size: int | None = None,

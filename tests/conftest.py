@@ -24,6 +24,24 @@ def tiny_data(tmp_path_factory):
     return generate(tmp_path_factory.mktemp("synth") / "tiny", preset="tiny", seed=0)
 
 
+@pytest.fixture(scope="session")
+def rehearsal_data(tmp_path_factory):
+    """The `rehearsal` preset (published shapes: 36 x 2048 regions, 224 px images and a Karpathy file for
+    both datasets, few images; ~300 MB, ~5 s), generated once per test session."""
+    from bench.data.synth import generate
+
+    return generate(tmp_path_factory.mktemp("synth") / "rehearsal", preset="rehearsal", seed=0)
+
+
+@pytest.fixture(scope="session")
+def published_weights(tmp_path_factory):
+    """Local CLIP ViT-B/32 and BERT-base folders with random weights (``python -m bench.data.weights``;
+    ~1 GB, ~15 s), generated once per test session: {"clip": folder, "bert": folder}."""
+    from bench.data.weights import generate
+
+    return generate(tmp_path_factory.mktemp("weights"), "all", seed=0)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under ``REQUIRE_SLURM=1`` (CI) a SLURM test never skips: a skip there is a failure."""

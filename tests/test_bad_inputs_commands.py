@@ -326,15 +326,17 @@ def test_a_dataset_without_a_data_root_or_with_a_missing_one_trains_nothing(tiny
         out = subprocess.run([sys.executable, "-m", "bench", *map(str, command), "--root", str(root)], cwd=REPO,
                              capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)}, timeout=600)
         assert out.returncode == 2 and out.stderr.strip() == (
-            f"error: {suite}: dataset f30k_precomp has no data root: set `data_root` on the dataset or the suite (or "
-            "an override data_root=DIR), or the DATA environment variable"), out.stderr
+            f"error: {suite}: data_root: not given: dataset f30k_precomp has no data root (the trainer would read its "
+            "built-in default under the dataset's real name); set data_root on the dataset or the suite, or an "
+            "override data_root=DIR, or the DATA environment variable (1 cell(s): f30k_precomp/vse_infty/baseline/s0)"
+        ), out.stderr
         out = subprocess.run([sys.executable, "-m", "bench", *map(str, command), "--root", str(root)], cwd=REPO,
                              capture_output=True, text=True, timeout=600,
                              env={**env, "PYTHONPATH": str(REPO), "DATA": str(tmp_path / "nowhere")})
         assert out.returncode == 2 and out.stderr.strip() == (
-            f"error: {suite}: the data root {tmp_path}/nowhere of dataset f30k_precomp (from the DATA environment "
-            "variable) does not exist; point data_root at the folder holding <dataset>/ and vocab/ "
-            "(python -m bench.data.synth writes one)"), out.stderr
+            f"error: {suite}: data_root: {tmp_path}/nowhere (from the DATA environment variable): does not exist; "
+            "point data_root at the folder holding <dataset>/ and vocab/ (the SCAN precomp release, or python -m "
+            "bench.data.synth writes one) (1 cell(s): f30k_precomp/vse_infty/baseline/s0)"), out.stderr
     assert not root.exists()
 
 

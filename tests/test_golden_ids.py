@@ -4,8 +4,10 @@ A cell's id names its run folder in every result store: a change of any id orpha
 under it. This test fails on any id that differs from the recorded one, on a cell added or lost.
 
 An intended change of ids is listed, id by id, in ``tests/golden/changed_ids.json`` (``from`` the recorded id
-``to`` the new one, and why), with a migration that moves results made before (``python -m bench migrate``);
-``cell_ids.json`` stays as recorded, so every id not listed there is held unchanged. Regenerate the file
+``to`` the new one, and why): under ``changed`` the same cell under a new id, with a migration that moves
+results made before (``python -m bench migrate``); under ``replaced`` a cell that is now another one (another
+model), whose old results are not its results and stay where they are. ``cell_ids.json`` stays as recorded,
+so every id not listed there is held unchanged. Regenerate the file
 only for a new suite (and say why in the commit message)::
 
     .venv/bin/python -m tests.test_golden_ids > tests/golden/cell_ids.json
@@ -54,14 +56,17 @@ def current_ids() -> dict:
                 os.environ[k] = v
 
 
-def changed_ids() -> dict:
-    """{(suite, scale, cell description): (recorded id, new id)} of the intended changes."""
-    return {(c["suite"], c["scale"], c["cell"]): (c["from"], c["to"]) for c in json.loads(CHANGED.read_text())["changed"]}
+def changed_ids(part: str = "changed") -> dict:
+    """{(suite, scale, cell description): (recorded id, new id)} of the intended changes: ``changed`` (the same
+    cell, migrated) or ``replaced`` (another cell now, not migrated)."""
+    listed = json.loads(CHANGED.read_text())
+    cells = listed["changed"] if part == "changed" else listed["replaced"]["cells"]
+    return {(c["suite"], c["scale"], c["cell"]): (c["from"], c["to"]) for c in cells}
 
 
 def expected_ids() -> dict:
     """The recorded ids with the listed changes applied."""
-    want, changes = json.loads(GOLDEN.read_text()), changed_ids()
+    want, changes = json.loads(GOLDEN.read_text()), changed_ids() | changed_ids("replaced")
     for suite, scales in want.items():
         for scale, cells in scales.items():
             for pair in cells:
@@ -87,10 +92,13 @@ def test_cell_ids_unchanged_but_the_listed_ones():
     assert not problems, "cell ids changed (existing results would be orphaned):\n" + "\n".join(problems)
 
 
-def test_the_listed_changes_are_sgr_and_saf_only():
-    changes = changed_ids()
+def test_the_listed_changes_are_sgr_and_saf_and_the_full_scale_clip_cells_only():
+    changes, replaced = changed_ids(), changed_ids("replaced")
     assert len(changes) == 72 and {cell.split("/")[1] for _, _, cell in changes} == {"sgr", "saf"}
-    assert all(old != new for old, new in changes.values())
+    assert len(replaced) == 18 and {(suite, scale, cell.split("/")[1]) for suite, scale, cell in replaced} == {
+        ("dbl", "full", "clip")}  # the full recipe's ViT-B/32 (issue 30)
+    assert not set(changes) & set(replaced)
+    assert all(old != new for old, new in [*changes.values(), *replaced.values()])
 
 
 def test_golden_file_is_not_trivial():

@@ -3,7 +3,8 @@
 The store of main 84bfe06 is built by that commit's own code (``git archive`` of it, in a fresh clone as in
 this checkout: the history is there), on the tiny data with a few steps; this code then migrates it and
 finds every result done, with the same metrics and paired ΔRSUM. The ids listed in
-``tests/golden/changed_ids.json`` are exactly the moves the migration makes for the suites' cells.
+``tests/golden/changed_ids.json`` under ``changed`` are exactly the moves the migration makes for the suites'
+cells; those under ``replaced`` (another model now) are not moved.
 """
 
 from __future__ import annotations
@@ -186,3 +187,45 @@ def test_a_move_that_would_replace_a_folder_or_a_cell_in_training_is_refused(tmp
     assert (root / "dbl" / change["from"]).is_dir()
     (move,) = migrate(root, say=lines.append)
     assert move.cell.id == change["to"] and (root / "dbl" / change["to"] / "config.yaml").is_file()
+
+
+_OLD_CELLS = """
+import json
+from bench.harness.cells import expand
+from bench.harness.config import load_suite
+print(json.dumps(expand(load_suite("dbl", ["scale=full"]))))
+"""
+
+
+@pytest.mark.slow  # the code of 84bfe06 expands the suite in a process of its own
+def test_a_full_scale_store_made_before_moves_sgr_and_saf_and_leaves_the_toy_clip_cells(code_before, tmp_path,
+                                                                                        monkeypatch):
+    """``dbl scale=full`` recorded as a store of 84bfe06 holds it (each cell's ``config.yaml`` as that code wrote
+    it): the migration makes exactly the listed ``changed`` moves (SGR, SAF); the CLIP cells, a toy CLIP then and
+    ViT-B/32 now (``replaced``), keep their old folders, and no new CLIP cell finds an old result."""
+    from tests.test_golden_ids import changed_ids
+
+    monkeypatch.setenv("DATA", PLACEHOLDER_ROOT)
+    monkeypatch.setenv("VOCAB", PLACEHOLDER_ROOT)
+    env = _env(code_before) | {"DATA": PLACEHOLDER_ROOT, "VOCAB": PLACEHOLDER_ROOT}
+    made = subprocess.run([sys.executable, "-c", _OLD_CELLS], cwd=code_before, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert made.returncode == 0, made.stderr[-3000:]
+    old_cells = json.loads(made.stdout)
+    root = tmp_path / "runs"
+    for cell in old_cells:
+        (root / "dbl" / cell["id"]).mkdir(parents=True)
+        (root / "dbl" / cell["id"] / "config.yaml").write_text(yaml.safe_dump(cell, sort_keys=False))
+    listed = {key: ids for key, ids in changed_ids().items() if key[:2] == ("dbl", "full")}
+    replaced = {key: ids for key, ids in changed_ids("replaced").items() if key[:2] == ("dbl", "full")}
+    assert len(listed) == 36 and len(replaced) == 18
+
+    moves = migrate(root, say=lambda line: None)
+    assert sorted((m.old_id, m.cell.id) for m in moves) == sorted(listed.values())
+    now = {describe(c): c for c in expand(load_suite("dbl", ["scale=full"]))}
+    for (_, _, name), (old, new) in replaced.items():
+        assert now[name].id == new and (root / "dbl" / old / "config.yaml").is_file()  # left where it was
+        assert not (root / "dbl" / new).exists()
+    assert waiting_moves(list(now.values()), root) == []  # `status` points at nothing
+    assert sorted(p.name for p in (root / "dbl").iterdir()) == sorted(
+        {c.id for c in now.values()} - {new for _, new in replaced.values()} | {old for old, _ in replaced.values()})

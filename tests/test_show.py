@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+import models
 from bench.harness.cells import expand
 from bench.harness.config import load_suite
 from bench.harness.store import run_cell_in_store
@@ -18,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 # checks it still says this)
 README_SHOW = [
     ".venv/bin/python -m bench show oas scale=smoke seeds=[0] data_root=data/synth-demo",
-    ".venv/bin/python -m bench show oas recipes.oas_stage2=lr_2e-4",
+    ".venv/bin/python -m bench show oas recipes.oas_stage2=lr_2e-4 data_root=data/synth-demo",
 ]
 
 
@@ -72,8 +73,12 @@ def test_readme_show_commands_as_written(tiny_data, tmp_path):
     stage1, stage2 = _schedule(out, "coco/xattn")
     assert (stage1["epochs"], stage1["lr_decay_epochs"], stage2["lr_decay_epochs"]) == ("20", "[10]", "[10]")
     assert _schedule(out, "f30k/vse_infty")[0]["weight_decay"] == "0.01"  # torch's AdamW default, as VSE∞
-    if not os.environ.get("DATA"):  # published Flickr30K: 145,000 captions, 1133 batches of 128, 25 epochs
-        assert re.search(r"f30k/vse_infty/baseline/s0 +28325 ", out)
+    # the published schedule's 25 epochs of the data's batches of 128
+    assert re.search(rf"f30k/vse_infty/baseline/s0 +{25 * -(-n_train // 128)} ", out)
+    # the parameters of each model as its cells build it: VSE∞ on the data's vocabulary (+ <mask>) and regions
+    vocab = len(json.loads((tiny_data / "vocab" / "f30k_precomp_vocab.json").read_text())["word2idx"])
+    n_vse = models.parameter_count("vse_infty", vocab_size=vocab + 1, img_dim=64)
+    assert re.search(rf"^ +{n_vse:,}  f30k/vse_infty$", out, re.M)
 
 
 def _main(capsys, *argv) -> str:

@@ -17,6 +17,7 @@ import yaml
 
 from bench.harness.cells import expand
 from bench.harness.config import load_suite
+from bench.harness.estimate import TIME_STEPS_MIN
 from bench.harness.show import rate_mode
 from bench.harness.store import run_cell_in_store
 from bench.harness.sweep import SUBMITTED_FILE
@@ -24,7 +25,15 @@ from bench.spec import Cell, Schedule
 
 REPO = Path(__file__).resolve().parents[1]
 # The README's dry run, verbatim (test_readme_dry_run_as_written checks the README still says it).
-README_DRY_RUN = ".venv/bin/python -m bench sweep dbl scale=full --executor slurm --cluster slurm/profiles/example-gpu.yaml --dry-run"  # noqa: E501
+README_DRY_RUN = ".venv/bin/python -m bench sweep dbl scale=full --executor slurm --cluster slurm/profiles/example-gpu.yaml --dry-run data_root=data/scan weights.clip=models/clip-vit-base-patch32 weights.bert=models/bert-base-uncased"  # noqa: E501
+
+
+@pytest.fixture
+def full_inputs(rehearsal_data, published_weights) -> list[str]:
+    """The overrides giving `dbl scale=full` every input its cells read (checked before any dry run):
+    data of the published shapes and the CLIP and BERT folders."""
+    return [f"data_root={rehearsal_data}", f"weights.clip={published_weights['clip']}",
+            f"weights.bert={published_weights['bert']}"]
 
 
 def _cli(args: list, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
@@ -60,20 +69,27 @@ def _array_of(arrays: list[dict], cells: list[dict], matcher: str) -> dict:
     return array
 
 
-def test_readme_dry_run_as_written(tmp_path):
+@pytest.mark.slow  # the session's generated CLIP and BERT folders (~15 s once)
+def test_readme_dry_run_as_written(tmp_path, rehearsal_data, published_weights, full_inputs):
     """dbl at scale=full on the example GPU profile: SGR/SAF (2,880 min), CLIP (16 CPUs, 96 GB) and the
-    other matchers (1,440 min) in arrays of their own, one GPU each; nothing submitted."""
+    other matchers (1,440 min) in arrays of their own, one GPU each; nothing submitted. The README's
+    folders are the published-shape data and generated weights, under the README's paths."""
     text = (REPO / "README.md").read_text()
     assert README_DRY_RUN in text
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))
     (tmp_path / "slurm").symlink_to(REPO / "slurm")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "scan").symlink_to(rehearsal_data)
+    (tmp_path / "models").mkdir()
+    for folder in published_weights.values():
+        (tmp_path / "models" / folder.name).symlink_to(folder)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out = subprocess.run(["bash", "-c", README_DRY_RUN], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert "nothing is submitted" in out.stdout.splitlines()[0]
     arrays = parse_dry_run(out.stdout)
-    cells = expand(load_suite("dbl", ["scale=full"]))
+    cells = expand(load_suite("dbl", ["scale=full", *full_inputs]))  # the same weights elsewhere: the same ids
     assert sorted(c for a in arrays for c in a["cells"]) == sorted(c.id for c in cells)  # each cell once
     assert len(arrays) == 3
     sgr, saf, clip = (_array_of(arrays, cells, m) for m in ("sgr", "saf", "clip"))
@@ -97,12 +113,13 @@ def _profile(tmp_path: Path, name: str, **keys) -> Path:
     return path
 
 
-def test_profile_caps_are_printed_and_a_cell_it_cannot_hold_is_named(tmp_path):
+@pytest.mark.slow  # the session's generated CLIP and BERT folders (~15 s once)
+def test_profile_caps_are_printed_and_a_cell_it_cannot_hold_is_named(tmp_path, full_inputs):
     capped = _profile(tmp_path, "short", max_time_min=2000, max_gpus_per_node=4)
-    out = _cli(["sweep", "dbl", "scale=full", "--executor", "slurm", "--cluster", capped, "--dry-run",
+    out = _cli(["sweep", "dbl", "scale=full", *full_inputs, "--executor", "slurm", "--cluster", capped, "--dry-run",
                 "--root", tmp_path / "runs"]).stdout
     arrays = parse_dry_run(out)
-    cells = expand(load_suite("dbl", ["scale=full"]))
+    cells = expand(load_suite("dbl", ["scale=full", *full_inputs]))
     sgr = _array_of(arrays, cells, "sgr")
     assert sgr["sbatch"]["time"] == "2000"
     assert sgr["caps"] == ["time_min 2880 min capped to 2000 by max_time_min of profile short (a cut cell resumes "
@@ -111,7 +128,7 @@ def test_profile_caps_are_printed_and_a_cell_it_cannot_hold_is_named(tmp_path):
     # GPUs cannot be capped: every cell asking for more is named, exit 2, nothing submitted (no cluster needed)
     no_gpus = _profile(tmp_path, "cpu-only", max_gpus_per_node=0)
     for extra in (["--dry-run"], []):
-        bad = _cli(["sweep", "dbl", "scale=full", "--executor", "slurm", "--cluster", no_gpus, *extra,
+        bad = _cli(["sweep", "dbl", "scale=full", *full_inputs, "--executor", "slurm", "--cluster", no_gpus, *extra,
                     "--root", tmp_path / "runs"], check=False)
         assert bad.returncode == 2, bad.stderr
         assert bad.stderr.count("asks for 1 GPU(s) per node but cluster profile cpu-only allows 0") == len(cells)
@@ -135,33 +152,38 @@ def _rates(tmp_path: Path, rates: dict) -> Path:
     return path
 
 
-def test_gpu_rates_give_estimates_and_warn_below_the_request(tmp_path):
+@pytest.mark.slow  # the session's generated CLIP and BERT folders (~15 s once)
+def test_gpu_rates_give_estimates_and_warn_below_the_request(tmp_path, rehearsal_data, full_inputs):
     """`show … scale=full` with make bench-gpu's rates: GPU-hours per cell and for the table, the card
     named; a request below the estimate warned about, in `show` and in the dry run."""
     rates = _rates(tmp_path, {"vse_infty": {"fp32": {"train_samples_per_s": 1000.0, "score_us_per_pair": 1.0},
                                             "bf16": {"train_samples_per_s": 4000.0, "score_us_per_pair": None}},
-                              "sgr": {"fp32": {"train_samples_per_s": 5.0, "score_us_per_pair": None}}})
+                              "sgr": {"fp32": {"train_samples_per_s": 0.1, "score_us_per_pair": None}}})
     root = tmp_path / "runs"
-    out = _cli(["show", "dbl", "scale=full", "--root", root, "--gpu-rates", rates]).stdout
-    # published Flickr30K: 145,000 captions -> 1133 batches of 128, 25 epochs; baseline = 1 forward pass
-    hours = 28325 * 128 / 1000.0 / 3600
+    out = _cli(["show", "dbl", "scale=full", *full_inputs, "--root", root, "--gpu-rates", rates]).stdout
+    # the data's training captions in batches of 128, 25 epochs; baseline = 1 forward pass
+    n_train = sum(1 for _ in open(rehearsal_data / "f30k_precomp" / "train_caps.txt"))
+    hours = 25 * math.ceil(n_train / 128) * 128 / 1000.0 / 3600
     line = next(x for x in out.splitlines() if "f30k/vse_infty/baseline/s0 " in x)
+    job_min = next(m for m in TIME_STEPS_MIN if m >= hours * 60 * 1.5 + 15)  # x the safety factor, on the ladder
     assert f"{hours:.3g} h (estimate: 1000 samples/s fp32 on NVIDIA H200, x1 forward passes (evaluations not " \
-        f"estimated)); job time 120 min (estimate {hours * 60:.0f} min x 1.5 + 15 min)" in line and "WARNING" not in line
+        f"estimated)); job time {job_min} min (estimate {hours * 60:.0f} min x 1.5 + 15 min)" in line \
+        and "WARNING" not in line
     dbl = next(x for x in out.splitlines() if "f30k/vse_infty/DBL abs/s0 " in x)
     assert f"{2 * hours:.3g} h (estimate: 1000 samples/s fp32 on NVIDIA H200, x2 forward passes" in dbl
     sgr = next(x for x in out.splitlines() if "f30k/sgr/baseline/s0 " in x)
     sgr_steps = int(re.search(r"f30k/sgr/baseline/s0 +(\d+) ", sgr).group(1))  # its own schedule
-    sgr_min = sgr_steps * 128 / 5.0 / 60  # far above its 2,880 minutes
+    sgr_min = sgr_steps * 128 / 0.1 / 60  # far above its 2,880 minutes
     assert f"WARNING: resources.time_min 2880 min is below the estimated {sgr_min:.0f} min" in sgr
     assert "no recorded step time" in next(x for x in out.splitlines() if "f30k/clip/baseline/s0 " in x)
-    n_rated = sum(1 for c in expand(load_suite("dbl", ["scale=full"])) if c.matcher.name in ("vse_infty", "sgr"))
+    n_rated = sum(1 for c in expand(load_suite("dbl", ["scale=full", *full_inputs]))
+                  if c.matcher.name in ("vse_infty", "sgr"))
     assert re.search(rf"^total: [0-9.e+]+ GPU-hours estimated for {n_rated} pending cell\(s\) \({n_rated} from the GPU "
                      r"rates of NVIDIA H200 \(2026-12-04\), 0 from done cells\)", out, re.M)
     assert "GPU rates: NVIDIA H200, 2026-12-04 (torch 2.13.0+cu128" in out
     assert "WARNING: 18 cell(s) request less time" in out  # every SGR cell
-    dry = _cli(["sweep", "dbl", "scale=full", "--executor", "slurm", "--cluster", "example-gpu", "--dry-run",
-                "--root", root, "--gpu-rates", rates]).stdout
+    dry = _cli(["sweep", "dbl", "scale=full", *full_inputs, "--executor", "slurm", "--cluster", "example-gpu",
+                "--dry-run", "--root", root, "--gpu-rates", rates]).stdout
     sgr_line = next(x for x in dry.splitlines() if "f30k/sgr/baseline/s0 " in x)
     assert f"requested 2880 min, estimate {sgr_min:.0f} min" in sgr_line and "WARNING" in sgr_line
     vse_line = next(x for x in dry.splitlines() if "f30k/vse_infty/baseline/s0 " in x)
@@ -299,8 +321,10 @@ def test_each_array_asks_for_its_cells_resources(slurm_cluster, tiny_data, tmp_p
 
 @pytest.mark.slurm
 def test_dbl_smoke_arrays_on_the_local_cluster_match_the_dry_run(slurm_cluster, tiny_data, tmp_path):
-    """The paper table's sweep at scale=smoke on the tiny data: SGR/SAF (2,880 min) apart from the others."""
-    arrays = _check_arrays_match_dry_run(["dbl", "scale=smoke", f"data_root={tiny_data}"], _held(tmp_path),
+    """The paper table's sweep at scale=smoke on the tiny data: SGR/SAF (2,880 min) apart from the others.
+    Flickr30K only: the tiny data has no COCO images for CLIP (the `rehearsal` preset has)."""
+    arrays = _check_arrays_match_dry_run(["dbl", "scale=smoke", f"data_root={tiny_data}",
+                                          "datasets=[{name: f30k_precomp, label: f30k}]"], _held(tmp_path),
                                          tmp_path / "runs")
     assert sorted(a["sbatch"]["time"] for a in arrays) == ["1440", "2880"]
     assert all(a["record"]["TresPerNode"] == "gres:gpu:1" for a in arrays)

@@ -136,3 +136,26 @@ def test_ridge_baseline_learns_but_is_not_perfect(tiny):
     # shuffling the pairing destroys the signal (the score is not an artefact of the metric)
     perm = np.random.default_rng(0).permutation(n)
     assert 100 * np.mean(sims[perm].argmax(axis=0) == np.arange(5 * n) // 5) < t2i_r1
+
+
+def test_the_rehearsal_preset_has_the_published_shapes(rehearsal_data, tiny):
+    """36 x 2048 regions, both datasets with 224-px images and a Karpathy file whose splits are the precomp
+    splits' images and captions (COCO's test = the 5 folds of testall); the presets written before keep
+    their manifest (no `pixels` key) and so are not regenerated."""
+    from bench.data.layout import KARPATHY_JSON, karpathy_split
+
+    manifest = json.loads((rehearsal_data / "MANIFEST.json").read_text())
+    assert manifest["region_shape"] == [36, 2048] and manifest["config"]["pixels"] == ["f30k_precomp", "coco_precomp"]
+    assert "pixels" not in json.loads((tiny / "MANIFEST.json").read_text())["config"]
+    for dataset, splits in (("f30k_precomp", ("train", "dev", "test")), ("coco_precomp", ("train", "dev", "testall"))):
+        for split in splits:
+            precomp = PrecompSplit(rehearsal_data, dataset, split)
+            pixels = KarpathySplit(rehearsal_data / "karpathy" / KARPATHY_JSON[dataset], rehearsal_data / "images",
+                                   karpathy_split(split))
+            assert precomp.region_shape == (36, 2048) and precomp.images.dtype == np.float32
+            assert pixels.captions == precomp.captions and pixels.n_images == precomp.n_images
+        assert pixels.load_image(0).size == (224, 224)
+    assert PrecompSplit(rehearsal_data, "coco_precomp", "testall").n_images == 5 * manifest["sizes"]["coco_precomp"]["test"]
+    assert PrecompSplit(rehearsal_data, "f30k_precomp", "train").n_images >= 2 * 128  # two published batches
+    coco = json.loads((rehearsal_data / "karpathy" / "dataset_coco.json").read_text())["images"]
+    assert len(coco) == len({e["filename"] for e in coco})  # test (the first fold) is not listed twice

@@ -7,10 +7,9 @@ kind of data a cell reads (``regions``: SCAN precomp features; ``pixels``: Karpa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import models
-from bench.spec import Cell
+from bench.spec import Cell, Dataset
 
 
 @dataclass
@@ -59,13 +58,12 @@ class Data:
 
 def open_data(cell: Cell | dict, input_kind: str) -> Data:
     """The splits a (resolved) cell reads: training, dev, and the test splits of its protocols."""
-    from bench.protocols import PROTOCOLS, protocols_for
+    from bench.data import layout
 
     cell = cell if isinstance(cell, Cell) else Cell.from_dict(cell)
     ds = cell.dataset
     cpi = ds.captions_per_image
-    protocols = cell.eval.protocols or [p.name for p in protocols_for(ds.name)]
-    test_split_names = sorted({PROTOCOLS[p].split for p in protocols})
+    test_split_names = layout.splits_read(cell)[2:]  # after train and dev
     if input_kind == "regions":
         from bench.data.precomp import PrecompSplit, check_same_features, vocab_path
         from bench.data.vocab import MASK, check_coverage, load_vocab
@@ -84,17 +82,21 @@ def open_data(cell: Cell | dict, input_kind: str) -> Data:
         return Data("regions", train, dev, vocab, tests,
                     {"vocab_size": len(vocab), "img_dim": int(train.region_shape[1]),
                      "num_regions": int(train.region_shape[0]), "vocab_words": words})
-    from bench.data.karpathy import KarpathySplit
-
-    root = Path(ds.data_root)
-    json_path = ds.karpathy_json or str(root / "karpathy" / "dataset_f30k.json")
-    image_root = ds.image_root or str(root / "images")
-    karpathy_split = {"dev": "val", "testall": "test"}
 
     def ksplit(name):
-        return KarpathySplit(json_path, image_root, karpathy_split.get(name, name), captions_per_image=cpi)
+        return karpathy_split(ds, name)
 
     train = ksplit("train")
     vocab_words = sorted({w for c in train.captions for w in c.lower().split()})
     return Data("pixels", train, ksplit("dev"), None, {s: ksplit(s) for s in test_split_names},
                 {"vocab_words": vocab_words})
+
+
+def karpathy_split(ds: Dataset, name: str):
+    """Split ``name`` of a (resolved) dataset read by the pixel matchers: its Karpathy JSON and images, where
+    ``bench.data.layout`` says (``dev`` and ``testall`` are the JSON's ``val`` and ``test``)."""
+    from bench.data import layout
+    from bench.data.karpathy import KarpathySplit
+
+    return KarpathySplit(layout.karpathy_json(ds), layout.image_root(ds), layout.karpathy_split(name),
+                         captions_per_image=ds.captions_per_image)

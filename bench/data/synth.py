@@ -16,11 +16,17 @@ Scene model (one latent world shared by every split and both datasets):
 * Captions (5 per image) describe a random subset of the objects with varied templates (attributes
   sometimes omitted, relations from the grid cells, counts, the place): "a small red ball next to
   a dog", "two cats in the room", "there's a blue car to the left of a bus.".
-* Pixels (f30k only): the objects drawn with PIL on the theme's background, one shape per
-  category (outlined or filled), at ``image_size``² pixels.
+* Pixels (f30k; both datasets in the ``rehearsal`` preset): the objects drawn with PIL on the theme's
+  background, one shape per category (outlined or filled), at ``image_size``² pixels.
 
 Everything is a deterministic function of the seed: image i of split s of dataset d uses
 ``np.random.default_rng([seed, d, s, i])``; the COCO ``test`` split is the first fold of ``testall``.
+
+Ids: COCO ``testall`` (and ``test``) image i carries the i-th image id of the real COCO 5K test split
+(``bench.eccv.coco_test_image_ids``, from the eccv-caption package), as do the Karpathy JSON's test images
+(``cocoid``), so the ECCV Caption / CxC path runs end to end on this data; other images carry
+``<dataset code>·10⁷ + <split code>·10⁶ + i``. ``MANIFEST.json`` at the root says ``"kind": "synthetic"``:
+what a result records as its data kind (``bench.provenance.data_description``).
 """
 
 from __future__ import annotations
@@ -38,9 +44,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from bench.data.errors import DataError
+from bench.data.layout import KARPATHY_JSON, karpathy_split
 from bench.data.vocab import build_vocab, save_vocab, tokenize
+from bench.eccv import SPLIT_IMAGES, coco_test_image_ids
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: COCO test ids are the real COCO 5K test split's (ECCV / CxC)
 CAPTIONS_PER_IMAGE = 5
 N_FOLDS = 5
 
@@ -59,7 +67,12 @@ class Preset:
     noise: float = 1.0  # σ of the per-region Gaussian noise
     style: float = 1.5  # σ of a per-image offset shared by all its regions (does not average out)
     caption_error: float = 0.05  # probability that a mentioned colour is wrong (annotation noise)
+    pixels: tuple = ("f30k_precomp",)  # datasets with rendered images and a Karpathy caption file
 
+
+#: Preset fields added after datasets existed: at their default they stay out of MANIFEST.json, so a
+#: dataset generated before is recognised (not regenerated).
+ADDED_PRESET_DEFAULTS = {"pixels": ("f30k_precomp",)}
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(regions=12, dim=64, f30k={"train": 100, "dev": 30, "test": 30},
@@ -68,6 +81,12 @@ PRESETS: dict[str, Preset] = {
                    coco_train=1500, coco_dev=200, coco_fold=200),
     "f30k": Preset(regions=36, dim=2048, f30k={"train": 2000, "dev": 1014, "test": 1000},
                    coco_train=200, coco_dev=200, coco_fold=100),
+    # The published shapes with few images (a dress rehearsal of the full-scale cells): BUTD's 36 x 2048
+    # regions, both datasets with images at CLIP's 224 px and a Karpathy file each (COCO: the 5 folds of
+    # testall as Karpathy's test split); training splits of two published batches (2 x 128).
+    "rehearsal": Preset(regions=36, dim=2048, f30k={"train": 256, "dev": 64, "test": 64},
+                        coco_train=256, coco_dev=64, coco_fold=64, image_size=224,
+                        pixels=("f30k_precomp", "coco_precomp")),
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -240,6 +259,14 @@ def caption(scene: Scene, rng: np.random.Generator, error: float = 0.0) -> str:
     return text
 
 
+def world_words(n_scenes: int = 4000, seed: int = 0) -> list[str]:
+    """The words the captions of this world use (tokenised, lower case), from ``n_scenes`` sampled scenes
+    (5 captions each): what a tokenizer must know to read the embedded data without unknown tokens."""
+    rng = np.random.default_rng([seed, 104729])
+    return sorted({t for _ in range(n_scenes) for scene in [sample_scene(rng)]
+                   for _ in range(CAPTIONS_PER_IMAGE) for t in tokenize(caption(scene, rng, 0.05))})
+
+
 # ----------------------------------------------------------------------------------------------
 # Pixels
 
@@ -293,6 +320,13 @@ def _image_rng(seed: int, dataset: str, split: str, i: int) -> np.random.Generat
     return np.random.default_rng([seed, _DATASET_CODE[dataset], _SPLIT_CODE[split], i])
 
 
+def _image_id(dataset: str, source_split: str, i: int) -> int:
+    """COCO testall (and test, its first fold): the real COCO 5K test split's ids, in its order."""
+    if source_split == "testall" and i < SPLIT_IMAGES:
+        return coco_test_image_ids()[i]
+    return _DATASET_CODE[dataset] * 10**7 + _SPLIT_CODE[source_split] * 10**6 + i
+
+
 def _write_split(folder: Path, split: str, source_split: str, dataset: str, n_images: int, preset: Preset,
                  seed: int, proj: np.ndarray, images_dir: Path | None, karpathy: list) -> list[str]:
     """Write {split}_ims.npy/_caps.txt/_ids.txt (images 0..n-1 of ``source_split``); return captions."""
@@ -305,14 +339,14 @@ def _write_split(folder: Path, split: str, source_split: str, dataset: str, n_im
         ims[i] = region_features(scene, rng, proj, preset.regions, preset.noise, preset.style)
         caps = [caption(scene, rng, preset.caption_error) for _ in range(CAPTIONS_PER_IMAGE)]
         captions.extend(caps)
-        image_id = _DATASET_CODE[dataset] * 10**7 + _SPLIT_CODE[source_split] * 10**6 + i
+        image_id = _image_id(dataset, source_split, i)
         ids.append(str(image_id))
         if images_dir is not None:
             filename = f"{dataset.split('_')[0]}_{split}_{i:06d}.png"
             render(scene, rng, preset.image_size).save(images_dir / filename, format="PNG")
             imgid = len(karpathy)
             karpathy.append({
-                "filename": filename, "imgid": imgid, "split": "val" if split == "dev" else split,
+                "filename": filename, "imgid": imgid, "cocoid": image_id, "split": karpathy_split(split),
                 "sentids": list(range(imgid * CAPTIONS_PER_IMAGE, (imgid + 1) * CAPTIONS_PER_IMAGE)),
                 "sentences": [{"raw": c, "tokens": [t for t in tokenize(c) if t[0].isalnum()],
                                "imgid": imgid, "sentid": imgid * CAPTIONS_PER_IMAGE + k}
@@ -328,10 +362,12 @@ def _write_split(folder: Path, split: str, source_split: str, dataset: str, n_im
 def _manifest(preset_name: str, preset: Preset, seed: int) -> dict:
     return {
         "generator": "bench.data.synth",
+        "kind": "synthetic",  # the marker a result's data kind is read from (bench.provenance.data_description)
         "version": GENERATOR_VERSION,
         "preset": preset_name,
         "seed": seed,
-        "config": asdict(preset),
+        "config": {k: v for k, v in asdict(preset).items()
+                   if not (k in ADDED_PRESET_DEFAULTS and tuple(v) == ADDED_PRESET_DEFAULTS[k])},
         "captions_per_image": CAPTIONS_PER_IMAGE,
         "sizes": {
             "f30k_precomp": dict(preset.f30k),
@@ -340,6 +376,13 @@ def _manifest(preset_name: str, preset: Preset, seed: int) -> dict:
         },
         "region_shape": [preset.regions, preset.dim],
     }
+
+
+def _older_version_of(existing: dict, manifest: dict) -> bool:
+    """``existing`` is this generator's output for the same preset, seed and sizes, by an older version."""
+    same = all(json.dumps(existing.get(k), sort_keys=True) == json.dumps(manifest.get(k), sort_keys=True)
+               for k in ("generator", "preset", "seed", "config", "sizes"))
+    return same and isinstance(existing.get("version"), int) and existing["version"] < manifest["version"]
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -369,8 +412,9 @@ def generate(out_dir: str | Path, preset: str | Preset = "tiny", seed: int = 0, 
             existing = {}
         if _same(existing, manifest):
             return out_dir
-        raise DataError(f"{manifest_path} describes another dataset (preset {existing.get('preset')!r}, seed "
-                        f"{existing.get('seed')!r}); pass overwrite=True (--overwrite) or choose another --out")
+        if not _older_version_of(existing, manifest):  # an older generator's output of the same preset: rewritten
+            raise DataError(f"{manifest_path} describes another dataset (preset {existing.get('preset')!r}, seed "
+                            f"{existing.get('seed')!r}); pass overwrite=True (--overwrite) or choose another --out")
     if out_dir.exists() and any(out_dir.iterdir()) and not manifest_path.is_file() and not overwrite:
         raise DataError(f"{out_dir} exists, is not empty and holds no MANIFEST.json; choose an empty --out "
                         "or pass overwrite=True (--overwrite)")
@@ -380,8 +424,8 @@ def generate(out_dir: str | Path, preset: str | Preset = "tiny", seed: int = 0, 
         shutil.rmtree(tmp)
     proj = projection(seed, config.dim)
     vocab_sizes = {}
-    karpathy: list = []
     (tmp / "images").mkdir(parents=True)
+    (tmp / "karpathy").mkdir()
     for dataset, splits in (
         ("f30k_precomp", [(s, s, n) for s, n in config.f30k.items()]),
         ("coco_precomp", [("train", "train", config.coco_train), ("dev", "dev", config.coco_dev),
@@ -391,19 +435,22 @@ def generate(out_dir: str | Path, preset: str | Preset = "tiny", seed: int = 0, 
         folder = tmp / dataset
         folder.mkdir()
         captions = []
+        karpathy: list = []
         for split, source, n in splits:
             if n <= 0:
                 raise DataError(f"preset {preset_name!r}: {dataset}/{split} needs at least one image, got {n}")
-            images_dir = tmp / "images" if dataset == "f30k_precomp" else None
+            duplicate = split != source  # coco test: the first fold of testall, written again
+            images_dir = tmp / "images" if dataset in config.pixels and not duplicate else None
             caps = _write_split(folder, split, source, dataset, n, config, seed, proj, images_dir, karpathy)
-            if split != "test" or dataset == "f30k_precomp":  # coco test duplicates testall
+            if not duplicate:
                 captions.extend(caps)
         vocab = build_vocab(captions)
         save_vocab(vocab, tmp / "vocab" / f"{dataset}_vocab.json")
         vocab_sizes[dataset] = len(vocab)
-    (tmp / "karpathy").mkdir()
-    (tmp / "karpathy" / "dataset_f30k.json").write_text(
-        json.dumps({"dataset": "synth_f30k", "images": karpathy}, sort_keys=True) + "\n", encoding="utf-8")
+        if dataset in config.pixels:
+            (tmp / "karpathy" / KARPATHY_JSON[dataset]).write_text(json.dumps(
+                {"dataset": f"synth_{dataset.split('_')[0]}", "images": karpathy}, sort_keys=True) + "\n",
+                encoding="utf-8")
     manifest["vocab_sizes"] = vocab_sizes
     (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if manifest_path.is_file() and not overwrite and _same(json.loads(manifest_path.read_text()), manifest):

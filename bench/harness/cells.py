@@ -156,7 +156,7 @@ def _dataset(spec: dict, ds: dict) -> Dataset:
 def _matcher(spec: dict, m: dict) -> MatcherSpec:
     scale_over = spec["scales"][spec["scale"]]["matchers"]
     return MatcherSpec(m["name"], dict(scale_over.get("default", {})) | dict(scale_over.get(m["name"], {}))
-                       | m["overrides"])
+                       | weights_overrides(spec, m["name"]) | m["overrides"])
 
 
 def _with_id(cell: Cell) -> Cell:
@@ -218,6 +218,18 @@ def _add_variant(collected: _Collected, common: Cell, v: StrategySpec, base_sche
                                  declared=False)
         cell = replace(common, strategy=v, schedule=stage2_sched, depends_on=[baseline.id])
     collected.add(_with_id(cell), declared=True)
+
+
+def weights_overrides(spec: dict, matcher: str) -> dict:
+    """The suite's local pretrained folders (``weights: {kind: DIR}``) as the matcher's arguments (its
+    ``weights_args``), absolute; a matcher's own override of the argument wins."""
+    import os
+
+    from bench.weights import weights_args
+
+    given = spec.get("weights") or {}
+    return {arg: os.path.abspath(os.path.expanduser(given[kind]))
+            for arg, kind in weights_args(matcher).items() if given.get(kind)}
 
 
 def anchor_info(path: str) -> dict:

@@ -28,6 +28,8 @@ Layout (all keys; ``?`` = optional)::
     data_root?: str                 # default data root of every dataset (else $DATA)
     vocab_root?: str                # default vocabulary root (else $VOCAB)
     anchor_checkpoint?: str         # OAS cells start from this checkpoint (ours or official), no baseline
+    weights?: {clip?: DIR, bert?: DIR}   # local pretrained folders (bench.weights.KINDS), for every matcher
+                                    # that reads one (clip: pretrained_path, vse_infty_bert: bert_path)
     datasets: [{name, label?, data_root?, vocab_root?, protocols?: [str]}]   # name: f30k | coco (SCAN
                                     # layout); label names the data source (synth-demo), default = name
     matchers: [{name, label?, overrides?: {...}, datasets?: [str]}]
@@ -37,7 +39,7 @@ Layout (all keys; ``?`` = optional)::
     seeds: [int]
     scales: {full|smoke: {schedule: SCHEDULES, matchers?: {matcher: {overrides}}}}
     schedule?: SCHEDULES            # applied on top of the chosen scale (CLI: schedule.vse_infty.epochs=2)
-    eval?: {protocols?: [str], dev_images?: int, batch_size?: int}
+    eval?: {protocols?: [str], dev_images?: int, batch_size?: int, eccv?: bool}
     reference?: [{matcher: <our matcher label>, where: {<published.csv column>: value}}]
     resources?: {default|<matcher>: {gpus, cpus, mem_gb, time_min, partition?}}
     recipes?: {<group>: <option>}   # bench/recipes/<group>/<option>.yaml: scales, resources, reference

@@ -39,6 +39,13 @@ def valid_strategies() -> list[str]:
     return _valid_cache["strategies"]
 
 
+def weight_kinds() -> tuple[str, ...]:
+    """Kinds of local pretrained folders a suite's ``weights:`` names (``bench.weights.KINDS``)."""
+    from bench.weights import KINDS
+
+    return tuple(KINDS)
+
+
 def known_datasets() -> list[str]:
     """Dataset names the readers know (``bench.data.precomp.DATASETS``)."""
     from bench.data.precomp import DATASETS

@@ -44,6 +44,7 @@ from bench.harness.registry import (
     strategy_params,
     valid_matchers,
     valid_strategies,
+    weight_kinds,
 )
 from bench.harness.schema_errors import _Called, _unknown, config_error
 from bench.spec import (
@@ -441,7 +442,9 @@ _COUNT = Annotated[StrictInt, Field(ge=1)]
 def _eval_model(protocol) -> type[BaseModel]:
     return create_model("Eval", __base__=_Strict, protocols=(list[protocol], Field(default_factory=list)),
                         dev_images=(_COUNT, EVAL_DEFAULTS["dev_images"]),
-                        batch_size=(_COUNT, Field(None, exclude_if=lambda v: v is None)))
+                        batch_size=(_COUNT, Field(None, exclude_if=lambda v: v is None)),
+                        # bench.eccv; left out: bench.spec's default (so a suite's spec, and its ids, stay as given)
+                        eccv=(StrictBool, Field(None, exclude_if=lambda v: v is None)))
 
 
 class _DatasetRules(_Labelled):
@@ -571,6 +574,7 @@ def _suite_model(scales, schedules, resources) -> type[BaseModel]:
         name=(StrictStr, ...), description=(StrictStr, ""), wandb=(_Wandb, Field(default_factory=_Wandb)),
         scale=(Literal["full", "smoke"], "full"), data_root=(StrictStr | None, None),
         vocab_root=(StrictStr | None, None), anchor_checkpoint=(StrictStr | None, None),
+        weights=(_table(StrictStr | None, weight_kinds()), Field(default_factory=dict)),
         eval=(eval_model, Field(default_factory=eval_model)),
         datasets=(Annotated[list[Annotated[dataset, BeforeValidator(_by_name_alone)]],
                             BeforeValidator(_non_empty_list)], ...),

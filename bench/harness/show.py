@@ -33,6 +33,37 @@ from bench.harness.estimate import (  # noqa: F401 - re-exported (the estimate u
     train_captions,
     wall_minutes,
 )
+from bench.spec import Cell
+
+
+def input_problems(suite: Suite, cells: list[Cell]) -> list[str]:
+    """One line per cause for every problem with the inputs ``cells`` will read (``bench.inputs``: data,
+    vocabularies, Karpathy captions and images, local pretrained folders), each naming the cells it affects."""
+    from bench.inputs import check_cells, report_lines
+
+    return [f"{suite.path}: {line}" for line in report_lines(check_cells(cells), describe)]
+
+
+def parameter_lines(spec: dict, cells: list[Cell]) -> list[str]:
+    """``  N  dataset/matcher`` per matcher row: the parameters of the model its cells build (on the meta
+    device, from the data's headers and the pretrained folders' configs; ``-`` where an input is unreadable)."""
+    from bench.inputs import check_cells, parameter_count
+
+    lines, counted = [], {}
+    for ds in spec["datasets"]:
+        for m in spec["matchers"]:
+            cell = next((c for c in cells if c.dataset_label == ds["label"] and c.matcher_label == m["label"]), None)
+            if cell is None:
+                continue
+            name = f"{ds['label']}/{m['label']}"
+            if check_cells([cell]):
+                lines.append(f"  {'-':>13}  {name} (an input it reads is missing or wrong: see the errors below)")
+                continue
+            try:
+                lines.append(f"  {parameter_count(cell, counted):>13,}  {name}")
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                lines.append(f"  {'-':>13}  {name} (an input cannot be read: {type(e).__name__}: {e})")
+    return lines
 
 
 def _fmt_schedule(s: dict) -> str:
@@ -60,6 +91,8 @@ def show(suite: Suite, root: str | Path, rates_path: str | Path | None = None) -
             base, stage2 = resolve_schedule(spec, m["name"], ds["name"])
             extra = f" | {_fmt_schedule(stage2)}" if stage2 else ""
             lines.append(f"  {ds['label']}/{m['label']}: {_fmt_schedule(base)}{extra}")
+    lines.append("parameters of the model each dataset/matcher's cells build:")
+    lines += parameter_lines(spec, cells)
     lines.append("cells (id, state, dataset/matcher/strategy/seed, planned steps, GPU-hours, job time):")
     cache: dict = {}
     totals = _Totals()

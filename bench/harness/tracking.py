@@ -56,16 +56,11 @@ def row_group(cell: Cell) -> str:
 
 
 def data_kind(cell: Cell) -> str:
-    """``synthetic`` when the cell's data root holds the embedded generator's ``MANIFEST.json`` (its ``kind``, or
-    ``"generator": "bench.data.synth"``), else ``real``."""
-    root = cell.dataset.data_root
-    try:
-        manifest = json.loads((Path(root) / "MANIFEST.json").read_text(encoding="utf-8")) if root else None
-    except (OSError, ValueError):
-        manifest = None
-    if not isinstance(manifest, dict):
-        return "real"
-    return str(manifest.get("kind") or ("synthetic" if manifest.get("generator") == "bench.data.synth" else "real"))
+    """``synthetic`` or ``real``: what the cell's data root holds (``bench.provenance.data_description``, the one
+    reader of the embedded generator's marker, as the result records it)."""
+    from bench.provenance import data_description
+
+    return str(data_description(cell.dataset.data_root)["kind"])
 
 
 def run_tags(cell: Cell) -> list[str]:
