@@ -90,13 +90,13 @@ def check_eccv_ids(cells) -> None:
     """Before any cell trains: every cell reporting ECCV Caption and CxC on COCO 5K (``eval.eccv``, the
     default) evaluates a split whose COCO ids are the annotations' (:func:`bench.eccv.check_cell`); each
     (dataset, input kind) once."""
-    import models
     from bench import eccv
     from bench.data.errors import DataError
+    from bench.registry_facts import matcher_attr
 
     seen = set()
     for cell in cells:
-        kind = models.input_kind(cell.matcher.name)
+        kind = matcher_attr(cell.matcher.name, "input_kind")
         key = (cell.dataset, kind, eccv.wanted(cell))
         if key in seen:
             continue
@@ -466,6 +466,9 @@ USER_ERRORS = (
     ("bench.data.errors", "DataError"),
     ("bench.checkpoint", "CheckpointError"),
     ("bench.train", "TrainingDiverged"),  # the schedule's lr (or the data) made the loss NaN: the fix is named
+    ("bench.harness.collect", "CollectError"),
+    ("bench.harness.store", "StoreError"),
+    ("bench.harness.sweep", "SweepError"),
 )
 EXIT_USAGE = 2  # as argparse exits for a bad command line
 
@@ -484,10 +487,6 @@ def fail(message: str) -> None:
 
 
 def main(argv=None):
-    from bench.harness.collect import CollectError
-    from bench.harness.store import StoreError
-    from bench.harness.sweep import SweepError
-
     args = parse_args(build_parser(), argv)
     root = getattr(args, "root", None)
     if root and Path(root).exists() and not Path(root).is_dir():
@@ -495,7 +494,7 @@ def main(argv=None):
     try:
         args.fn(args)
     except Exception as e:  # noqa: BLE001 - user errors become one line; the rest is re-raised
-        if not (user_error(e) or isinstance(e, (CollectError, SweepError, StoreError))):
+        if not user_error(e):
             raise
         fail(str(e).strip() or type(e).__name__)
 

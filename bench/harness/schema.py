@@ -226,17 +226,16 @@ class _StrategyEntry(_Strict):
         """The strategy's constructor (the owner of its parameters' ranges) accepts every variant."""
         import itertools
 
-        import strategies
+        from bench.registry_facts import strategy_variant
 
         params = {k: getattr(self.params, k) for k in type(self.params).model_fields}
         swept = {k: v for k, v in self.sweep.model_dump().items()}
         for combo in itertools.product(*swept.values()):
             variant = {**params, **dict(zip(swept, combo))}
-            try:
-                strategies.build(self.name, **variant)
-            except (ValueError, TypeError) as e:
+            error = strategy_variant(self.name, variant).get("error")  # strategies.build's refusal, remembered
+            if error is not None:
                 at = f" (sweep {dict(zip(swept, combo))})" if swept else ""
-                raise _fail(f"params{at}: {e}") from None
+                raise _fail(f"params{at}: {error}")
         return self
 
     @model_serializer(mode="wrap")
@@ -431,9 +430,9 @@ def _resources(per_matcher: tuple) -> Any:
 
 
 def _protocol() -> Any:
-    from bench.protocols import PROTOCOLS
+    from bench.registry_facts import protocols
 
-    return Annotated[Literal[tuple(PROTOCOLS)], _Called("protocol"), BeforeValidator(_a_string)]
+    return Annotated[Literal[tuple(protocols())], _Called("protocol"), BeforeValidator(_a_string)]
 
 
 _COUNT = Annotated[StrictInt, Field(ge=1)]
@@ -459,7 +458,7 @@ class _DatasetRules(_Labelled):
     @field_validator("protocols", check_fields=False)
     @classmethod
     def _else_the_datasets(cls, protocols, info: ValidationInfo):
-        from bench.protocols import PROTOCOLS
+        from bench.registry_facts import protocols as known_protocols
 
         name = info.data.get("name")
         if name is None:  # reported already
@@ -473,7 +472,7 @@ class _DatasetRules(_Labelled):
             if p not in own:
                 from_eval = " (from eval.protocols, which applies to every dataset)" \
                     if info.context.get("protocols") == protocols else ""
-                raise _fail(f"protocol {p!r}{from_eval} evaluates {PROTOCOLS[p].dataset}, not this dataset's "
+                raise _fail(f"protocol {p!r}{from_eval} evaluates {known_protocols()[p]['dataset']}, not this dataset's "
                             f"{name}; give {' or '.join(own)}, or leave `protocols` out for the dataset's own")
         return protocols
 

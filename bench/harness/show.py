@@ -60,10 +60,26 @@ def parameter_lines(spec: dict, cells: list[Cell]) -> list[str]:
                 lines.append(f"  {'-':>13}  {name} (an input it reads is missing or wrong: see the errors below)")
                 continue
             try:
-                lines.append(f"  {parameter_count(cell, counted):>13,}  {name}")
+                lines.append(f"  {_counted(cell, counted, parameter_count):>13,}  {name}")
             except (OSError, ValueError, KeyError, TypeError) as e:
                 lines.append(f"  {'-':>13}  {name} (an input cannot be read: {type(e).__name__}: {e})")
     return lines
+
+
+def _counted(cell: Cell, counted: dict, parameter_count) -> int:
+    """``parameter_count(cell)``, remembered (``bench.registry_facts``) for this code, matcher and data (its
+    fingerprint), so ``show`` counts without torch the second time; a cell reading a pretrained folder is counted
+    each time (the folder is no part of the data's fingerprint)."""
+    from bench import spec
+    from bench.harness.store import cell_fingerprint
+    from bench.registry_facts import remembered
+    from bench.weights import weights_args
+
+    if any(cell.matcher.overrides.get(arg) for arg in weights_args(cell.matcher.name)):
+        return parameter_count(cell, counted)
+    r = spec.resolve(cell)
+    key = spec.canonical_json([r.matcher.to_dict(), r.matcher.defaults, r.schedule.caption_aug, cell_fingerprint(cell)])
+    return remembered("parameter_count", key, lambda: parameter_count(cell, counted))
 
 
 def _fmt_schedule(s: dict) -> str:
