@@ -182,6 +182,9 @@ def cmd_sweep(args):
         fail(f"{' and '.join(ignored)} {'apply' if both else 'applies'} to --executor slurm only, not "
              f"{args.executor} (which would ignore {'them' if both else 'it'}); add --executor slurm or leave "
              f"{' and '.join(ignored)} out")
+    if args.executor == "slurm" and not args.cluster:
+        fail("--executor slurm needs --cluster PROFILE (a name in slurm/profiles/ or a path, e.g. "
+             "slurm/profiles/example-gpu.yaml): the profile says where jobs go and what the cluster allows")
     suite, choice = _sweep_suite(args)
     from bench.harness.cells import expand
     from bench.harness.named_sweeps import check_sweep_name
@@ -194,7 +197,7 @@ def cmd_sweep(args):
             from bench.harness.slurm import load_profile
             from bench.harness.sweep import plan_arrays
 
-            plan_arrays(cells, load_profile(args.cluster or "local"))
+            plan_arrays(cells, load_profile(args.cluster))
         check_data_roots(suite, cells)  # the dry run too: what the sweep would refuse, it refuses
         check_eccv_ids(cells)
         if args.dry_run:  # submits nothing, records nothing
@@ -203,7 +206,7 @@ def cmd_sweep(args):
             return
         _record(args, suite, choice)
         report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, options=run_options(args),
-                       retry_failed=args.retry_failed, wait=not args.no_wait)
+                       retry_failed=args.retry_failed, wait=not args.no_wait, rates_path=args.gpu_rates)
     except (ProfileError, ResourceError) as e:  # named before anything is submitted
         _bad_input(str(e).replace("\n", "\n  "))
     _report(suite, report)

@@ -334,3 +334,13 @@ def time_request(cell: Cell, gpu_hours: float | None, max_time_min: int | None =
     if max_time_min is not None and minutes is not None and minutes > max_time_min:
         minutes, why = max_time_min, f"{why}, capped by the profile's max_time_min"
     return minutes, why
+
+
+def cell_estimates(cells: list[Cell], root: str | Path, rates_path: str | Path | None = None) -> dict[str, Estimate]:
+    """{cell id: :class:`Estimate`} of ``cells`` (done cells in ``root``, else the GPU rates)."""
+    records, rates, cache = recorded_step_times(Path(root)), load_gpu_rates(rates_path), {}
+    return {c.id: estimate_cell(c, records, planned_steps(c, cache), rates, cache) for c in cells}
+
+
+def hours_of(estimates: dict[str, Estimate]) -> dict[str, float | None]:
+    return {cid: e.hours for cid, e in estimates.items()}

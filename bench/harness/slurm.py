@@ -44,6 +44,8 @@ PROFILE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "nodes": ((int,), "nodes per job"),
     "tasks_per_node": ((int,), "tasks (ranks) per node"),
     "array_parallelism": ((int,), "array tasks running at once"),
+    "max_concurrent_gpus": ((int,), "GPUs one sweep may hold at once, all its arrays together"),
+    "wckey": ((str,), "sbatch --wckey (none is sent without it)"),
     "setup": ((list,), "shell lines run before the job"),
     "additional": ((dict,), "further sbatch options {option: value}"),
     "max_time_min": ((int,), "cap on a job's wall time in minutes (e.g. the partition's MaxTime)"),
@@ -194,12 +196,15 @@ def job_request(resources: Resources | dict | None, profile: dict | None) -> Job
 # ---------------------------------------------------------------------------------------------- executors
 def make_executor(
     kind: str, folder: str | Path, profile: str | Path | dict | None = None, check: bool = True,
-    resources: Resources | dict | JobRequest | None = None,
+    resources: Resources | dict | JobRequest | None = None, job_name: str | None = None,
+    array_parallelism: int | None = None,
 ) -> submitit.AutoExecutor:
     """A submitit executor of ``kind`` ("slurm" | "local" | "debug") logging to ``folder``: where its
     jobs go from ``profile`` (a name, a path or a dict from :func:`load_profile`), what they ask for
     from ``resources`` (a cell, its resources, :class:`Resources` or a :class:`JobRequest`), capped by
-    the profile (:func:`job_request`).
+    the profile (:func:`job_request`). ``job_name``: the jobs' name (a sweep's ``<suite>:<stage>:<shape>``;
+    submitit's own default is "submitit"); ``array_parallelism``: this array's share of the sweep's GPUs (at most
+    the profile's ``array_parallelism``). A ``--wckey`` is sent only where the profile sets ``wckey``.
 
     The cluster is always named explicitly: ``AutoExecutor`` alone picks SLURM whenever ``srun`` is
     installed, even with no cluster running. With ``check`` a "slurm" executor first makes sure the
@@ -234,12 +239,16 @@ def make_executor(
             slurm_account=profile.get("account"),
             slurm_qos=profile.get("qos"),
             slurm_constraint=profile.get("constraint"),
-            slurm_array_parallelism=profile.get("array_parallelism"),
+            slurm_array_parallelism=min((v for v in (profile.get("array_parallelism"), array_parallelism)
+                                         if v is not None), default=None),
+            slurm_job_name=job_name,
             # Jobs unpickle their function by module name: make this checkout importable in the job.
             slurm_setup=[f'export PYTHONPATH="{REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"', *(profile.get("setup") or [])],
             slurm_additional_parameters=dict(profile.get("additional") or {}) or None,
         )
     executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    if kind == "slurm":  # submitit writes --wckey=submitit unless told otherwise: only the profile's, if any
+        executor._executor.parameters["wckey"] = profile.get("wckey")
     return executor
 
 
