@@ -45,6 +45,13 @@ def test_only_keeps_labels_and_ids():
         load_suite("mss", ["only.datasets=[f30k_precom]"])
 
 
+def test_an_unknown_sweep_name_is_one_line_naming_the_sweeps(tmp_path, capsys):
+    _, err = _main(capsys, "status", "oss", "--root", tmp_path, "--sweep", "nosuch", code=2)
+    assert err == (f"error: --sweep nosuch: no such sweep of suite oss in {tmp_path} (its sweeps: none); `python -m "
+                   f"bench list --root {tmp_path}` lists them, or run `python -m bench sweep oss … --sweep nosuch` to "
+                   "make it\n")
+
+
 @pytest.mark.slow
 def test_a_sweep_with_overrides_then_plain_status_collect_run_and_list_find_its_cells(tiny_data, tmp_path, capsys):
     """Done-when (1): a sweep with overrides is recorded; plain status / collect / run --cell / list use it (the

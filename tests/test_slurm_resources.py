@@ -152,6 +152,9 @@ def test_slurm_only_flags_are_refused_for_other_executors(tmp_path):
     for flag in (["--cluster", "local"], ["--no-wait"], ["--dry-run"]):
         out = _cli(["sweep", "demo", "--executor", "local", *flag, "--root", tmp_path / "runs"], check=False)
         assert out.returncode == 2 and f"{flag[0]} applies to --executor slurm only" in out.stderr
+    # and SLURM without a profile (it planned full-scale cells at the default partition's 1 CPU / 1 GB)
+    out = _cli(["sweep", "demo", "--executor", "slurm", "--root", tmp_path / "runs"], check=False)
+    assert out.returncode == 2 and "error: --executor slurm needs --cluster PROFILE" in out.stderr
     assert not (tmp_path / "runs").exists()
 
 
