@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
@@ -364,8 +363,9 @@ def cmd_sync(args):
     if not runs:
         print(f"no offline W&B runs under {args.root}")
         return
-    cmd = [sys.executable, "-m", "wandb", "sync", *(["--dry-run"] if args.dry_run else []), *map(str, runs)]
-    sys.exit(subprocess.call(cmd))
+    from bench.harness import wandb_sync
+
+    sys.exit(wandb_sync.sync(runs, args.dry_run, args.timeout))
 
 
 def cmd_readme(args):
@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="re-run only the failed cells")
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
     p.add_argument("--dry-run", action="store_true",
-                   help="slurm: print each job array's #SBATCH header and cells; submit nothing")
+                   help="slurm: print each job array's sbatch script and cells; submit nothing (no cluster needed)")
     _rates_arg(p)
     _store_args(p, "re-run every cell (done ones are replaced when complete)")
     p.set_defaults(fn=cmd_sweep)
@@ -448,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*")
     p.add_argument("--root", default=str(REPO_ROOT / "results"))
     p.add_argument("--dry-run", action="store_true")
+    from bench.harness import wandb_sync
+
+    p.add_argument("--timeout", type=wandb_sync.seconds, default=wandb_sync.TIMEOUT_S,
+                   help=f"stop wandb sync after this many seconds without an end (default {wandb_sync.TIMEOUT_S})")
     p.set_defaults(fn=cmd_sync)
     p = sub.add_parser("readme", help="put the demo table into README.md")
     p.add_argument("--table", default=str(REPO_ROOT / "results" / "tables" / "demo.md"))
@@ -464,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS = (
     ("bench.harness.config", "ConfigError"),
     ("bench.harness.slurm", "ProfileError"),
+    ("bench.harness.slurm", "SlurmUnavailable"),  # no SLURM client, configuration or controller here
+    ("bench.harness.published", "PublishedCSVError"),  # a row of results/reference/published.csv
     ("bench.cli_eval", "EvaluateError"),
     ("models.official", "OfficialCheckpointError"),
     ("bench.data.errors", "DataError"),

@@ -114,13 +114,21 @@ def _once(memo: dict, key, fn, *args) -> list[Problem]:
 
 
 def _from_env(root: str) -> str:
-    return f"{root} (from the DATA environment variable)" if os.environ.get("DATA") == root else root
+    """``root``, saying when it came from $DATA (compared after ``~``/``$VARS`` expansion)."""
+    from bench.values import expand_path
+
+    return f"{root} (from the DATA environment variable)" if expand_path(os.environ.get("DATA")) == root else root
 
 
 def _root_problems(root: str) -> list[Problem]:
+    """A data root that is not a folder; one left unexpanded names its variables that are not set."""
+    from bench.values import unset_variables
+
     if Path(root).is_dir():
         return []
-    what = "is not a folder" if Path(root).exists() else "does not exist"
+    unset = unset_variables(root) if not Path(root).exists() else []
+    what = "is not a folder" if Path(root).exists() else "does not exist" + (
+        f" (the variable(s) {', '.join(unset)} are not set; ~ and $VARS are expanded)" if unset else "")
     return [Problem("data_root", _from_env(root), what, DATA_FIX)]
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.precision import PRECISIONS
+from bench.values import expand_path, shown
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ class Limit:
                 continue
             if v < self.low or (v == self.low and not self.low_ok) or (self.high is not None and v > self.high):
                 rng = f"{'>=' if self.low_ok else '>'} {self.low}" + (f" and <= {self.high}" if self.high is not None else "")
-                item = f" (item {v!r})" if isinstance(value, list) else ""
-                return f"must be {rng}, got {value!r}{item}: {self.why}"
+                item = f" (item {shown(v)})" if isinstance(value, list) else ""
+                return f"must be {rng}, got {shown(value)}{item}: {self.why}"
         return None
 
 
@@ -515,11 +516,12 @@ def _check_protocols(names, dataset: str) -> None:
 
 
 def resolve_dataset(ds: Dataset) -> Dataset:
-    """The dataset with its paths' defaults: ``DEFAULT_DATA_ROOT``, its ``vocab/``, 5 captions per image."""
-    data_root = ds.data_root if ds.data_root is not None else DEFAULT_DATA_ROOT
+    """The dataset with its paths' defaults: ``DEFAULT_DATA_ROOT``, its ``vocab/``, 5 captions per image; the
+    roots a user wrote with ``~`` and ``$VARS`` expanded (``bench.values.expand_path``)."""
+    data_root = expand_path(ds.data_root) if ds.data_root is not None else DEFAULT_DATA_ROOT
     return dataclasses.replace(
         ds, data_root=data_root,
-        vocab_root=ds.vocab_root if ds.vocab_root is not None else default_vocab_root(data_root),
+        vocab_root=expand_path(ds.vocab_root) if ds.vocab_root is not None else default_vocab_root(data_root),
         captions_per_image=ds.captions_per_image if ds.captions_per_image is not None else DEFAULT_CAPTIONS_PER_IMAGE)
 
 

@@ -12,7 +12,7 @@ _FROM = {
     **dict.fromkeys(("KarpathyPairs", "KarpathySplit", "collate_raw", "iter_raw_caption_batches",
                      "iter_raw_image_batches"), "karpathy"),
     **dict.fromkeys(("DATASETS", "PrecompDataset", "PrecompSplit", "collate_pairs", "iter_caption_batches",
-                     "iter_image_batches", "vocab_path"), "precomp"),
+                     "iter_image_batches", "precomp_problems", "vocab_path"), "precomp"),
     **dict.fromkeys(("Vocabulary", "build_vocab", "load_vocab", "save_vocab", "tokenize"), "vocab"),
 }
 
@@ -26,5 +26,6 @@ def __getattr__(name: str):
 __all__ = [
     "DATASETS", "DataError", "KarpathyPairs", "KarpathySplit", "PrecompDataset", "PrecompSplit",
     "Vocabulary", "build_vocab", "collate_pairs", "collate_raw", "iter_caption_batches", "iter_image_batches",
-    "iter_raw_caption_batches", "iter_raw_image_batches", "load_vocab", "save_vocab", "tokenize", "vocab_path",
+    "iter_raw_caption_batches", "iter_raw_image_batches", "load_vocab", "precomp_problems", "save_vocab", "tokenize",
+    "vocab_path",
 ]

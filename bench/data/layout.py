@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.spec import Cell, Dataset
+from bench.values import expand_path
 
 SPLIT_FILES = ("ims.npy", "caps.txt", "ids.txt")
 #: Karpathy's caption file of each dataset, under ``<data_root>/karpathy/`` unless the dataset names one.
@@ -29,13 +30,18 @@ KARPATHY_JSON = {"f30k_precomp": "dataset_f30k.json", "coco_precomp": "dataset_c
 KARPATHY_SPLIT = {"dev": "val", "testall": "test"}
 
 
-def splits_read(cell: Cell) -> list[str]:
-    """The splits a resolved cell reads: ``train``, ``dev`` and the test splits of its protocols (every
-    protocol of its dataset when it names none), in that order."""
-    from bench.protocols import PROTOCOLS, protocols_for
+def protocols_read(cell: Cell) -> list[str]:
+    """The protocols a resolved cell evaluates: its own, or every protocol of its dataset when it names none."""
+    from bench.protocols import protocols_for
 
-    protocols = cell.eval.protocols or [p.name for p in protocols_for(cell.dataset.name)]
-    return ["train", "dev", *sorted({PROTOCOLS[p].split for p in protocols})]
+    return list(cell.eval.protocols or [p.name for p in protocols_for(cell.dataset.name)])
+
+
+def splits_read(cell: Cell) -> list[str]:
+    """The splits a resolved cell reads: ``train``, ``dev`` and the test splits of its protocols, in that order."""
+    from bench.protocols import PROTOCOLS
+
+    return ["train", "dev", *sorted({PROTOCOLS[p].split for p in protocols_read(cell)})]
 
 
 def split_files(data_root: str | Path, dataset: str, split: str) -> dict[str, Path]:
@@ -52,13 +58,13 @@ def vocab_file(cell: Cell) -> Path:
 def karpathy_json(ds: Dataset) -> Path:
     """The Karpathy caption file a resolved pixel cell's dataset reads."""
     if ds.karpathy_json:
-        return Path(ds.karpathy_json)
+        return Path(expand_path(ds.karpathy_json))
     return Path(ds.data_root) / "karpathy" / KARPATHY_JSON.get(ds.name, f"dataset_{ds.name}.json")
 
 
 def image_root(ds: Dataset) -> Path:
     """The image folder a resolved pixel cell's dataset reads."""
-    return Path(ds.image_root or Path(ds.data_root) / "images")
+    return Path(expand_path(ds.image_root) or Path(ds.data_root) / "images")
 
 
 def karpathy_split(split: str) -> str:

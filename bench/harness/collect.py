@@ -37,6 +37,7 @@ from bench.atomic import atomic_write_bytes
 from bench.harness import latex, stats, table_text
 from bench.harness.cells import cell_recipe, describe, expand, scenario_of
 from bench.harness.config import Suite, load_suite, recipe_label
+from bench.harness.published import read_published
 from bench.harness.stats import recall_hits, rsum_from_ranks  # noqa: F401 - re-exported
 from bench.harness.store import (
     DEFAULT_ROOT,
@@ -178,7 +179,7 @@ def published_rows(suite: Suite, csv_path: str | Path = PUBLISHED_CSV) -> pd.Dat
     refs = suite.spec.get("reference") or []
     if not refs or not Path(csv_path).exists():
         return pd.DataFrame()
-    pub = pd.read_csv(csv_path, dtype=str)
+    pub = read_published(csv_path)  # every row checked first: one line naming file, line, column, value
     protocol_dataset = {p: d["label"] for d in suite.spec["datasets"] for p in d["protocols"]}
     m_label = {}
     for m in suite.spec["matchers"]:

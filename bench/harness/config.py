@@ -71,6 +71,7 @@ from bench.harness.registry import (  # noqa: F401 - re-exported
 )
 from bench.harness.schema import schema, validate
 from bench.overrides import OVERRIDE_FIX, apply_overrides, parse_override  # noqa: F401 - re-exported
+from bench.values import expand_path
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 
@@ -118,5 +119,6 @@ def validate_suite(raw: dict, path: str | Path = "<suite>") -> Suite:
 
 
 def resolve_root(explicit: str | None, suite_default: str | None, env: str) -> str | None:
-    """A dataset's root: its own entry, else the suite's, else the environment variable ``env``."""
-    return explicit or suite_default or os.environ.get(env) or None
+    """A dataset's root: its own entry, else the suite's, else the environment variable ``env`` (``~`` and
+    ``$VARS`` expanded: the cell records the expanded path)."""
+    return expand_path(explicit or suite_default or os.environ.get(env) or None)

@@ -2,36 +2,25 @@
 submit, submitting nothing and needing no cluster.
 
 Per job array (:func:`bench.harness.sweep.plan_arrays`: one per dependency stage, resource shape and parent
-cells) it prints its job name, the ``#SBATCH`` header submitit writes for it (:func:`bench.harness.slurm.
-sbatch_header`, made by submitit's own script writer), the profile's setup lines and the command each job
-runs, the caps applied, the cells whose jobs it waits for (``afterok``: an OAS student waits for its own
-baseline only), its share of the sweep's GPUs (``max_concurrent_gpus``), and its cells with the time each
-asks for and the estimate it comes from (``bench.harness.estimate``: done cells in the store, else the GPU
-rates), warning where a cell's own ``resources.time_min`` is below the estimate; then the GPU-hours requested
-and estimated, per array and in total, naming the card and date of the rates.
+cells) it prints its job name, the whole sbatch script submitit writes for it (:func:`bench.harness.slurm.
+sbatch_script`, made by submitit's own script writer without a cluster: ``#SBATCH`` options, the profile's
+setup lines and the command the job runs), the caps applied, the cells whose jobs it waits for (``afterok``: an
+OAS student waits for its own baseline only), its share of the sweep's GPUs (``max_concurrent_gpus``), and its
+cells with the time each asks for and the estimate it comes from (``bench.harness.estimate``: done cells in the
+store, else the GPU rates), warning where a cell's own ``resources.time_min`` is below the estimate; then the
+GPU-hours requested and estimated, per array and in total, naming the card and date of the rates.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from bench.harness.cells import describe, expand, topological_order
 from bench.harness.config import Suite
 from bench.harness.estimate import cell_estimates, hours_of, load_gpu_rates, time_request, wall_minutes
-from bench.harness.slurm import load_profile, make_executor, sbatch_header
+from bench.harness.slurm import load_profile, sbatch_script
 from bench.harness.store import DEFAULT_ROOT
 from bench.harness.sweep import JOBS_DIR, cell_states, plan_arrays, select_cells
-
-
-def job_command(profile: dict) -> list[str]:
-    """The lines each job of a sweep runs after its ``#SBATCH`` header: the profile's setup, then submitit's
-    runner of the pickled cell job (``bench.harness.jobs.CellJob``)."""
-    from bench.provenance import REPO_ROOT
-
-    setup = [f'export PYTHONPATH="{REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"', *(profile.get("setup") or [])]
-    return [*setup, f"srun --unbuffered {sys.executable} -u -m submitit.core._submit <jobs folder>  "
-                    "# runs CellJob(cell, root): the cell's bench.harness.store.run_cell_in_store"]
 
 
 def dry_run(suite: Suite, root: str | Path = DEFAULT_ROOT, cluster: str | None = None, force: bool = False,
@@ -49,14 +38,11 @@ def dry_run(suite: Suite, root: str | Path = DEFAULT_ROOT, cluster: str | None =
     rates = load_gpu_rates(rates_path)
     cap = profile.get("max_concurrent_gpus")
     lines = [f"dry run: suite {suite.name}, {len(todo)} of {len(cells)} cell(s) to run, cluster profile "
-             f"{profile['name']} ({profile['path']}): {len(plans)} job array(s); nothing is submitted",
-             "each job runs:", *[f"  {line}" for line in job_command(profile)]]
+             f"{profile['name']} ({profile['path']}): {len(plans)} job array(s); nothing is submitted"]
     array_of: dict[str, int] = {}
     totals = {"requested": 0.0, "estimated": 0.0, "unknown": 0}
     warnings = 0
     for number, plan in enumerate(plans, 1):
-        executor = make_executor("slurm", folder, profile, check=False, resources=plan.request,
-                                 job_name=plan.job_name(), array_parallelism=plan.parallelism)
         deps = [f"<job of cell {p} (array {array_of[p]})>" for p in plan.parents if p in array_of]
         for c in plan.cells:
             array_of[c.id] = number
@@ -65,7 +51,9 @@ def dry_run(suite: Suite, root: str | Path = DEFAULT_ROOT, cluster: str | None =
                   f"{plan.request.resources.describe()}{share}"
                   + (f"; after its parent cell(s) {', '.join(plan.parents)} only (afterok)" if plan.parents else "")]
         lines += [f"  cap: {cap_line}" for cap_line in plan.caps]
-        lines += ["  " + line for line in sbatch_header(executor, len(plan.cells), deps or None).splitlines()]
+        script = sbatch_script(folder, profile, plan.request, len(plan.cells), deps or None, plan.job_name(),
+                               plan.parallelism)
+        lines += ["  " + line if line else "" for line in script.splitlines()]
         requested = plan.request.resources.time_min
         array_req, array_est = 0.0, 0.0
         for c in plan.cells:

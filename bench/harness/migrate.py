@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from bench import yamlsafe
 from bench.harness.cells import describe
 from bench.harness.named_sweeps import SWEEPS_DIR
 from bench.harness.store import (
@@ -60,7 +61,7 @@ def recorded_cell(folder: Path) -> Cell | None:
     """The cell a run folder recorded (``config.yaml``, else its ``result.json``); None for anything else."""
     try:
         if (folder / "config.yaml").is_file():
-            return Cell.from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
+            return Cell.from_dict(yamlsafe.load((folder / "config.yaml").read_text()))
         return Cell.from_dict(json.loads((folder / RESULT_FILE).read_text())["cell"])
     except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
         return None

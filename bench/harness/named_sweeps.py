@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from bench import yamlsafe
 from bench.config_files import ConfigError, read_yaml
 from bench.run_folder import write_text
 from bench.spec import is_plain_name
@@ -99,7 +100,7 @@ def list_sweeps(root: str | Path, suite_name: str) -> list[SweepRecord]:
     out = []
     for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
         try:
-            out.append(SweepRecord.from_dict(yaml.safe_load(path.read_text()), path))
+            out.append(SweepRecord.from_dict(yamlsafe.load(path.read_text()), path))
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as e:
             print(f"warning: {path} is not a sweep record ({type(e).__name__}: {e}); skipped", file=sys.stderr)
     return sorted(out, key=lambda r: (r.updated_s, r.name))

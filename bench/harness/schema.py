@@ -57,6 +57,7 @@ from bench.spec import (
     schedule_limit_problem,
     schedule_types,
 )
+from bench.values import expand_path, shown
 
 SEED_RANGE = (0, 2**32)  # numpy's seed range
 
@@ -109,7 +110,7 @@ def _by_name_alone(value):
 
 def _non_empty_list(value):
     if not isinstance(value, list) or not value:
-        raise _fail(f"expected a non-empty list, got {value!r}")
+        raise _fail(f"expected a non-empty list, got {shown(value)}")
     return value
 
 
@@ -120,7 +121,7 @@ def _list_or_nothing(value):
 
 def _sweep_values(value):
     if not isinstance(value, list) or not value:
-        raise _fail(f"expected a non-empty list of values, got {value!r}")
+        raise _fail(f"expected a non-empty list of values, got {shown(value)}")
     return value
 
 
@@ -135,7 +136,7 @@ def _name_of(what: str) -> BeforeValidator:
     """A matcher or strategy ``name`` is a string first, then one of the registry's."""
     def check(value):
         if not isinstance(value, str):
-            raise _fail(f"expected a {what} name (str), got {value!r}")
+            raise _fail(f"expected a {what} name (str), got {shown(value)}")
         return value
     return BeforeValidator(check)
 
@@ -341,7 +342,7 @@ def _argument_problem(arg: str, kind: type, default, value) -> str | None:
     counts (an int argument whose default is >= 1, or without a default) must be >= 1, dropouts in [0, 1)."""
     if value is None:
         return None
-    got = f"got {type(value).__name__} {value!r}"
+    got = f"got {type(value).__name__} {shown(value)}"
     if kind is bool and not isinstance(value, bool):
         return f"expected true or false, {got}"
     if kind is str and not isinstance(value, str):
@@ -353,9 +354,9 @@ def _argument_problem(arg: str, kind: type, default, value) -> str | None:
     if kind is float and not math.isfinite(value):
         return f"expected a finite number, {got}"
     if kind is int and (default is None or default >= 1) and value < 1:
-        return f"must be at least 1, got {value!r}: a size or count of 0 or less builds no model"
+        return f"must be at least 1, got {shown(value)}: a size or count of 0 or less builds no model"
     if kind is float and "dropout" in arg and not 0 <= value < 1:
-        return f"must be in [0, 1), got {value!r}: a dropout probability"
+        return f"must be in [0, 1), got {shown(value)}: a dropout probability"
     return None
 
 
@@ -493,7 +494,7 @@ class _SuiteRules(_Strict):
     @classmethod
     def _a_folder_name(cls, name: str) -> str:
         if not is_plain_name(name):
-            raise _fail(f"{name!r} would write run folders and tables outside --root: use a plain name of "
+            raise _fail(f"{shown(name)} would write run folders and tables outside --root: use a plain name of "
                         "letters, digits, '.', '_', '+' or '-', without '/' or '..'")
         return name
 
@@ -501,8 +502,9 @@ class _SuiteRules(_Strict):
     @classmethod
     def _a_file(cls, path: str | None) -> str | None:
         """A trained checkpoint (this suite's best.pt or an official one) that replaces the OAS baseline."""
+        path = expand_path(path)  # ~ and $VARS, as every path of a suite
         if path is not None and not Path(path).is_file():
-            raise _fail(f"{path!r} is not a file; give the path of a best.pt of this suite or of an official "
+            raise _fail(f"{shown(path)} is not a file; give the path of a best.pt of this suite or of an official "
                         "checkpoint (model_best.pth / model_best.pth.tar)")
         return path
 
@@ -610,7 +612,7 @@ def _distinct_labels(entries: list, key: str, what: str, tagged: bool = False) -
             j = seen[e.label]
             raise _fail_at((i, e.name, "label") if tagged else (i, "label"),
                            f"{what}s {key}[{j}] ({entries[j].name}) and {key}[{i}] ({e.name}) have the same label "
-                           f"{e.label!r}; give each {what} a distinct `label`", e.label)
+                           f"{shown(e.label)}; give each {what} a distinct `label`", e.label)
         seen[e.label] = i
 
 

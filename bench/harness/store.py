@@ -109,8 +109,13 @@ def run_dir_for(cell: Cell, root: str | Path = DEFAULT_ROOT) -> Path:
 def lock_path(cell: Cell, root: str | Path = DEFAULT_ROOT) -> Path:
     """The cell's lock file ``<root>/.locks/<suite>/<id>.lock``, outside its run folder (which a swap
     replaces) and outside the suite's folder (which holds run folders only)."""
-    final = run_dir_for(cell, root)
-    return final.parent.parent / LOCKS_DIR / final.parent.name / f"{final.name}.lock"
+    return folder_lock(run_dir_for(cell, root))
+
+
+def folder_lock(run_dir: str | Path) -> Path:
+    """The lock file of the run folder ``<root>/<suite>/<id>``: ``<root>/.locks/<suite>/<id>.lock``."""
+    run_dir = Path(run_dir)
+    return run_dir.parent.parent / LOCKS_DIR / run_dir.parent.name / f"{run_dir.name}.lock"
 
 
 class CellLock:
