@@ -232,7 +232,7 @@ def _record(args, suite, choice):
     record = record_sweep(args.root, given, suite.name, suite.path, choice.overrides, name=args.sweep)
     print(f"sweep {record.name} ({'run ' + str(record.runs) + ' times' if record.runs > 1 else 'new'}): {record.path}; "
           f"`python -m bench status {suite.name} --root {args.root}` shows it (the latest), --sweep {record.name} "
-          "names it", file=sys.stderr)
+          "names it", flush=True)  # stdout: an error that follows stays the one line of stderr
     return record
 
 

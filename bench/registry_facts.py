@@ -230,15 +230,15 @@ def plain_hint(param: dict):
 
 
 def strategy_variant(name: str, params: dict) -> dict:
-    """``{"scenario", "needs_anchor", "branches"}`` of a strategy variant, or ``{"error"}`` when it does not build
-    (``strategies.build``'s ValueError / TypeError): remembered per (name, parameters)."""
+    """``{"scenario", "needs_anchor", "branches"}`` of a strategy variant, or ``{"error", "error_type"}`` when it does
+    not build (``strategies.build``'s ValueError / TypeError): remembered per (name, parameters)."""
     def build() -> dict:
         import strategies
 
         try:
             s = strategies.build(name, **params)
         except (ValueError, TypeError) as e:
-            return {"error": str(e)}
+            return {"error": str(e), "error_type": type(e).__name__}
         return {"scenario": s.scenario, "needs_anchor": bool(s.needs_anchor_checkpoint), "branches": len(s.branches())}
 
     return remembered("strategy_variant", _key([name, params]), build)

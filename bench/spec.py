@@ -448,8 +448,8 @@ def _strategy_traits(name: str, params: dict) -> dict:
     if registry_facts.strategy_info(name) is None:
         raise KeyError(f"unknown strategy {name!r}. Valid strategies: {', '.join(registry_facts.strategy_names())}")
     traits = registry_facts.strategy_variant(name, params)
-    if "error" in traits:
-        raise TypeError(traits["error"])
+    if "error" in traits:  # the registry's own error, as strategies.build raised it
+        raise (ValueError if traits.get("error_type") == "ValueError" else TypeError)(traits["error"])
     return traits
 
 

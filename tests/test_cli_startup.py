@@ -58,4 +58,5 @@ def test_the_facts_are_the_registries_own():
             "scenario": built.scenario, "needs_anchor": built.needs_anchor_checkpoint, "branches": len(built.branches())}
     with pytest.raises(ValueError) as refused:
         strategies.build("dbl", loss="bogus", scenario="oss")
-    assert registry_facts.strategy_variant("dbl", {"loss": "bogus", "scenario": "oss"}) == {"error": str(refused.value)}
+    assert registry_facts.strategy_variant("dbl", {"loss": "bogus", "scenario": "oss"}) == {
+        "error": str(refused.value), "error_type": "ValueError"}

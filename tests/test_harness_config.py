@@ -212,7 +212,7 @@ def _matchers(raw, **entry):
     (lambda r: r.update(resources={"vse_infinity": {"gpus": 1}}),
      "resources.vse_infinity: unknown key 'vse_infinity'. Did you mean: vse_infty, vse_infty_bert? Valid: clip, default"),
     (lambda r: r.update(name=3, seed=[1]), "seed: unknown key 'seed'. Did you mean: seeds, schedule?"),
-    (lambda r: r.update(wandb={"project": None}), "wandb.project: expected str, got NoneType None"),
+    (lambda r: r.update(wandb={"project": 3}), "wandb.project: expected str, got int 3"),
 ])
 def test_schema_rules_name_the_key_path(tmp_path, change, message):
     """The rules without an entry in docs/bad-inputs.md, each with its message (file and key path first)."""

@@ -379,7 +379,9 @@ def test_oas_dry_run_each_student_waits_for_its_own_baseline_and_the_sweep_share
     assert sum(at_once) <= 40 and all(n >= 1 for n in at_once) and max(at_once) <= 16
     assert re.search(r"^total: [0-9.]+ GPU-hours requested, [0-9.]+ GPU-hours estimated \(GPU rates of NVIDIA H200, "
                      r"2026-12-04; .*\); at most 40 GPUs at once \(max_concurrent_gpus\)$", text, re.M)
-    assert "each job runs:" in text and "source .venv/bin/activate" not in text  # the profile's setup, none here
+    # the whole script of each array: the setup (this checkout on PYTHONPATH; the profile has no lines of its own)
+    # and the command its jobs run
+    assert text.count("  # setup") == text.count("  # command") == len(arrays) and "submitit.core._submit" in text
     too_few = _profile(tmp_path, "tiny-cap", max_concurrent_gpus=2)
     with pytest.raises(Exception, match=r"max_concurrent_gpus 2 of cluster profile tiny-cap is below the \d+ GPU"):
         dry_run(suite, root=tmp_path / "runs", cluster=str(too_few))
