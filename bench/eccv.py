@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.errors import DataError
-from bench.metrics import ECCV_KEYS, ECCV_SIZE_KEY
+from bench.metric_keys import ECCV_KEYS, ECCV_SIZE_KEY
 
 #: The protocol these metrics extend (the whole COCO 5K test split).
 PROTOCOL = "coco_5k"

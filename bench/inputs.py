@@ -100,9 +100,9 @@ def cell_problems(cell: Cell, memo: dict | None = None) -> list[Problem]:
     root = _once(memo, ("root", resolved.dataset.data_root), _root_problems, resolved.dataset.data_root)
     if root:
         return root + problems
-    import models
+    from bench.registry_facts import matcher_attr  # no torch for a check of paths
 
-    if models.input_kind(cell.matcher.name) == "pixels":
+    if matcher_attr(cell.matcher.name, "input_kind") == "pixels":
         return _karpathy_problems(resolved, memo) + problems
     return _precomp_problems(resolved, memo) + problems
 
@@ -265,7 +265,6 @@ def _karpathy_file_problems(json_path: Path, images: Path, splits: tuple[str, ..
 
 
 def _weights_problems(cell: Cell, memo: dict) -> list[Problem]:
-    import models
     from bench.weights import KINDS, fetch_command, folder_problems, weights_args
 
     out = []
@@ -280,6 +279,8 @@ def _weights_problems(cell: Cell, memo: dict) -> list[Problem]:
                                    f"fetch them on a machine with internet ({fetch_command(kind)}), copy the "
                                    f"folder here and add the override {k.key}=models/{k.folder}"))
             continue
+        import models  # a folder is given: its architecture is the matcher's to say
+
         architecture = models.matcher_attribute(cell.matcher.name, "architecture")(**overrides)
         key = ("weights", str(path), kind, tuple(sorted(architecture.items())))
         found = _once(memo, key, folder_problems, path, kind, architecture)

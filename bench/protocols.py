@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.metrics import coco_5fold, retrieval_metrics
-
 
 @dataclass(frozen=True)
 class Protocol:
@@ -76,5 +74,10 @@ def evaluate_protocol(protocol: str | Protocol, sims, return_ranks: bool = False
     """
     p = get_protocol(protocol)
     if p.n_folds == 1:
+        # torch: imported when scoring, not when a suite names its protocols
+        from bench.metrics import retrieval_metrics
+
         return retrieval_metrics(sims, p.captions_per_image, return_ranks=return_ranks)
+    from bench.metrics import coco_5fold
+
     return coco_5fold(sims, p.captions_per_image, n_folds=p.n_folds, return_ranks=return_ranks)

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import hashlib
-import inspect
 import json
 import re
 import typing
@@ -319,9 +317,10 @@ def _no_unknown(where: str, d: dict, valid) -> None:
 
 @dataclass(frozen=True)
 class Wandb:
-    """Where a cell's W&B run goes (``WANDB_PROJECT`` / ``WANDB_ENTITY`` win); never part of its result."""
+    """Where a cell's W&B run goes (``WANDB_PROJECT`` / ``WANDB_ENTITY`` win; no project: ``itm-coop-bench-<suite>``,
+    ``bench.harness.tracking.project_of``); never part of its result."""
 
-    project: str = "itm-coop-bench"
+    project: str | None = None
     entity: str | None = None
 
     @classmethod
@@ -422,48 +421,60 @@ def declared_defaults(params) -> dict:
             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.default is not p.empty and _jsonable(p.default)}
 
 
-@functools.cache
-def _matcher_defaults(name: str) -> str:
-    import models
-
-    return canonical_json(declared_defaults(models.parameters(name).values()))
-
-
 def matcher_defaults(name: str) -> dict:
-    """Matcher ``name``'s declared constructor defaults (``models.parameters``: a class or a preset alike)."""
-    return json.loads(_matcher_defaults(name))
+    """Matcher ``name``'s declared constructor defaults (``models.parameters``: a class or a preset alike, read
+    through ``bench.registry_facts``)."""
+    from bench import registry_facts
 
-
-@functools.cache
-def _strategy_defaults(name: str) -> str:
-    import strategies
-
-    ctor = declared_defaults(inspect.signature(strategies.get(name)).parameters.values())
-    return canonical_json({k: v for k, v in ctor.items() if k not in TRAINER_STRATEGY_ARGS})
+    return registry_facts.declared_defaults(registry_facts.matcher_params(name))
 
 
 def strategy_defaults(name: str) -> dict:
     """Strategy ``name``'s constructor defaults, less the arguments the trainer sets (``TRAINER_STRATEGY_ARGS``)."""
-    return json.loads(_strategy_defaults(name))
+    from bench import registry_facts
+
+    info = registry_facts.strategy_info(name)
+    if info is None:
+        raise KeyError(f"unknown strategy {name!r}. Valid strategies: {', '.join(registry_facts.strategy_names())}")
+    ctor = registry_facts.declared_defaults(info["ctor"])
+    return {k: v for k, v in ctor.items() if k not in TRAINER_STRATEGY_ARGS}
 
 
-@functools.lru_cache(maxsize=1024)
-def _strategy_traits(name: str, params: str) -> tuple[str, bool]:
-    import strategies
+def _strategy_traits(name: str, params: dict) -> dict:
+    """The strategy variant's scenario, whether it starts from the baseline, its branches (``strategies.build``,
+    remembered by ``bench.registry_facts``); a variant that does not build raises the registry's error."""
+    from bench import registry_facts
 
-    strategy = strategies.build(name, **json.loads(params))
-    return strategy.scenario, strategy.needs_anchor_checkpoint
+    if registry_facts.strategy_info(name) is None:
+        raise KeyError(f"unknown strategy {name!r}. Valid strategies: {', '.join(registry_facts.strategy_names())}")
+    traits = registry_facts.strategy_variant(name, params)
+    if "error" in traits:  # the registry's own error, as strategies.build raised it
+        raise (ValueError if traits.get("error_type") == "ValueError" else TypeError)(traits["error"])
+    return traits
+
+
+def strategy_branches(name: str, params: dict) -> int:
+    """How many branches (models run forward each step) a strategy variant trains with."""
+    return _strategy_traits(name, params)["branches"]
+
+
+def matcher_fact(name: str, attr: str, default=None):
+    """Class attribute ``attr`` of matcher ``name`` (``models.matcher_attribute``, read through
+    ``bench.registry_facts``), e.g. ``dual_encoder``."""
+    from bench import registry_facts
+
+    return registry_facts.matcher_attr(name, attr, default)
 
 
 def strategy_scenario(name: str, params: dict) -> str:
     """The training scenario of a strategy variant (``oas``, ``oss``, ``mss``, ``none``), as the strategy says."""
-    return _strategy_traits(name, canonical_json(params))[0]
+    return _strategy_traits(name, params)["scenario"]
 
 
 def needs_baseline(name: str, params: dict) -> bool:
     """Whether the strategy starts from the trained baseline of its matcher, dataset and seed (OAS):
     ``Strategy.needs_anchor_checkpoint``, the one place that says it."""
-    return _strategy_traits(name, canonical_json(params))[1]
+    return _strategy_traits(name, params)["needs_anchor"]
 
 
 def _fill_schedule(sched: Schedule, matcher: str, strategy: StrategySpec) -> Schedule:
@@ -471,16 +482,14 @@ def _fill_schedule(sched: Schedule, matcher: str, strategy: StrategySpec) -> Sch
     records): ``hinge_warmup_epochs`` the matcher's (0 for a strategy that starts from a trained
     checkpoint, OAS stage 2: straight to the hardest negative), ``weight_decay`` the matcher's published
     value, ``caption_aug`` the matcher's own augmentation."""
-    import models
-
     filled = {}
     if sched.hinge_warmup_epochs is None:
         filled["hinge_warmup_epochs"] = 0 if needs_baseline(strategy.name, strategy.params) else int(
-            models.matcher_attribute(matcher, "hinge_warmup_epochs", 0))
+            matcher_fact(matcher, "hinge_warmup_epochs", 0))
     if sched.weight_decay is None:
-        filled["weight_decay"] = float(models.matcher_attribute(matcher, "weight_decay", 0.0))
+        filled["weight_decay"] = float(matcher_fact(matcher, "weight_decay", 0.0))
     if sched.caption_aug is None:
-        filled["caption_aug"] = bool(models.matcher_attribute(matcher, "augment", {}).get("token_aug", False))
+        filled["caption_aug"] = bool(matcher_fact(matcher, "token_aug", False))
     return dataclasses.replace(sched, **filled)
 
 
@@ -493,13 +502,16 @@ def without_added_defaults(values: dict, part=None) -> dict:
 
 def _check_protocols(names, dataset: str) -> None:
     """Each protocol evaluates one dataset's split: another dataset's would title the table with a lie."""
-    from bench.protocols import PROTOCOLS, get_protocol, protocols_for
+    from bench.registry_facts import protocols
 
-    own = [p.name for p in protocols_for(dataset)] if dataset in {p.dataset for p in PROTOCOLS.values()} else None
-    for name in names or []:
-        p = get_protocol(name)
-        if own is not None and p.name not in own:
-            raise ValueError(f"eval.protocols: protocol {p.name!r} evaluates {p.dataset}, not this cell's dataset "
+    known = protocols()
+    name = dataset if dataset.endswith("_precomp") else f"{dataset}_precomp"
+    own = [p for p, info in known.items() if info["dataset"] == name] or None
+    for p in names or []:
+        if p not in known:
+            raise KeyError(f"unknown protocol {p!r}; valid protocols: {', '.join(known)}")
+        if own is not None and p not in own:
+            raise ValueError(f"eval.protocols: protocol {p!r} evaluates {known[p]['dataset']}, not this cell's dataset "
                              f"{dataset}; give {' or '.join(own)}")
 
 

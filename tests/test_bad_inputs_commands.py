@@ -235,7 +235,8 @@ def test_every_command_prints_a_user_error_as_one_line(suite, tmp_path):
         assert msg.startswith(f"error: {suite}: schedule.default.lr: must be > 0"), (command, msg)
     assert "seeds: seed(s) [0] listed more than once" in refused("demo", "seeds=[0,0]", "--root", root)
     assert "no such suite file. Closest suites: demo" in refused("show", "dem")
-    assert "--cell 'zz' matches 0 cells of suite bad" in refused("run", suite, "--cell", "zz", "--root", root)
+    assert "--cell 'zz' matches none of the 1 cells of suite bad; give a longer prefix of one id. Nearest: " \
+        in refused("run", suite, "--cell", "zz", "--root", root)
     assert "unknown cluster profile 'nosuch'" in refused("sweep", suite, "--executor", "slurm", "--cluster", "nosuch",
                                                         "--root", root)
     assert f"{tmp_path}/none.md does not exist: run `make demo` first" in refused("readme", "--table",

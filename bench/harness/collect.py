@@ -591,7 +591,9 @@ def run(args) -> dict:
     if not args.overwrite:
         check_committed_outputs(suite, args.overrides, tables, figures)
     df = collect(suite, args.root, pool_mixed_code=args.pool_mixed_code)
-    summary = summarize(df, suite, n_boot=n_boot)
+    summary = summarize(df, suite, n_boot=n_boot)  # the suite's reference rows are checked here
+    if not len(df) or not (df.drop_duplicates("cell_id")["state"] == "done").any():
+        raise CollectError(nothing_done(suite, args.root, args.overrides, df))
     paths = write_tables(df, suite, tables, n_boot=n_boot, summary=summary)
     figs = make_figures(df, summary, suite.name, figures)
     counts = df.drop_duplicates("cell_id")["state"].value_counts().to_dict()
@@ -605,6 +607,22 @@ def run(args) -> dict:
         if run_path is not None:
             print(f"  W&B suite summary: {run_path}")
     return paths
+
+
+def nothing_done(suite: Suite, root, overrides, df: pd.DataFrame) -> str:
+    """Why ``collect`` writes nothing: none of the suite's cells is done in ``root`` (tables, figures and the W&B
+    summary of an earlier collect are kept), and the recorded sweeps of the suite that have done cells."""
+    from bench.harness.named_sweeps import sweeps_with_done_cells
+
+    n = df["cell_id"].nunique() if len(df) else 0
+    given = f" with the overrides {' '.join(overrides)}" if overrides else " as declared (no overrides)"
+    head = (f"collect {suite.name}: none of its {n} cells{given} is done in {root}, so no table, figure or W&B "
+            "summary is written (those of an earlier collect stay)")
+    found = sweeps_with_done_cells(root, suite.name)
+    if not found:
+        return f"{head}; no sweep of {suite.name} recorded there has done cells: run the sweep first"
+    named = ", ".join(f"{r.name} ({done} done: {' '.join(r.overrides) or 'no overrides'})" for r, done in found)
+    return f"{head}; sweeps with done cells: {named}; collect one with --sweep NAME"
 
 
 def check_output_folders(*folders: Path) -> None:

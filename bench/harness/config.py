@@ -34,6 +34,8 @@ Layout (all keys; ``?`` = optional)::
                                     # layout); label names the data source (synth-demo), default = name
     matchers: [{name, label?, overrides?: {...}, datasets?: [str]}]
     strategies: [{name, label?, params?: {...}, sweep?: {param: [values]}}]
+    only?: {datasets?: [str], matchers?: [str], strategies?: [str]}   # keep only these cells (by name or
+                                    # label), labels and ids unchanged (CLI: only.datasets=[f30k_precomp])
     seeds: [int]
     scales: {full|smoke: {schedule: SCHEDULES, matchers?: {matcher: {overrides}}}}
     schedule?: SCHEDULES            # applied on top of the chosen scale (CLI: schedule.vse_infty.epochs=2)

@@ -25,6 +25,7 @@ import yaml
 
 from bench import yamlsafe
 from bench.harness.cells import describe
+from bench.harness.named_sweeps import SWEEPS_DIR
 from bench.harness.store import (
     LOCKS_DIR,
     OLD_SUFFIX,
@@ -67,10 +68,10 @@ def recorded_cell(folder: Path) -> Cell | None:
 
 
 def _suite_folders(suite: Path) -> list[Path]:
-    """The run folders ``<suite>/<id>`` (no staging or parked folders)."""
+    """The run folders ``<suite>/<id>`` (no staging or parked folders, no recorded sweeps)."""
     if not suite.is_dir():
         return []
-    return [p for p in sorted(suite.iterdir()) if p.is_dir() and is_plain_name(p.name)
+    return [p for p in sorted(suite.iterdir()) if p.is_dir() and is_plain_name(p.name) and p.name != SWEEPS_DIR
             and STAGING_SUFFIX not in p.name and not p.name.endswith(OLD_SUFFIX)]
 
 

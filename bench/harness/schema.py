@@ -7,6 +7,7 @@ user reads (:func:`validate`)."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import types
 from pathlib import Path
@@ -226,17 +227,16 @@ class _StrategyEntry(_Strict):
         """The strategy's constructor (the owner of its parameters' ranges) accepts every variant."""
         import itertools
 
-        import strategies
+        from bench.registry_facts import strategy_variant
 
         params = {k: getattr(self.params, k) for k in type(self.params).model_fields}
         swept = {k: v for k, v in self.sweep.model_dump().items()}
         for combo in itertools.product(*swept.values()):
             variant = {**params, **dict(zip(swept, combo))}
-            try:
-                strategies.build(self.name, **variant)
-            except (ValueError, TypeError) as e:
+            error = strategy_variant(self.name, variant).get("error")  # strategies.build's refusal, remembered
+            if error is not None:
                 at = f" (sweep {dict(zip(swept, combo))})" if swept else ""
-                raise _fail(f"params{at}: {e}") from None
+                raise _fail(f"params{at}: {error}")
         return self
 
     @model_serializer(mode="wrap")
@@ -247,8 +247,17 @@ class _StrategyEntry(_Strict):
 
 
 class _Wandb(_Strict):
-    project: StrictStr = Wandb().project
+    project: StrictStr | None = Wandb().project
     entity: StrictStr | None = None
+
+
+class _Only(_Strict):
+    """``only:``: a filter on the suite's cells that keeps their labels (and so their ids): datasets and matchers by
+    name or label, strategies by label or name. Left out (or null): every one."""
+
+    datasets: list[StrictStr] | None = None
+    matchers: list[StrictStr] | None = None
+    strategies: list[StrictStr] | None = None
 
 
 class _Reference(_Strict):
@@ -422,9 +431,9 @@ def _resources(per_matcher: tuple) -> Any:
 
 
 def _protocol() -> Any:
-    from bench.protocols import PROTOCOLS
+    from bench.registry_facts import protocols
 
-    return Annotated[Literal[tuple(PROTOCOLS)], _Called("protocol"), BeforeValidator(_a_string)]
+    return Annotated[Literal[tuple(protocols())], _Called("protocol"), BeforeValidator(_a_string)]
 
 
 _COUNT = Annotated[StrictInt, Field(ge=1)]
@@ -450,7 +459,7 @@ class _DatasetRules(_Labelled):
     @field_validator("protocols", check_fields=False)
     @classmethod
     def _else_the_datasets(cls, protocols, info: ValidationInfo):
-        from bench.protocols import PROTOCOLS
+        from bench.registry_facts import protocols as known_protocols
 
         name = info.data.get("name")
         if name is None:  # reported already
@@ -464,7 +473,7 @@ class _DatasetRules(_Labelled):
             if p not in own:
                 from_eval = " (from eval.protocols, which applies to every dataset)" \
                     if info.context.get("protocols") == protocols else ""
-                raise _fail(f"protocol {p!r}{from_eval} evaluates {PROTOCOLS[p].dataset}, not this dataset's "
+                raise _fail(f"protocol {p!r}{from_eval} evaluates {known_protocols()[p]['dataset']}, not this dataset's "
                             f"{name}; give {' or '.join(own)}, or leave `protocols` out for the dataset's own")
         return protocols
 
@@ -529,6 +538,23 @@ class _SuiteRules(_Strict):
             raise _fail(f"seed(s) {dupes} listed more than once in {seeds}; list each seed once")
         return seeds
 
+    @field_validator("only", check_fields=False)
+    @classmethod
+    def _only_what_the_suite_has(cls, only, info: ValidationInfo):
+        """Each name of ``only`` is a name or label of the suite's datasets / matchers / strategies."""
+        for key in ("datasets", "matchers", "strategies"):
+            wanted, entries = getattr(only, key), info.data.get(key)
+            if wanted is None or entries is None:
+                continue
+            known = list(dict.fromkeys([x for e in entries for x in (e.name, e.label) if x is not None]))
+            for i, w in enumerate(wanted):
+                if w not in known:
+                    close = difflib.get_close_matches(w, known, n=1)
+                    hint = f"did you mean {close[0]!r}? " if close else ""
+                    raise _fail_at((key, i), f"{w!r} is none of the suite's {key} ({hint}names and labels: "
+                                   f"{', '.join(map(str, known))})", w)
+        return only
+
     @field_validator("scales", check_fields=False)
     @classmethod
     def _the_chosen_scale(cls, scales, info: ValidationInfo):
@@ -555,6 +581,7 @@ def _suite_model(scales, schedules, resources) -> type[BaseModel]:
                             BeforeValidator(_non_empty_list)], ...),
         matchers=(Annotated[list[matcher], BeforeValidator(_non_empty_list)], ...),
         strategies=(Annotated[list[strategy], BeforeValidator(_non_empty_list)], ...),
+        only=(_Only, Field(default_factory=_Only)),
         seeds=(list[Annotated[StrictInt, AfterValidator(_in_range)]], ...),
         scales=(scales, ...),
         recipes=(Annotated[Any, AfterValidator(lambda recipes: recipes or {})], Field(None, validate_default=True)),

@@ -53,6 +53,8 @@ PROFILE_KEYS: dict[str, tuple[tuple[type, ...], str, float | None]] = {
     "nodes": ((int,), "nodes per job", 1),
     "tasks_per_node": ((int,), "tasks (ranks) per node", 1),
     "array_parallelism": ((int,), "array tasks running at once", 1),
+    "max_concurrent_gpus": ((int,), "GPUs one sweep may hold at once, all its arrays together", 1),
+    "wckey": ((str,), "sbatch --wckey (none is sent without it)", None),
     "setup": ((list,), "shell lines run before the job", None),
     "additional": ((dict,), "further sbatch options {option: value}", None),
     # caps: 0 would not mean "nothing" to SLURM but "no limit" (--time=0) or "the whole node" (--mem=0)
@@ -62,7 +64,7 @@ PROFILE_KEYS: dict[str, tuple[tuple[type, ...], str, float | None]] = {
     "max_gpus_per_node": ((int,), "GPUs a node has: a cell asking for more cannot run here", 0),
 }
 # Values of these keys are written into the sbatch script as they are (setup lines) or as #SBATCH options.
-SCRIPT_KEYS = ("partition", "account", "qos", "constraint", "setup", "additional")
+SCRIPT_KEYS = ("partition", "account", "qos", "constraint", "setup", "additional", "wckey")
 _CAP_FIX = "set {need} in the suite's resources (e.g. bench/recipes/resources/gpu.yaml); the profile caps it with {cap}"
 # sbatch options the harness writes itself, from a cell's resources, from the profile's own keys or from submitit:
 # an ``additional:`` entry naming one (or an abbreviation of one, which sbatch would read as it) would override
@@ -317,12 +319,13 @@ def job_request(resources: Resources | dict | None, profile: dict | None) -> Job
 # ---------------------------------------------------------------------------------------------- executors
 def make_executor(
     kind: str, folder: str | Path, profile: str | Path | dict | None = None, check: bool = True,
-    resources: Resources | dict | JobRequest | None = None,
+    resources: Resources | dict | JobRequest | None = None, job_name: str | None = None,
+    array_parallelism: int | None = None,
 ) -> submitit.AutoExecutor:
     """A submitit executor of ``kind`` ("slurm" | "local" | "debug") logging to ``folder``: where its
     jobs go from ``profile`` (a name, a path or a dict from :func:`load_profile`), what they ask for
     from ``resources`` (a cell, its resources, :class:`Resources` or a :class:`JobRequest`), capped by
-    the profile (:func:`job_request`).
+    the profile (:func:`job_request`); ``job_name`` and ``array_parallelism`` as :func:`executor_parameters`.
 
     The cluster is always named explicitly: ``AutoExecutor`` alone picks SLURM whenever ``srun`` is
     installed, even with no cluster running. With ``check`` a "slurm" executor first makes sure the
@@ -331,22 +334,35 @@ def make_executor(
     """
     if kind not in EXECUTOR_KINDS:
         raise ValueError(f"executor kind must be one of {EXECUTOR_KINDS}, got {kind!r}")
-    params = executor_parameters(kind, folder, profile, resources)  # every script value checked first
+    params = executor_parameters(kind, folder, profile, resources, job_name, array_parallelism)  # checked first
     if kind == "slurm" and check:
         ok, reason = cluster_reachable()
         if not ok:
             raise SlurmUnavailable(f"cannot submit to SLURM: {reason}")
     executor = submitit.AutoExecutor(folder=str(folder), cluster=kind)
     executor.update_parameters(**params)
+    if kind == "slurm":
+        _only_the_profiles_wckey(executor._executor.parameters, profile)
     return executor
 
 
+def _only_the_profiles_wckey(parameters: dict, profile: str | Path | dict | None) -> None:
+    """submitit writes ``--wckey=submitit`` unless told otherwise: the profile's ``wckey``, else none."""
+    if profile is not None and not isinstance(profile, dict):
+        profile = load_profile(profile)
+    parameters["wckey"] = (profile or {}).get("wckey")
+
+
 def executor_parameters(kind: str, folder: str | Path, profile: str | Path | dict | None = None,
-                        resources: Resources | dict | JobRequest | None = None) -> dict[str, Any]:
+                        resources: Resources | dict | JobRequest | None = None, job_name: str | None = None,
+                        array_parallelism: int | None = None) -> dict[str, Any]:
     """The submitit parameters (``AutoExecutor.update_parameters`` names) of a job of ``kind``: the request
     (:func:`job_request`) placed by the profile. For SLURM every value that reaches the sbatch script,
     whatever its source (profile, the cell's ``resources.partition``, the job folder, this checkout's
-    path), is checked by :func:`check_script_value` here, before any script is written."""
+    path, the job name), is checked by :func:`check_script_value` here, before any script is written.
+    ``job_name``: the jobs' name (a sweep's ``<suite>:<stage>:<shape>``; submitit's default is "submitit");
+    ``array_parallelism``: this array's share of the sweep's GPUs (at most the profile's
+    ``array_parallelism``)."""
     if profile is None:
         profile = dict.fromkeys(PROFILE_KEYS)
     elif not isinstance(profile, dict):
@@ -378,9 +394,13 @@ def executor_parameters(kind: str, folder: str | Path, profile: str | Path | dic
             if value is not None:
                 source = "the cell's resources.partition" if key == "partition" and res.partition else where
                 check_script_value(value, f"{source}: {key}")
+        if job_name is not None:
+            check_script_value(job_name, "the job name (<suite>:<stage>:<shape>)")
         params.update(
             **{f"slurm_{k}": v for k, v in placed.items()},
-            slurm_array_parallelism=profile.get("array_parallelism"),
+            slurm_array_parallelism=min((v for v in (profile.get("array_parallelism"), array_parallelism)
+                                         if v is not None), default=None),
+            slurm_job_name=job_name,
             # Jobs unpickle their function by module name: make this checkout importable in the job.
             slurm_setup=setup,
             slurm_additional_parameters=additional or None,
@@ -402,15 +422,17 @@ class _ScriptWriter(submitit.SlurmExecutor):
 
 def sbatch_script(folder: str | Path, profile: str | Path | dict | None,
                   resources: Resources | dict | JobRequest | None = None, n_tasks: int = 1,
-                  dependency_job_ids: Sequence[str] | None = None) -> str:
+                  dependency_job_ids: Sequence[str] | None = None, job_name: str | None = None,
+                  array_parallelism: int | None = None) -> str:
     """The whole sbatch script submitit writes for an array of ``n_tasks`` jobs (``#SBATCH`` options, the
     setup lines, the command), by submitit's own script writer from the same parameters as
     :func:`make_executor`, without a cluster (the folder's ``%A_%a`` shows where the job ids go)."""
-    params = executor_parameters("slurm", folder, profile, resources)
+    params = executor_parameters("slurm", folder, profile, resources, job_name, array_parallelism)
     writer = _ScriptWriter(folder)
     generic = {k: v for k, v in params.items() if not k.startswith("slurm_")}
     own = {k[len("slurm_"):]: v for k, v in params.items() if k.startswith("slurm_")}
     writer._internal_update_parameters(**writer._convert_parameters(generic), **own)
+    _only_the_profiles_wckey(writer.parameters, profile)
     if dependency_job_ids:
         writer.parameters["additional_parameters"] = {**(writer.parameters.get("additional_parameters") or {}),
                                                       **_dependency(dependency_job_ids)}
