@@ -592,6 +592,8 @@ def run(args) -> dict:
         check_committed_outputs(suite, args.overrides, tables, figures)
     df = collect(suite, args.root, pool_mixed_code=args.pool_mixed_code)
     summary = summarize(df, suite, n_boot=n_boot)
+    if not getattr(args, "force", False):
+        check_not_fewer_done(suite, summary, tables, args.root)
     paths = write_tables(df, suite, tables, n_boot=n_boot, summary=summary)
     figs = make_figures(df, summary, suite.name, figures)
     counts = df.drop_duplicates("cell_id")["state"].value_counts().to_dict()
@@ -605,6 +607,20 @@ def run(args) -> dict:
         if run_path is not None:
             print(f"  W&B suite summary: {run_path}")
     return paths
+
+
+def check_not_fewer_done(suite: Suite, summary: pd.DataFrame, tables: Path, root) -> None:
+    """Refuse (CollectError) to replace ``<tables>/<suite>.csv`` (and its Markdown, LaTeX, figures) by a table
+    holding fewer done results than it (``bench.harness.done_counts``): a store that lost or never had the
+    results (a fresh clone, another ``--root``, overrides selecting other cells) leaves the table as it was."""
+    from bench.harness.done_counts import csv_done, fewer_done
+
+    old = tables / f"{suite.name}.csv"
+    new = int(pd.to_numeric(summary.loc[~summary["published"].astype(bool), "n_done"], errors="coerce").fillna(0).sum())
+    if problem := fewer_done(new, csv_done(old), f"collect {suite.name}: the new table (results in {root})", old,
+                             "run the sweep first (or give --root the store holding the results), or write the table "
+                             "elsewhere with --tables DIR --figures DIR"):
+        raise CollectError(problem)
 
 
 def check_output_folders(*folders: Path) -> None:
