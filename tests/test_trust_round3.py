@@ -1,4 +1,4 @@
-"""Issue 29, round three, part B (docs/bad-inputs.md, R entries): a store made of links, tables that would lose
+"""Issue 29, round three, part B (docs/bad-inputs.md, B entries): a store made of links, tables that would lose
 done cells, ``bench.train`` onto a folder it must not change, an override a recipe hides, a path option given an
 override, liveness without the lock file, exit codes, bad seeds, a key in the wrong place, two Ctrl-C, and a done
 baseline whose ``best.pt`` broke. Each bad input is one ``error:`` line and exit 2 before anything changes."""
