@@ -158,7 +158,8 @@ def cmd_sweep(args):
                        retry_failed=args.retry_failed, wait=not args.no_wait)
     except (ProfileError, ResourceError) as e:  # named before anything is submitted
         _bad_input(str(e).replace("\n", "\n  "))
-    sys.exit(_report(suite, report))
+    if code := _report(suite, report):  # a failed or blocked cell: exit 1 (`sweep && collect` stops)
+        sys.exit(code)
 
 
 def _report(suite, report) -> int:
