@@ -279,7 +279,9 @@ def test_a_second_ctrl_c_in_the_first_step_is_one_line_and_promises_no_checkpoin
         time.sleep(0.1)
     time.sleep(4)  # in the first step
     p.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    deadline = time.time() + 15  # the first one is taken: "saving last.pt after this step"
+    while "received SIGINT" not in (new / "log.txt").read_text() and time.time() < deadline:
+        time.sleep(0.1)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 1, err
