@@ -318,3 +318,29 @@ def test_a_deleted_best_pt_of_a_baseline_is_found(run_copy):
     (run_dir / "best.pt").unlink()
     info = run_status(cell, run_dir, anchor=True)
     assert info["state"] == "corrupt" and "does not exist" in info["error"]
+
+
+def test_a_second_ctrl_c_in_a_stores_cell_leaves_a_status_that_promises_no_checkpoint(tiny_data, tmp_path):
+    overrides = [*ONE_CELL, f"datasets.0.data_root={tiny_data}", f"datasets.0.vocab_root={tiny_data}/vocab"]
+    root = tmp_path / "runs"
+    e = {k: v for k, v in os.environ.items() if not k.startswith("ITM_BENCH_")}
+    e |= {"WANDB_MODE": "disabled", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+          "ITM_BENCH_SLOW": "train.after_forward:20"}
+    p = subprocess.Popen([sys.executable, "-m", "bench", "sweep", "demo", *overrides, "--root", str(root)], cwd=REPO,
+                         env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list(root.glob("demo/*/running")) and time.time() < deadline:
+        time.sleep(0.1)
+    (run_dir,) = [m.parent for m in root.glob("demo/*/running")]
+    time.sleep(4)
+    p.send_signal(signal.SIGINT)
+    deadline = time.time() + 15
+    while "received SIGINT" not in (run_dir / "log.txt").read_text() and time.time() < deadline:
+        time.sleep(0.1)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and "Traceback" not in err, err
+    assert "error: stopped by Ctrl-C at once" in err
+    status = bench("status", "demo", *overrides, "--root", root).stdout
+    assert "interrupted" in status and "no last.pt" in status and "trains it from scratch" in status, status
+    assert not (run_dir / "last.pt").exists()
