@@ -105,6 +105,9 @@ def test_collect_never_replaces_a_table_by_one_with_fewer_done_cells(capsys, tmp
 
     main([str(a) for a in [*args, "--force"]])  # asked for: replaced
     assert (tables / "demo.csv").read_text() != before and (tables / "demo.md").exists()
+    (tables / "demo.csv").unlink()  # the CSV gone: its Markdown counts (0 done now, so 3 done there)
+    (tables / "demo.md").write_text("# Suite `demo`\n\n| matcher | strategy | n |\n|---|---|---|\n| a | b | 3/3 |\n")
+    assert "fewer than the 3 of" in refused(capsys, *args) and not (tables / "demo.csv").exists()
 
 
 def test_readme_never_shows_a_table_with_fewer_done_cells(capsys, tmp_path):

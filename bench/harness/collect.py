@@ -610,14 +610,14 @@ def run(args) -> dict:
 
 
 def check_not_fewer_done(suite: Suite, summary: pd.DataFrame, tables: Path, root) -> None:
-    """Refuse (CollectError) to replace ``<tables>/<suite>.csv`` (and its Markdown, LaTeX, figures) by a table
-    holding fewer done results than it (``bench.harness.done_counts``): a store that lost or never had the
-    results (a fresh clone, another ``--root``, overrides selecting other cells) leaves the table as it was."""
-    from bench.harness.done_counts import csv_done, fewer_done
+    """Refuse (CollectError) to replace ``<tables>/<suite>.csv`` (its Markdown when the CSV is gone; and its LaTeX,
+    figures) by a table holding fewer done results than it (``bench.harness.done_counts``): a store that lost or
+    never had the results (a fresh clone, another ``--root``, overrides selecting other cells) leaves the table as it was."""
+    from bench.harness.done_counts import fewer_done, table_done
 
-    old = tables / f"{suite.name}.csv"
+    count, old = table_done(tables, suite.name)
     new = int(pd.to_numeric(summary.loc[~summary["published"].astype(bool), "n_done"], errors="coerce").fillna(0).sum())
-    if problem := fewer_done(new, csv_done(old), f"collect {suite.name}: the new table (results in {root})", old,
+    if problem := fewer_done(new, count, f"collect {suite.name}: the new table (results in {root})", old,
                              "run the sweep first (or give --root the store holding the results), or write the table "
                              "elsewhere with --tables DIR --figures DIR"):
         raise CollectError(problem)

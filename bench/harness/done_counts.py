@@ -51,6 +51,18 @@ def md_done(text: str) -> int:
     return total
 
 
+def table_done(tables: str | Path, name: str) -> tuple[int | None, Path]:
+    """Done seeds of the table ``name`` in ``tables`` and the file counted: its summary CSV, else (a CSV
+    deleted or never committed) its Markdown; (None, csv) when neither is there."""
+    csv_path, md_path = Path(tables) / f"{name}.csv", Path(tables) / f"{name}.md"
+    if (n := csv_done(csv_path)) is not None:
+        return n, csv_path
+    try:
+        return md_done(md_path.read_text(encoding="utf-8")), md_path
+    except (OSError, UnicodeDecodeError):
+        return None, csv_path
+
+
 def fewer_done(new: int, old: int | None, new_what: str, old_what: str, fix: str) -> str | None:
     """The refusal of a table of ``new`` done seeds replacing one of ``old`` (None: not fewer)."""
     if old is None or new >= old:
