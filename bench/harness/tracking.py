@@ -126,7 +126,6 @@ class WandbTracker:
         self._replay: list[dict] | None = None
         try:
             import wandb
-
             from bench.harness.cells import describe
 
             mode = mode or wandb_mode()
