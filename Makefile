@@ -77,7 +77,7 @@ table-dbl table-oas table-oss table-mss table-ablation table-cohort: setup
 
 ## regenerate the README's demo table and figure from the demo's results (after make demo)
 readme: setup
-	$(PY) -m bench readme
+	$(PY) -m bench readme $(ARGS)
 
 ## a suite's table / every cell's state: SUITE=<name or path> (default demo), ARGS = the sweep's key=value overrides
 collect: setup

@@ -335,7 +335,8 @@ def cmd_demo(args):
     report = sweep(suite, executor="local", root=args.root)
     if code := _report(suite, report):
         sys.exit(code)  # no table from a demo with failed cells
-    cmd_collect(build_parser().parse_args(["collect", "demo", *args.overrides, "--root", args.root]))
+    cmd_collect(build_parser().parse_args(["collect", "demo", *args.overrides, "--root", args.root,
+                                           *(["--force"] if args.force else [])]))
     print(f"W&B runs (offline unless you have an API key): {args.root}/demo/<cell>/wandb — `make sync` uploads "
           "them; figures: results/figures/demo/; `make readme` puts this table into README.md")
 
@@ -462,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the demo suite end to end")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--root", type=path_arg, default=str(DEFAULT_ROOT))
+    p.add_argument("--force", action="store_true",
+                   help="write the demo table even when it holds fewer done results than the one it replaces")
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("list", help="suites, their sweeps in the store and each sweep's cells by state")
     p.add_argument("--root", type=path_arg, default=str(DEFAULT_ROOT), help="result store (default results/runs)")

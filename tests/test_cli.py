@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.harness.named_sweeps import SWEEPS_DIR
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -46,8 +48,8 @@ def test_sweep_status_collect_and_idempotent_rerun(tiny_data, tmp_path):
     root = tmp_path / "runs"
     out = bench("sweep", suite, "--executor", "inline", "--root", root)
     assert "2 cells: done 2" in out.stdout
-    runs = sorted(p for p in (root / "cli").iterdir() if p.is_dir())
-    assert len(runs) == 2
+    runs = sorted(p for p in (root / "cli").iterdir() if p.is_dir() and p.name != SWEEPS_DIR)  # and the sweep's record
+    assert len(runs) == 2 and (root / "cli" / SWEEPS_DIR).is_dir()
     for run in runs:
         result = json.loads((run / "result.json").read_text())
         assert (run / "done").exists() and (run / "ranks.npz").exists() and (run / "config.yaml").exists()

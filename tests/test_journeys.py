@@ -309,14 +309,21 @@ def test_make_demo_then_make_readme(tmp_path):
     checkout = make_checkout(tmp_path / "checkout")
     assert README_TWO_COMMANDS in readme_blocks((checkout / "README.md").read_text())
     args = " ".join(["seeds=[0]", *MINIMAL])
-    out = make(checkout, "demo", ARGS=args)  # generates data/synth-demo (preset demo) first
+    committed = (checkout / "results" / "tables" / "demo.csv").read_text()
+    with pytest.raises(AssertionError, match="fewer than the 12 of"):  # 4 done cells never replace the 12 committed
+        make(checkout, "demo", ARGS=args)  # generates data/synth-demo (preset demo) first
+    assert (checkout / "results" / "tables" / "demo.csv").read_text() == committed
+    out = make(checkout, "demo", ARGS=f"--force {args}")  # the cells are done: only the table is written now
     assert (checkout / "data" / "synth-demo" / "MANIFEST.json").is_file()
     assert "suite demo: 4 cells: done 4" in out, out[-3000:]
     table = checkout / "results" / "tables" / "demo.md"
     cells = assert_table(table, "demo", ["seeds=[0]", *MINIMAL], seeds=1)
     assert len(cells) == 4 and "make sync" in out
     before = (checkout / "README.md").read_text()
-    make(checkout, "readme")
+    with pytest.raises(AssertionError, match="fewer than the"):  # README.md shows 12 done results
+        make(checkout, "readme")
+    assert (checkout / "README.md").read_text() == before
+    make(checkout, "readme", ARGS="--force")
     after = (checkout / "README.md").read_text()
     block = after.split("<!-- demo-table:begin -->")[1].split("<!-- demo-table:end -->")[0]
     assert block != before.split("<!-- demo-table:begin -->")[1].split("<!-- demo-table:end -->")[0]
