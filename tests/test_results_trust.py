@@ -383,6 +383,28 @@ def test_collect_output_folders_that_cannot_hold_tables(trained, tmp_path, case)
     assert says in p.stderr and p.stderr.count("\n") == 1
 
 
+def test_a_done_cell_whose_weights_folder_is_gone_names_the_folder(tiny_data, tmp_path):
+    """A cell's id holds its weights folder's content: with the folder gone it cannot be computed, so status and
+    collect say so, naming the folder (not `pending`, which would send a sweep to train it again); with the
+    folder back (anywhere, `weights.clip=` naming it) the cell is done again."""
+    import models
+
+    weights = tmp_path / "clip-tiny"
+    models.build("clip", preset="tiny", vocab_words=["a", "dog"]).save_pretrained(weights)
+    suite = tiny_suite(tmp_path, tiny_data, matchers=[{"name": "clip", "label": "CLIP", "overrides": {"preset": "tiny"}}])
+    given = [f"weights.clip={weights}"]
+    bench("sweep", suite, "--root", tmp_path / "runs", *given, check=0)
+    assert "done" in bench("status", suite, "--root", tmp_path / "runs", *given, check=0).stdout
+    moved = weights.rename(tmp_path / "elsewhere")
+    st = bench("status", suite, "--root", tmp_path / "runs", *given, check=0).stdout
+    assert "unidentified" in st and "pending" not in st
+    assert f"weights folder {weights} (pretrained_path) missing or holding no model files: cannot identify the cell" in st
+    out = bench("collect", suite, "--root", tmp_path / "runs", "--tables", tmp_path / "t", "--figures", tmp_path / "f",
+                *given, check=0)
+    assert f"(unidentified: weights folder {weights}" in out.stderr and "| 0/1 (1 unidentified) |" in out.stdout
+    assert "done" in bench("status", suite, "--root", tmp_path / "runs", f"weights.clip={moved}", check=0).stdout
+
+
 def test_a_pixel_cells_data_fingerprint_covers_its_captions_and_images(tiny_data, tmp_path):
     """Every input of a cell by content (``bench.data.layout.cell_inputs``): a CLIP cell's Karpathy file and each
     image it reads, not the precomp folder or the vocabulary it does not read; a region cell's fingerprint is

@@ -106,7 +106,7 @@ def collect(suite, root: str | Path = DEFAULT_ROOT, pool_mixed_code: bool = Fals
         result = load_result(run_dir) if state == "done" else None
         if state == "done" and result is None:  # result.json vanished or broke since run_status read it
             state, status["error"] = "corrupt", f"{Path(run_dir) / 'result.json'} does not parse"
-        if state in ("stale", "corrupt", "mixed-code", "blocked"):
+        if state in ("stale", "corrupt", "mixed-code", "blocked", "unidentified"):
             left_out.append(f"{describe(cell)} ({state}: {status['error']})")
         base = {"suite": suite.name, "cell_id": cell.id, "dataset": cell.dataset_label,
                 "matcher": cell.matcher_label + run_variant(result, cell), "matcher_name": cell.matcher.name,
