@@ -3,6 +3,8 @@
     run SUITE --cell ID [key=value …]      train one cell in this process
     sweep SUITE [key=value …] --executor inline|local|slurm [--cluster PROFILE] [--force] [--retry-failed]
           [--no-wait] [--dry-run]         (--dry-run: each job array's #SBATCH header and cells, nothing submitted)
+          [--rehearse]                    (every distinct full-scale configuration for a few steps: a REHEARSAL
+                                           table and log of memory and time; any suite command takes --rehearse)
     status SUITE [key=value …]             every cell's state with its log path
     show SUITE [key=value …]               cells a sweep would run, resolved recipes, estimated hours
     collect SUITE [key=value …]            tables (md, tex, csv) and figures
@@ -30,7 +32,45 @@ README_BEGIN, README_END = "<!-- demo-table:begin -->", "<!-- demo-table:end -->
 def _suite_args(p):
     p.add_argument("suite", help="suite name (bench/suites/<name>.yaml) or path to a YAML file")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. scale=smoke seeds=[0,1]")
-    p.add_argument("--root", default=str(DEFAULT_ROOT), help="result store (default results/runs)")
+    p.add_argument("--root", default=str(DEFAULT_ROOT),
+                   help="result store (default results/runs; a rehearsal's: results/rehearsal/runs)")
+    p.add_argument("--rehearse", action="store_true",
+                   help="the suite's dress rehearsal: every distinct full-scale configuration for a few steps "
+                        "(rehearsal.steps=N, rehearsal.eval_images=N, rehearsal.batch_size=N tune it)")
+
+
+def load(args):
+    """The suite of a command line (its dress rehearsal with ``--rehearse``, ``bench.harness.rehearsal``); a
+    rehearsal's store is ``results/rehearsal/runs`` unless ``--root`` names another (``args.root`` is set)."""
+    from bench.harness.config import load_suite
+    from bench.harness.rehearsal_log import store_root
+
+    suite = load_suite(args.suite, args.overrides, rehearse=getattr(args, "rehearse", False))
+    args.root = str(store_root(args.root, suite.spec))
+    return suite
+
+
+def _rehearsal_log_arg(p):
+    p.add_argument("--rehearsal-log", default=None,
+                   help="the rehearsal log checked before submitting (default results/rehearsal/<table>-rehearsal-log"
+                        ".json, written by sweep --rehearse)")
+
+
+def check_rehearsal(suite, cells, executor: str, args, profile: dict | None = None) -> None:
+    """A real table's latest rehearsal (``bench.harness.rehearsal_log``): its configurations that failed or need
+    more memory than requested stop the command (``error:`` lines, exit 2; memory only for SLURM), time over the
+    limit and what was never rehearsed are printed."""
+    from bench.harness.rehearsal_log import check_before_submission
+    from bench.harness.sweep import cell_states
+
+    states = cell_states(cells, Path(args.root), query_slurm=False)
+    todo = [c for c in cells if states[c.id]["state"] != "done"]
+    found = check_before_submission(suite, todo, executor, getattr(args, "rehearsal_log", None), profile)
+    for kind, lines in (("note", found.notes), ("warning", found.warnings), ("error", found.errors)):
+        for line in lines:
+            print(f"{kind}: {line}", file=sys.stderr)
+    if found.errors:
+        sys.exit(EXIT_USAGE)
 
 
 def _rates_arg(p):
@@ -69,10 +109,9 @@ def check_data_roots(suite, cells) -> None:
 
 def cmd_run(args):
     from bench.harness.cells import expand
-    from bench.harness.config import load_suite
     from bench.harness.store import run_cell_in_store
 
-    suite = load_suite(args.suite, args.overrides)
+    suite = load(args)
     cells = expand(suite)
     match = [c for c in cells if c.id.startswith(args.cell)]
     if len(match) != 1:
@@ -94,8 +133,8 @@ def _bad_input(message: str):
 
 
 def cmd_sweep(args):
-    from bench.harness.config import load_suite
     from bench.harness.dryrun import dry_run
+    from bench.harness.rehearsal import generate_inputs, is_rehearsal
     from bench.harness.slurm import ProfileError, ResourceError
     from bench.harness.sweep import sweep
 
@@ -106,17 +145,22 @@ def cmd_sweep(args):
         fail(f"{' and '.join(ignored)} {'apply' if both else 'applies'} to --executor slurm only, not "
              f"{args.executor} (which would ignore {'them' if both else 'it'}); add --executor slurm or leave "
              f"{' and '.join(ignored)} out")
-    suite = load_suite(args.suite, args.overrides)
+    suite = load(args)
+    rehearsal = is_rehearsal(suite.spec)
+    if rehearsal:  # the generated data and weights it reads where the user gives none (kept when there)
+        generate_inputs(suite.spec, log=lambda line: print(line, file=sys.stderr))
     from bench.harness.cells import expand
 
     try:
-        cells = expand(suite)
+        cells, profile = expand(suite), None
         if args.executor == "slurm":  # what the cluster cannot hold is named before the data is looked at
             from bench.harness.slurm import load_profile
             from bench.harness.sweep import plan_arrays
 
-            plan_arrays(cells, load_profile(args.cluster or "local"))
+            profile = load_profile(args.cluster or "local")
+            plan_arrays(cells, profile)
         check_data_roots(suite, cells)  # the dry run too: what the sweep would refuse, it refuses
+        check_rehearsal(suite, cells, args.executor, args, profile)
         if args.dry_run:  # submits nothing
             print(dry_run(suite, root=args.root, cluster=args.cluster, force=args.force,
                           retry_failed=args.retry_failed, rates_path=args.gpu_rates))
@@ -125,7 +169,24 @@ def cmd_sweep(args):
                        retry_failed=args.retry_failed, wait=not args.no_wait)
     except (ProfileError, ResourceError) as e:  # named before anything is submitted
         _bad_input(str(e).replace("\n", "\n  "))
+    if rehearsal:
+        _rehearsal_report(suite, args)
     _report(suite, report)
+
+
+def _rehearsal_report(suite, args) -> None:
+    """A rehearsal's log (``bench.harness.rehearsal_log``: cells, peak memory vs request, s/step, what was
+    reduced), written beside its table, and its summary."""
+    import shlex
+
+    from bench.harness.rehearsal_log import log_folder, read_log, summary_lines, write_log
+
+    paths = write_log(suite, args.root, log_folder(args.root), command="python -m bench " + shlex.join(sys.argv[1:]),
+                      rates_path=getattr(args, "gpu_rates", None))
+    for line in summary_lines(read_log(paths["json"])):
+        print(line)
+    print(f"rehearsal log: {paths['md']} ({paths['json'].name}, read by the sweep of the real table); table: "
+          f"python -m bench collect {shlex.join([args.suite, *args.overrides])} --rehearse")
 
 
 def _report(suite, report):
@@ -157,10 +218,10 @@ def _print_states(name, states):
 
 def cmd_status(args):
     from bench.harness.cells import expand, topological_order
-    from bench.harness.config import load_suite, recipe_label
+    from bench.harness.config import recipe_label
     from bench.harness.sweep import cell_states
 
-    suite = load_suite(args.suite, args.overrides)
+    suite = load(args)
     cells = topological_order(expand(suite))
     _print_states(suite.name, cell_states(cells, Path(args.root)))
     print(f"recipes (as composed now; a run records its own in result.json, cell.recipe): "
@@ -173,10 +234,9 @@ def cmd_status(args):
 
 
 def cmd_show(args):
-    from bench.harness.config import load_suite
     from bench.harness.show import show
 
-    suite = load_suite(args.suite, args.overrides)
+    suite = load(args)
     try:
         text = show(suite, Path(args.root), rates_path=args.gpu_rates)
     except ValueError as e:  # an unreadable GPU rates file
@@ -184,7 +244,9 @@ def cmd_show(args):
     print(text)
     from bench.harness.cells import expand
 
-    check_data_roots(suite, expand(suite))  # the plan above, then what a sweep of it would refuse
+    cells = expand(suite)
+    check_data_roots(suite, cells)  # the plan above, then what a sweep of it would refuse
+    check_rehearsal(suite, cells, "slurm", args)
 
 
 def cmd_collect(args):
@@ -280,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="slurm: print each job array's #SBATCH header and cells; submit nothing")
     _rates_arg(p)
+    _rehearsal_log_arg(p)
     _store_args(p, "re-run every cell (done ones are replaced when complete)")
     p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("status", help="every cell's state")
@@ -288,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="the cells a sweep would run, their recipes and estimated device hours")
     _suite_args(p)
     _rates_arg(p)
+    _rehearsal_log_arg(p)
     p.set_defaults(fn=cmd_show)
     p = sub.add_parser("collect", help="tables and figures")
     _suite_args(p)

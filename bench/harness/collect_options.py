@@ -8,7 +8,8 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tables", default=None, help="folder for the tables (default results/tables)")
+    p.add_argument("--tables", default=None, help="folder for the tables (default results/tables; a rehearsal's, "
+                   "with its log: results/rehearsal)")
     p.add_argument("--figures", default=None, help="folder for the figures (default results/figures)")
     p.add_argument("--n-boot", type=int, default=None,
                    help="bootstrap resamples of the test-set variance (default bench.harness.stats.N_BOOT)")

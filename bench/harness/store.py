@@ -196,12 +196,17 @@ def read_result(run_dir: str | Path) -> tuple[dict | None, str | None]:
 
 
 def result_mismatch(cell: Cell, result: dict) -> str | None:
-    """Why ``result`` is not ``cell``'s (another cell's ``result.json`` copied here, or one missing a
-    protocol the cell evaluates), or None."""
+    """Why ``result`` is not ``cell``'s (another cell's ``result.json`` copied here, a rehearsal's for a real
+    cell or the reverse, or one missing a protocol the cell evaluates), or None."""
     owner = result.get("cell_id")
     if owner is not None and owner != cell.id:
         return (f"its result.json belongs to cell {owner}, not {cell.id} (copied from another run folder?); "
                 "it is left out and a sweep retrains the cell")
+    rehearsal = bool((result.get("cell") or {}).get("rehearsal"))
+    if rehearsal != (cell.rehearsal is not None):  # a rehearsal is never a table's result, nor the reverse
+        return (f"its result.json is {'a rehearsal' if rehearsal else 'not a rehearsal'}'s, and the cell "
+                f"{'is not a rehearsal' if rehearsal else 'is one'} (copied from another run folder?): it is left out "
+                "and a sweep retrains the cell")
     missing = [p for p in cell.eval.protocols or [] if not result["metrics"].get(p)]
     if missing:
         return f"its result.json holds no metrics for {', '.join(missing)}; a sweep re-runs the cell"

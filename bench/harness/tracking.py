@@ -34,6 +34,13 @@ def wandb_mode() -> str:
     return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
 
 
+def rehearsal_project(project: str) -> str:
+    """The W&B project of a rehearsal's runs: ``<project>-rehearsal`` (``bench.harness.rehearsal.SUFFIX``)."""
+    from bench.harness.rehearsal import SUFFIX
+
+    return project if project.endswith(SUFFIX) else project + SUFFIX
+
+
 class WandbTracker:
     """One W&B run for one cell: project from the suite (or ``WANDB_PROJECT``), group = suite,
     job_type = strategy, tags = [matcher, dataset, scenario], config = the whole cell."""
@@ -50,12 +57,16 @@ class WandbTracker:
             from bench.harness.cells import describe
 
             wb = cell.wandb
+            project = project or os.environ.get("WANDB_PROJECT") or (wb and wb.project) or DEFAULT_PROJECT
+            rehearsal = cell.rehearsal is not None  # never among a table's real runs: a project of its own
             self.run = wandb.init(
-                project=project or os.environ.get("WANDB_PROJECT") or (wb and wb.project) or DEFAULT_PROJECT,
+                project=rehearsal_project(project) if rehearsal else project,
                 entity=os.environ.get("WANDB_ENTITY") or (wb and wb.entity),
                 group=cell.suite, job_type=cell.strategy.name,
-                tags=[cell.matcher.name, cell.dataset_label or cell.dataset.name, cell.strategy.scenario or "none"],
-                name=describe(cell), config=cell.to_dict(), dir=str(dir or run_dir), mode=mode or wandb_mode(),
+                tags=[cell.matcher.name, cell.dataset_label or cell.dataset.name, cell.strategy.scenario or "none",
+                      *(["REHEARSAL"] if rehearsal else [])],
+                name=("REHEARSAL " if rehearsal else "") + describe(cell), config=cell.to_dict(),
+                dir=str(dir or run_dir), mode=mode or wandb_mode(),
                 reinit="finish_previous",
             )
         except Exception as e:  # noqa: BLE001 - tracking must never stop training
@@ -202,9 +213,11 @@ def log_suite_summary(suite, summary, root: str | Path, n_boot: int | None = Non
             shutil.rmtree(out / "wandb")
         out.mkdir(parents=True, exist_ok=True)
         wb = suite.spec.get("wandb") or {}
-        run = wandb.init(project=os.environ.get("WANDB_PROJECT") or wb.get("project") or DEFAULT_PROJECT,
+        project = os.environ.get("WANDB_PROJECT") or wb.get("project") or DEFAULT_PROJECT
+        run = wandb.init(project=rehearsal_project(project) if suite.spec.get("rehearsal") else project,
                          entity=os.environ.get("WANDB_ENTITY") or wb.get("entity"), group=suite.name,
-                         job_type="suite-summary", name=f"{suite.name}: summary", tags=["suite-summary"],
+                         job_type="suite-summary", name=f"{suite.name}: summary",
+                         tags=["suite-summary", *(["REHEARSAL"] if suite.spec.get("rehearsal") else [])],
                          config={"suite": suite.name, "description": suite.spec.get("description", ""),
                                  "interval": "95% t-interval over seed pairs, seed + image-cluster query variance "
                                              "(bench.harness.stats)", "n_boot": n_boot},
