@@ -1,13 +1,17 @@
 """Command line of the suite: ``python -m bench <command> …``.
 
     run SUITE --cell ID [key=value …]      train one cell in this process
-    sweep SUITE [key=value …] --executor inline|local|slurm [--cluster PROFILE] [--force] [--retry-failed]
-          [--no-wait] [--dry-run]         (--dry-run: each job array's #SBATCH header and cells, nothing submitted)
+    sweep SUITE [key=value …] [--sweep NAME] --executor inline|local|slurm [--cluster PROFILE] [--force]
+          [--retry-failed] [--no-wait] [--dry-run]   (records the sweep: <root>/<suite>/sweeps/<name>.yaml;
+                                           --dry-run: each job array's script and cells, nothing submitted)
           [--rehearse]                    (every distinct full-scale configuration for a few steps: a REHEARSAL
                                            table and log of memory and time; any suite command takes --rehearse)
     status SUITE [key=value …]             every cell's state with its log path
-    show SUITE [key=value …]               cells a sweep would run, resolved recipes, estimated hours
+    show SUITE [key=value …]               cells a sweep would run, resolved recipes, estimated GPU-hours
     collect SUITE [key=value …]            tables (md, tex, csv) and figures
+    list                                   suites, their sweeps in the store and each sweep's cells by state
+                                           (run, status and collect take a sweep's overrides: --sweep NAME,
+                                           by default the latest sweep when no key=value is given)
     migrate [--root DIR] [--dry-run]       move run folders made before a change of cell ids to their ids now
     demo                                   the demo suite end to end, then its table
     sync [PATH]                            upload offline W&B runs (wandb sync)
@@ -20,7 +24,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from bench.harness.store import DEFAULT_ROOT, REPO_ROOT
 README_BEGIN, README_END = "<!-- demo-table:begin -->", "<!-- demo-table:end -->"
 
 
-def _suite_args(p):
+def _suite_args(p, sweep_help: str | None = None):
     p.add_argument("suite", help="suite name (bench/suites/<name>.yaml) or path to a YAML file")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. scale=smoke seeds=[0,1]")
     p.add_argument("--root", default=str(DEFAULT_ROOT),
@@ -37,17 +40,33 @@ def _suite_args(p):
     p.add_argument("--rehearse", action="store_true",
                    help="the suite's dress rehearsal: every distinct full-scale configuration for a few steps "
                         "(rehearsal.steps=N, rehearsal.eval_images=N, rehearsal.batch_size=N tune it)")
+    p.add_argument("--sweep", default=None, metavar="NAME", help=sweep_help or (
+        "the overrides of this recorded sweep (python -m bench list shows them); default: the latest sweep of "
+        "the suite in --root when no key=value is given"))
 
 
-def load(args):
-    """The suite of a command line (its dress rehearsal with ``--rehearse``, ``bench.harness.rehearsal``); a
-    rehearsal's store is ``results/rehearsal/runs`` unless ``--root`` names another (``args.root`` is set)."""
+def chosen_suite(args, latest_by_default: bool = True):
+    """(the suite, the :class:`bench.harness.named_sweeps.Choice`) a command works on: ``--sweep NAME``, the
+    overrides given, or the latest recorded sweep (saying which on stderr); with ``--rehearse`` its dress rehearsal
+    (the overrides given), whose store is ``results/rehearsal/runs`` unless ``--root`` names another."""
+    from bench.harness.named_sweeps import choose
+
+    rehearse = getattr(args, "rehearse", False)
+    choice = choose(args.suite, args.overrides, args.root, args.sweep, latest_by_default and not rehearse)
+    if choice.note:  # on stdout: stderr keeps its one line for an error
+        print(choice.note, flush=True)
+    return load(args, choice.suite, choice.overrides), choice
+
+
+def load(args, suite: str, overrides) -> object:
+    """The suite (its dress rehearsal with ``--rehearse``, ``bench.harness.rehearsal``); a rehearsal's store is
+    ``results/rehearsal/runs`` unless ``--root`` names another (``args.root`` is set)."""
     from bench.harness.config import load_suite
     from bench.harness.rehearsal_log import store_root
 
-    suite = load_suite(args.suite, args.overrides, rehearse=getattr(args, "rehearse", False))
-    args.root = str(store_root(args.root, suite.spec))
-    return suite
+    loaded = load_suite(suite, overrides, rehearse=getattr(args, "rehearse", False))
+    args.root = str(store_root(args.root, loaded.spec))
+    return loaded
 
 
 def _rehearsal_log_arg(p):
@@ -56,21 +75,23 @@ def _rehearsal_log_arg(p):
                         ".json, written by sweep --rehearse)")
 
 
-def check_rehearsal(suite, cells, executor: str, args, profile: dict | None = None) -> None:
+def check_rehearsal(suite, cells, executor: str, args, profile: dict | None = None) -> list[str]:
     """A real table's latest rehearsal (``bench.harness.rehearsal_log``): its configurations that failed or need
     more memory than requested stop the command (``error:`` lines, exit 2; memory only for SLURM), time over the
-    limit and what was never rehearsed are printed."""
+    limit is a ``warning:`` (stderr); returns the ``note:`` lines on what was never rehearsed (the caller prints them
+    on stdout after its own output)."""
     from bench.harness.rehearsal_log import check_before_submission
     from bench.harness.sweep import cell_states
 
     states = cell_states(cells, Path(args.root), query_slurm=False)
     todo = [c for c in cells if states[c.id]["state"] != "done"]
     found = check_before_submission(suite, todo, executor, getattr(args, "rehearsal_log", None), profile)
-    for kind, lines in (("note", found.notes), ("warning", found.warnings), ("error", found.errors)):
+    for kind, lines in (("warning", found.warnings), ("error", found.errors)):
         for line in lines:
             print(f"{kind}: {line}", file=sys.stderr)
     if found.errors:
         sys.exit(EXIT_USAGE)
+    return [f"note: {line}" for line in found.notes]
 
 
 def _rates_arg(p):
@@ -107,23 +128,82 @@ def check_data_roots(suite, cells) -> None:
         sys.exit(EXIT_USAGE)
 
 
+def check_eccv_ids(cells) -> None:
+    """Before any cell trains: every cell reporting ECCV Caption and CxC on COCO 5K (``eval.eccv``, the
+    default) evaluates a split whose COCO ids are the annotations' (:func:`bench.eccv.check_cell`); each
+    (dataset, input kind) once."""
+    from bench import eccv
+    from bench.data.errors import DataError
+    from bench.registry_facts import matcher_attr
+
+    seen = set()
+    for cell in cells:
+        kind = matcher_attr(cell.matcher.name, "input_kind")
+        key = (cell.dataset, kind, eccv.wanted(cell))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            eccv.check_cell(cell, kind)
+        except DataError as e:
+            fail(str(e))
+
+
 def cmd_run(args):
     from bench.harness.cells import expand
     from bench.harness.store import run_cell_in_store
 
-    suite = load(args)
+    suite, choice = chosen_suite(args)
     cells = expand(suite)
     match = [c for c in cells if c.id.startswith(args.cell)]
     if len(match) != 1:
-        ids = ", ".join(f"{c.id} ({c.matcher_label}/{c.strategy.label}/seed {c.seed})" for c in cells)
-        fail(f"--cell {args.cell!r} matches {len(match)} cells of suite {suite.name}; cells: {ids}")
+        fail(_no_such_cell(args, suite, choice, cells, match))
     check_data_roots(suite, match)
+    check_eccv_ids(match)
     out = run_cell_in_store(match[0], args.root, run_options(args))
     print(f"{out['state']}: {out['run_dir']}")
     if out.get("signal") and out["state"] == "done":
         sys.exit(f"stopped by {out['signal']} during the final evaluation: the cell finished and its result is kept")
     if out.get("signal"):
         sys.exit(f"stopped by {out['signal']}: last.pt saved; the same command resumes the cell")
+
+
+def _no_such_cell(args, suite, choice, cells, match) -> str:
+    """The error of a ``--cell`` prefix that names no cell (or several): the nearest ids with their full names,
+    and the recorded sweeps of the suite that hold the id."""
+    import difflib
+
+    from bench.harness.cells import describe
+
+    where = f"sweep {choice.sweep.name} of suite {suite.name}" if choice.sweep else f"suite {suite.name}"
+    if match:
+        head, shown = f"--cell {args.cell!r} matches {len(match)} of the {len(cells)} cells of {where}", match
+    else:
+        ids = [c.id for c in cells]
+        near = difflib.get_close_matches(args.cell, [i[:len(args.cell)] for i in ids], n=5, cutoff=0.0)
+        shown = [c for p in dict.fromkeys(near) for c in cells if c.id.startswith(p)][:5]
+        head = f"--cell {args.cell!r} matches none of the {len(cells)} cells of {where}"
+        others = _sweeps_holding(args, suite.name, args.cell, choice)
+        if others:
+            head += f"; it is a cell of {', '.join(others)}"
+    listed = "; ".join(f"{c.id} {describe(c)}" for c in shown)
+    return f"{head}; give a longer prefix of one id. {'Matching' if match else 'Nearest'}: {listed}"
+
+
+def _sweeps_holding(args, suite_name: str, prefix: str, choice) -> list[str]:
+    """``sweep NAME (--sweep NAME)`` for each other recorded sweep of the suite with a cell id starting ``prefix``."""
+    from bench.harness.named_sweeps import list_sweeps, sweep_cells
+
+    out = []
+    for record in list_sweeps(args.root, suite_name):
+        if choice.sweep is not None and record.name == choice.sweep.name:
+            continue
+        try:
+            if any(c.id.startswith(prefix) for c in sweep_cells(record)):
+                out.append(f"sweep {record.name} (--sweep {record.name})")
+        except Exception:  # noqa: BLE001 - a sweep that no longer loads holds nothing to suggest
+            continue
+    return out
 
 
 def _bad_input(message: str):
@@ -145,11 +225,17 @@ def cmd_sweep(args):
         fail(f"{' and '.join(ignored)} {'apply' if both else 'applies'} to --executor slurm only, not "
              f"{args.executor} (which would ignore {'them' if both else 'it'}); add --executor slurm or leave "
              f"{' and '.join(ignored)} out")
-    suite = load(args)
+    if args.executor == "slurm" and not args.cluster:
+        fail("--executor slurm needs --cluster PROFILE (a name in slurm/profiles/ or a path, e.g. "
+             "slurm/profiles/example-gpu.yaml): the profile says where jobs go and what the cluster allows")
+    suite, choice = _sweep_suite(args)
     rehearsal = is_rehearsal(suite.spec)
     if rehearsal:  # the generated data and weights it reads where the user gives none (kept when there)
         generate_inputs(suite.spec, log=lambda line: print(line, file=sys.stderr))
     from bench.harness.cells import expand
+    from bench.harness.named_sweeps import check_sweep_name
+
+    check_sweep_name(args.root, suite.name, args.sweep, choice.overrides)
 
     try:
         cells, profile = expand(suite), None
@@ -157,18 +243,24 @@ def cmd_sweep(args):
             from bench.harness.slurm import load_profile
             from bench.harness.sweep import plan_arrays
 
-            profile = load_profile(args.cluster or "local")
+            profile = load_profile(args.cluster)
             plan_arrays(cells, profile)
         check_data_roots(suite, cells)  # the dry run too: what the sweep would refuse, it refuses
-        check_rehearsal(suite, cells, args.executor, args, profile)
-        if args.dry_run:  # submits nothing
+        check_eccv_ids(cells)
+        notes = check_rehearsal(suite, cells, args.executor, args, profile)
+        if args.dry_run:  # submits nothing, records nothing
             print(dry_run(suite, root=args.root, cluster=args.cluster, force=args.force,
                           retry_failed=args.retry_failed, rates_path=args.gpu_rates))
+            for line in notes:
+                print(line)
             return
+        _record(args, suite, choice)
         report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, options=run_options(args),
-                       retry_failed=args.retry_failed, wait=not args.no_wait)
+                       retry_failed=args.retry_failed, wait=not args.no_wait, rates_path=args.gpu_rates)
     except (ProfileError, ResourceError) as e:  # named before anything is submitted
         _bad_input(str(e).replace("\n", "\n  "))
+    for line in notes:
+        print(line)
     if rehearsal:
         _rehearsal_report(suite, args)
     _report(suite, report)
@@ -187,6 +279,30 @@ def _rehearsal_report(suite, args) -> None:
         print(line)
     print(f"rehearsal log: {paths['md']} ({paths['json'].name}, read by the sweep of the real table); table: "
           f"python -m bench collect {shlex.join([args.suite, *args.overrides])} --rehearse")
+
+
+def _sweep_suite(args):
+    """A sweep's suite: the recorded sweep ``--sweep NAME`` run again (no key=value given), else the suite with
+    the overrides given (recorded under ``--sweep NAME`` or a name of its own when it runs)."""
+    from bench.harness.named_sweeps import Choice, list_sweeps, suite_name_of
+
+    recorded = args.sweep is not None and not args.overrides and any(
+        r.name == args.sweep for r in list_sweeps(args.root, suite_name_of(args.suite)))
+    if recorded:
+        return chosen_suite(args)
+    return load(args, args.suite, args.overrides), Choice(args.suite, list(args.overrides), None, None)
+
+
+def _record(args, suite, choice):
+    """Record the sweep in the store (``bench.harness.named_sweeps``), saying where."""
+    from bench.harness.named_sweeps import record_sweep
+
+    given = choice.sweep.suite if choice.sweep else args.suite
+    record = record_sweep(args.root, given, suite.name, suite.path, choice.overrides, name=args.sweep)
+    print(f"sweep {record.name} ({'run ' + str(record.runs) + ' times' if record.runs > 1 else 'new'}): {record.path}; "
+          f"`python -m bench status {suite.name} --root {args.root}` shows it (the latest), --sweep {record.name} "
+          "names it", flush=True)  # stdout: an error that follows stays the one line of stderr
+    return record
 
 
 def _report(suite, report):
@@ -221,7 +337,7 @@ def cmd_status(args):
     from bench.harness.config import recipe_label
     from bench.harness.sweep import cell_states
 
-    suite = load(args)
+    suite, _ = chosen_suite(args)
     cells = topological_order(expand(suite))
     _print_states(suite.name, cell_states(cells, Path(args.root)))
     print(f"recipes (as composed now; a run records its own in result.json, cell.recipe): "
@@ -236,7 +352,7 @@ def cmd_status(args):
 def cmd_show(args):
     from bench.harness.show import show
 
-    suite = load(args)
+    suite, _ = chosen_suite(args, latest_by_default=False)
     try:
         text = show(suite, Path(args.root), rates_path=args.gpu_rates)
     except ValueError as e:  # an unreadable GPU rates file
@@ -246,12 +362,15 @@ def cmd_show(args):
 
     cells = expand(suite)
     check_data_roots(suite, cells)  # the plan above, then what a sweep of it would refuse
-    check_rehearsal(suite, cells, "slurm", args)
+    for line in check_rehearsal(suite, cells, "slurm", args):
+        print(line)
 
 
 def cmd_collect(args):
     from bench.harness import collect
 
+    _, choice = chosen_suite(args)
+    args.suite, args.overrides = choice.suite, choice.overrides
     paths = collect.run(args)
     print(paths["md"].read_text())  # the suite's own table (its `name:`, not the file's stem)
 
@@ -261,6 +380,10 @@ def cmd_demo(args):
     from bench.harness.sweep import sweep
 
     suite = load_suite("demo", args.overrides)
+    from bench.harness.named_sweeps import Choice
+
+    _record(argparse.Namespace(root=args.root, suite="demo", sweep=None), suite,
+            Choice("demo", list(args.overrides), None, None))
     # Local jobs: the demo's 1-CPU cells run side by side, one per core (1.7x the cells per minute of
     # one 2-thread cell at a time on 2 cores); each line printed is a cell that finished.
     report = sweep(suite, executor="local", root=args.root)
@@ -268,6 +391,28 @@ def cmd_demo(args):
     cmd_collect(build_parser().parse_args(["collect", "demo", *args.overrides, "--root", args.root]))
     print(f"W&B runs (offline unless you have an API key): {args.root}/demo/<cell>/wandb — `make sync` uploads "
           "them; figures: results/figures/demo/; `make readme` puts this table into README.md")
+
+
+def cmd_list(args):
+    from bench.harness.config import available_suites, load_suite
+    from bench.harness.named_sweeps import SWEEPS_DIR, describe_counts, list_sweeps, state_counts
+
+    root = Path(args.root)
+    in_store = sorted(p.parent.name for p in root.glob(f"*/{SWEEPS_DIR}") if p.is_dir())
+    print(f"suites (bench/suites/) and their sweeps in {root}:")
+    for name in dict.fromkeys([*available_suites(), *in_store]):
+        registered = name in available_suites()
+        about = load_suite(name).spec.get("description", "") if registered else "(a suite file outside bench/suites/)"
+        print(f"{name}: {about}")
+        for record in list_sweeps(root, name):
+            try:
+                counts = describe_counts(state_counts(record, root))
+            except Exception as e:  # noqa: BLE001 - a sweep whose suite no longer loads is listed with why
+                counts = f"cannot be read now ({type(e).__name__}: {str(e).splitlines()[0]})"
+            print(f"  sweep {record.name}  last run {record.updated}  {' '.join(record.overrides) or '(no overrides)'}")
+            print(f"    {counts}")
+        if not list_sweeps(root, name):
+            print("  no sweeps")
 
 
 def cmd_migrate(args):
@@ -290,8 +435,9 @@ def cmd_sync(args):
     if not runs:
         print(f"no offline W&B runs under {args.root}")
         return
-    cmd = [sys.executable, "-m", "wandb", "sync", *(["--dry-run"] if args.dry_run else []), *map(str, runs)]
-    sys.exit(subprocess.call(cmd))
+    from bench.harness import wandb_sync
+
+    sys.exit(wandb_sync.sync(runs, args.dry_run, args.timeout))
 
 
 def cmd_readme(args):
@@ -309,10 +455,11 @@ def cmd_readme(args):
         print(f"error: {table} is not the demo suite's table (its first line: {lines[0][:60] if lines else 'empty'!r}); "
               "README.md shows the demo's table: give results/tables/demo.md (make demo writes it)", file=sys.stderr)
         sys.exit(2)
-    body = "\n".join(f"**{line[2:]}** (synthetic data; regenerate with `make demo` then `make readme`)"
+    body = "\n".join(f"**{line[2:]}** (regenerate with `make demo` then `make readme`)"
                      if line.startswith("# ") else line for line in lines)
-    figure = "results/figures/demo/rsum_by_strategy.png"
-    fig = f"\n\n![RSUM by strategy]({figure})" if (REPO_ROOT / figure).exists() else ""
+    # the headline figure: the paired ΔRSUM of each strategy with the interval of the verdict (figures.py)
+    found = sorted((REPO_ROOT / "results" / "figures" / "demo").glob("delta_rsum_*.png"))
+    fig = f"\n\n![ΔRSUM against the baseline]({found[0].relative_to(REPO_ROOT).as_posix()})" if found else ""
     from bench.atomic import atomic_write_bytes
 
     # whole or not at all: a full disk leaves README.md as it was
@@ -334,13 +481,14 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(p, "train the cell again from scratch (a done result is replaced when the new one is complete)")
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("sweep", help="run the pending cells of a suite")
-    _suite_args(p)
+    _suite_args(p, "record the sweep under this name (default: the sweep with the same overrides, else the "
+                   "time); with no key=value, run the recorded sweep NAME again")
     p.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline")
     p.add_argument("--cluster", default=None, help="SLURM profile name or path (slurm/profiles/*.yaml)")
     p.add_argument("--retry-failed", action="store_true", help="re-run only the failed cells")
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
     p.add_argument("--dry-run", action="store_true",
-                   help="slurm: print each job array's #SBATCH header and cells; submit nothing")
+                   help="slurm: print each job array's sbatch script and cells; submit nothing (no cluster needed)")
     _rates_arg(p)
     _rehearsal_log_arg(p)
     _store_args(p, "re-run every cell (done ones are replaced when complete)")
@@ -349,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     _suite_args(p)
     p.set_defaults(fn=cmd_status)
     p = sub.add_parser("show", help="the cells a sweep would run, their recipes and estimated device hours")
-    _suite_args(p)
+    _suite_args(p, "the overrides of this recorded sweep (default: the overrides given)")
     _rates_arg(p)
     _rehearsal_log_arg(p)
     p.set_defaults(fn=cmd_show)
@@ -363,6 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--root", default=str(DEFAULT_ROOT))
     p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("list", help="suites, their sweeps in the store and each sweep's cells by state")
+    p.add_argument("--root", default=str(DEFAULT_ROOT), help="result store (default results/runs)")
+    p.set_defaults(fn=cmd_list)
     p = sub.add_parser("migrate", help="move run folders made before a change of cell ids to their ids now")
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="result store (default results/runs)")
     p.add_argument("--dry-run", action="store_true", help="print the moves, change nothing")
@@ -371,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*")
     p.add_argument("--root", default=str(REPO_ROOT / "results"))
     p.add_argument("--dry-run", action="store_true")
+    from bench.harness import wandb_sync
+
+    p.add_argument("--timeout", type=wandb_sync.seconds, default=wandb_sync.TIMEOUT_S,
+                   help=f"stop wandb sync after this many seconds without an end (default {wandb_sync.TIMEOUT_S})")
     p.set_defaults(fn=cmd_sync)
     p = sub.add_parser("readme", help="put the demo table into README.md")
     p.add_argument("--table", default=str(REPO_ROOT / "results" / "tables" / "demo.md"))
@@ -387,11 +542,16 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS = (
     ("bench.harness.config", "ConfigError"),
     ("bench.harness.slurm", "ProfileError"),
+    ("bench.harness.slurm", "SlurmUnavailable"),  # no SLURM client, configuration or controller here
+    ("bench.harness.published", "PublishedCSVError"),  # a row of results/reference/published.csv
     ("bench.cli_eval", "EvaluateError"),
     ("models.official", "OfficialCheckpointError"),
     ("bench.data.errors", "DataError"),
     ("bench.checkpoint", "CheckpointError"),
     ("bench.train", "TrainingDiverged"),  # the schedule's lr (or the data) made the loss NaN: the fix is named
+    ("bench.harness.collect", "CollectError"),
+    ("bench.harness.store", "StoreError"),
+    ("bench.harness.sweep", "SweepError"),
 )
 EXIT_USAGE = 2  # as argparse exits for a bad command line
 
@@ -410,10 +570,6 @@ def fail(message: str) -> None:
 
 
 def main(argv=None):
-    from bench.harness.collect import CollectError
-    from bench.harness.store import StoreError
-    from bench.harness.sweep import SweepError
-
     args = parse_args(build_parser(), argv)
     root = getattr(args, "root", None)
     if root and Path(root).exists() and not Path(root).is_dir():
@@ -421,7 +577,7 @@ def main(argv=None):
     try:
         args.fn(args)
     except Exception as e:  # noqa: BLE001 - user errors become one line; the rest is re-raised
-        if not (user_error(e) or isinstance(e, (CollectError, SweepError, StoreError))):
+        if not user_error(e):
             raise
         fail(str(e).strip() or type(e).__name__)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -31,14 +32,25 @@ def atomic_write_bytes(path: str | Path, data: bytes, fault: str = "checkpoint.b
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno is not None:  # name the file: "[Errno 28]" alone says not where
-            raise OSError(e.errno, f"{e.strerror}: cannot write {path} ({len(data)} bytes); free space or "
-                                   f"fix the disk and re-run, any previous {path.name} is unchanged") from e
+            raise OSError(e.errno, f"{e.strerror}: cannot write {path} ({len(data)} bytes); {_fix(e.errno, path)}, "
+                                   f"any previous {path.name} is unchanged") from e
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _fix(errno_code: int, path: Path) -> str:
+    """What to do about a failed write, by its cause (a folder in the way is no full disk)."""
+    if errno_code == errno.EISDIR:
+        return f"{path} is a folder: give the path of a file to write (e.g. {path / 'result.json'})"
+    if errno_code == errno.ENOTDIR:
+        return f"a file stands where a folder of {path} belongs: move it away or write elsewhere"
+    if errno_code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make the folder writable or write elsewhere, and re-run"
+    return "free space or fix the disk and re-run"
 
 
 def _json_default(x):

@@ -5,6 +5,12 @@ so a reader never sees a torn file, and records the SHA-256 of the bytes in ``pa
 (written the same way, after the checkpoint). ``load(path)`` verifies it and raises
 :class:`CheckpointError` naming the file when the bytes do not match (truncated or corrupted).
 
+Every checkpoint the project reads — this suite's ``best.pt``/``last.pt``, an OAS anchor, an official
+release — is unpickled by :func:`read` alone: ``torch.load(weights_only=True)`` with a short allow-list
+of the few non-tensor types these files hold (:data:`ALLOWED_GLOBALS`, scoped to the one load). A file
+whose pickle names anything else (``os.system``, any class or function) is refused unread, naming what
+it asked for; nothing in it runs. ``load`` = ``verify`` + ``read``.
+
 A training checkpoint holds named objects: :func:`state_dicts` gathers ``{name: obj.state_dict()}`` (a
 mapping of objects, e.g. the branches, gives a mapping of state dicts) and :func:`restore` loads each
 named object back from a loaded checkpoint, naming what it lacks. :data:`RNG` is the process's random
@@ -13,9 +19,13 @@ generators (Python, NumPy, torch, CUDA) as such an object.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
+import pickle
 import random
+import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -62,9 +72,55 @@ def verify(path: str | Path) -> None:
 
 
 def load(path: str | Path, map_location="cpu"):
+    """The checkpoint at ``path`` after :func:`verify` (its digest), read by :func:`read`."""
     verify(path)
-    with open(path, "rb") as f:
-        return torch.load(f, map_location=map_location, weights_only=False)
+    return read(path, map_location=map_location)
+
+
+def _allowed_globals() -> list:
+    """What a checkpoint may name besides tensors and plain containers: ``argparse.Namespace`` (the
+    official programs' ``opt``), numpy arrays, scalars and dtypes (numpy's RNG state in ``last.pt``, a
+    numpy ``best_rsum`` in official files), under their numpy 1 and 2 names."""
+    try:
+        from numpy._core import multiarray as _ma  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1
+        from numpy.core import multiarray as _ma
+    allowed: list = [argparse.Namespace, np.dtype, np.ndarray]
+    for name in ("scalar", "_reconstruct"):
+        fn = getattr(_ma, name)
+        allowed += [(fn, f"numpy.core.multiarray.{name}"), (fn, f"numpy._core.multiarray.{name}")]
+    for dtype in (np.float64, np.float32, np.int64, np.int32, np.uint32, np.uint8, np.bool_):
+        allowed.append(type(np.dtype(dtype)))
+    return allowed
+
+
+READ_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError,
+               AttributeError, ImportError, IndexError, KeyError, TypeError)
+
+
+def read(path: str | Path, map_location="cpu"):
+    """The unpickled checkpoint at ``path``: ``torch.load(weights_only=True)`` allowing only
+    :func:`_allowed_globals`. :class:`CheckpointError` naming the file: a global it may not name (the
+    file is refused unread: nothing in it runs), or bytes that are no torch checkpoint."""
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_allowed_globals()), open(path, "rb") as f:
+            return torch.load(f, map_location=map_location, weights_only=True)
+    except READ_ERRORS as e:
+        if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)):
+            raise CheckpointError(f"checkpoint {path} cannot be opened ({type(e).__name__}: {e.strerror})") from e
+        text = str(e)
+        found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w. ]+)", text)
+        if found:
+            raise CheckpointError(
+                f"checkpoint {path} asks to unpickle {found.group(1).strip()}, which no model checkpoint needs "
+                "(torch.load(weights_only=True) refused it: nothing in the file ran); it is not a checkpoint "
+                "of this suite or of a supported official program. Only load files you trust.") from e
+        why = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.S)
+        why = " ".join(why.group(1).split()) if why else (text.splitlines()[0] if text else "unexpected end of file")
+        raise CheckpointError(
+            f"checkpoint {path} ({path.stat().st_size} bytes) could not be read: it is truncated or not a "
+            f"torch checkpoint ({type(e).__name__}: {why}); download or copy it again") from e
 
 
 class _RandomGenerators:

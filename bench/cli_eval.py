@@ -2,11 +2,13 @@
 
     evaluate CHECKPOINT [CHECKPOINT2 …] --data-root DIR --dataset f30k_precomp|coco_precomp
              [--protocol f30k_1k|coco_1k|coco_5k …] [--out result.json] [--batch-size N] [--device D]
+             [--no-eccv]
     export RUN_DIR --format official OUT
 
 ``evaluate`` reads this suite's ``best.pt`` or an official checkpoint (``models.official``), scores the
 test split exactly as a training cell's final evaluation does (same batches, same tiles), prints
-R@1/5/10 both ways, RSUM, medr and meanr per protocol (COCO 1K fold by fold and averaged) and, with
+R@1/5/10 both ways, RSUM, medr and meanr per protocol (COCO 1K fold by fold and averaged; COCO 5K also
+ECCV Caption and CxC, :mod:`bench.eccv`, unless ``--no-eccv``) and, with
 ``--out``, writes a result JSON (``metrics`` as in a cell's ``result.json``) and the per-query ranks
 next to it (``<out stem>.ranks.npz``, the keys of a cell's ``ranks.npz``). Several checkpoints are an
 evaluation-time ensemble: their score matrices are averaged (SGRAF = SGR + SAF).
@@ -70,17 +72,48 @@ def _data_for(matcher_name: str, dataset: str, data_root: str, vocab_root: str |
     return cell, open_data(cell, models.input_kind(matcher_name))
 
 
-def _run_config(path: Path) -> dict | None:
-    """The ``config.yaml`` of the run folder holding ``path`` (this suite's best.pt), if any."""
+def read_run_config(run_dir: Path):
+    """The cell a run folder's ``config.yaml`` records (a ``spec.Cell``; None when there is none), read by the
+    bounded YAML loader; EvaluateError naming the file when it is not YAML or not a cell (a user edited or
+    truncated it)."""
     import yaml
 
-    cfg = path.parent / "config.yaml"
-    if cfg.is_file():
-        try:
-            return yaml.safe_load(cfg.read_text())
-        except yaml.YAMLError:
-            return None
-    return None
+    from bench import spec, yamlsafe
+    from bench.values import shown
+
+    cfg = Path(run_dir) / "config.yaml"
+    if not cfg.is_file():
+        return None
+    fix = "restore it from the run (a cell's config.yaml is written by the sweep) or give another run folder"
+    try:
+        raw = yamlsafe.load(cfg.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise EvaluateError(f"{cfg}: not valid YAML ({' '.join(str(e).split())}); {fix}") from None
+    if not isinstance(raw, dict):
+        raise EvaluateError(f"{cfg}: expected a cell (a mapping with dataset, matcher, strategy …), got "
+                            f"{type(raw).__name__} {shown(raw)}; {fix}")
+    try:
+        return spec.Cell.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as e:
+        raise EvaluateError(f"{cfg}: expected a cell (a mapping with dataset, matcher, strategy …): "
+                            f"{' '.join(str(e).split())}; {fix}") from None
+
+
+def unfinished_run(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` (a run folder's ``best.pt``) is not a cell's result, or None: its folder holds a
+    cell's ``config.yaml`` but no ``done`` marker, so it is the best so far of a run that trains now (its
+    lock is held), was stopped or failed. ``evaluate`` and ``export`` refuse it alike."""
+    from bench.harness.store import DONE_FILE, RUNNING_FILE, folder_lock, lock_is_held
+
+    run_dir = Path(checkpoint).resolve().parent
+    if not (run_dir / "config.yaml").is_file() or (run_dir / DONE_FILE).exists():
+        return None
+    if (run_dir / RUNNING_FILE).exists() and lock_is_held(folder_lock(run_dir)):
+        state = "is training now (its lock is held)"
+    else:
+        state = "is not a finished run (no `done` marker)"
+    return (f"{run_dir} {state}: its {Path(checkpoint).name} is the best so far, not the cell's result; finish the "
+            "cell first (python -m bench sweep SUITE)")
 
 
 def load_for_data(path: str | Path, dataset: str, data_root: str, vocab_root: str | None, protocols: list[str],
@@ -93,12 +126,32 @@ def load_for_data(path: str | Path, dataset: str, data_root: str, vocab_root: st
     program = official.detect(ckpt, path)
     name = ckpt["matcher"]["name"] if program == "ours" else program
     if batch_size is None:
-        cfg = _run_config(path) if program == "ours" else None
-        batch_size = int(((cfg or {}).get("eval") or {}).get("batch_size") or 128)
+        recorded = read_run_config(path.parent) if program == "ours" else None
+        batch_size = (recorded and recorded.eval.batch_size) or 128
     cell, data = _data_for(name, dataset, data_root, vocab_root, protocols, batch_size)
+    weights = ckpt["weights"] if program == "ours" else official.to_ours(program, ckpt)
+    check_fits_data(path, weights, data)
     model, info = official.load(path, vocab_size=data.build_kwargs.get("vocab_size"), bert_path=bert_path,
                                 data_kwargs=data.build_kwargs)
     return model, info, data, batch_size
+
+
+def check_fits_data(path: Path, weights: dict, data) -> None:
+    """The data's region features have the width (and, for a matcher with a fixed region count, the count)
+    the checkpoint was trained on: EvaluateError naming both, instead of a state-dict size mismatch."""
+    fc = weights.get("img_enc.fc.weight")
+    if fc is None or data.kind != "regions":
+        return
+    split = next(iter(data.test_splits.values()), data.train)
+    have, want = int(data.build_kwargs["img_dim"]), int(fc.shape[1])
+    if have != want:
+        raise EvaluateError(f"{path}: the data's features are {have}-d ({split.path}), the checkpoint's {want}-d: "
+                            "evaluate it on the data it was trained on (features of the same extractor)")
+    pool = weights.get("img_pool.local_proj.1.weight")  # SGRAF: a BatchNorm over the regions
+    if pool is not None and int(pool.shape[0]) != int(data.build_kwargs["num_regions"]):
+        raise EvaluateError(f"{path}: the data has {data.build_kwargs['num_regions']} regions per image "
+                            f"({split.path}), the checkpoint was trained on {int(pool.shape[0])}: evaluate it on "
+                            "the data it was trained on")
 
 
 def _bar(iterable, desc: str, total: int | None = None):
@@ -122,18 +175,24 @@ def score_checkpoint(model, data, split, batch_size: int, device, name: str):
 def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protocols: list[str] | None = None,
                          vocab_root: str | None = None, batch_size: int | None = None, device: str = "auto",
                          bert_path: str | None = None, precision: str = "fp32",
-                         compile: bool = False) -> tuple[dict, dict]:
+                         compile: bool = False, eccv: bool = True) -> tuple[dict, dict]:
     """``(result, ranks)``: metrics per protocol of the checkpoint (or the score-averaged ensemble), scored in
-    ``precision`` (fp32 | tf32 | bf16, ``bench.precision``) with the pairwise tiles compiled when ``compile``."""
+    ``precision`` (fp32 | tf32 | bf16, ``bench.precision``) with the pairwise tiles compiled when ``compile``;
+    ``coco_5k`` also ECCV Caption and CxC (:mod:`bench.eccv`) unless ``eccv`` is False (the split's COCO ids
+    are checked before any scoring)."""
     import numpy as np
 
+    from bench import eccv as eccv_metrics
     from bench.data.precomp import DATASETS
     from bench.precision import RunMode, prepare_model
     from bench.protocols import PROTOCOLS, evaluate_protocol, protocols_for
+    from bench.provenance import data_description
 
     if dataset not in DATASETS:
         raise EvaluateError(f"--dataset {dataset!r} is not a precomp dataset; use one of {sorted(DATASETS)}")
     for path in paths:
+        if why := unfinished_run(Path(path)):
+            raise EvaluateError(why)
         if Path(path).name in RESUME_FILES:
             raise EvaluateError(f"{path} is a resume checkpoint (branches, optimisers, RNG state), not the model a "
                                 f"cell reports; evaluate {Path(path).with_name('best.pt')}")
@@ -157,8 +216,11 @@ def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protoco
         by_split.setdefault(PROTOCOLS[n].split, []).append(n)
     sims: dict = {}
     infos = []
+    coco_ids = None
     for path in paths:
         model, info, data, bs = load_for_data(path, dataset, data_root, vocab_root, names, batch_size, bert_path)
+        if eccv and eccv_metrics.PROTOCOL in names and coco_ids is None:  # before any scoring
+            coco_ids = eccv_metrics.split_ids(data.test_splits[eccv_metrics.protocol_split()], data_root)
         prepare_model(model.to(dev), mode)
         info["eval_batch_size"] = bs
         infos.append(info)
@@ -178,9 +240,13 @@ def evaluate_checkpoints(paths: list[str], dataset: str, data_root: str, protoco
                 folds[n] = m["folds"]
             metrics[n] = {k: v for k, v in m.items() if k != "folds"}
             ranks[f"{n}/i2t"], ranks[f"{n}/t2i"] = np.asarray(r_i2t), np.asarray(r_t2i)
+            if n == eccv_metrics.PROTOCOL and coco_ids is not None:
+                metrics[n].update(eccv_metrics.coco_metrics(S, coco_ids))
     result = {"status": "done", "metrics": metrics, "folds": folds, "dataset": dataset, "data_root": str(data_root),
-              "protocols": names, "checkpoints": infos, "ensemble": len(paths) > 1,
-              "source": " + ".join(i["source"] for i in infos), "mode": mode.record()}
+              "data": data_description(data_root), "protocols": names, "checkpoints": infos,
+              "ensemble": len(paths) > 1, "source": " + ".join(i["source"] for i in infos), "mode": mode.record()}
+    if coco_ids is not None:
+        result["eccv_caption_ids"] = coco_ids.caption_source
     return result, ranks
 
 
@@ -195,7 +261,11 @@ def _columns() -> tuple:
 
 
 def format_table(result: dict) -> str:
-    """The printed table: one row per protocol (and per COCO 1K fold, then their average)."""
+    """The printed table: one row per protocol (and per COCO 1K fold, then their average); then the ECCV
+    Caption and CxC metrics of COCO 5K where computed."""
+    from bench.eccv import HEADER as ECCV_HEADER
+    from bench.metrics import ECCV_KEYS, ECCV_SIZE_KEY
+
     head = f"{'protocol':<14}" + "".join(f"{h:>10}" for _, h in _columns())
     lines = [head, "-" * len(head)]
 
@@ -206,6 +276,11 @@ def format_table(result: dict) -> str:
         for i, f in enumerate(result["folds"].get(n, [])):
             lines.append(row(f"{n} fold {i + 1}", f))
         lines.append(row(f"{n} mean" if n in result["folds"] else n, m))
+    for n, m in result["metrics"].items():
+        if ECCV_SIZE_KEY in m:
+            lines.append(f"{n}: ECCV Caption and CxC on {int(m[ECCV_SIZE_KEY])} images "
+                         f"(caption ids: {result.get('eccv_caption_ids', '?')})")
+            lines += [f"  {ECCV_HEADER[k]:<16}{m[k]:>8.1f}" for k in ECCV_KEYS]
     return "\n".join(lines)
 
 
@@ -217,14 +292,31 @@ def write_result(result: dict, ranks: dict, out: str | Path) -> tuple[Path, Path
     from bench.atomic import atomic_write_bytes
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     ranks_path = out.with_name(out.stem + ".ranks.npz")
     buf = io.BytesIO()
     np.savez_compressed(buf, **ranks)
+    existed = ranks_path.exists()
     atomic_write_bytes(ranks_path, buf.getvalue())
-    atomic_write_bytes(out, (json.dumps({**result, "ranks_file": ranks_path.name}, indent=2, default=str) + "\n")
-                       .encode())
+    try:
+        atomic_write_bytes(out, (json.dumps({**result, "ranks_file": ranks_path.name}, indent=2, default=str)
+                                 + "\n").encode())
+    except BaseException:
+        if not existed:  # no ranks file left beside a result that was not written
+            ranks_path.unlink(missing_ok=True)
+        raise
     return out, ranks_path
+
+
+def check_out_path(out: str | Path) -> None:
+    """``--out`` names a file that can be written: EvaluateError for a folder, or a file where a folder of
+    the path belongs (checked before any scoring)."""
+    out = Path(out)
+    if out.is_dir():
+        raise EvaluateError(f"--out {out} is a folder: give the result file's path, e.g. --out {out / 'result.json'} "
+                            "(the ranks are written beside it, as result.ranks.npz)")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise EvaluateError(f"--out {out}: {blocking} is a file, not a folder; give a path in a folder")
 
 
 def cmd_evaluate(args) -> None:
@@ -234,11 +326,13 @@ def cmd_evaluate(args) -> None:
         print(f"error: --out {args.out} is inside the run folder {held} of the result store, where it would "
               "replace the cell's own files: write it elsewhere (e.g. --out eval/result.json)", file=sys.stderr)
         sys.exit(2)
+    if args.out:
+        check_out_path(args.out)
     # EvaluateError, OfficialCheckpointError, DataError: one `error:` line, exit 2 (bench.__main__.main)
     result, ranks = evaluate_checkpoints(args.checkpoints, args.dataset, args.data_root, args.protocol,
                                          vocab_root=args.vocab_root, batch_size=args.batch_size,
                                          device=args.device, bert_path=args.bert_path,
-                                         precision=args.precision, compile=args.compile)
+                                         precision=args.precision, compile=args.compile, eccv=not args.no_eccv)
     what = "ensemble of " + " + ".join(i["source"] for i in result["checkpoints"]) if result["ensemble"] \
         else result["checkpoints"][0]["source"]
     from bench.precision import variant_label
@@ -252,12 +346,10 @@ def cmd_evaluate(args) -> None:
 
 def export_run(run_dir: str | Path, out: str | Path, fmt: str = "official") -> Path:
     """Write the run's ``best.pt`` as the official program's checkpoint ``out``."""
-    import yaml
-
     from bench import checkpoint as ckpt
     from bench.data.precomp import vocab_path
     from bench.data.vocab import MASK, load_vocab
-    from bench.spec import default_vocab_root
+    from bench.spec import Dataset, default_vocab_root
     from models import official
 
     if fmt != "official":
@@ -266,9 +358,8 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "official") -> P
     best = run_dir / "best.pt"
     if run_dir.is_file():
         raise EvaluateError(f"{run_dir} is a file; give the run folder holding it ({run_dir.parent})")
-    if best.is_file() and (run_dir / "config.yaml").is_file() and not (run_dir / "done").exists():
-        raise EvaluateError(f"{run_dir} is not a finished run (no `done` marker): its best.pt is the best so far, "
-                            "not the cell's result; finish the cell first (python -m bench sweep SUITE)")
+    if best.is_file() and (why := unfinished_run(best)):
+        raise EvaluateError(why)
     if not best.is_file():
         raise EvaluateError(f"{run_dir} has no best.pt: give a finished run folder (results/runs/<suite>/<cell-id>)")
     state = ckpt.load(best)
@@ -276,17 +367,15 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "official") -> P
     if name not in official.EXPORTABLE:
         raise EvaluateError(f"{best}: matcher {name!r} has no official checkpoint layout; exportable: "
                             f"{', '.join(official.EXPORTABLE)}")
-    cfg_path = run_dir / "config.yaml"
-    cell = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
-    ds = cell.get("dataset") or {}
-    dataset = ds.get("name", "f30k_precomp")
+    recorded = read_run_config(run_dir)
+    ds = recorded.dataset if recorded is not None else Dataset("f30k_precomp")
     words = state.get("vocab_size")
-    vocab_root = ds.get("vocab_root") or (default_vocab_root(ds["data_root"]) if ds.get("data_root") else None)
-    if vocab_root and Path(vocab_path(vocab_root, dataset)).is_file():
-        vocab = load_vocab(vocab_path(vocab_root, dataset))
+    vocab_root = ds.vocab_root or (default_vocab_root(ds.data_root) if ds.data_root else None)
+    if vocab_root and Path(vocab_path(vocab_root, ds.name)).is_file():
+        vocab = load_vocab(vocab_path(vocab_root, ds.name))
         words = len([w for w in vocab.word2idx if w != MASK])  # the file's words: the reference adds <mask>
     model, _ = official.load(best, data_kwargs=_sizes_from_weights(name, state["weights"]))
-    return official.export(model, name, out, dataset=dataset, vocab_size=int(words or 0),
+    return official.export(model, name, out, dataset=ds.name, vocab_size=int(words or 0),
                            epoch=int(state.get("epoch", 0)), best_rsum=float((state.get("dev") or {}).get("rsum", 0.0)))
 
 
@@ -330,6 +419,8 @@ def add_subparsers(sub) -> None:
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
                    help="fp32 (default); tf32: TF32 matmuls on CUDA (fp32 elsewhere); bf16: bf16 autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile the pairwise matchers' tile scoring")
+    p.add_argument("--no-eccv", action="store_true",
+                   help="coco_5k without ECCV Caption and CxC (they need the split's COCO ids, bench.eccv)")
     p.add_argument("--bert-path", default=None, help="VSE∞ BERT: a local bert-base-uncased folder (tokenizer)")
     p.add_argument("--out", default=None, help="write the result JSON here (ranks next to it)")
     p.set_defaults(fn=cmd_evaluate)

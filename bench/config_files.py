@@ -3,7 +3,8 @@
 <key>: <what is wrong>; <the fix>``, exit code 2).
 
 Guards: a key given twice in one mapping is refused (PyYAML keeps the last), YAML tags are not read (safe
-loading), a file that is a folder or not UTF-8 is named, and PyYAML's multi-line error becomes one line.
+loading), aliases cannot expand past ``bench.yamlsafe``'s bounds, a file that is a folder or not UTF-8 is
+named, and PyYAML's multi-line error becomes one line.
 No torch, no pydantic: the trainer reads cells through it too.
 """
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from bench import yamlsafe
 
 
 class ConfigError(ValueError):
@@ -44,8 +47,9 @@ UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, 
 
 
 def load_yaml_text(text: str) -> Any:
-    """``text`` read as YAML by :class:`UniqueKeyLoader` (yaml.YAMLError for what is not valid)."""
-    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    """``text`` read as YAML by :class:`UniqueKeyLoader` through the bounded loader (``bench.yamlsafe``: alias
+    expansion and nesting bounded); yaml.YAMLError for what is not valid."""
+    return yamlsafe.load(text, Loader=UniqueKeyLoader)
 
 
 def read_yaml(path: Path, what: str = "suite file") -> Any:

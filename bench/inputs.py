@@ -100,9 +100,9 @@ def cell_problems(cell: Cell, memo: dict | None = None) -> list[Problem]:
     root = _once(memo, ("root", resolved.dataset.data_root), _root_problems, resolved.dataset.data_root)
     if root:
         return root + problems
-    import models
+    from bench.registry_facts import matcher_attr  # no torch for a check of paths
 
-    if models.input_kind(cell.matcher.name) == "pixels":
+    if matcher_attr(cell.matcher.name, "input_kind") == "pixels":
         return _karpathy_problems(resolved, memo) + problems
     return _precomp_problems(resolved, memo) + problems
 
@@ -114,13 +114,21 @@ def _once(memo: dict, key, fn, *args) -> list[Problem]:
 
 
 def _from_env(root: str) -> str:
-    return f"{root} (from the DATA environment variable)" if os.environ.get("DATA") == root else root
+    """``root``, saying when it came from $DATA (compared after ``~``/``$VARS`` expansion)."""
+    from bench.values import expand_path
+
+    return f"{root} (from the DATA environment variable)" if expand_path(os.environ.get("DATA")) == root else root
 
 
 def _root_problems(root: str) -> list[Problem]:
+    """A data root that is not a folder; one left unexpanded names its variables that are not set."""
+    from bench.values import unset_variables
+
     if Path(root).is_dir():
         return []
-    what = "is not a folder" if Path(root).exists() else "does not exist"
+    unset = unset_variables(root) if not Path(root).exists() else []
+    what = "is not a folder" if Path(root).exists() else "does not exist" + (
+        f" (the variable(s) {', '.join(unset)} are not set; ~ and $VARS are expanded)" if unset else "")
     return [Problem("data_root", _from_env(root), what, DATA_FIX)]
 
 
@@ -210,7 +218,7 @@ def _vocab_problems(cell: Cell) -> list[Problem]:
 
 
 def _karpathy_problems(cell: Cell, memo: dict) -> list[Problem]:
-    json_path, images = layout.karpathy_json(cell), layout.image_root(cell)
+    json_path, images = layout.karpathy_json(cell.dataset), layout.image_root(cell.dataset)
     splits = tuple(layout.karpathy_split(s) for s in layout.splits_read(cell))
     return _once(memo, ("karpathy", str(json_path), str(images), splits), _karpathy_file_problems,
                  json_path, images, splits)
@@ -257,7 +265,6 @@ def _karpathy_file_problems(json_path: Path, images: Path, splits: tuple[str, ..
 
 
 def _weights_problems(cell: Cell, memo: dict) -> list[Problem]:
-    import models
     from bench.weights import KINDS, fetch_command, folder_problems, weights_args
 
     out = []
@@ -272,6 +279,8 @@ def _weights_problems(cell: Cell, memo: dict) -> list[Problem]:
                                    f"fetch them on a machine with internet ({fetch_command(kind)}), copy the "
                                    f"folder here and add the override {k.key}=models/{k.folder}"))
             continue
+        import models  # a folder is given: its architecture is the matcher's to say
+
         architecture = models.matcher_attribute(cell.matcher.name, "architecture")(**overrides)
         key = ("weights", str(path), kind, tuple(sorted(architecture.items())))
         found = _once(memo, key, folder_problems, path, kind, architecture)
@@ -296,7 +305,7 @@ def data_build_kwargs(cell: Cell) -> dict:
 
         if any(cell.matcher.overrides.get(arg) for arg in weights_args(cell.matcher.name)):
             return {}  # a pretrained folder brings its own tokenizer: the captions' words are not read
-        entries = json.loads(layout.karpathy_json(resolved).read_text(encoding="utf-8"))["images"]
+        entries = json.loads(layout.karpathy_json(resolved.dataset).read_text(encoding="utf-8"))["images"]
         from bench.data.karpathy import SPLIT_ALIASES
 
         words = {w for e in entries if e.get("split") in SPLIT_ALIASES["train"]

@@ -27,17 +27,16 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-RECALL_KS = (1, 5, 10)
-METRIC_KEYS = (
-    "i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "i2t_meanr",
-    "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "t2i_meanr",
-    "rsum",
-)  # fmt: skip
-RECALL_KEYS = tuple(f"{d}_r{k}" for d in ("i2t", "t2i") for k in RECALL_KS)
-RANK_KEYS = tuple(f"{d}_{r}" for d in ("i2t", "t2i") for r in ("medr", "meanr"))
-#: The metrics in the order tables and reports list them: recalls, RSUM, then the ranks (the one home of the
-#: metric names: every table, W&B summary and ``python -m bench evaluate`` reads them here).
-REPORT_KEYS = (*RECALL_KEYS, "rsum", *RANK_KEYS)
+from bench.metric_keys import (  # noqa: F401 - the metric names, re-exported (their home: bench.metric_keys)
+    ECCV_KEYS,
+    ECCV_SIZE_KEY,
+    METRIC_KEYS,
+    RANK_KEYS,
+    RECALL_KEYS,
+    RECALL_KS,
+    REPORT_KEYS,
+    RESULT_KEYS,
+)
 
 # Elements of S compared per chunk: bounds the temporary boolean block (and its int64 reductions).
 _CHUNK_ELEMENTS_CPU = 1 << 18  # ~1 MB of float32: both comparisons of a block hit the cache

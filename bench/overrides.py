@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from bench.config_files import ConfigError, load_yaml_text
+from bench.values import shown
 
 OVERRIDE_FIX = "expected key=value with a dotted key and a YAML value, e.g. scale=smoke, seeds=[0,1] or " \
                "schedule.vse_infty.epochs=2 (quote the whole override in the shell)"
@@ -40,7 +41,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         problem = " ".join(str(getattr(e, "problem", None) or e).split())
         if "tag" in problem:
             problem += " (YAML tags are not read from overrides)"
-        raise ConfigError(f"override {text!r}: the value {value!r} is not valid YAML ({problem}); close every "
+        raise ConfigError(f"override {text!r}: the value {shown(value)} is not valid YAML ({problem}); close every "
                           "bracket and quote, or give a plain value, e.g. seeds=[0,1] or "
                           "datasets.0.label='my data'") from None
     return path, parsed
@@ -78,7 +79,7 @@ def _parent(raw: dict, path: list[str], text: str):
             node = node[part]
         if not isinstance(node, (dict, list)):
             where = ".".join(path[:depth + 1])
-            raise ConfigError(f"override {text!r}: {where} is {type(node).__name__} {node!r}, not a mapping "
+            raise ConfigError(f"override {text!r}: {where} is {type(node).__name__} {shown(node)}, not a mapping "
                               f"or a list, so it has no key {path[depth + 1]!r}; set {where}=… itself")
     return node
 

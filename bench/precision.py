@@ -54,10 +54,14 @@ class RunMode:
 
     @classmethod
     def of(cls, sched: dict, device) -> RunMode:
-        """The mode of a resolved schedule on ``device`` (the legacy ``amp`` key folded in)."""
-        import torch
+        """The mode of a resolved schedule on ``device`` (a torch device or its name; the legacy ``amp`` key folded
+        in). A device named by a plain string is read without importing torch (the resolver checks modes on "cpu")."""
+        if isinstance(device, str) and device.split(":")[0] in ("cpu", "cuda", "meta", "mps"):
+            device_type = device.split(":")[0]
+        else:
+            import torch
 
-        device_type = torch.device(device).type
+            device_type = torch.device(device).type
         precision = sched.get("precision", "fp32")
         if sched.get("amp"):
             if precision not in ("fp32", "bf16"):

@@ -10,9 +10,7 @@ gives higher, unfair numbers; docs/evaluation.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from bench.metrics import coco_5fold, retrieval_metrics
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -24,14 +22,26 @@ class Protocol:
     split: str  # "test", "testall", "dev" ...
     n_folds: int = 1  # 1: the whole split at once; >1: consecutive image folds, metrics averaged
     captions_per_image: int = 5
+    #: how tables and figures name it (the one home of these names); sizes are the data's, not the protocol's
+    title: str = field(default="", compare=False)
+    description: str = field(default="", compare=False)  # what is evaluated, in words
+    fold_images: int = field(default=0, compare=False)  # images per fold on the real dataset (1,000 or 5,000)
+
+    @property
+    def long_title(self) -> str:
+        """e.g. ``COCO 1K (testall in 5 folds, metrics averaged)``."""
+        return f"{self.title} ({self.description})" if self.description else self.title or self.name
 
 
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
-        Protocol("f30k_1k", dataset="f30k_precomp", split="test", n_folds=1),
-        Protocol("coco_1k", dataset="coco_precomp", split="testall", n_folds=5),
-        Protocol("coco_5k", dataset="coco_precomp", split="testall", n_folds=1),
+        Protocol("f30k_1k", dataset="f30k_precomp", split="test", n_folds=1, title="Flickr30K 1K",
+                 description="the whole test split", fold_images=1000),
+        Protocol("coco_1k", dataset="coco_precomp", split="testall", n_folds=5, title="COCO 1K",
+                 description="testall in 5 folds, metrics averaged", fold_images=1000),
+        Protocol("coco_5k", dataset="coco_precomp", split="testall", n_folds=1, title="COCO 5K",
+                 description="the whole testall", fold_images=5000),
     )
 }
 
@@ -64,5 +74,10 @@ def evaluate_protocol(protocol: str | Protocol, sims, return_ranks: bool = False
     """
     p = get_protocol(protocol)
     if p.n_folds == 1:
+        # torch: imported when scoring, not when a suite names its protocols
+        from bench.metrics import retrieval_metrics
+
         return retrieval_metrics(sims, p.captions_per_image, return_ranks=return_ranks)
+    from bench.metrics import coco_5fold
+
     return coco_5fold(sims, p.captions_per_image, n_folds=p.n_folds, return_ranks=return_ranks)

@@ -120,10 +120,10 @@ def data_fingerprint(roots, edge_bytes: int = 4096, samples: int = 8, max_files:
 def cell_inputs(cell: spec.Cell):
     """Every input ``cell`` reads (``bench.data.layout.cell_inputs``, the one definition, with the trainer's
     defaults of the paths)."""
-    import models
     from bench.data.layout import cell_inputs as inputs
+    from bench.registry_facts import matcher_attr
 
-    return inputs(cell.replace(dataset=spec.resolve_dataset(cell.dataset)), models.input_kind(cell.matcher.name))
+    return inputs(cell.replace(dataset=spec.resolve_dataset(cell.dataset)), matcher_attr(cell.matcher.name, "input_kind"))
 
 
 def cell_data_files(cell: spec.Cell) -> list[Path]:
@@ -170,6 +170,27 @@ def cell_fingerprint(cell: spec.Cell, cache: dict | None = None) -> str | None:
     return fp
 
 
+#: The marker of the embedded data: ``MANIFEST.json`` at the data root, written by ``bench.data.synth``.
+SYNTH_MANIFEST, SYNTH_GENERATOR = "MANIFEST.json", "bench.data.synth"
+
+
+def data_description(data_root: str | Path | None) -> dict:
+    """What kind of data a result was made from, as its tables say it: ``kind`` ``synthetic`` when the data
+    root holds the embedded generator's ``MANIFEST.json`` (``"generator": "bench.data.synth"``; with its
+    ``preset``, ``seed`` and ``version``), else ``real``; ``root``: the data root's folder name."""
+    import json
+
+    root = Path(data_root or spec.DEFAULT_DATA_ROOT)
+    out: dict = {"kind": "real", "root": root.resolve().name or str(root)}
+    try:
+        manifest = json.loads((root / SYNTH_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return out
+    if isinstance(manifest, dict) and manifest.get("generator") == SYNTH_GENERATOR:
+        out.update(kind="synthetic", generator={k: manifest.get(k) for k in ("preset", "seed", "version")})
+    return out
+
+
 def provenance(cell: spec.Cell | None = None, wall_time_s: float | None = None, fingerprint=None) -> dict:
     """Where and with what a result was made: code, packages, machine, data, seed, wall time."""
     return {
@@ -184,6 +205,7 @@ def provenance(cell: spec.Cell | None = None, wall_time_s: float | None = None, 
         "data_fingerprint": fingerprint if fingerprint is not None or cell is None else cell_fingerprint(cell),
         # local pretrained folders: path and content
         "weights": describe_identity(cell.matcher.name, cell.matcher.arguments) if cell is not None else {},
+        "data": data_description(cell.dataset.data_root if cell is not None else None),  # synthetic or real
         "seed": cell.seed if cell is not None else None,
         "wall_time_s": wall_time_s,
         "argv": list(sys.argv),

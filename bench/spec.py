@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import hashlib
-import inspect
 import json
 import re
 import typing
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.precision import PRECISIONS
+from bench.values import expand_path, shown
 
 
 @dataclass(frozen=True)
@@ -52,17 +51,18 @@ class Limit:
                 continue
             if v < self.low or (v == self.low and not self.low_ok) or (self.high is not None and v > self.high):
                 rng = f"{'>=' if self.low_ok else '>'} {self.low}" + (f" and <= {self.high}" if self.high is not None else "")
-                item = f" (item {v!r})" if isinstance(value, list) else ""
-                return f"must be {rng}, got {value!r}{item}: {self.why}"
+                item = f" (item {shown(v)})" if isinstance(value, list) else ""
+                return f"must be {rng}, got {shown(value)}{item}: {self.why}"
         return None
 
 
 def _key(default, *, limit: Limit | None = None, choices: tuple | None = None, required: bool = False,
          result: bool = True, added: bool = False):
-    """A schedule key: its default, range (``limit``) or ``choices``; its type is the field's annotation.
-    ``required``: a suite must give it (per matcher and dataset); ``result=False``: it does not change a
-    result (free to change between a run and its resume; not in the cell id); ``added``: added after
-    results existed, so at its default it stays out of the cell id (every earlier id unchanged)."""
+    """A schedule (or eval) key: its default, range (``limit``) or ``choices``; its type is the field's
+    annotation. ``required``: a suite must give it (per matcher and dataset); ``result=False``: it does not
+    change a result (free to change between a run and its resume; not in the cell id); ``added``: added after
+    results existed, so at its default it stays out of the cell id (every earlier id unchanged;
+    :func:`without_added_defaults`)."""
     meta = {"limit": limit, "choices": choices, "required": required, "result": result, "added": added}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -125,8 +125,19 @@ def _defaults(cls) -> dict:
     return {f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default) for f in fields(cls)}
 
 
+def _facts(part, fact: str) -> dict:
+    """``{key: fact}`` of the fields of ``part`` (``Schedule``, ``Eval``) declared with ``_key(..., fact=...)``."""
+    return {f.name: f.metadata[fact] for f in fields(part) if f.metadata.get(fact)}
+
+
 def _schedule_facts(fact: str) -> dict:
-    return {f.name: f.metadata[fact] for f in fields(Schedule) if f.metadata.get(fact)}
+    return _facts(Schedule, fact)
+
+
+def added_defaults(part) -> dict:
+    """``{key: default}`` of the keys of ``part`` (``Schedule``, ``Eval``) added after results existed."""
+    defaults = _defaults(part)
+    return {k: defaults[k] for k in _facts(part, "added")}
 
 
 #: The schedule's keys and defaults (read at call time: a test may change one and see the ids move).
@@ -139,7 +150,7 @@ SCHEDULE_CHOICES: dict[str, tuple] = _schedule_facts("choices")
 SCHEDULE_REQUIRED = tuple(_schedule_facts("required"))
 #: Schedule keys added after results existed: at their default they stay out of a cell's result key,
 #: so every existing id is unchanged.
-ADDED_SCHEDULE_DEFAULTS = {k: SCHEDULE_DEFAULTS[k] for k in _schedule_facts("added")}
+ADDED_SCHEDULE_DEFAULTS = added_defaults(Schedule)
 #: Schedule keys that do not change a result (free to change between a run and its resume).
 NOT_RESULT_KEYS = tuple(f.name for f in fields(Schedule) if not f.metadata["result"])
 
@@ -176,6 +187,9 @@ class Eval:
     dev_images: int = 1000  # dev images evaluated after every epoch (model selection)
     batch_size: int = 128
     protocols: list | None = None  # None: every protocol of the dataset (bench.protocols)
+    # coco_5k also reports ECCV Caption and CxC (bench.eccv; needs the split's COCO ids); added after results
+    # existed and changes no training: at its default it stays out of the cell id, and a result without it is whole
+    eccv: bool = _key(True, added=True)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Eval:
@@ -188,6 +202,8 @@ class Eval:
 
 
 EVAL_DEFAULTS: dict[str, Any] = _defaults(Eval)
+#: Eval keys added after results existed (``_key(added=True)``, as ``ADDED_SCHEDULE_DEFAULTS``).
+ADDED_EVAL_DEFAULTS = added_defaults(Eval)
 
 
 @dataclass(frozen=True)
@@ -301,9 +317,10 @@ def _no_unknown(where: str, d: dict, valid) -> None:
 
 @dataclass(frozen=True)
 class Wandb:
-    """Where a cell's W&B run goes (``WANDB_PROJECT`` / ``WANDB_ENTITY`` win); never part of its result."""
+    """Where a cell's W&B run goes (``WANDB_PROJECT`` / ``WANDB_ENTITY`` win; no project: ``itm-coop-bench-<suite>``,
+    ``bench.harness.tracking.project_of``); never part of its result."""
 
-    project: str = "itm-coop-bench"
+    project: str | None = None
     entity: str | None = None
 
     @classmethod
@@ -460,48 +477,60 @@ def declared_defaults(params) -> dict:
             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.default is not p.empty and _jsonable(p.default)}
 
 
-@functools.cache
-def _matcher_defaults(name: str) -> str:
-    import models
-
-    return canonical_json(declared_defaults(models.parameters(name).values()))
-
-
 def matcher_defaults(name: str) -> dict:
-    """Matcher ``name``'s declared constructor defaults (``models.parameters``: a class or a preset alike)."""
-    return json.loads(_matcher_defaults(name))
+    """Matcher ``name``'s declared constructor defaults (``models.parameters``: a class or a preset alike, read
+    through ``bench.registry_facts``)."""
+    from bench import registry_facts
 
-
-@functools.cache
-def _strategy_defaults(name: str) -> str:
-    import strategies
-
-    ctor = declared_defaults(inspect.signature(strategies.get(name)).parameters.values())
-    return canonical_json({k: v for k, v in ctor.items() if k not in TRAINER_STRATEGY_ARGS})
+    return registry_facts.declared_defaults(registry_facts.matcher_params(name))
 
 
 def strategy_defaults(name: str) -> dict:
     """Strategy ``name``'s constructor defaults, less the arguments the trainer sets (``TRAINER_STRATEGY_ARGS``)."""
-    return json.loads(_strategy_defaults(name))
+    from bench import registry_facts
+
+    info = registry_facts.strategy_info(name)
+    if info is None:
+        raise KeyError(f"unknown strategy {name!r}. Valid strategies: {', '.join(registry_facts.strategy_names())}")
+    ctor = registry_facts.declared_defaults(info["ctor"])
+    return {k: v for k, v in ctor.items() if k not in TRAINER_STRATEGY_ARGS}
 
 
-@functools.lru_cache(maxsize=1024)
-def _strategy_traits(name: str, params: str) -> tuple[str, bool]:
-    import strategies
+def _strategy_traits(name: str, params: dict) -> dict:
+    """The strategy variant's scenario, whether it starts from the baseline, its branches (``strategies.build``,
+    remembered by ``bench.registry_facts``); a variant that does not build raises the registry's error."""
+    from bench import registry_facts
 
-    strategy = strategies.build(name, **json.loads(params))
-    return strategy.scenario, strategy.needs_anchor_checkpoint
+    if registry_facts.strategy_info(name) is None:
+        raise KeyError(f"unknown strategy {name!r}. Valid strategies: {', '.join(registry_facts.strategy_names())}")
+    traits = registry_facts.strategy_variant(name, params)
+    if "error" in traits:  # the registry's own error, as strategies.build raised it
+        raise (ValueError if traits.get("error_type") == "ValueError" else TypeError)(traits["error"])
+    return traits
+
+
+def strategy_branches(name: str, params: dict) -> int:
+    """How many branches (models run forward each step) a strategy variant trains with."""
+    return _strategy_traits(name, params)["branches"]
+
+
+def matcher_fact(name: str, attr: str, default=None):
+    """Class attribute ``attr`` of matcher ``name`` (``models.matcher_attribute``, read through
+    ``bench.registry_facts``), e.g. ``dual_encoder``."""
+    from bench import registry_facts
+
+    return registry_facts.matcher_attr(name, attr, default)
 
 
 def strategy_scenario(name: str, params: dict) -> str:
     """The training scenario of a strategy variant (``oas``, ``oss``, ``mss``, ``none``), as the strategy says."""
-    return _strategy_traits(name, canonical_json(params))[0]
+    return _strategy_traits(name, params)["scenario"]
 
 
 def needs_baseline(name: str, params: dict) -> bool:
     """Whether the strategy starts from the trained baseline of its matcher, dataset and seed (OAS):
     ``Strategy.needs_anchor_checkpoint``, the one place that says it."""
-    return _strategy_traits(name, canonical_json(params))[1]
+    return _strategy_traits(name, params)["needs_anchor"]
 
 
 def _fill_schedule(sched: Schedule, matcher: str, strategy: StrategySpec) -> Schedule:
@@ -509,43 +538,46 @@ def _fill_schedule(sched: Schedule, matcher: str, strategy: StrategySpec) -> Sch
     records): ``hinge_warmup_epochs`` the matcher's (0 for a strategy that starts from a trained
     checkpoint, OAS stage 2: straight to the hardest negative), ``weight_decay`` the matcher's published
     value, ``caption_aug`` the matcher's own augmentation."""
-    import models
-
     filled = {}
     if sched.hinge_warmup_epochs is None:
         filled["hinge_warmup_epochs"] = 0 if needs_baseline(strategy.name, strategy.params) else int(
-            models.matcher_attribute(matcher, "hinge_warmup_epochs", 0))
+            matcher_fact(matcher, "hinge_warmup_epochs", 0))
     if sched.weight_decay is None:
-        filled["weight_decay"] = float(models.matcher_attribute(matcher, "weight_decay", 0.0))
+        filled["weight_decay"] = float(matcher_fact(matcher, "weight_decay", 0.0))
     if sched.caption_aug is None:
-        filled["caption_aug"] = bool(models.matcher_attribute(matcher, "augment", {}).get("token_aug", False))
+        filled["caption_aug"] = bool(matcher_fact(matcher, "token_aug", False))
     return dataclasses.replace(sched, **filled)
 
 
-def without_added_defaults(sched: dict) -> dict:
-    """``sched`` without the keys of ``ADDED_SCHEDULE_DEFAULTS`` that hold their default."""
-    return {k: v for k, v in sched.items()
-            if not (k in ADDED_SCHEDULE_DEFAULTS and v == ADDED_SCHEDULE_DEFAULTS[k])}
+def without_added_defaults(values: dict, part=None) -> dict:
+    """``values`` (of ``part``: ``Schedule``, the default, or ``Eval``) without the keys added after results
+    existed (``_key(added=True)``) that hold their default."""
+    added = added_defaults(Schedule if part is None else part)
+    return {k: v for k, v in values.items() if not (k in added and v == added[k])}
 
 
 def _check_protocols(names, dataset: str) -> None:
     """Each protocol evaluates one dataset's split: another dataset's would title the table with a lie."""
-    from bench.protocols import PROTOCOLS, get_protocol, protocols_for
+    from bench.registry_facts import protocols
 
-    own = [p.name for p in protocols_for(dataset)] if dataset in {p.dataset for p in PROTOCOLS.values()} else None
-    for name in names or []:
-        p = get_protocol(name)
-        if own is not None and p.name not in own:
-            raise ValueError(f"eval.protocols: protocol {p.name!r} evaluates {p.dataset}, not this cell's dataset "
+    known = protocols()
+    name = dataset if dataset.endswith("_precomp") else f"{dataset}_precomp"
+    own = [p for p, info in known.items() if info["dataset"] == name] or None
+    for p in names or []:
+        if p not in known:
+            raise KeyError(f"unknown protocol {p!r}; valid protocols: {', '.join(known)}")
+        if own is not None and p not in own:
+            raise ValueError(f"eval.protocols: protocol {p!r} evaluates {known[p]['dataset']}, not this cell's dataset "
                              f"{dataset}; give {' or '.join(own)}")
 
 
 def resolve_dataset(ds: Dataset) -> Dataset:
-    """The dataset with its paths' defaults: ``DEFAULT_DATA_ROOT``, its ``vocab/``, 5 captions per image."""
-    data_root = ds.data_root if ds.data_root is not None else DEFAULT_DATA_ROOT
+    """The dataset with its paths' defaults: ``DEFAULT_DATA_ROOT``, its ``vocab/``, 5 captions per image; the
+    roots a user wrote with ``~`` and ``$VARS`` expanded (``bench.values.expand_path``)."""
+    data_root = expand_path(ds.data_root) if ds.data_root is not None else DEFAULT_DATA_ROOT
     return dataclasses.replace(
         ds, data_root=data_root,
-        vocab_root=ds.vocab_root if ds.vocab_root is not None else default_vocab_root(data_root),
+        vocab_root=expand_path(ds.vocab_root) if ds.vocab_root is not None else default_vocab_root(data_root),
         captions_per_image=ds.captions_per_image if ds.captions_per_image is not None else DEFAULT_CAPTIONS_PER_IMAGE)
 
 
@@ -589,7 +621,7 @@ def _jsonable(v) -> bool:
 def result_key(cell: Cell) -> dict:
     """What decides a cell's result, read from its :func:`resolve`\\ d form: dataset name and label, matcher
     (name, declared defaults, overrides), strategy (name, defaults and params), schedule (less
-    ``NOT_RESULT_KEYS``, and the ``added`` keys at their default), eval, seed, the cells it depends on, a
+    ``NOT_RESULT_KEYS``), eval (both less the ``added`` keys at their default), seed, the cells it depends on, a
     released anchor's content and the content of local pretrained folders (:func:`weights_identity`, in place
     of their paths), a rehearsal's cuts. Not: suite, scale, labels of matcher and strategy, data paths, resources,
     W&B, device (the data itself is checked by its fingerprint). The same for a cell and its resolved form:
@@ -601,7 +633,7 @@ def result_key(cell: Cell) -> dict:
         "matcher": {**r.matcher.defaults, **r.matcher.to_dict()},
         "strategy": [r.strategy.name, r.strategy.arguments],
         "schedule": without_added_defaults(sched),
-        "eval": r.eval.to_dict(),
+        "eval": without_added_defaults(r.eval.to_dict(), Eval),
         "seed": r.seed,
         "depends_on": sorted(r.depends_on or []),
     }

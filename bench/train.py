@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import logging
 import math
@@ -40,7 +41,7 @@ from tqdm import tqdm
 import models
 import strategies
 from bench import checkpoint as ckpt
-from bench import distributed, spec
+from bench import distributed, eccv, spec
 from bench.data.open import Data, open_data  # noqa: F401 - re-exported (tests)
 from bench.faults import point as fault_point
 from bench.metrics import retrieval_metrics
@@ -240,7 +241,19 @@ def evaluate_test(model, data: Data, cell: spec.Cell, device) -> tuple[dict, dic
             m, r_i2t, r_t2i = evaluate_protocol(PROTOCOLS[name], sims, return_ranks=True)
             metrics[name] = {k: v for k, v in m.items() if k != "folds"}
             ranks[f"{name}/i2t"], ranks[f"{name}/t2i"] = np.asarray(r_i2t), np.asarray(r_t2i)
+            if name == eccv.PROTOCOL and eccv.wanted(cell):  # ECCV Caption and CxC beside Recall@K
+                metrics[name].update(eccv.coco_metrics(sims, first_images(eccv.split_ids(split, cell.dataset.data_root),
+                                                                         sims.shape[0])))
     return metrics, ranks
+
+
+def first_images(ids, n: int):
+    """The COCO ids (``eccv.SplitIds``) of a split's first ``n`` images and their captions: what a rehearsal's slice
+    of the split scores (``ids`` unchanged for the whole split)."""
+    if n >= ids.n_images:
+        return ids
+    per_image = len(ids.caption_ids) // ids.n_images
+    return dataclasses.replace(ids, image_ids=ids.image_ids[:n], caption_ids=ids.caption_ids[: n * per_image])
 
 
 def rehearsal_images(cell: spec.Cell, split, protocols: list[str]) -> int | None:
@@ -252,6 +265,23 @@ def rehearsal_images(cell: spec.Cell, split, protocols: list[str]) -> int | None
         return None
     folds = math.lcm(*(PROTOCOLS[p].n_folds for p in protocols))
     return min(split.n_images, max(folds, cell.rehearsal.eval_images // folds * folds))
+
+
+def eval_sizes(cell: spec.Cell, data: Data) -> dict:
+    """What each test protocol evaluated (``cell`` resolved): ``{protocol: {images, captions, folds, fold_images,
+    captions_per_image}}`` (result.json's ``eval_data``: the tables say it beside the numbers; a rehearsal's slice)."""
+    from bench.protocols import PROTOCOLS, protocols_for
+
+    out = {}
+    names = cell.eval.protocols or [p.name for p in protocols_for(cell.dataset.name)]
+    for name in names:
+        p = PROTOCOLS[name]
+        split = data.test_splits[p.split]
+        n = rehearsal_images(cell, split, [q for q in names if PROTOCOLS[q].split == p.split]) or int(split.n_images)
+        out[name] = {"images": n, "captions": int(split.n_captions) * n // int(split.n_images), "folds": p.n_folds,
+                     "fold_images": n // p.n_folds,
+                     "captions_per_image": int(cell.dataset.captions_per_image or p.captions_per_image)}
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -471,6 +501,8 @@ def _set_up(cell, run_dir: Path, tracker, anchor_checkpoint, allow_code_change) 
     seed_everything(cell.seed)
 
     data = open_data(cell, models.input_kind(cell.matcher.name))
+    if eccv.wanted(cell):  # the coco_5k split's COCO ids are the ECCV Caption / CxC annotations' (before training)
+        eccv.split_ids(data.test_splits[eccv.protocol_split()], cell.dataset.data_root)
     strategy = build_strategy(cell, build_matcher(cell, data))
     seed_everything(cell.seed)
     branches = _make_branches(cell, strategy, data, anchor_checkpoint)
@@ -502,7 +534,8 @@ def _set_up(cell, run_dir: Path, tracker, anchor_checkpoint, allow_code_change) 
     if run.last.exists() or _previous(run.last).exists():
         with distributed.main_first():  # DISTRIBUTED: rank 0 repairs a torn rotation before the others read
             run.state = _resume(run.last, branches, optimizers, cell, code, allow_code_change)
-        log.info("resumed %s at epoch %d step %d", run_dir, run.state.epoch, run.state.step_in_epoch)
+        _say(run, f"resumed {run_dir} at epoch {run.state.epoch + 1}/{sched.epochs} step "
+                  f"{run.state.step_in_epoch}/{steps_per_epoch} (global step {run.state.global_step})")
     return run
 
 
@@ -542,7 +575,7 @@ def _one_epoch(run: _Run, timer: PhaseTimer, stop: StopRequest, budget: list) ->
         m.train(run.specs[name].mode == "train")
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{sched.epochs}", unit="step", leave=False,
                initial=state.step_in_epoch, total=run.steps_per_epoch,
-               disable=not (sys.stderr.isatty() and distributed.is_main()))
+               disable=not (_on_terminal() and distributed.is_main()))
     pending: list = []  # CUDA: (epoch, step, {branch: loss tensor}) not yet checked on the host
     for batch in timer.timed(bar, "data_s"):
         ctx = strategies.StepContext(epoch=epoch, step=state.global_step, total_steps=run.total_steps,
@@ -559,13 +592,12 @@ def _one_epoch(run: _Run, timer: PhaseTimer, stop: StopRequest, budget: list) ->
         if budget[0] is not None:
             budget[0] -= 1
         at_log = state.global_step % sched.log_every == 0
+        at_epoch_end = state.step_in_epoch == run.steps_per_epoch  # at least one line per epoch, however short
         at_checkpoint = bool(sched.checkpoint_every) and state.global_step % sched.checkpoint_every == 0
-        if pending and (at_log or at_checkpoint):
+        if pending and (at_log or at_epoch_end or at_checkpoint):
             _check_finite(pending, run.run_dir)
-        if at_log and run.tracker is not None:
-            logs = {f"train/loss/{n}": float(v) for n, v in losses.items()}
-            logs.update({f"lr/{n}": o.param_groups[0]["lr"] for n, o in run.optimizers.items()})
-            _log(run, timer, {**logs, "epoch": epoch})
+        if at_log or at_epoch_end:
+            _progress(run, timer, losses, bar)
         if at_checkpoint and state.step_in_epoch < run.steps_per_epoch:
             _save(run, timer)
         if (budget[0] is not None and budget[0] <= 0) or stop.requested():
@@ -574,6 +606,54 @@ def _one_epoch(run: _Run, timer: PhaseTimer, stop: StopRequest, budget: list) ->
             return {"status": "interrupted", "global_step": state.global_step, "signal": stop.name}
     _check_finite(pending, run.run_dir)  # a non-finite loss since the last check: no dev evaluation, no checkpoint
     return None
+
+
+def _on_terminal() -> bool:
+    """Whether a person watches this process's output (then the progress bar shows, not the lines)."""
+    return sys.stderr.isatty()
+
+
+def _say(run: _Run, line: str) -> None:
+    """One progress line (rank 0): into ``log.txt`` (the run's log) and, off a terminal, on stdout, which is the
+    ``.out`` of a local or SLURM job."""
+    if not distributed.is_main():  # DISTRIBUTED
+        return
+    log.info(line)
+    if not _on_terminal():
+        print(line, flush=True)
+
+
+def _eta(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def progress_line(epoch: int, epochs: int, step: int, steps: int, losses: dict[str, float], lrs: dict[str, float],
+                  step_s: float, steps_left: int) -> str:
+    """``epoch e/E [i/N] loss … lr … s/step … eta …``: ``losses`` and ``lrs`` per branch (one value shown alone),
+    the eta of the steps left at this step time (evaluations not counted)."""
+    def values(d: dict[str, float], fmt: str) -> str:
+        if len(set(d.values())) == 1 and (len(d) == 1 or fmt == ".2e"):
+            return format(next(iter(d.values())), fmt)
+        return " ".join(f"{n}={v:{fmt}}" for n, v in d.items())
+
+    return (f"epoch {epoch + 1}/{epochs} [{step}/{steps}] loss {values(losses, '.4f')} lr {values(lrs, '.2e')} "
+            f"s/step {step_s:.3f} eta {_eta(step_s * steps_left)}")
+
+
+def _progress(run: _Run, timer: PhaseTimer, losses: dict, bar) -> None:
+    """The training losses and learning rates now: to W&B, and as a progress line (:func:`progress_line`)."""
+    state = run.state
+    values = {n: float(v) for n, v in losses.items()}
+    lrs = {n: o.param_groups[0]["lr"] for n, o in run.optimizers.items()}
+    _log(run, timer, {**{f"train/loss/{n}": v for n, v in values.items()},
+                      **{f"lr/{n}": v for n, v in lrs.items()}, "epoch": state.epoch})
+    step_s = state.step_time_sum / max(state.steps_timed, 1)
+    line = progress_line(state.epoch, run.cell.schedule.epochs, state.step_in_epoch, run.steps_per_epoch, values, lrs,
+                         step_s, run.total_steps - state.global_step)
+    if not bar.disable:
+        bar.set_postfix_str(line.split("] ", 1)[1].split(" eta")[0], refresh=False)
+    _say(run, line)
 
 
 def _end_of_epoch(run: _Run, timer: PhaseTimer, epoch: int) -> None:
@@ -585,7 +665,8 @@ def _end_of_epoch(run: _Run, timer: PhaseTimer, epoch: int) -> None:
         dev = distributed.broadcast_object(dev)  # DISTRIBUTED: every rank takes rank 0's decision
         state.dev_curve.append({"epoch": epoch, **dev})
     _log(run, timer, {**{f"dev/{k}": v for k, v in dev.items()}, "epoch": epoch})
-    log.info("epoch %d dev rsum %.2f", epoch, dev["rsum"])
+    _say(run, f"epoch {epoch + 1}/{run.cell.schedule.epochs} dev rsum {dev['rsum']:.2f} "
+              f"(best {max(dev['rsum'], state.best_rsum):.2f})")
     state.epoch += 1
     state.step_in_epoch = 0
     best = None
@@ -629,6 +710,7 @@ def _final_test(run: _Run, timer: PhaseTimer) -> dict:
     return {"status": "done", "metrics": metrics, "dev_curve": state.dev_curve, "best_epoch": state.best_epoch,
             "best_dev_rsum": state.best_rsum, "reported_branch": run.reported, "strategy": run.strategy.describe(),
             "cost": cost, "ranks_file": "ranks.npz", "resolved_cell": run.record, "run_mode": run.mode.record(),
+            "eval_data": eval_sizes(run.cell, run.data),
             **({"code_changes": state.code_changes} if state.code_changes else {})}
 
 

@@ -84,10 +84,10 @@ def weights_args(matcher: str) -> dict[str, str]:
 @functools.cache
 def _weights_args(matcher: str) -> tuple[tuple[str, str], ...]:
     """Read once per matcher (every cell id asks)."""
-    import models
+    from bench.registry_facts import matcher_attr  # the matcher's class attribute, read without torch
 
     try:
-        return tuple((models.matcher_attribute(matcher, "weights_args", {}) or {}).items())
+        return tuple((matcher_attr(matcher, "weights_args", {}) or {}).items())
     except KeyError:  # an unknown matcher: the suite's validation names it
         return ()
 

@@ -31,13 +31,12 @@ weights themselves. Differences handled in the mapping:
 * BERT: the pooler (loaded by the reference, unused) and the ``position_ids`` buffer of older
   ``transformers`` versions are dropped.
 
-Safe loading: torch ≥ 2.6 unpickles with ``weights_only=True``, which refuses ``argparse.Namespace``.
-Rather than falling back to full unpickling (which runs whatever code a file names), the file is
-read with ``weights_only=True`` inside ``torch.serialization.safe_globals`` listing exactly the few
-classes these checkpoints contain (``argparse.Namespace`` and the numpy scalar/dtype that a numpy
-``best_rsum`` pickles to, under their numpy 1 and 2 names). The allow-list is scoped to the one load,
-so nothing in the process's global torch state changes. A file naming any other global is refused with
-the name it asked for.
+Safe loading: every file is read by ``bench.checkpoint.read``, the project's one checkpoint reader:
+``weights_only=True`` inside ``torch.serialization.safe_globals`` listing exactly the few classes these
+checkpoints contain (``argparse.Namespace``, which ``weights_only`` alone refuses, and the numpy
+scalar/dtype that a numpy ``best_rsum`` pickles to). The allow-list is scoped to the one load, so
+nothing in the process's global torch state changes. A file naming any other global is refused with
+the name it asked for, unread.
 """
 
 from __future__ import annotations
@@ -65,21 +64,12 @@ class OfficialCheckpointError(ValueError):
 # --------------------------------------------------------------------------- safe reading
 
 
-def _safe_globals() -> list:
-    try:
-        from numpy._core import multiarray as _ma  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1
-        from numpy.core import multiarray as _ma
-    scalar = _ma.scalar
-    allowed: list = [argparse.Namespace, np.dtype, (scalar, "numpy.core.multiarray.scalar"),
-                     (scalar, "numpy._core.multiarray.scalar")]
-    for dtype in (np.float64, np.float32, np.int64, np.int32, np.bool_):
-        allowed.append(type(np.dtype(dtype)))
-    return allowed
-
-
 def read(path: str | Path) -> dict:
-    """The unpickled checkpoint at ``path`` (CPU tensors), loaded with the restricted allow-list above."""
+    """The unpickled checkpoint at ``path`` (CPU tensors), read by the project's one checkpoint reader
+    (``bench.checkpoint.read``: ``weights_only=True`` with a short allow-list)."""
+    from bench.checkpoint import CheckpointError
+    from bench.checkpoint import read as read_checkpoint
+
     path = Path(path)
     if path.is_dir():
         raise OfficialCheckpointError(f"checkpoint {path} is a folder: give the checkpoint file in it (a run's "
@@ -89,33 +79,13 @@ def read(path: str | Path) -> dict:
     if path.stat().st_size == 0:
         raise OfficialCheckpointError(f"checkpoint {path} is empty (0 bytes); download or copy it again")
     try:
-        with torch.serialization.safe_globals(_safe_globals()), open(path, "rb") as f:
-            obj = torch.load(f, map_location="cpu", weights_only=True)
-    except pickle_errors() as e:
-        text = str(e)
-        found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w. ]+)", text)
-        if found:
-            what = found.group(1)
-            raise OfficialCheckpointError(
-                f"checkpoint {path} asks to unpickle {what}, which a model checkpoint does not need; it is not "
-                f"one of the supported checkpoints ({SUPPORTED}). Only load files you trust.") from e
-        why = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.S)
-        why = " ".join(why.group(1).split()) if why else (text.splitlines()[0] if text else "unexpected end of file")
-        raise OfficialCheckpointError(
-            f"checkpoint {path} ({path.stat().st_size} bytes) could not be read: it is truncated or not a "
-            f"torch checkpoint ({type(e).__name__}: {why}); download or copy it again") from e
+        obj = read_checkpoint(path)
+    except CheckpointError as e:
+        raise OfficialCheckpointError(str(e)) from e
     if not isinstance(obj, dict):
         raise OfficialCheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict with 'model' "
                                       f"and 'opt'; supported: {SUPPORTED}")
     return obj
-
-
-def pickle_errors() -> tuple:
-    import pickle
-    import zipfile
-
-    return (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError,
-            AttributeError, ImportError, IndexError, KeyError, TypeError)
 
 
 # --------------------------------------------------------------------------- detection

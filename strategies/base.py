@@ -10,8 +10,14 @@ because every cross-branch term uses the other branch's scores detached (stop-gr
 
 from __future__ import annotations
 
+import functools
+import inspect
+import math
+import types
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -53,6 +59,89 @@ class StepContext:
 SCENARIOS = ("none", "oas", "oss", "mss")
 
 
+@dataclass(frozen=True)
+class Param:
+    """The range of one strategy parameter and what it means; its type is the constructor's annotation
+    (``float``, ``int``, ``bool``, ``str``, ``Literal[...]`` choices, ``… | None``). Each strategy class
+    declares ``PARAMS = {name: Param(...)}`` next to its ``__init__``, one entry per parameter it names:
+    every value is checked when the strategy is constructed (suites, overrides, ``python -m bench.train``
+    and direct use alike), before any training. ``ge``/``le``: inclusive bounds; ``gt``: exclusive lower."""
+
+    why: str
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+
+    def bounds(self) -> str:
+        if self.ge is not None and self.le is not None:
+            return f"in [{self.ge:g}, {self.le:g}]"
+        low = f">= {self.ge:g}" if self.ge is not None else f"> {self.gt:g}" if self.gt is not None else ""
+        high = f"<= {self.le:g}" if self.le is not None else ""
+        return " and ".join(x for x in (low, high) if x)
+
+    def problem(self, value, kind) -> str | None:
+        """What is wrong with ``value`` for this parameter of type ``kind`` (see :func:`_kind`), or None."""
+        choices, optional, base = kind
+        if value is None and optional:
+            return None
+        if choices is not None:
+            return None if value in choices and type(value) is type(choices[0]) else \
+                f"must be one of {', '.join(map(str, choices))}"
+        ok = {bool: isinstance(value, bool), str: isinstance(value, str),
+              int: isinstance(value, int) and not isinstance(value, bool),
+              float: isinstance(value, (int, float)) and not isinstance(value, bool)}[base]
+        name = {bool: "true or false", str: "a string", int: "a whole number", float: "a number"}[base]
+        if not ok or (base is float and not math.isfinite(value)):
+            return f"must be {'a finite number' if ok else name}{' ' + self.bounds() if self.bounds() else ''}"
+        if base in (int, float) and ((self.ge is not None and value < self.ge) or (self.gt is not None and
+                                                                                 value <= self.gt)
+                                     or (self.le is not None and value > self.le)):
+            return f"must be {self.bounds()}"
+        return None
+
+
+def _kind(hint) -> tuple[tuple | None, bool, type | None]:
+    """(Literal choices or None, None allowed, base type) of a parameter's annotation."""
+    optional = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional, hint = len(args) < len(typing.get_args(hint)), args[0] if len(args) == 1 else hint
+    if typing.get_origin(hint) is typing.Literal:
+        return tuple(typing.get_args(hint)), optional, None
+    return None, optional, hint if hint in (bool, int, float, str) else None
+
+
+def _checked_init(cls: type, init):
+    """``init`` checking every parameter it names against ``cls.PARAMS`` before it runs; TypeError now
+    (when the class is defined) for a parameter without an annotated type or a declared range."""
+    table = cls.__dict__.get("PARAMS", {})
+    hints = typing.get_type_hints(init)
+    sig = inspect.signature(init)
+    named = [p.name for p in sig.parameters.values()
+             if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    kinds = {n: _kind(hints.get(n)) for n in named}
+    undeclared = [n for n in named if n not in table or (kinds[n][0] is None and kinds[n][2] is None)]
+    if undeclared:
+        raise TypeError(f"strategy class {cls.__name__}: parameter(s) {', '.join(undeclared)} of __init__ need an "
+                        f"annotated type (float, int, bool, str, Literal[...], or ... | None) and an entry in "
+                        f"{cls.__name__}.PARAMS (strategies.base.Param: what it means and its range)")
+
+    @functools.wraps(init)
+    def checked(self, *args, **kwargs):
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        for n in named:
+            value = bound.arguments[n]
+            problem = table[n].problem(value, kinds[n])
+            if problem:
+                from bench.values import shown
+
+                raise ValueError(f"{self.name} {n}={shown(value)}: {problem} ({table[n].why})")
+        init(self, *args, **kwargs)
+
+    return checked
+
+
 class Strategy(ABC):
     """Base class. Subclasses set ``name`` and ``scenario`` and implement ``branches`` and ``losses`` (and
     ``momentum`` when a branch is an EMA). The trainer calls nothing else on a strategy: ``branches()``,
@@ -69,16 +158,26 @@ class Strategy(ABC):
 
     name = "base"
     scenario = "none"
+    #: What the common arguments mean and their ranges (every subclass declares its own; see :class:`Param`).
+    PARAMS = {
+        "base_loss": Param("the matcher's own loss, set by the trainer from the matcher"),
+        "margin": Param("the hinge margin; below 0 the loss is satisfied by ranking a negative first", ge=0),
+        "max_violation": Param("the hardest negative in the hinge loss; false: the sum over negatives"),
+        "hinge_warmup_epochs": Param("epochs of sum-over-negatives warm-up", ge=0),
+    }
     #: True when the DBL repository's code for this comparison does not run as shipped (its training
     #: programs build every second loss as ``init_loss(name, margin=, beta=)``, a TypeError for every
     #: class but the boosting losses; KD is not there at all), so the strategy is reconstructed from
     #: the paper's description. Tables say so (:func:`strategies.reconstruction_note`).
     reconstructed = False
 
-    def __init__(self, base_loss: str = "hinge", margin: float = 0.2, max_violation: bool = True,
-                 hinge_warmup_epochs: int = 0):
-        if base_loss not in ("hinge", "infonce"):
-            raise ValueError(f"base_loss must be 'hinge' or 'infonce', got {base_loss!r}")
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _checked_init(cls, cls.__dict__["__init__"])
+
+    def __init__(self, base_loss: Literal["hinge", "infonce"] = "hinge", margin: float = 0.2,
+                 max_violation: bool = True, hinge_warmup_epochs: int = 0):
         self.base_loss_name = base_loss
         self.margin = margin
         self.max_violation = max_violation
@@ -122,3 +221,6 @@ class Strategy(ABC):
     def describe(self) -> dict:
         return {"name": self.name, "scenario": self.scenario, "reported": self.reported,
                 "reconstructed": self.reconstructed, "branches": [b.__dict__ for b in self.branches()]}
+
+
+Strategy.__init__ = _checked_init(Strategy, Strategy.__dict__["__init__"])

@@ -23,34 +23,33 @@ from typing import Literal
 
 from strategies import losses as L
 from strategies import register
-from strategies.base import Branch, Strategy
+from strategies.base import Branch, Param, Strategy
 from strategies.momentum import cosine_momentum
 
 
 @register
 class DBL(Strategy):
     name = "dbl"
+    PARAMS = {
+        "loss": Param("the boost loss: abs, absolute margins, or rel, relative ones"),
+        "scenario": Param("what the anchor is: oas, the trained baseline; oss, trained alongside; mss, an EMA"),
+        "reduction": Param("over negatives: max (hardest) or sum"),
+        "soft_margin": Param("soft adaptation of the margins: none, sigmoid or clip"),
+        "alpha": Param("the weight of the boost loss; below 0 it is maximised", ge=0),
+        "beta": Param("the boost margin's scale, γ = β·m; below 0 its margin is turned around", ge=0),
+        "split": Param("the share of the absolute margin on the positive side; 0.5: half each side", ge=0, le=1),
+        "branches": Param("the branches: 2 in every scenario, more only as the OSS cascade", ge=2),
+        "m0": Param("the starting EMA momentum of the MSS anchor; published: 0.99995", ge=0, le=1),
+    }
 
     def __init__(self, loss: Literal["abs", "rel"] = "rel", scenario: Literal["oas", "oss", "mss"] = "oss",
                  reduction: Literal["max", "sum"] = "max", soft_margin: Literal["none", "sigmoid", "clip"] = "none",
                  alpha: float = 1.0, beta: float = 1.0, split: float = 0.5,
                  branches: int = 2, m0: float = 0.99995, **base):
         super().__init__(**base)
-        checks = {"loss": (loss, ("abs", "rel")), "scenario": (scenario, ("oas", "oss", "mss")),
-                  "reduction": (reduction, ("max", "sum")), "soft_margin": (soft_margin, ("none", "sigmoid", "clip"))}
-        for key, (value, valid) in checks.items():
-            if value not in valid:
-                raise ValueError(f"dbl {key}={value!r} is not one of {', '.join(valid)}")
-        if not 0.0 <= split <= 1.0:
-            raise ValueError(f"dbl split={split!r}: the share of the absolute margin on the positive side lies in "
-                             "[0, 1] (0.5: half each side)")
-        if not 0.0 <= m0 <= 1.0:
-            raise ValueError(f"dbl m0={m0!r}: the starting EMA momentum lies in [0, 1] (published: 0.99995)")
-        if alpha < 0 or beta < 0:
-            raise ValueError(f"dbl alpha={alpha!r}, beta={beta!r}: both are >= 0 (below 0 the boost loss is "
-                             "maximised, or its margin turned around)")
-        if branches < 2 or (branches > 2 and scenario != "oss"):
-            raise ValueError(f"dbl branches={branches}: 2 in every scenario, more only as the OSS cascade")
+        if branches > 2 and scenario != "oss":
+            raise ValueError(f"dbl branches={branches}: 2 in every scenario, more only as the OSS cascade "
+                             f"(scenario={scenario})")
         self.loss, self.scenario, self.reduction, self.soft_margin = loss, scenario, reduction, soft_margin
         self.alpha, self.beta, self.split, self.n_branches, self.m0 = alpha, beta, split, branches, m0
 

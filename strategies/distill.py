@@ -19,12 +19,14 @@ from typing import Literal
 
 from strategies import losses as L
 from strategies import register
-from strategies.base import Branch, Strategy
+from strategies.base import Branch, Param, Strategy
 
 
 class _Distillation(Strategy):
     scenario = "oas"
     reconstructed = True  # DBL's OAS code: no KD; RKD, SP, DarkRank fail to construct (see Strategy)
+
+    PARAMS = {"alpha": Param("the weight of the distillation term; below 0 it is maximised", ge=0)}
 
     def __init__(self, alpha: float = 1.0, **base):
         super().__init__(**base)
@@ -70,6 +72,8 @@ class SP(_Distillation):
 @register
 class DarkRank(_Distillation):
     name = "darkrank"
+
+    PARAMS = {"order": Param("the ranking DarkRank distils: by similarity or by distance, see losses.darkrank")}
 
     def __init__(self, order: Literal["similarity", "distance"] = "similarity", **kw):
         super().__init__(**kw)

@@ -18,7 +18,7 @@ from typing import Literal
 
 from strategies import losses as L
 from strategies import register
-from strategies.base import Branch, Strategy
+from strategies.base import Branch, Param, Strategy
 
 
 def cosine_momentum(step: int, total_steps: int, m0: float) -> float:
@@ -33,15 +33,16 @@ class Momentum(Strategy):
     scenario = "mss"
     reconstructed = True  # DBL's MSS code: its DINO and reverse-KL losses fail to construct (see Strategy)
 
+    PARAMS = {
+        "loss": Param("the distillation loss: dino, a cross-entropy, or reverse, the reverse KL"),
+        "m0": Param("the starting EMA momentum; published: 0.99995", ge=0, le=1),
+        "alpha": Param("the weight of the distillation term; below 0 it is maximised", ge=0),
+        "eps": Param("the reverse KL's smoothing inside the log; reference 1e-8, 0 for the exact KL", ge=0, le=1),
+    }
+
     def __init__(self, loss: Literal["dino", "reverse"] = "dino", m0: float = 0.99995, alpha: float = 1.0,
                  eps: float = 1e-8, **base):
         super().__init__(**base)
-        if loss not in ("dino", "reverse"):
-            raise ValueError(f"momentum loss must be 'dino' or 'reverse', got {loss!r}")
-        if not 0.0 <= m0 <= 1.0:
-            raise ValueError(f"momentum m0={m0!r}: the starting EMA momentum lies in [0, 1] (published: 0.99995)")
-        if eps < 0:
-            raise ValueError(f"momentum eps must be >= 0 (the reverse KL's smoothing), got {eps}")
         self.loss, self.m0, self.alpha, self.eps = loss, m0, alpha, float(eps)
 
     def branches(self):

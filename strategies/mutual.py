@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from strategies import losses as L
 from strategies import register
-from strategies.base import Branch, Strategy
+from strategies.base import Branch, Param, Strategy
 
 
 @register
@@ -25,12 +25,19 @@ class DML(Strategy):
     scenario = "oss"
     reconstructed = True  # DBL's OSS code: its DML loss fails to construct (see Strategy)
 
+    PARAMS = {
+        "peers": Param("the peers trained together", ge=2),
+        "alpha": Param("the weight of the KL terms toward the other peers; below 0 it pushes the peers apart",
+                       ge=0),
+        "report": Param("the reported peer, peer1 .. peerK; by default peer1, or the last when one-sided"),
+        "symmetric": Param("whether every peer learns from all others; false: from the earlier peers only, "
+                           "the reference's wiring"),
+    }
+
     def __init__(self, peers: int = 2, alpha: float = 1.0, report: str | None = None, symmetric: bool = True,
                  **base):
         super().__init__(**base)
-        if peers < 2:
-            raise ValueError(f"dml needs peers >= 2, got {peers}")
-        self.peers, self.alpha, self.symmetric = peers, alpha, bool(symmetric)
+        self.peers, self.alpha, self.symmetric = peers, alpha, symmetric
         if report is None:
             report = "peer1" if self.symmetric else f"peer{peers}"
         self._report = report

@@ -18,13 +18,14 @@ REPO = Path(__file__).resolve().parents[1]
 THROWAWAY = '''"""A throwaway strategy: the target plus an EMA copy of it that is never reported."""
 
 from strategies import register
-from strategies.base import Branch, Strategy
+from strategies.base import Branch, Param, Strategy
 
 
 @register
 class Shadow(Strategy):
     name = "shadow"
     scenario = "mss"
+    PARAMS = {"keep": Param("the EMA momentum of the shade", ge=0, le=1)}
 
     def __init__(self, keep: float = 0.9, **base):
         super().__init__(**base)

@@ -124,13 +124,13 @@ VALUES = [
     ("matchers=[{name: xattn, overrides: {word_dropout: 1.5}}]",
      "matchers[0].overrides.word_dropout: must be in [0, 1), got 1.5", "dropout probability"),
     ("strategies=[{name: dbl, params: {loss: abs, scenario: oss, split: 7.0}}]",
-     "strategies[0]: params: dbl split=7.0", "lies in [0, 1]"),
+     "strategies[0]: params: dbl split=7.0", "must be in [0, 1]"),
     ("strategies=[{name: dbl, params: {loss: abs, scenario: oss}, sweep: {split: [0.5, 7]}}]",
-     "strategies[0]: params (sweep {'split': 7.0}): dbl split=7.0", "lies in [0, 1]"),
+     "strategies[0]: params (sweep {'split': 7.0}): dbl split=7.0", "must be in [0, 1]"),
     ("strategies=[{name: dbl, params: {loss: rel, scenario: oss, alpha: -1.0}}]",
      "strategies[0]: params: dbl alpha=-1.0", ">= 0"),
     ("strategies=[{name: momentum, params: {m0: 1.5}}]", "strategies[0]: params: momentum m0=1.5", "[0, 1]"),
-    ("strategies=[{name: dml, params: {peers: 1}}]", "strategies[0]: params: dml needs peers >= 2, got 1", ""),
+    ("strategies=[{name: dml, params: {peers: 1}}]", "strategies[0]: params: dml peers=1: must be >= 2", "the peers trained together"),
     ("datasets.0.name=flickr", "datasets[0].name: unknown dataset 'flickr'. Valid: coco_precomp, f30k_precomp", ""),
     ("resources.default.gpus=-1", "resources.default.gpus: must be at least 0, got -1", ""),
     ("seeds=0", "seeds: expected a list, got int 0", ""),
@@ -235,7 +235,8 @@ def test_every_command_prints_a_user_error_as_one_line(suite, tmp_path):
         assert msg.startswith(f"error: {suite}: schedule.default.lr: must be > 0"), (command, msg)
     assert "seeds: seed(s) [0] listed more than once" in refused("demo", "seeds=[0,0]", "--root", root)
     assert "no such suite file. Closest suites: demo" in refused("show", "dem")
-    assert "--cell 'zz' matches 0 cells of suite bad" in refused("run", suite, "--cell", "zz", "--root", root)
+    assert "--cell 'zz' matches none of the 1 cells of suite bad; give a longer prefix of one id. Nearest: " \
+        in refused("run", suite, "--cell", "zz", "--root", root)
     assert "unknown cluster profile 'nosuch'" in refused("sweep", suite, "--executor", "slurm", "--cluster", "nosuch",
                                                         "--root", root)
     assert f"{tmp_path}/none.md does not exist: run `make demo` first" in refused("readme", "--table",
@@ -347,6 +348,6 @@ def test_a_cluster_profile_with_a_typo_a_bad_value_or_no_file(suite, tmp_path):
     sweep = ["sweep", suite, "--executor", "slurm", "--root", root, "--cluster"]
     msg = refused(*sweep, typo, root=root)
     assert msg.startswith(f"error: {typo}: unknown key 'partiton' (did you mean 'partition'? known keys: ")
-    assert refused(*sweep, negative, root=root) == f"error: {negative}: 'max_gpus_per_node' (GPUs a node has: a cell asking for more cannot run here) must be >= 0, got -1"
+    assert refused(*sweep, negative, root=root) == f"error: {negative}: 'max_gpus_per_node' (GPUs a node has: a cell asking for more cannot run here) must be >= 0, got -1; leave the key out (or null) for no cap"
     assert refused(*sweep, tmp_path / "nope.yaml", root=root) == \
         f"error: cluster profile file {tmp_path}/nope.yaml does not exist"

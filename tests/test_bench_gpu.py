@@ -52,7 +52,13 @@ def test_make_bench_gpu_quick_on_cpu_writes_its_section_only(tmp_path):
     assert "official per-caption loop" in section and "VSE∞ training step" in section
     assert section.count("| baseline | ") == 3  # the demo suite's cells, three seeds
     assert "one process" in section and "MPS: not run: no CUDA device" in section
-    rates = json.loads((tmp_path / "gpu-rates.json").read_text())
+    rates = json.loads((tmp_path / "gpu-rates.quick.json").read_text())
+    # a --quick / CPU run never writes the rates GPU plans read, and its own file is refused for them
+    assert rates["quick"] is True and not (tmp_path / "gpu-rates.json").exists()
+    from bench.harness.estimate import load_gpu_rates
+
+    with pytest.raises(ValueError, match="rates of a --quick or CPU run"):
+        load_gpu_rates(tmp_path / "gpu-rates.quick.json")
     assert set(rates["rates"]) == set(gpu.MATCHERS)
     assert set(rates["rates"]["sgr"]) == {"fp32", "bf16", "tf32"}
     assert rates["rates"]["sgr"]["fp32"]["train_samples_per_s"] > 0 and rates["rates"]["sgr"]["fp32"]["score_us_per_pair"] > 0
@@ -73,7 +79,7 @@ def test_bench_gpu_runs_from_a_copy_that_is_not_a_git_checkout(tmp_path):
     section = "\n".join(read_section(out, gpu.SECTION))
     assert "commit none (not a git checkout)" in section
     assert "| xattn | fp32+compile | " in section and "| vse_infty | fp32+compile" not in section  # dual: n/a
-    rates = json.loads((out.parent / "gpu-rates.json").read_text())
+    rates = json.loads((out.parent / "gpu-rates.quick.json").read_text())
     assert rates["commit"] is None and rates["card"].startswith("CPU") and rates["torch"] == torch.__version__
     assert set(rates["rates"]["xattn"]) == {"fp32", "fp32+compile"}
 

@@ -326,3 +326,34 @@ def test_evaluate_in_each_precision_and_compiled(trained, tiny_data, tmp_path, c
         _bench(capsys, "evaluate", run / "best.pt", "--data-root", tiny_data, "--dataset", "f30k_precomp",
                "--precision", "fp16")
     assert bad.value.code == 2 and "fp16" in capsys.readouterr().err
+
+
+def test_evaluate_reports_eccv_caption_and_cxc_on_coco_5k(trained, tiny_data, tmp_path, capsys):
+    """ECCV Caption / CxC beside Recall@K for any checkpoint (the cell computed the same); --no-eccv leaves
+    them out; a split whose COCO ids are not the annotations' is refused before scoring."""
+    from bench.metrics import ECCV_KEYS, ECCV_SIZE_KEY
+
+    eccv_keys = (*ECCV_KEYS, ECCV_SIZE_KEY)
+    run = trained["xattn"]
+    out = _bench(capsys, "evaluate", run / "best.pt", "--data-root", tiny_data, "--dataset", "coco_precomp",
+                 "--out", tmp_path / "eccv.json")
+    ours = json.loads((tmp_path / "eccv.json").read_text())["metrics"]["coco_5k"]
+    cell = json.loads((run / "result.json").read_text())["metrics"]["coco_5k"]
+    assert {k: ours[k] for k in eccv_keys} == {k: cell[k] for k in eccv_keys} and ours["eccv_images"] == 50
+    assert "coco_5k: ECCV Caption and CxC on 50 images (caption ids: the package's order)" in out
+    assert f"{ours['eccv_map_at_r_i2t']:.1f}" in out and "CxC R@1 i2t" in out
+    _bench(capsys, "evaluate", run / "best.pt", "--data-root", tiny_data, "--dataset", "coco_precomp",
+           "--protocol", "coco_5k", "--no-eccv", "--out", tmp_path / "plain.json")
+    plain = json.loads((tmp_path / "plain.json").read_text())["metrics"]["coco_5k"]
+    assert not set(eccv_keys) & set(plain) and plain["rsum"] == cell["rsum"]
+    other = Path(shutil.copytree(tiny_data, tmp_path / "other"))
+    (other / "coco_precomp" / "testall_ids.txt").write_text("".join(f"{9000000 + i}\n" for i in range(50)))
+    err = _bench_error(capsys, "evaluate", run / "best.pt", "--data-root", other, "--dataset", "coco_precomp")
+    assert "testall_ids.txt: image 0 has id 9000000" in err and "not an image of that split" in err
+    assert "--no-eccv" in err
+    # real data (no generator's MANIFEST) without VSE∞'s testall_capids.txt: the caption order is not assumed
+    real = Path(shutil.copytree(tiny_data, tmp_path / "real"))
+    (real / "MANIFEST.json").unlink()
+    err = _bench_error(capsys, "evaluate", run / "best.pt", "--data-root", real, "--dataset", "coco_precomp")
+    assert f"{real / 'coco_precomp' / 'testall_capids.txt'}: missing" in err and "--no-eccv" in err
+    assert "VSE∞'s COCO precomp download ships testall_capids.txt" in err

@@ -12,6 +12,7 @@ from bench.harness.collect import collect, rsum_from_ranks, summarize, write_tab
 from bench.harness.config import load_suite
 from bench.harness.figures import make_figures
 from bench.harness.store import run_dir_for, write_atomic, write_json_atomic
+from bench.metrics import REPORT_KEYS, RESULT_KEYS
 
 SUITE = {
     "name": "tc",
@@ -43,7 +44,11 @@ def write_result(root, cell, i2t_r1, rsum_shift=0.0, ranks=None):
     write_json_atomic(d / "result.json", {"metrics": {"f30k_1k": m}, "best_epoch": 1, "ranks_file": "ranks.npz",
                                           "dev_curve": [{"epoch": 0, "rsum": 100.0 + i2t_r1},
                                                         {"epoch": 1, "rsum": 150.0 + i2t_r1}],
-                                          "cost": {"train_wall_s": 10.0 + i2t_r1, "steps": 4}})
+                                          "cost": {"train_wall_s": 10.0 + i2t_r1, "steps": 4},
+                                          # real data at full scale: the published rows stand beside these
+                                          "provenance": {"data": {"kind": "real", "root": "tc-data"}},
+                                          "eval_data": {"f30k_1k": {"images": 200, "captions": 1000, "folds": 1,
+                                                                    "fold_images": 200, "captions_per_image": 5}}})
     (d / "done").touch()
 
 
@@ -112,9 +117,15 @@ def test_write_tables_and_figures(filled):
     tex = paths["tex"].read_text()
     assert r"\begin{tabular}" in tex and r"52.0 $\pm$ 2.0" in tex
     assert paths["csv"].stat().st_size > 0 and paths["cells_csv"].read_text().count("\n") == 7
+    # the per-cell columns: each protocol's metrics as before (bench.metrics.REPORT_KEYS, in order, after the
+    # protocol), then COCO 5K's ECCV Caption / CxC (NaN here: Flickr30K), then the data facts
+    columns = paths["cells_csv"].read_text().splitlines()[0].split(",")
+    at = columns.index("protocol") + 1
+    assert columns[at:at + len(RESULT_KEYS)] == list(RESULT_KEYS) and RESULT_KEYS[:len(REPORT_KEYS)] == REPORT_KEYS
     figs = make_figures(df, summarize(df, suite, n_boot=50), suite.name, tmp / "figures")
     names = sorted(p.name for p in figs)
-    assert names == sorted(f"{s}.{e}" for s in ("rsum_by_strategy", "rsum_vs_cost", "dev_curves") for e in ("png", "pdf"))
+    assert names == sorted(f"{s}.{e}" for s in ("delta_rsum_f30k_1k", "rsum_by_strategy", "rsum_vs_cost", "dev_curves")
+                           for e in ("png", "pdf"))
     assert all(p.stat().st_size > 1000 for p in figs)
 
 
@@ -247,9 +258,10 @@ def test_a_table_per_protocol_with_holm_markers_and_seeds_needed(verdicts):
     paths = write_tables(df, suite, tmp / "tables", n_boot=200, summary=summary)
     md = paths["md"].read_text()
     titles = [line for line in md.splitlines() if line.startswith("### ")]
-    assert titles == ["### f30k · Flickr30K 1K (the whole test split)",
-                      "### coco · COCO 1K (testall in 5 folds, metrics averaged)",
-                      "### coco · COCO 5K (the whole testall)"]
+    # results written without their data kind (as before it was recorded): the title says so
+    assert titles == ["### f30k · Flickr30K 1K (the whole test split) · full scale, data kind not recorded",
+                      "### coco · COCO 1K (testall in 5 folds, metrics averaged) · full scale, data kind not recorded",
+                      "### coco · COCO 5K (the whole testall) · full scale, data kind not recorded"]
     assert md.count("Seeds needed: with the observed sd of paired per-seed ΔRSUM") == 3
     assert "Holm–Bonferroni" in md and "t(S−1)" in md
     rows = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| VSE |")}
@@ -263,7 +275,7 @@ def test_a_table_per_protocol_with_holm_markers_and_seeds_needed(verdicts):
     csv = pd.read_csv(paths["csv"])
     assert {"p_improve", "per_seed_deltas", "holm_5pct", "p_value", "delta_missing"} <= set(csv.columns)
     tex = paths["tex"].read_text()
-    assert tex.count(r"\begin{table}") == 3 and r"$^\dagger$" in tex
+    assert tex.count(r"\begin{table*}") == 3 and r"$^\dagger$" in tex
 
 
 def test_a_baseline_without_usable_ranks_says_why(verdicts):

@@ -212,7 +212,7 @@ def _matchers(raw, **entry):
     (lambda r: r.update(resources={"vse_infinity": {"gpus": 1}}),
      "resources.vse_infinity: unknown key 'vse_infinity'. Did you mean: vse_infty, vse_infty_bert? Valid: clip, default"),
     (lambda r: r.update(name=3, seed=[1]), "seed: unknown key 'seed'. Did you mean: seeds, schedule?"),
-    (lambda r: r.update(wandb={"project": None}), "wandb.project: expected str, got NoneType None"),
+    (lambda r: r.update(wandb={"project": 3}), "wandb.project: expected str, got int 3"),
 ])
 def test_schema_rules_name_the_key_path(tmp_path, change, message):
     """The rules without an entry in docs/bad-inputs.md, each with its message (file and key path first)."""
@@ -246,4 +246,4 @@ def test_shorthand_defaults_and_the_keys_given():
     assert list(full["matchers"]["vse_infty"]) == ["word_dim", "embed_size"]
     assert full["schedule"] == {"vse_infty": {"epochs": 25, "batch_size": 128, "lr": 5e-4}}
     assert spec["eval"] == {"protocols": [], "dev_images": 1000} and spec["reference"] == [] and spec["recipes"] == {}
-    assert spec["wandb"] == {"project": "itm-coop-bench", "entity": None} and spec["scale"] == "full"
+    assert spec["wandb"] == {"project": None, "entity": None} and spec["scale"] == "full"

@@ -1,13 +1,16 @@
 """W&B tracking: a real offline run written by WandbTracker and read back; provoked failures."""
 
 import json
+import re
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from bench.harness.store import run_cell_in_store, run_dir_for
+from bench.harness.store import RunOptions, run_cell_in_store, run_dir_for
 from bench.harness.tracking import WandbTracker, log_suite_summary, offline_runs, read_offline_run
+from bench.provenance import git_info
 from bench.spec import Cell, Wandb
 from tests.test_harness_collect import verdicts  # noqa: F401 - the fixture
 from tests.test_harness_store import RankTrainer, make_cell
@@ -41,7 +44,11 @@ def test_offline_round_trip(tmp_path):
     back = read_offline_run(run)
     assert Cell.from_dict(back["config"]) == cell  # the cell's plain form (W&B drops empty mappings)
     assert back["project"] == "itm-test" and back["state"] == "finished"
-    assert set(back["tags"]) == {"vse_infty", "f30k", "oss"}
+    # name = dataset/matcher/strategy label/seed, tags: suite, scale, data kind, code version, and the parts
+    assert back["name"] == "f30k/vse_infty/dbl/s0"
+    commit = (git_info()["commit"] or "none")[:10]
+    assert set(back["tags"]) == {"suite:t", "scale:None", "data:real", f"code:{commit}", "vse_infty", "f30k", "oss"}
+    assert run.name.endswith(f"-{cell.id}-1")  # the run id: the cell id and its generation
     for k, v in metrics.items():
         assert back["summary"][f"test/f30k_1k/{k}"] == v
     assert back["summary"]["best_epoch"] == 0 and back["summary"]["cost/steps"] == 3
@@ -117,3 +124,86 @@ def test_collect_writes_a_suite_summary_run_with_the_verdicts(verdicts):  # noqa
     assert back["summary"]["f30k/f30k_1k/min_detectable_delta"] == pytest.approx(stats.min_detectable_effect(sd, 3))
     assert back["summary"]["verdicts"]["_type"] == "table-file"
     assert back["summary"]["verdicts"]["nrows"] == len(summary[~summary["published"].astype(bool)])
+
+
+def test_group_job_type_project_and_a_forced_rerun_gets_a_new_generation(tmp_path):
+    """Group = the table row (suite, dataset, matcher, strategy label) so W&B averages its seeds; job type = the
+    strategy label; project per suite; a cell trained again from scratch is a new run (generation 2), a resumed
+    one continues its run (tests/test_harness_tracking.py::test_sigterm_then_resume_…)."""
+    import subprocess
+    import sys
+
+    cell = make_cell("dbl").replace(strategy=Cell.from_dict({"dataset": {"name": "f30k"}, "matcher": {
+        "name": "vse_infty"}, "strategy": {"name": "dbl", "label": "DBL abs", "params": {"loss": "abs"}}}).strategy)
+    run_cell_in_store(cell, tmp_path, train_fn=RankTrainer())
+    run_cell_in_store(cell, tmp_path, RunOptions(force=True), train_fn=RankTrainer())
+    folder = run_dir_for(cell, tmp_path)
+    assert json.loads((folder / "wandb-run.json").read_text()) == {"run_id": f"{cell.id}-2", "generation": 2}
+    (run,) = offline_runs(tmp_path)  # the swapped-in folder holds generation 2's run only
+    assert run.name.endswith(f"-{cell.id}-2")
+    inspect = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(next(run.glob("*.wandb")))],
+                             capture_output=True, text=True, check=True).stdout
+    header = next(json.loads(line)["run"] for line in inspect.splitlines() if '"type":"run"' in line)
+    assert header["run_group"] == "t/f30k/vse_infty/DBL abs" and header["job_type"] == "DBL abs"
+    assert header["project"] == "itm-coop-bench-t" and header["resume"] is True
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_is_one_wandb_run_with_both_parts_and_test_metrics(tiny_data, tmp_path):
+    """Done-when (2) and (7): a cell of 3 epochs x 6 steps (log_every 10: one line per epoch) stopped by SIGTERM
+    after its first epoch, then resumed by a local sweep: one offline W&B run holds the history of both parts and
+    the test metrics; each part's progress line with the loss is in log.txt and on the job's stdout (.out)."""
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    from bench.harness.cells import expand
+    from bench.harness.config import load_suite
+
+    suite = tmp_path / "resume.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "resume", "data_root": str(tiny_data), "scale": "smoke", "seeds": [0],
+        "datasets": [{"name": "f30k_precomp", "label": "f30k"}], "matchers": ["vse_infty"],
+        "strategies": [{"name": "baseline"}], "eval": {"dev_images": 10},
+        "scales": {"smoke": {"schedule": {"default": {"epochs": 3, "batch_size": 16, "lr": 2e-3,
+                                                      "max_steps_per_epoch": 6, "log_every": 10}},
+                             "matchers": {"vse_infty": {"embed_size": 32, "word_dim": 16}}}}}))
+    (cell,) = expand(load_suite(suite))
+    root = tmp_path / "runs"
+    command = [sys.executable, "-m", "bench", "run", str(suite), "--cell", cell.id, "--root", str(root)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in first.stdout:  # the job's own output: one line per epoch
+        lines.append(line)
+        if line.startswith("epoch 1/3 dev rsum"):
+            first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=300) == 1, "".join(lines) + first.stderr.read()
+    assert re.match(r"epoch 1/3 \[6/6\] loss \d+\.\d{4} lr 2\.00e-03 s/step \d+\.\d{3} eta \d+:\d\d:\d\d$", lines[0])
+    folder = run_dir_for(cell, root)
+    stopped = json.loads((folder / "interrupted").read_text())
+    assert stopped["signal"] == "SIGTERM" and 6 <= stopped["step"] < 18
+    out = subprocess.run([sys.executable, "-m", "bench", "sweep", str(suite), "--executor", "local", "--root", str(root)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "suite resume: 1 cells: done 1" in out.stdout, out.stdout + out.stderr
+    (job_out,) = (root / ".jobs").glob("*_log.out")  # the local job's stdout
+    assert "epoch 3/3 [6/6] loss " in job_out.read_text() and "resumed " in job_out.read_text()
+    log = (folder / "log.txt").read_text()
+    assert "epoch 1/3 [6/6] loss " in log and "epoch 3/3 [6/6] loss " in log  # both parts, one log
+    (run,) = offline_runs(root)  # one run to sync: the resumed part's, holding the first part too
+    assert len(list((folder / "wandb").glob("offline-run-*"))) == 2
+    back = read_offline_run(run)
+    assert back["state"] == "finished" and back["name"] == "f30k/vse_infty/baseline/s0"
+    steps = {h["_step"]: h for h in back["history"]}
+    assert {6, 12, 18} <= set(steps)  # epoch ends of both parts
+    assert all("train/loss/target" in steps[s] and "dev/rsum" in steps[s] for s in (6, 12, 18))
+    assert [h["_step"] for h in back["history"]] == sorted(h["_step"] for h in back["history"])
+    result = json.loads((folder / "result.json").read_text())
+    assert back["summary"]["test/f30k_1k/rsum"] == pytest.approx(result["metrics"]["f30k_1k"]["rsum"])
+    # every metric the documented panel set (docs/wandb.md) plots is in such a run
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "wandb.md").read_text()
+    named = set(re.findall(r"`((?:dev|train/loss|lr|test/f30k_1k)/[a-z0-9_]+|best_epoch|cost/gpu_hours)`", doc))
+    logged = {k for h in back["history"] for k in h} | set(back["summary"])
+    assert {"dev/rsum", "train/loss/target", "test/f30k_1k/rsum", "cost/gpu_hours"} <= named
+    assert named <= logged, named - logged

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from bench.spec import Cell
 from bench.train import run_cell
 
 SMALL = {
@@ -52,14 +53,14 @@ class Losses:
 @pytest.mark.slow
 @pytest.mark.parametrize("matcher", sorted(SMALL))
 def test_matcher_trains_far_above_chance(small_data, tmp_path, matcher):
-    cell = {
+    cell = Cell.from_dict({
         "dataset": {"name": "f30k_precomp", "data_root": str(small_data)},
         "matcher": {"name": matcher, **SMALL[matcher]},
         "strategy": {"name": "baseline"},
         # sum over negatives throughout: the hardest-negative hinge from scratch needs far more steps
         "schedule": {"epochs": 4, "batch_size": 50, "lr": LR[matcher], "log_every": 1, "hinge_warmup_epochs": 4},
         "seed": 0,
-    }
+    })
     losses = Losses()
     res = run_cell(cell, tmp_path / matcher, tracker=losses)
     curve = [row["rsum"] for row in res["dev_curve"]]

@@ -88,11 +88,11 @@ def test_compiled_and_eager_agree(name):
     assert b["compile_s"] is not None and a["compile_s"] is None
 
 
-def _tiny_cell(data, matcher, **sched):
-    return {"dataset": {"name": "f30k_precomp", "data_root": str(data), "vocab_root": str(data / "vocab")},
+def _tiny_cell(data, matcher, **sched) -> Cell:
+    return Cell.from_dict({"dataset": {"name": "f30k_precomp", "data_root": str(data), "vocab_root": str(data / "vocab")},
             "matcher": matcher, "strategy": {"name": "baseline", "params": {}},
             "schedule": {"epochs": 1, "batch_size": 16, "lr": 2e-3, "max_steps_per_epoch": 2, **sched},
-            "eval": {"dev_images": 20, "batch_size": 32}, "seed": 0}
+            "eval": {"dev_images": 20, "batch_size": 32}, "seed": 0})
 
 
 SMALL_XATTN = {"name": "xattn", "embed_size": 32, "word_dim": 16, "sim_dim": 16}

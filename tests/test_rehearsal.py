@@ -67,11 +67,14 @@ def test_a_rehearsal_is_a_table_of_its_own(tiny_data, monkeypatch):
     """Every distinct configuration once (the first seed), each with its published schedule and the rehearsal's
     cuts applied when resolved, never the id, folder, W&B project or published rows of a real cell; the inputs
     nobody gives are the generated ones; OAS cells depend on the rehearsal's own baselines."""
+    from bench.harness.tracking import project_of
+
     monkeypatch.delenv("DATA", raising=False)
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
     real = load_suite("oas")
     suite = load_suite("oas", rehearse=True)
     assert suite.name == "oas" + SUFFIX and suite.spec["seeds"] == [0] and suite.spec["reference"] == []
-    assert suite.spec["wandb"]["project"] == real.spec["wandb"]["project"] + SUFFIX
+    assert project_of(suite.name, suite.spec["wandb"]) == project_of(real.name, real.spec["wandb"]) + SUFFIX
     assert suite.spec["data_root"] == str(REHEARSAL_DATA) and suite.spec["generated"] == {"data": str(REHEARSAL_DATA)}
     cells, real_cells = topological_order(expand(suite)), expand(real)
     configs = {config_key(c) for c in real_cells}

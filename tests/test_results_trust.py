@@ -386,7 +386,8 @@ def test_collect_output_folders_that_cannot_hold_tables(trained, tmp_path, case)
 def test_a_done_cell_whose_weights_folder_is_gone_names_the_folder(tiny_data, tmp_path):
     """A cell's id holds its weights folder's content: with the folder gone it cannot be computed, so status and
     collect say so, naming the folder (not `pending`, which would send a sweep to train it again); with the
-    folder back (anywhere, `weights.clip=` naming it) the cell is done again."""
+    folder back (anywhere, `weights.clip=` naming it) the cell is done again. collect, with nothing else done,
+    writes no table and names the cell and why."""
     import models
 
     weights = tmp_path / "clip-tiny"
@@ -400,8 +401,8 @@ def test_a_done_cell_whose_weights_folder_is_gone_names_the_folder(tiny_data, tm
     assert "unidentified" in st and "pending" not in st
     assert f"weights folder {weights} (pretrained_path) missing or holding no model files: cannot identify the cell" in st
     out = bench("collect", suite, "--root", tmp_path / "runs", "--tables", tmp_path / "t", "--figures", tmp_path / "f",
-                *given, check=0)
-    assert f"(unidentified: weights folder {weights}" in out.stderr and "| 0/1 (1 unidentified) |" in out.stdout
+                *given, check=2)  # nothing done to tabulate: no table, the cell named with why
+    assert f"(unidentified: weights folder {weights}" in out.stderr and not (tmp_path / "t").exists()
     assert "done" in bench("status", suite, "--root", tmp_path / "runs", f"weights.clip={moved}", check=0).stdout
 
 

@@ -111,7 +111,7 @@ def test_estimate_from_a_done_cell(tiny_data, tmp_path, capsys):
     assert not re.search(r"  done  ", out) and out.count("  pending  ") == 2
     hours = 3 * 2 * step / 3600
     assert out.count(f"{hours:.3g} h (estimate: 1 done cell(s) of this matcher, batch and strategy)") == 2
-    assert f"total: {2 * hours:.3g} h estimated for 2 pending cell(s)" in out
+    assert f"total: {2 * hours:.4g} GPU-hours estimated for 2 pending cell(s) (0 from the GPU rates" in out
     assert f"based on: seconds per step of 1 done cell(s) in {root} (device: cpu)" in out
     # the done cell itself shows its recorded hours
     out = _main(capsys, "show", suite, "--root", root)

@@ -17,6 +17,7 @@ import yaml
 
 from bench.harness.cells import expand
 from bench.harness.config import load_suite
+from bench.harness.estimate import TIME_STEPS_MIN, cell_estimates, hours_of, time_request
 from bench.harness.show import rate_mode
 from bench.harness.store import run_cell_in_store
 from bench.harness.sweep import SUBMITTED_FILE
@@ -90,19 +91,27 @@ def test_readme_dry_run_as_written(tmp_path, rehearsal_data, published_weights, 
     arrays = parse_dry_run(out.stdout)
     cells = expand(load_suite("dbl", ["scale=full", *full_inputs]))  # the same weights elsewhere: the same ids
     assert sorted(c for a in arrays for c in a["cells"]) == sorted(c.id for c in cells)  # each cell once
-    assert len(arrays) == 3
-    sgr, saf, clip = (_array_of(arrays, cells, m) for m in ("sgr", "saf", "clip"))
-    assert sgr is saf
-    others = [_array_of(arrays, cells, m) for m in ("vse_infty", "vse_infty_bert", "xattn")]
-    assert all(a is others[0] for a in others) and others[0] not in (sgr, clip)
-    for array, time_min, cpus, mem in ((sgr, 2880, 8, "64GB"), (others[0], 1440, 8, "64GB"),
-                                       (clip, 1440, 16, "96GB")):
+    # each cell asks for the time its estimate gives (x 1.5 + 15 min, on the ladder, at most its time_min): the
+    # committed H200 rates on this data; vse_infty_bert, not measured, its resources' 1,440 minutes
+    estimates = hours_of(cell_estimates(cells, tmp_path / "results" / "runs"))
+    by_id = {c.id: c for c in cells}
+    for array in arrays:
+        times = {time_request(by_id[c], estimates[c])[0] for c in array["cells"]}
+        assert times == {int(array["sbatch"]["time"])}, array["title"]
+        shape = {(by_id[c].resources.cpus, by_id[c].resources.mem_gb) for c in array["cells"]}
+        assert shape == {(int(array["sbatch"]["cpus-per-task"]), int(array["sbatch"]["mem"][:-2]))}
         sb = array["sbatch"]
-        assert (sb["time"], sb["cpus-per-task"], sb["mem"], sb["gpus-per-node"]) == (str(time_min), str(cpus), mem, "1")
+        assert sb["gpus-per-node"] == "1" and sb["job-name"].startswith("dbl:0:1gpu-")
         # where it goes: the profile's
         assert (sb["partition"], sb["account"], sb["qos"]) == ("gpu", "my-project", "normal") and "requeue" in sb
-        assert sb["array"] == f"0-{len(array['cells']) - 1}%16"
+        assert re.fullmatch(rf"0-{len(array['cells']) - 1}%\d+", sb["array"])
         assert not array["caps"]
+    # the profile's max_concurrent_gpus: 16 GPUs for the whole sweep, shared among its arrays
+    assert sum(int(a["sbatch"]["array"].rpartition("%")[2]) for a in arrays) <= 16
+    assert {int(_array_of(arrays, cells, "vse_infty_bert")["sbatch"]["time"])} == {1440}
+    assert {by_id[c].resources.cpus for a in arrays for c in a["cells"] if by_id[c].matcher.name == "clip"} == {16}
+    assert re.search(r"^total: [0-9.]+ GPU-hours requested, [0-9.]+ GPU-hours estimated \(GPU rates of NVIDIA H200, "
+                     r"2026-12-04; .*\), 18 cell\(s\) without an estimate$", out.stdout, re.M)
     assert not (tmp_path / "results").exists()  # nothing submitted, nothing written
 
 
@@ -114,16 +123,18 @@ def _profile(tmp_path: Path, name: str, **keys) -> Path:
 
 @pytest.mark.slow  # the session's generated CLIP and BERT folders (~15 s once)
 def test_profile_caps_are_printed_and_a_cell_it_cannot_hold_is_named(tmp_path, full_inputs):
-    capped = _profile(tmp_path, "short", max_time_min=2000, max_gpus_per_node=4)
+    capped = _profile(tmp_path, "short", max_time_min=20, max_gpus_per_node=4)
     out = _cli(["sweep", "dbl", "scale=full", *full_inputs, "--executor", "slurm", "--cluster", capped, "--dry-run",
                 "--root", tmp_path / "runs"]).stdout
     arrays = parse_dry_run(out)
     cells = expand(load_suite("dbl", ["scale=full", *full_inputs]))
     sgr = _array_of(arrays, cells, "sgr")
-    assert sgr["sbatch"]["time"] == "2000"
-    assert sgr["caps"] == ["time_min 2880 min capped to 2000 by max_time_min of profile short (a cut cell resumes "
-                           "from its checkpoint when requeued)"]
-    assert _array_of(arrays, cells, "clip")["sbatch"]["time"] == "1440"  # under the cap: as asked
+    assert sgr["sbatch"]["time"] == "20"
+    assert sgr["caps"] == ["time_min 30 min capped to 20 by max_time_min of profile short (a cut cell resumes "
+                           "from its checkpoint when requeued)"] or re.fullmatch(
+        r"time_min \d+ min capped to 20 by max_time_min of profile short \(a cut cell resumes from its checkpoint "
+        r"when requeued\)", sgr["caps"][0])
+    assert all(a["sbatch"]["time"] == "20" for a in arrays)  # every request above the cap: lowered to it
     # GPUs cannot be capped: every cell asking for more is named, exit 2, nothing submitted (no cluster needed)
     no_gpus = _profile(tmp_path, "cpu-only", max_gpus_per_node=0)
     for extra in (["--dry-run"], []):
@@ -141,6 +152,9 @@ def test_slurm_only_flags_are_refused_for_other_executors(tmp_path):
     for flag in (["--cluster", "local"], ["--no-wait"], ["--dry-run"]):
         out = _cli(["sweep", "demo", "--executor", "local", *flag, "--root", tmp_path / "runs"], check=False)
         assert out.returncode == 2 and f"{flag[0]} applies to --executor slurm only" in out.stderr
+    # and SLURM without a profile (it planned full-scale cells at the default partition's 1 CPU / 1 GB)
+    out = _cli(["sweep", "demo", "--executor", "slurm", "--root", tmp_path / "runs"], check=False)
+    assert out.returncode == 2 and "error: --executor slurm needs --cluster PROFILE" in out.stderr
     assert not (tmp_path / "runs").exists()
 
 
@@ -164,26 +178,33 @@ def test_gpu_rates_give_estimates_and_warn_below_the_request(tmp_path, rehearsal
     n_train = sum(1 for _ in open(rehearsal_data / "f30k_precomp" / "train_caps.txt"))
     hours = 25 * math.ceil(n_train / 128) * 128 / 1000.0 / 3600
     line = next(x for x in out.splitlines() if "f30k/vse_infty/baseline/s0 " in x)
-    assert f"{hours:.3g} h (estimate: 1000 samples/s fp32 on NVIDIA H200, x1 forward passes); requested 1440 min" \
-        in line and "WARNING" not in line
+    job_min = next(m for m in TIME_STEPS_MIN if m >= hours * 60 * 1.5 + 15)  # x the safety factor, on the ladder
+    assert f"{hours:.3g} h (estimate: 1000 samples/s fp32 on NVIDIA H200, x1 forward passes (evaluations not " \
+        f"estimated)); job time {job_min} min (estimate {hours * 60:.0f} min x 1.5 + 15 min)" in line \
+        and "WARNING" not in line
     dbl = next(x for x in out.splitlines() if "f30k/vse_infty/DBL abs/s0 " in x)
-    assert f"{2 * hours:.3g} h (estimate: 1000 samples/s fp32 on NVIDIA H200, x2 forward passes)" in dbl
+    assert f"{2 * hours:.3g} h (estimate: 1000 samples/s fp32 on NVIDIA H200, x2 forward passes" in dbl
     sgr = next(x for x in out.splitlines() if "f30k/sgr/baseline/s0 " in x)
     sgr_steps = int(re.search(r"f30k/sgr/baseline/s0 +(\d+) ", sgr).group(1))  # its own schedule
     sgr_min = sgr_steps * 128 / 0.1 / 60  # far above its 2,880 minutes
-    assert f"WARNING: below the estimated {sgr_min:.0f} min" in sgr
+    assert f"WARNING: resources.time_min 2880 min is below the estimated {sgr_min:.0f} min" in sgr
     assert "no recorded step time" in next(x for x in out.splitlines() if "f30k/clip/baseline/s0 " in x)
     n_rated = sum(1 for c in expand(load_suite("dbl", ["scale=full", *full_inputs]))
                   if c.matcher.name in ("vse_infty", "sgr"))
-    assert f"{n_rated} estimate(s) from GPU rates measured on NVIDIA H200 (torch 2.13.0+cu128, 2026-12-04" in out
-    assert re.search(r"^total: [0-9.e+]+ h estimated for \d+ pending cell\(s\)", out, re.M)
+    assert re.search(rf"^total: [0-9.e+]+ GPU-hours estimated for {n_rated} pending cell\(s\) \({n_rated} from the GPU "
+                     r"rates of NVIDIA H200 \(2026-12-04\), 0 from done cells\)", out, re.M)
+    assert "GPU rates: NVIDIA H200, 2026-12-04 (torch 2.13.0+cu128" in out
     assert "WARNING: 18 cell(s) request less time" in out  # every SGR cell
     dry = _cli(["sweep", "dbl", "scale=full", *full_inputs, "--executor", "slurm", "--cluster", "example-gpu",
                 "--dry-run", "--root", root, "--gpu-rates", rates]).stdout
     sgr_line = next(x for x in dry.splitlines() if "f30k/sgr/baseline/s0 " in x)
-    assert f"requested 2880 min, estimate {sgr_min:.0f} min" in sgr_line and "WARNING" in sgr_line
+    assert "requested 2880 min (estimate " in sgr_line and "at most the cell's resources.time_min)" in sgr_line
+    assert f", estimate {sgr_min:.0f} min (" in sgr_line and "WARNING: its resources.time_min 2880 min" in sgr_line
     vse_line = next(x for x in dry.splitlines() if "f30k/vse_infty/baseline/s0 " in x)
-    assert f"requested 1440 min, estimate {hours * 60:.0f} min" in vse_line and "WARNING" not in vse_line
+    assert f"requested {job_min} min (estimate {hours * 60:.0f} min x 1.5 + 15 min), estimate {hours * 60:.0f} min" \
+        in vse_line and "WARNING" not in vse_line
+    assert re.search(r"^total: [0-9.]+ GPU-hours requested, [0-9.]+ GPU-hours estimated \(GPU rates of NVIDIA H200, "
+                     r"2026-12-04;", dry, re.M)
     # the mode comes from the schedule (fp32 unless precision/compile are set)
     plain = Cell.from_dict({"dataset": {"name": "f30k_precomp"}, "matcher": {"name": "sgr"},
                             "strategy": {"name": "baseline"}})
@@ -217,8 +238,9 @@ def test_dry_run_estimates_from_a_done_cell(tiny_data, tmp_path):
     (array,) = parse_dry_run(out)
     (line,) = array["lines"]
     wall = epochs * 2 * step / 60
-    assert f"requested 1 min, estimate {wall:.0f} min (1 done cell(s) of this matcher, batch and strategy)" in line
-    assert "WARNING: requested 1 min is below the estimate" in line
+    assert "requested 1 min (estimate " in line and "at most the cell's resources.time_min)" in line
+    assert f"estimate {wall:.0f} min (1 done cell(s) of this matcher, batch and strategy)" in line
+    assert "WARNING: its resources.time_min 1 min is below the estimate" in line
     assert "1 cell(s) request less time than estimated" in out
 
 
@@ -255,9 +277,12 @@ def _check_arrays_match_dry_run(suite_args: list, profile, root: Path) -> list[d
             (array_id,) = {j.split("_")[0] for j in ids}  # the cells of one dry-run array: one SLURM array
             assert len(ids) == len(array["cells"])
             job_arrays.append(array_id)
-            assert f"array {array_id}: {len(array['cells'])} cell(s)" in sub.stderr
+            name = array["sbatch"]["job-name"]  # <suite>:<stage>:<shape>, as squeue shows it
+            assert f"array {array_id} ({name}): {len(array['cells'])} cell(s)" in sub.stderr
             record = _scontrol(array_id)  # a held array: one record for all its tasks
             sb = array["sbatch"]
+            assert record["JobName"] == name and re.fullmatch(r"[\w.+-]+:\d+:\d+gpu(-\w+)*", name)
+            assert record.get("WCKey", "") in ("", "*", "(null)") and "wckey" not in sb  # none unless a profile says
             assert _minutes(record["TimeLimit"]) == int(sb["time"])
             assert _megabytes(record["MinMemoryNode"]) == _megabytes(sb["mem"].replace("GB", "G"))
             assert record["CPUs/Task"] == sb["cpus-per-task"] and record["Partition"] == sb["partition"]
@@ -302,11 +327,11 @@ def test_each_array_asks_for_its_cells_resources(slurm_cluster, tiny_data, tmp_p
     shapes = {(re.search(r"\((stage \d)\)", a["title"]).group(1), by_id[a["cells"][0]].matcher.name):
               (a["sbatch"]["gpus-per-node"], a["sbatch"]["cpus-per-task"], a["sbatch"]["mem"], a["sbatch"]["time"])
               for a in arrays}
-    assert shapes == {("stage 0", "vse_infty"): ("1", "1", "1GB", "7"), ("stage 0", "sgr"): ("2", "2", "2GB", "40"),
-                      ("stage 1", "vse_infty"): ("1", "1", "1GB", "7"), ("stage 1", "sgr"): ("2", "2", "2GB", "40")}
+    # times from the estimates (a few minutes on the tiny data: the ladder's 30 min), at most the cell's own
+    assert shapes == {("stage 0", "vse_infty"): ("1", "1", "1GB", "7"), ("stage 0", "sgr"): ("2", "2", "2GB", "30"),
+                      ("stage 1", "vse_infty"): ("1", "1", "1GB", "7"), ("stage 1", "sgr"): ("2", "2", "2GB", "30")}
     sgr = next(a for a in arrays if by_id[a["cells"][0]].matcher.name == "sgr")
-    assert sgr["caps"] == ["time_min 50 min capped to 40 by max_time_min of profile held (a cut cell resumes from "
-                           "its checkpoint when requeued)", "mem_gb 3 GB capped to 2 by max_mem_gb of profile held"]
+    assert sgr["caps"] == ["mem_gb 3 GB capped to 2 by max_mem_gb of profile held"]
     # each OAS array waits on the baseline array of its matcher (afterok across arrays)
     for array in arrays:
         if "stage 1" in array["title"]:
@@ -321,5 +346,41 @@ def test_dbl_smoke_arrays_on_the_local_cluster_match_the_dry_run(slurm_cluster, 
     SGR/SAF (2,880 min) apart from the others."""
     arrays = _check_arrays_match_dry_run(["dbl", "scale=smoke", f"data_root={tiny_data}"], _held(tmp_path),
                                          tmp_path / "runs")
-    assert sorted(a["sbatch"]["time"] for a in arrays) == ["1440", "2880"]
+    # times from the estimates (minutes on the tiny data): the ladder's first step; vse_infty_bert, whose rate was
+    # not measured, its resources' 1,440 minutes
+    assert sorted(a["sbatch"]["time"] for a in arrays) == ["1440", "30"]
     assert all(a["record"]["TresPerNode"] == "gres:gpu:1" for a in arrays)
+
+
+def test_oas_dry_run_each_student_waits_for_its_own_baseline_and_the_sweep_shares_a_gpu_cap(tmp_path):
+    """Done-when (3), the plan: `oas` at full scale, two seeds: every array of students waits (afterok) for the job
+    of its own baseline only, so a failed baseline cancels its students and no other; job names
+    <suite>:<stage>:<shape>; with max_concurrent_gpus the arrays' tasks at once add up to at most the cap; the
+    dry run ends with the GPU-hours requested and estimated."""
+    from bench.harness.dryrun import dry_run
+
+    suite = load_suite("oas", ["scale=full", "seeds=[0,1]"])
+    cells = {c.id: c for c in expand(suite)}
+    capped = _profile(tmp_path, "capped", max_concurrent_gpus=40, array_parallelism=16)
+    text = dry_run(suite, root=tmp_path / "runs", cluster=str(capped))
+    arrays = parse_dry_run(text)
+    assert sorted(c for a in arrays for c in a["cells"]) == sorted(cells)
+    students = [a for a in arrays if "(stage 1)" in a["title"]]
+    assert len(students) == len({c.depends_on[0] for c in cells.values() if c.depends_on})  # one per baseline
+    for array in students:
+        (parent,) = {cells[c].depends_on[0] for c in array["cells"]}
+        assert f"after its parent cell(s) {parent} only (afterok)" in array["title"]
+        assert array["sbatch"]["dependency"] == f"'afterok:<job of cell {parent} (array " \
+            f"{next(i for i, a in enumerate(arrays, 1) if parent in a['cells'])})>'"
+        assert array["sbatch"]["kill-on-invalid-dep"] == "yes"
+    assert all(re.fullmatch(r"oas:[01]:1gpu-\d+cpu-\d+G-\d+m", a["sbatch"]["job-name"]) for a in arrays)
+    at_once = [int(a["sbatch"]["array"].rpartition("%")[2]) if "array" in a["sbatch"] else 1 for a in arrays]
+    assert sum(at_once) <= 40 and all(n >= 1 for n in at_once) and max(at_once) <= 16
+    assert re.search(r"^total: [0-9.]+ GPU-hours requested, [0-9.]+ GPU-hours estimated \(GPU rates of NVIDIA H200, "
+                     r"2026-12-04; .*\); at most 40 GPUs at once \(max_concurrent_gpus\)$", text, re.M)
+    # the whole script of each array: the setup (this checkout on PYTHONPATH; the profile has no lines of its own)
+    # and the command its jobs run
+    assert text.count("  # setup") == text.count("  # command") == len(arrays) and "submitit.core._submit" in text
+    too_few = _profile(tmp_path, "tiny-cap", max_concurrent_gpus=2)
+    with pytest.raises(Exception, match=r"max_concurrent_gpus 2 of cluster profile tiny-cap is below the \d+ GPU"):
+        dry_run(suite, root=tmp_path / "runs", cluster=str(too_few))

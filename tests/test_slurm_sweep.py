@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -272,3 +273,38 @@ def test_scancel_mid_sweep_leaves_no_partial_results_and_resweep_completes(slurm
     assert {s["state"] for s in again["states"].values()} == {"done"}
     assert "resumed" in (run_dir_for(base, root) / "log.txt").read_text()
     _same_numbers(_result(root, base), long_reference)  # resumed after scancel: same as uninterrupted
+
+
+def test_a_failing_baseline_cancels_only_its_own_students(slurm_cluster, tiny_data, tmp_path):
+    """Done-when (3) on the cluster, and (4): two baselines with a KD student each, one baseline planted to fail (a
+    truncated feature file): its student is cancelled by SLURM (kill_on_invalid_dep on its own baseline's job), the
+    other student trains; every job carries its name <suite>:<stage>:<shape> in `scontrol show job`."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_data, broken)
+    features = broken / "f30k_precomp" / "train_ims.npy"
+    features.write_bytes(features.read_bytes()[:200])
+    suite = _write_suite(tmp_path, "planted", {"good": tiny_data, "broken": broken}, [BASELINE, KD], SHORT)
+    cells = {(c.dataset_label, c.strategy.name): c for c in _cells(suite)}
+    root = tmp_path / "runs"
+    report = sweep(suite, executor="slurm", root=root, cluster=slurm_cluster["profile"], wait=True, progress=False)
+    states, jobs = report["states"], report["jobs"]
+    assert states[cells["good", "baseline"].id]["state"] == "done"
+    assert states[cells["good", "kd"].id]["state"] == "done"  # its baseline's job succeeded: it ran
+    assert states[cells["broken", "baseline"].id]["state"] == "failed"
+    assert states[cells["broken", "kd"].id]["state"] == "pending"  # never started
+    assert report["lost"] == [jobs[cells["broken", "kd"].id]]
+    records = {key: _scontrol(jobs[c.id]) for key, c in cells.items()}  # finished jobs stay for MinJobAge (300 s)
+    cancelled = records["broken", "kd"]
+    assert cancelled["JobState"] == "CANCELLED" and "Dependency" in cancelled["Reason"]
+    assert records["good", "kd"]["JobState"] in ("RUNNING", "COMPLETING", "COMPLETED")  # done (result written)
+    for (_, strategy), record in records.items():
+        stage = 1 if strategy == "kd" else 0
+        assert re.fullmatch(rf"planted:{stage}:\d+gpu(-[\w.]+)*", record["JobName"]), record["JobName"]
+    # each student's array was submitted after its own baseline's job only (the sweep's log line)
+    assert jobs[cells["good", "kd"].id].split("_")[0] != jobs[cells["broken", "kd"].id].split("_")[0]
+
+
+def _scontrol(job_id: str) -> dict:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=20,
+                         check=True).stdout
+    return dict(re.findall(r"(\S+?)=(\S*)", out.splitlines()[0]))

@@ -22,7 +22,7 @@ from bench.benchmarks.gpu import SECTION as GPU_SECTION
 from bench.benchmarks.report import parse_only, read_section
 from bench.harness.store import REPO_ROOT, git_info
 
-ORDER = ["metrics", "matchers", "modes", "reference", "strategies", "cell", "memmap", "harness", "slurm"]
+ORDER = ["metrics", "matchers", "modes", "reference", "strategies", "cell", "memmap", "harness", "cli", "slurm"]
 
 
 def _fmt(x, nd=2):
@@ -152,6 +152,12 @@ def section_harness(r):
         met = ("yes" if s < 10 else "NO") if target else ""
         lines.append(f"| {name} | {s:.2f} | {mib:.1f} | {target} | {met} |")
     return lines
+
+
+def section_cli(r):
+    from bench.benchmarks.bench_cli import section
+
+    return section(r)
 
 
 def section_slurm(r):

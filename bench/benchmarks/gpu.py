@@ -6,7 +6,8 @@
 One run, sized for <= 8 minutes on an H100/H200 under an internal time budget (``--budget-s``, default
 480 s): sections run in order, each guarded (an exception is reported in its section and the run goes
 on), and the ``bench-gpu`` section of the output file plus the rates file (``--rates``, default
-``gpu-rates.json`` next to ``--out``) are rewritten after EACH section, so a run cut short keeps what it
+``gpu-rates.json`` next to ``--out``; ``gpu-rates.quick.json`` for a ``--quick`` / CPU run, marked ``"quick":
+true``, which GPU plans refuse) are rewritten after EACH section, so a run cut short keeps what it
 measured. Sections:
 
 1. ``matchers`` — per matcher (VSE∞, SGR, SAF, DBL's cross-attention matcher ``xattn``, CLIP ViT-B/32)
@@ -693,7 +694,10 @@ def rates(res: dict) -> dict:
                  for m, v in r.get("modes", {}).items() if "train_samples_per_s" in v}
         if modes:
             out[name] = modes
-    return {"card": res["card"], "torch": res["torch"], "date": res["when"], "commit": res["commit"], "rates": out}
+    marks = {"quick": True, "source": "make bench-gpu --quick / on CPU: reduced sizes, not GPU rates (never used "
+                                      "for GPU plans)"} if res["quick"] else {"source": "make bench-gpu"}
+    return {"card": res["card"], "torch": res["torch"], "date": res["when"], "commit": res["commit"], **marks,
+            "rates": out}
 
 
 def run(quick: bool = False, only: list[str] | None = None, budget_s: float | None = None,
@@ -795,7 +799,9 @@ def main(argv=None) -> None:
     if args.device not in (None, "cpu", "cuda"):
         ap.error(f"--device must be cpu or cuda, got {args.device!r}")
     out = Path(args.out)
-    rates_path = Path(args.rates) if args.rates else out.with_name("gpu-rates.json")
+    # a --quick / CPU run never writes the rates GPU plans read (bench.harness.estimate refuses its file anyway)
+    quick = args.quick or args.device == "cpu" or not torch.cuda.is_available()
+    rates_path = Path(args.rates) if args.rates else out.with_name("gpu-rates.quick.json" if quick else "gpu-rates.json")
     res = run(args.quick, only, args.budget_s, args.steps, modes, sections, args.device, out, rates_path)
     print("\n".join(section(res)))
     print(f"wrote the {SECTION} section of {out} and {rates_path}")

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.spec import Cell
+from bench.spec import Cell, Dataset
+from bench.values import expand_path
 
 SPLIT_FILES = ("ims.npy", "caps.txt", "ids.txt")
 #: Karpathy's caption file of each dataset, under ``<data_root>/karpathy/`` unless the dataset names one.
@@ -35,13 +36,18 @@ SPLIT_ALIASES = {"train": ("train", "restval"), "dev": ("val",), "val": ("val",)
                  "restval": ("restval",)}
 
 
-def splits_read(cell: Cell) -> list[str]:
-    """The splits a resolved cell reads: ``train``, ``dev`` and the test splits of its protocols (every
-    protocol of its dataset when it names none), in that order."""
-    from bench.protocols import PROTOCOLS, protocols_for
+def protocols_read(cell: Cell) -> list[str]:
+    """The protocols a resolved cell evaluates: its own, or every protocol of its dataset when it names none."""
+    from bench.protocols import protocols_for
 
-    protocols = cell.eval.protocols or [p.name for p in protocols_for(cell.dataset.name)]
-    return ["train", "dev", *sorted({PROTOCOLS[p].split for p in protocols})]
+    return list(cell.eval.protocols or [p.name for p in protocols_for(cell.dataset.name)])
+
+
+def splits_read(cell: Cell) -> list[str]:
+    """The splits a resolved cell reads: ``train``, ``dev`` and the test splits of its protocols, in that order."""
+    from bench.protocols import PROTOCOLS
+
+    return ["train", "dev", *sorted({PROTOCOLS[p].split for p in protocols_read(cell)})]
 
 
 def split_files(data_root: str | Path, dataset: str, split: str) -> dict[str, Path]:
@@ -55,17 +61,16 @@ def vocab_file(cell: Cell) -> Path:
     return Path(cell.dataset.vocab_root) / f"{cell.dataset.name}_vocab.json"
 
 
-def karpathy_json(cell: Cell) -> Path:
-    """The Karpathy caption file a resolved pixel cell reads."""
-    ds = cell.dataset
+def karpathy_json(ds: Dataset) -> Path:
+    """The Karpathy caption file a resolved pixel cell's dataset reads."""
     if ds.karpathy_json:
-        return Path(ds.karpathy_json)
+        return Path(expand_path(ds.karpathy_json))
     return Path(ds.data_root) / "karpathy" / KARPATHY_JSON.get(ds.name, f"dataset_{ds.name}.json")
 
 
-def image_root(cell: Cell) -> Path:
-    """The image folder a resolved pixel cell reads."""
-    return Path(cell.dataset.image_root or Path(cell.dataset.data_root) / "images")
+def image_root(ds: Dataset) -> Path:
+    """The image folder a resolved pixel cell's dataset reads."""
+    return Path(expand_path(ds.image_root) or Path(ds.data_root) / "images")
 
 
 def karpathy_split(split: str) -> str:
@@ -89,9 +94,9 @@ def cell_inputs(cell: Cell, input_kind: str) -> Inputs:
     for the cell's splits (never the precomp folder or the vocabulary, which it does not read)."""
     if input_kind == "regions":
         return Inputs((Path(cell.dataset.data_root) / cell.dataset.name, vocab_file(cell)))
-    path = karpathy_json(cell)
+    path = karpathy_json(cell.dataset)
     names = [name for split in splits_read(cell) for name in SPLIT_ALIASES[karpathy_split(split)]]
-    return Inputs((path,), image_root(cell), karpathy_images(path, tuple(dict.fromkeys(names))))
+    return Inputs((path,), image_root(cell.dataset), karpathy_images(path, tuple(dict.fromkeys(names))))
 
 
 def karpathy_images(path: Path, splits: tuple[str, ...]) -> tuple[str, ...]:

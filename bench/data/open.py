@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import models
-from bench.spec import Cell
+from bench.spec import Cell, Dataset
 
 
 @dataclass
@@ -57,15 +57,18 @@ class Data:
 
 
 def open_data(cell: Cell | dict, input_kind: str) -> Data:
-    """The splits a (resolved) cell reads: training, dev, and the test splits of its protocols."""
+    """The splits a (resolved) cell reads: training, dev, and the test splits of its protocols, each checked
+    (files, shapes, caption counts) and checked against each other (regions and feature size of the
+    training split; whole folds for COCO 1K) before anything trains: DataError naming the file."""
     from bench.data import layout
 
     cell = cell if isinstance(cell, Cell) else Cell.from_dict(cell)
     ds = cell.dataset
     cpi = ds.captions_per_image
+    protocols = layout.protocols_read(cell)
     test_split_names = layout.splits_read(cell)[2:]  # after train and dev
     if input_kind == "regions":
-        from bench.data.precomp import PrecompSplit, check_same_features, vocab_path
+        from bench.data.precomp import PrecompSplit, shape_problems, vocab_path
         from bench.data.vocab import MASK, check_coverage, load_vocab
 
         def split(name):
@@ -78,18 +81,49 @@ def open_data(cell: Cell | dict, input_kind: str) -> Data:
         train = split("train")
         check_coverage(vocab, train.captions, vocab_path(ds.vocab_root, ds.name), train.captions_path)
         dev, tests = split("dev"), {s: split(s) for s in test_split_names}
-        check_same_features(train, [dev, *tests.values()])
+        _stop_at_first(shape_problems(train.shape, [dev.shape, *(t.shape for t in tests.values())])
+                       + _fold_problems(protocols, tests))
         return Data("regions", train, dev, vocab, tests,
                     {"vocab_size": len(vocab), "img_dim": int(train.region_shape[1]),
                      "num_regions": int(train.region_shape[0]), "vocab_words": words})
-    from bench.data.karpathy import KarpathySplit
-
-    json_path, image_root = layout.karpathy_json(cell), layout.image_root(cell)
 
     def ksplit(name):
-        return KarpathySplit(json_path, image_root, layout.karpathy_split(name), captions_per_image=cpi)
+        return karpathy_split(ds, name)
 
     train = ksplit("train")
     vocab_words = sorted({w for c in train.captions for w in c.lower().split()})
-    return Data("pixels", train, ksplit("dev"), None, {s: ksplit(s) for s in test_split_names},
-                {"vocab_words": vocab_words})
+    tests = {s: ksplit(s) for s in test_split_names}
+    _stop_at_first(_fold_problems(protocols, tests))
+    return Data("pixels", train, ksplit("dev"), None, tests, {"vocab_words": vocab_words})
+
+
+def karpathy_split(ds: Dataset, name: str):
+    """Split ``name`` of a (resolved) dataset read by the pixel matchers: its Karpathy JSON and images, where
+    ``bench.data.layout`` says (``dev`` and ``testall`` are the JSON's ``val`` and ``test``)."""
+    from bench.data import layout
+    from bench.data.karpathy import KarpathySplit
+
+    return KarpathySplit(layout.karpathy_json(ds), layout.image_root(ds), layout.karpathy_split(name),
+                         captions_per_image=ds.captions_per_image)
+
+
+def _fold_problems(protocols: list[str], tests: dict) -> list[str]:
+    """Each folded protocol's split holds whole images in equal folds (COCO 1K: 5 folds of testall)."""
+    from bench.data.precomp import fold_problems
+    from bench.protocols import PROTOCOLS
+
+    out = []
+    for name in protocols:
+        split = tests[PROTOCOLS[name].split]
+        where = getattr(split, "path", None) or f"{split.json_path} (split {split.split})"
+        out += fold_problems(where, split.n_images, name, PROTOCOLS[name].n_folds)
+    return out
+
+
+def _stop_at_first(problems: list[str]) -> None:
+    """Every split a cell reads is checked when its data is opened, before the first step: the first
+    problem found stops the cell (``bench.data.precomp.precomp_problems`` lists them all, from headers)."""
+    if problems:
+        from bench.data.errors import DataError
+
+        raise DataError(problems[0])

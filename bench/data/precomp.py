@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -75,14 +76,135 @@ def check_finite(x: np.ndarray, path: Path, first_index: int) -> None:
         raise DataError(f"{path}: image {bad} has NaN/inf region features; regenerate or re-download the file")
 
 
-def check_same_features(train: PrecompSplit, others: list[PrecompSplit]) -> None:
-    """Every split's regions have the training split's feature size D (a model trained on D-dimensional
-    features cannot encode others): checked when the data is opened, before the first step."""
-    d = train.region_shape[1]
+class SplitShape(NamedTuple):
+    """What a split's files say about it without reading its features: the ``*_ims.npy`` path, its image
+    count and region shape (from the ``.npy`` header), and its caption count (lines)."""
+
+    path: Path
+    n_images: int
+    regions: int
+    dim: int
+    n_captions: int | None = None
+    captions_path: Path | None = None
+
+
+def shape_problems(train: SplitShape, others: Sequence[SplitShape]) -> list[str]:
+    """Every other split a cell reads (dev, test, testall) has the training split's regions per image R and
+    feature size D: a model is built for the training split's [R, D] (SGRAF's region pooling has R fixed,
+    every matcher's first layer takes D), so another shape at evaluation either fails after the whole
+    schedule or, for matchers that pool any number of regions, evaluates silently on other features."""
+    out = []
     for split in others:
-        if split.region_shape[1] != d:
-            raise DataError(f"{split.path}: features of size {split.region_shape[1]} per region, but the training "
-                            f"split's ({train.path}) are {d}; extract every split with the same feature extractor")
+        if split.dim != train.dim:
+            out.append(f"{split.path}: features of size {split.dim} per region, but the training split's "
+                       f"({train.path}) are {train.dim}; extract every split with the same feature extractor")
+        elif split.regions != train.regions:
+            out.append(f"{split.path}: {split.regions} regions per image, but the training split's ({train.path}) "
+                       f"has {train.regions}; extract every split with the same detector and region count "
+                       "(SCAN precomp: 36)")
+    return out
+
+
+def fold_problems(split_path: Path, n_images: int, protocol: str, n_folds: int) -> list[str]:
+    """A folded protocol (COCO 1K: 5 folds of ``testall``) needs whole images in equal folds."""
+    if n_folds > 1 and (n_images % n_folds or n_images < n_folds):
+        return [f"{split_path}: {n_images} images cannot be cut into the {n_folds} equal folds of protocol "
+                f"{protocol} ({n_images % n_folds} image(s) left over); use the whole split (COCO testall: "
+                f"5,000 images), or leave {protocol} out of the dataset's protocols"]
+    return []
+
+
+def split_shape(data_root: str | Path, dataset: str, split: str, captions_per_image: int | None = None
+                ) -> SplitShape:
+    """:class:`SplitShape` of one split, reading only the ``.npy`` header (and, with
+    ``captions_per_image``, the caption lines); DataError for a missing or malformed file or a caption
+    count that is not ``captions_per_image`` per image."""
+    _check_dataset(dataset)
+    if split not in DATASETS[dataset]:
+        raise DataError(f"{dataset} has no split {split!r}; expected one of {DATASETS[dataset]}")
+    folder = Path(data_root) / dataset
+    paths = [folder / f"{split}_{f}" for f in SPLIT_FILES]
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"missing file {path}; {DOWNLOAD_HINT}")
+    images = open_features(paths[0])
+    n_images, (regions, dim) = int(images.shape[0]), (int(images.shape[1]), int(images.shape[2]))
+    if captions_per_image is None:
+        return SplitShape(paths[0], n_images, regions, dim)
+    n_captions = len(_read_lines(paths[1]))
+    _check_caption_count(paths[1], n_captions, paths[0], n_images, captions_per_image)
+    _check_id_count(paths[2], len(_read_lines(paths[2])), n_images, n_captions)
+    return SplitShape(paths[0], n_images, regions, dim, n_captions, paths[1])
+
+
+def precomp_problems(data_root: str | Path, dataset: str, splits: Sequence[str] = ("train", "dev"),
+                     protocols: Sequence[str] = (), captions_per_image: int = 5) -> list[str]:
+    """Every problem of the SCAN precomp splits a cell reads (``splits``, plus the test splits of
+    ``protocols``), found from the ``.npy`` headers and the caption line counts alone (no features
+    read): missing or malformed files, caption counts, regions and feature size unlike the training
+    split's, folds of a folded protocol. ``open_data`` finds the same before the first step; a plan-time
+    check (before any job is submitted) can call this. Empty: nothing wrong."""
+    from bench.protocols import PROTOCOLS
+
+    wanted = list(dict.fromkeys([*splits, *(PROTOCOLS[p].split for p in protocols if p in PROTOCOLS)]))
+    shapes, problems = {}, []
+    for split in wanted:
+        try:
+            shapes[split] = split_shape(data_root, dataset, split, captions_per_image)
+        except DataError as e:
+            problems.append(str(e))
+    if "train" in shapes:
+        problems += shape_problems(shapes["train"], [shapes[s] for s in wanted if s != "train" and s in shapes])
+    for name in protocols:
+        protocol = PROTOCOLS.get(name)
+        if protocol is not None and protocol.split in shapes:
+            problems += fold_problems(shapes[protocol.split].path, shapes[protocol.split].n_images, name,
+                                      protocol.n_folds)
+    return problems
+
+
+def open_features(path: Path) -> np.ndarray:
+    """The ``*_ims.npy`` at ``path`` as a read-only memory map (only its header is read now); DataError for
+    an empty file, an unreadable one, an ``.npz`` archive, a shape that is not [N, R, D] or a dtype that is
+    not float, or no images."""
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes; an interrupted download or copy?); "
+                        "re-download or regenerate it")
+    try:
+        images = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npy array ({e}); re-download or regenerate it") from e
+    if not isinstance(images, np.ndarray):  # np.load opens a zip (.npz) whatever its name
+        names = ", ".join(getattr(images, "files", [])) or "-"
+        if hasattr(images, "close"):
+            images.close()
+        raise DataError(f"{path}: an .npz archive (arrays: {names}), not one .npy array; save the "
+                        "features with numpy.save(path, array) (or extract the array into this file)")
+    if images.ndim != 3:
+        raise DataError(f"{path}: expected region features [N_images, R, D], got shape {images.shape}; "
+                        "re-extract the features (one [R, D] block per image)")
+    if not np.issubdtype(images.dtype, np.floating):
+        raise DataError(f"{path}: features must be float (float32), got {images.dtype}; re-save as float32")
+    if images.shape[0] == 0:
+        raise DataError(f"{path}: the split is empty (0 images); re-download or regenerate it")
+    return images
+
+
+def _check_id_count(ids_path: Path, n_ids: int, n_images: int, n_captions: int) -> None:
+    if n_ids not in (n_images, n_captions):
+        raise DataError(f"{ids_path}: {n_ids} ids, expected one per image ({n_images}) or one per caption "
+                        f"({n_captions}); the file belongs to another split or is truncated")
+
+
+def _check_caption_count(captions_path: Path, n_captions: int, images_path: Path, n_images: int,
+                         captions_per_image: int) -> None:
+    if n_captions != captions_per_image * n_images:
+        raise DataError(
+            f"{captions_path}: {n_captions} captions for {n_images} images in {images_path}; "
+            f"expected {captions_per_image} consecutive captions per image "
+            f"({captions_per_image * n_images} lines) — the two files belong to different splits or "
+            "one is truncated"
+        )
 
 
 class PrecompSplit:
@@ -107,55 +229,27 @@ class PrecompSplit:
                 raise DataError(f"missing file {path}; {DOWNLOAD_HINT}")
         self._images: np.ndarray | None = None
         images = self.images
-        if images.ndim != 3:
-            raise DataError(
-                f"{self.path}: expected region features [N_images, R, D], got shape {images.shape}; "
-                "re-extract the features (one [R, D] block per image)"
-            )
-        if not np.issubdtype(images.dtype, np.floating):
-            raise DataError(f"{self.path}: features must be float (float32), got {images.dtype}; re-save as float32")
         self.n_images = int(images.shape[0])
         self.region_shape = (int(images.shape[1]), int(images.shape[2]))
-        if self.n_images == 0:
-            raise DataError(f"{self.path}: the split is empty (0 images); re-download or regenerate it")
         self.captions = _read_lines(self.captions_path)
         self.n_captions = len(self.captions)
-        if self.n_captions != captions_per_image * self.n_images:
-            raise DataError(
-                f"{self.captions_path}: {self.n_captions} captions for {self.n_images} images in {self.path}; "
-                f"expected {captions_per_image} consecutive captions per image "
-                f"({captions_per_image * self.n_images} lines) — the two files belong to different splits or "
-                "one is truncated"
-            )
+        _check_caption_count(self.captions_path, self.n_captions, self.path, self.n_images, captions_per_image)
         for line_no, caption in enumerate(self.captions, 1):
             if not caption.strip():
                 raise DataError(f"{self.captions_path}:{line_no}: empty caption line; every line needs a caption")
         self.ids = _read_lines(self.ids_path)
-        if len(self.ids) not in (self.n_images, self.n_captions):
-            raise DataError(
-                f"{self.ids_path}: {len(self.ids)} ids, expected one per image ({self.n_images}) or one per "
-                f"caption ({self.n_captions}); the file belongs to another split or is truncated"
-            )
+        _check_id_count(self.ids_path, len(self.ids), self.n_images, self.n_captions)
 
     @property
     def images(self) -> np.ndarray:
         """The features as a read-only memory map (reopened lazily, e.g. in DataLoader workers)."""
         if self._images is None:
-            if self.path.stat().st_size == 0:
-                raise DataError(f"{self.path}: the file is empty (0 bytes; an interrupted download or copy?); "
-                                "re-download or regenerate it")
-            try:
-                images = np.load(self.path, mmap_mode="r")
-            except (ValueError, OSError, EOFError) as e:
-                raise DataError(f"{self.path}: not a readable .npy array ({e}); re-download or regenerate it") from e
-            if not isinstance(images, np.ndarray):  # np.load opens a zip (.npz) whatever its name
-                names = ", ".join(getattr(images, "files", [])) or "-"
-                if hasattr(images, "close"):
-                    images.close()
-                raise DataError(f"{self.path}: an .npz archive (arrays: {names}), not one .npy array; save the "
-                                "features with numpy.save(path, array) (or extract the array into this file)")
-            self._images = images
+            self._images = open_features(self.path)
         return self._images
+
+    @property
+    def shape(self) -> SplitShape:
+        return SplitShape(self.path, self.n_images, *self.region_shape, self.n_captions, self.captions_path)
 
     def __getstate__(self) -> dict:
         # never pickle the memmap (pickling would copy the whole array); workers reopen it
@@ -342,6 +436,6 @@ def iter_caption_batches(split: PrecompSplit, vocab: Vocabulary, batch_size: int
 
 
 __all__ = [
-    "DATASETS", "PrecompDataset", "PrecompSplit", "collate_pairs", "iter_caption_batches",
-    "iter_image_batches", "vocab_path",
+    "DATASETS", "PrecompDataset", "PrecompSplit", "SplitShape", "collate_pairs", "fold_problems",
+    "iter_caption_batches", "iter_image_batches", "precomp_problems", "shape_problems", "split_shape", "vocab_path",
 ]

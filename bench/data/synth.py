@@ -24,6 +24,12 @@ Everything is a deterministic function of the seed: image i of split s of datase
 images of a dataset outside a preset's ``pixels`` (COCO in ``tiny``, ``demo``, ``f30k``, whose files predate COCO's
 images) are drawn after everything else from streams of their own (:func:`write_late_pixels`), so every earlier
 file keeps every byte.
+
+Ids: COCO ``testall`` (and ``test``) image i carries the i-th image id of the real COCO 5K test split
+(``bench.eccv.coco_test_image_ids``, from the eccv-caption package), as do the Karpathy JSON's test images
+(``cocoid``), so the ECCV Caption / CxC path runs end to end on this data; other images carry
+``<dataset code>·10⁷ + <split code>·10⁶ + i``. ``MANIFEST.json`` at the root says ``"kind": "synthetic"``:
+what a result records as its data kind (``bench.provenance.data_description``).
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ from PIL import Image, ImageDraw
 from bench.data.errors import DataError
 from bench.data.layout import KARPATHY_JSON, karpathy_split
 from bench.data.vocab import build_vocab, save_vocab, tokenize
+from bench.eccv import SPLIT_IMAGES, coco_test_image_ids
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: COCO test ids are the real COCO 5K test split's (ECCV / CxC)
 CAPTIONS_PER_IMAGE = 5
 N_FOLDS = 5
 
@@ -318,6 +325,13 @@ def _image_rng(seed: int, dataset: str, split: str, i: int) -> np.random.Generat
     return np.random.default_rng([seed, _DATASET_CODE[dataset], _SPLIT_CODE[split], i])
 
 
+def _image_id(dataset: str, source_split: str, i: int) -> int:
+    """COCO testall (and test, its first fold): the real COCO 5K test split's ids, in its order."""
+    if source_split == "testall" and i < SPLIT_IMAGES:
+        return coco_test_image_ids()[i]
+    return _DATASET_CODE[dataset] * 10**7 + _SPLIT_CODE[source_split] * 10**6 + i
+
+
 def _write_split(folder: Path, split: str, source_split: str, dataset: str, n_images: int, preset: Preset,
                  seed: int, proj: np.ndarray, images_dir: Path | None, karpathy: list) -> list[str]:
     """Write {split}_ims.npy/_caps.txt/_ids.txt (images 0..n-1 of ``source_split``); return captions."""
@@ -330,12 +344,12 @@ def _write_split(folder: Path, split: str, source_split: str, dataset: str, n_im
         ims[i] = region_features(scene, rng, proj, preset.regions, preset.noise, preset.style)
         caps = [caption(scene, rng, preset.caption_error) for _ in range(CAPTIONS_PER_IMAGE)]
         captions.extend(caps)
-        image_id = _DATASET_CODE[dataset] * 10**7 + _SPLIT_CODE[source_split] * 10**6 + i
+        image_id = _image_id(dataset, source_split, i)
         ids.append(str(image_id))
         if images_dir is not None:
             filename = _image_name(dataset, split, i)
             render(scene, rng, preset.image_size).save(images_dir / filename, format="PNG")
-            karpathy.append(_karpathy_entry(filename, len(karpathy), split, caps))
+            karpathy.append(_karpathy_entry(filename, len(karpathy), image_id, split, caps))
     ims.flush()
     del ims
     (folder / f"{split}_caps.txt").write_text("".join(c + "\n" for c in captions), encoding="utf-8")
@@ -347,9 +361,10 @@ def _image_name(dataset: str, split: str, i: int) -> str:
     return f"{dataset.split('_')[0]}_{split}_{i:06d}.png"
 
 
-def _karpathy_entry(filename: str, imgid: int, split: str, caps: list[str]) -> dict:
-    """One image of a Karpathy caption file (``split``: the precomp split it is written from)."""
-    return {"filename": filename, "imgid": imgid, "split": karpathy_split(split),
+def _karpathy_entry(filename: str, imgid: int, image_id: int, split: str, caps: list[str]) -> dict:
+    """One image of a Karpathy caption file (``image_id``: its ``cocoid``, :func:`_image_id`; ``split``: the
+    precomp split it is written from)."""
+    return {"filename": filename, "imgid": imgid, "cocoid": image_id, "split": karpathy_split(split),
             "sentids": list(range(imgid * CAPTIONS_PER_IMAGE, (imgid + 1) * CAPTIONS_PER_IMAGE)),
             "sentences": [{"raw": c, "tokens": [t for t in tokenize(c) if t[0].isalnum()],
                            "imgid": imgid, "sentid": imgid * CAPTIONS_PER_IMAGE + k} for k, c in enumerate(caps)]}
@@ -384,7 +399,7 @@ def write_late_pixels(out: Path, preset: Preset, seed: int) -> list[str]:
                 filename = _image_name(dataset, split, i)
                 render(scene, rng, preset.image_size).save(out / "images" / filename, format="PNG")
                 caps = lines[i * CAPTIONS_PER_IMAGE:(i + 1) * CAPTIONS_PER_IMAGE]
-                entries.append(_karpathy_entry(filename, len(entries), split, caps))
+                entries.append(_karpathy_entry(filename, len(entries), _image_id(dataset, split, i), split, caps))
         partial = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         partial.write_text(_karpathy_file(dataset, entries), encoding="utf-8")
         os.replace(partial, target)
@@ -395,6 +410,7 @@ def write_late_pixels(out: Path, preset: Preset, seed: int) -> list[str]:
 def _manifest(preset_name: str, preset: Preset, seed: int) -> dict:
     return {
         "generator": "bench.data.synth",
+        "kind": "synthetic",  # the marker a result's data kind is read from (bench.provenance.data_description)
         "version": GENERATOR_VERSION,
         "preset": preset_name,
         "seed": seed,
@@ -408,6 +424,13 @@ def _manifest(preset_name: str, preset: Preset, seed: int) -> dict:
         },
         "region_shape": [preset.regions, preset.dim],
     }
+
+
+def _older_version_of(existing: dict, manifest: dict) -> bool:
+    """``existing`` is this generator's output for the same preset, seed and sizes, by an older version."""
+    same = all(json.dumps(existing.get(k), sort_keys=True) == json.dumps(manifest.get(k), sort_keys=True)
+               for k in ("generator", "preset", "seed", "config", "sizes"))
+    return same and isinstance(existing.get("version"), int) and existing["version"] < manifest["version"]
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -438,8 +461,9 @@ def generate(out_dir: str | Path, preset: str | Preset = "tiny", seed: int = 0, 
         if _same(existing, manifest):
             write_late_pixels(out_dir, config, seed)  # a dataset written before COCO had images gets them
             return out_dir
-        raise DataError(f"{manifest_path} describes another dataset (preset {existing.get('preset')!r}, seed "
-                        f"{existing.get('seed')!r}); pass overwrite=True (--overwrite) or choose another --out")
+        if not _older_version_of(existing, manifest):  # an older generator's output of the same preset: rewritten
+            raise DataError(f"{manifest_path} describes another dataset (preset {existing.get('preset')!r}, seed "
+                            f"{existing.get('seed')!r}); pass overwrite=True (--overwrite) or choose another --out")
     if out_dir.exists() and any(out_dir.iterdir()) and not manifest_path.is_file() and not overwrite:
         raise DataError(f"{out_dir} exists, is not empty and holds no MANIFEST.json; choose an empty --out "
                         "or pass overwrite=True (--overwrite)")

@@ -29,6 +29,7 @@ from pathlib import Path
 import regex  # NLTK's own engine since 3.10: the same Unicode classes (\w, \s) as word_tokenize
 
 from bench.data.errors import DataError
+from bench.values import shown
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
@@ -251,10 +252,11 @@ def load_vocab(path: str | Path) -> Vocabulary:
     if not isinstance(payload, dict) or not isinstance(payload.get("word2idx"), dict):
         raise DataError(f"{path}: expected an object with a 'word2idx' mapping; {fix}")
     vocab = Vocabulary.__new__(Vocabulary)
-    try:
-        vocab.word2idx = {str(w): int(i) for w, i in payload["word2idx"].items()}
-    except (TypeError, ValueError) as e:
-        raise DataError(f"{path}: 'word2idx' values must be integers ({e}); {fix}") from e
+    bad = next(((w, i) for w, i in payload["word2idx"].items() if not _is_id(i)), None)
+    if bad is not None:
+        raise DataError(f"{path}: 'word2idx' maps {shown(bad[0])} to {shown(bad[1])}, not a whole-number id; "
+                        f"every word maps to an integer id; {fix}")
+    vocab.word2idx = {str(w): int(i) for w, i in payload["word2idx"].items()}
     vocab.idx2word = {i: w for w, i in vocab.word2idx.items()}
     if len(vocab.idx2word) != len(vocab.word2idx) or sorted(vocab.idx2word) != list(range(len(vocab))):
         raise DataError(f"{path}: word ids must be unique and cover 0..{len(vocab) - 1}; {fix}")
@@ -263,9 +265,22 @@ def load_vocab(path: str | Path) -> Vocabulary:
     if wrong:
         raise DataError(f"{path}: special tokens must be {expected}, found {wrong}; {fix}")
     idx2word = payload.get("idx2word")
-    if isinstance(idx2word, dict) and any(vocab.idx2word.get(int(i)) != w for i, w in idx2word.items()):
+    if idx2word is not None and not isinstance(idx2word, dict):
+        raise DataError(f"{path}: 'idx2word' is {type(idx2word).__name__}, not an object of id -> word; {fix}")
+    bad_key = next((i for i in (idx2word or {}) if not _is_id(i)), None)
+    if bad_key is not None:
+        raise DataError(f"{path}: 'idx2word' has the key {shown(bad_key)}, not a whole-number id (keys are ids "
+                        f"written as strings, \"0\", \"1\", …); {fix}")
+    if any(vocab.idx2word.get(int(i)) != w for i, w in (idx2word or {}).items()):
         raise DataError(f"{path}: 'idx2word' disagrees with 'word2idx'; {fix}")
     return vocab
+
+
+def _is_id(value) -> bool:
+    """An id of the vocab JSON: an int (not bool), or a string of decimal digits (JSON object keys)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and value.strip().isdecimal())
 
 
 # ----------------------------------------------------------------------------------------------

@@ -169,13 +169,19 @@ def expand(suite: Suite) -> list[Cell]:
     spec = suite.spec
     collected = _Collected(suite.path)
     labels_seen: set[tuple] = set()
-    variants = [v for entry in spec["strategies"] for v in strategy_variants(entry)]
+    only = spec.get("only") or {}
+    variants = [v for entry in spec["strategies"] for v in strategy_variants(entry)
+                if _kept(only.get("strategies"), entry["name"], entry["label"], v.label)]
     anchor = Anchor(**anchor_info(spec["anchor_checkpoint"])) if spec.get("anchor_checkpoint") else None
     for ds in spec["datasets"]:
+        if not _kept(only.get("datasets"), ds["name"], ds["label"]):
+            continue
         dataset = _dataset(spec, ds)
         ev = Eval.from_dict(dict(spec["eval"]) | {"protocols": list(ds["protocols"])})
         for m in spec["matchers"]:
             if m["datasets"] is not None and ds["name"] not in m["datasets"]:
+                continue
+            if not _kept(only.get("matchers"), m["name"], m["label"]):
                 continue
             base_sched, stage2 = resolve_schedule(spec, m["name"], ds["name"])
             common = Cell(dataset=dataset, matcher=_matcher(spec, m), strategy=BASELINE, eval=ev,
@@ -191,6 +197,11 @@ def expand(suite: Suite) -> list[Cell]:
                 for seed in spec["seeds"]:
                     _add_variant(collected, replace(common, seed=seed), v, base_sched, stage2, anchor)
     return list(collected.by_id.values())
+
+
+def _kept(wanted: list[str] | None, *names) -> bool:
+    """Whether the suite's ``only:`` filter keeps an entry known by ``names`` (its name and labels)."""
+    return wanted is None or any(n in wanted for n in names if n is not None)
 
 
 def _add_variant(collected: _Collected, common: Cell, v: StrategySpec, base_sched: dict, stage2: dict,

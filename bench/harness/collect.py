@@ -12,7 +12,11 @@ and a Holm–Bonferroni marker across the strategies sharing a baseline. A ΔRSU
 computed says why (baseline not done, its ``ranks.npz`` missing, unreadable or another cell's).
 
 ``write_tables`` prints one table per (dataset, protocol), as papers do, each with a "seeds
-needed" line; the note under them says what every number is.
+needed" line; the note under them says what every number is. Each table's title says its scale and
+data kind and the line under it its data root and test sizes (:mod:`bench.harness.table_text`, read
+from the results); published rows stand beside real full-scale results only; COCO 5K gets a second
+block with ECCV Caption and CxC (:mod:`bench.eccv`). The LaTeX file holds one ``table*`` per block
+(:mod:`bench.harness.latex`).
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ import pandas as pd
 
 import models
 import strategies
+from bench import eccv
 from bench.atomic import atomic_write_bytes
-from bench.harness import stats
+from bench.harness import latex, stats, table_text
 from bench.harness.cells import cell_recipe, describe, expand, scenario_of
 from bench.harness.config import Suite, load_suite, recipe_label
+from bench.harness.published import read_published
 from bench.harness.stats import recall_hits, rsum_from_ranks  # noqa: F401 - re-exported
 from bench.harness.store import (
     DEFAULT_ROOT,
@@ -42,12 +48,14 @@ from bench.harness.store import (
     mark_mixed_code,
     run_status,
 )
-from bench.metrics import RECALL_KEYS, REPORT_KEYS
+from bench.metrics import ECCV_KEYS, ECCV_SIZE_KEY, RECALL_KEYS, REPORT_KEYS, RESULT_KEYS
+from bench.protocols import PROTOCOLS
 from bench.spec import Cell
 
 RECALLS = list(RECALL_KEYS)
 METRICS = list(REPORT_KEYS)
 TABLE_METRICS = RECALLS + ["rsum"]
+EXTRA_METRICS = [*ECCV_KEYS, ECCV_SIZE_KEY]  # coco_5k's ECCV Caption and CxC (absent from older results: NaN)
 COST_KEYS = ["step_time_s", "samples_per_s", "train_wall_s", "cpu_hours", "gpu_hours", "peak_mem_mb",
              "forward_passes_per_step", "backward_passes_per_step", "steps"]
 PUBLISHED_CSV = REPO_ROOT / "results" / "reference" / "published.csv"
@@ -124,7 +132,8 @@ def collect(suite, root: str | Path = DEFAULT_ROOT, pool_mixed_code: bool = Fals
         base["ranks_file"] = str(run_dir / result.get("ranks_file", "ranks.npz")) if result else None
         for protocol in cell.eval.protocols:
             m = ((result or {}).get("metrics") or {}).get(protocol, {})
-            rows.append(base | {"protocol": protocol} | {k: float(m.get(k, math.nan)) for k in METRICS})
+            rows.append(base | {"protocol": protocol} | {k: float(m.get(k, math.nan)) for k in RESULT_KEYS}
+                        | table_text.data_columns(result, cell, protocol))
     if left_out:
         warnings.warn(f"collect {suite.name}: {len(left_out)} cell(s) left out of the table: " + "; ".join(left_out),
                       stacklevel=2)
@@ -170,7 +179,7 @@ def published_rows(suite: Suite, csv_path: str | Path = PUBLISHED_CSV) -> pd.Dat
     refs = suite.spec.get("reference") or []
     if not refs or not Path(csv_path).exists():
         return pd.DataFrame()
-    pub = pd.read_csv(csv_path, dtype=str)
+    pub = read_published(csv_path)  # every row checked first: one line naming file, line, column, value
     protocol_dataset = {p: d["label"] for d in suite.spec["datasets"] for p in d["protocols"]}
     m_label = {}
     for m in suite.spec["matchers"]:
@@ -259,7 +268,8 @@ def summarize(df: pd.DataFrame, suite=None, n_boot: int = stats.N_BOOT, seed: in
     """
     keys = ["dataset", "matcher", "strategy", "protocol"]
     done_mask = (df["state"] == "done").to_numpy()
-    values = {k: df[k].to_numpy(dtype=float) for k in TABLE_METRICS + [f"cost_{c}" for c in COST_KEYS]}
+    extra = [k for k in EXTRA_METRICS if k in df]
+    values = {k: df[k].to_numpy(dtype=float) for k in TABLE_METRICS + extra + [f"cost_{c}" for c in COST_KEYS]}
     # done baseline runs by (dataset, matcher, protocol, seed) -> (ranks file, cell id), for the paired deltas
     baseline_ranks = {}
     for ds, m, p, sd, sn, ok, rf, cid in zip(df["dataset"], df["matcher"], df["protocol"], df["seed"],
@@ -286,13 +296,16 @@ def summarize(df: pd.DataFrame, suite=None, n_boot: int = stats.N_BOOT, seed: in
         if "code" in df:
             row["code_versions"] = "; ".join(dict.fromkeys(
                 _code_label(df["commit"].iat[i], df["code"].iat[i]) for i in done_idx))
-        for k in TABLE_METRICS:
+        for k in TABLE_METRICS + extra:
             vals = values[k][done_idx]
             vals = vals[~np.isnan(vals)]
             row[f"{k}_mean"] = vals.mean() if len(vals) else math.nan
             row[f"{k}_std"] = vals.std(ddof=1) if len(vals) > 1 else math.nan
             if k == "rsum":
                 _, row["rsum_ci_low"], row["rsum_ci_high"] = stats.mean_interval(vals)
+            if k == ECCV_SIZE_KEY:
+                row["eccv_n"] = len(vals)  # seeds whose result holds the ECCV / CxC metrics
+        row.update(table_text.summary_columns(df.iloc[done_idx]))
         for c in COST_KEYS:
             vals = values[f"cost_{c}"][done_idx]
             row[f"cost_{c}"] = np.nanmean(vals) if len(vals) and not np.isnan(vals).all() else math.nan
@@ -315,9 +328,7 @@ def summarize(df: pd.DataFrame, suite=None, n_boot: int = stats.N_BOOT, seed: in
 
 # ----------------------------------------------------------------------------- tables
 
-PROTOCOL_TITLES = {"f30k_1k": "Flickr30K 1K (the whole test split)",  # sizes are the data's, not the protocol's
-                   "coco_1k": "COCO 1K (testall in 5 folds, metrics averaged)",
-                   "coco_5k": "COCO 5K (the whole testall)"}
+PROTOCOL_TITLES = {name: p.long_title for name, p in PROTOCOLS.items()}  # bench.protocols names them
 BLOCK_HEADER = ["matcher", "strategy", "n"] + [HEADER[k] for k in TABLE_METRICS] + ["ΔRSUM [95% CI]", "P(> base)"]
 
 
@@ -363,50 +374,112 @@ def _fmt_p(r) -> str:
     return f"{r['p_improve']:.2f}" if int(r.get("delta_seeds", 0)) >= 2 else "–"
 
 
-def protocol_tables(summary: pd.DataFrame, sources: list[str] | None = None) -> list[dict]:
-    """One block per (dataset, protocol), as papers print them: ``{"dataset", "protocol", "title",
-    "header", "rows", "verdict", "seeds", "notes"}``; rows: matcher, strategy, n, 6 recalls, RSUM, ΔRSUM,
-    P(> base).
+def _own_values(r) -> dict:
+    """``{header: (mean, sd, seeds)}`` of an own summary row's metric columns (what the LaTeX bold compares)."""
+    return {HEADER[k]: (float(r[f"{k}_mean"]), float(r[f"{k}_std"]), int(r["n_done"])) for k in TABLE_METRICS}
 
-    Published rows show ``pub. [k]``; their sources are appended to ``sources`` (k = position + 1).
-    ``verdict`` says in words what the block's intervals say (:func:`bench.harness.stats.verdict_line`),
-    ``seeds`` the "seeds needed" sentence (:func:`bench.harness.stats.seeds_line`), ``notes`` the
-    reasons, with paths, of every ΔRSUM that is missing or rests on fewer seeds than were done."""
+
+def protocol_tables(summary: pd.DataFrame, sources: list[str] | None = None) -> list[dict]:
+    """One block per (dataset, protocol), as papers print them: ``{"dataset", "protocol", "title", "data",
+    "header", "rows", "values", "metric_columns", "verdict", "seeds", "notes"}``; rows: matcher, strategy, n,
+    6 recalls, RSUM, ΔRSUM, P(> base). COCO 5K is followed by its ECCV Caption / CxC block where the
+    results hold those metrics (:func:`eccv_block`).
+
+    ``data`` is the data line (:func:`bench.harness.table_text.data_line`: scale, synthetic or real, data
+    root, test sizes). Published rows show ``pub. [k]`` (their sources appended to ``sources``, k = position
+    + 1) only when the block's results are real data at full scale; elsewhere they are left out and a note
+    says why. ``verdict`` says in words what the block's intervals say
+    (:func:`bench.harness.stats.verdict_line`), ``seeds`` the "seeds needed" sentence
+    (:func:`bench.harness.stats.seeds_line`), ``notes`` the reasons, with paths, of every ΔRSUM that is missing
+    or rests on fewer seeds than were done, and one line each for small test folds and saturated recalls."""
     sources = [] if sources is None else sources
     blocks = []
     for (ds, p), g in summary.groupby(["dataset", "protocol"], sort=False):
-        rows, notes = [], []
+        data = table_text.block_data(g, p)
+        rows, notes, values = [], [], []
         for _, r in g.iterrows():
             if r["published"]:
+                if not data.real_full_scale:  # another dataset's numbers: never beside these
+                    continue
                 if r["source"] not in sources:
                     sources.append(r["source"])
                 n = f"pub. [{sources.index(r['source']) + 1}]"
                 n_seeds = None
+                values.append(None)
             else:
                 n = f"{int(r['n_done'])}/{int(r['n_declared'])}"
                 if r.get("states"):
                     n += f" ({r['states']})"
                 n_seeds = int(r["n_done"])
+                values.append(_own_values(r))
             rows.append([r["matcher"], r["strategy"], n]
                         + [stats.fmt_mean_std(r[f"{k}_mean"], r[f"{k}_std"], n_seeds) for k in TABLE_METRICS]
                         + [_fmt_delta(r), _fmt_p(r)])
             if not r["published"] and r.get("delta_missing"):
                 notes.append(f"ΔRSUM of {r['matcher']} / {r['strategy']}: {r['delta_missing']}.")
-        own = g[~g["published"].astype(bool) & (g["strategy_name"] != "baseline")]
+        mine = g[~g["published"].astype(bool)]
+        own = mine[mine["strategy_name"] != "baseline"]
         if recon := strategies.reconstruction_note(own["strategy_name"].dropna().unique()):
             notes.append(recon)
+        if g["published"].astype(bool).any() and (note := table_text.published_note(data)):
+            notes.append(note)
+        notes += table_text.size_notes(data, mine, {k: HEADER[k] for k in RECALLS})
         sd = stats.pooled_sd(own["seed_sd_delta"].to_numpy(dtype=float), own["delta_seeds"].to_numpy(dtype=int))
-        declared = int(g[~g["published"].astype(bool)]["n_declared"].max()) if (~g["published"].astype(bool)).any() else 0
+        declared = int(mine["n_declared"].max()) if len(mine) else 0
         seeds = stats.seeds_line(sd, declared) if len(own) else ""
         verdict = stats.verdict_line([
             {"label": r["strategy"], "delta": float(r["delta_rsum"]) if not _isnan(r.get("delta_rsum")) else math.nan,
              "n": int(r.get("delta_seeds") or 0),
              "significant": bool(r.get("holm_5pct")), "p_improve": r.get("p_improve")}
             for _, r in own.iterrows()])
-        blocks.append({"dataset": ds, "protocol": p, "title": f"{ds} · {PROTOCOL_TITLES.get(p, p)}",
-                       "header": list(BLOCK_HEADER), "rows": rows, "verdict": verdict, "seeds": seeds,
-                       "notes": notes})
+        tag = table_text.scale_and_kind(data)
+        blocks.append({"dataset": ds, "protocol": p, "title": f"{ds} · {PROTOCOL_TITLES.get(p, p)}"
+                       + (f" · {tag}" if tag else ""),
+                       "data": table_text.data_line(data), "header": list(BLOCK_HEADER), "rows": rows,
+                       "values": values, "metric_columns": list(range(3, 3 + len(TABLE_METRICS))),
+                       "verdict": verdict, "seeds": seeds, "notes": notes})
+        if p == eccv.PROTOCOL and (extra := eccv_block(ds, mine, data)):
+            blocks.append(extra)
     return blocks
+
+
+ECCV_HEADER = ["matcher", "strategy", "n"] + [eccv.HEADER[k] for k in ECCV_KEYS]
+
+
+def eccv_block(ds: str, mine: pd.DataFrame, data) -> dict | None:
+    """The ECCV Caption / CxC block of a COCO 5K table (None when no result holds them): mean ± sd over the
+    seeds whose result has them (``n`` = those / done), with a note for results without them and for a split
+    smaller than the 5,000 images the annotations cover."""
+    key = f"{ECCV_KEYS[0]}_mean"
+    if key not in mine or not mine[key].notna().any():
+        return None
+    rows, values, notes, sizes = [], [], [], set()
+    for _, r in mine.iterrows():
+        k = int(r.get("eccv_n") or 0)
+        done = int(r["n_done"])
+        rows.append([r["matcher"], r["strategy"], f"{k}/{done}"]
+                    + [stats.fmt_mean_std(r[f"{m}_mean"], r[f"{m}_std"], k) for m in ECCV_KEYS])
+        values.append({eccv.HEADER[m]: (float(r[f"{m}_mean"]), float(r[f"{m}_std"]), k) for m in ECCV_KEYS})
+        if k < done:
+            notes.append(f"{r['matcher']} / {r['strategy']}: {done - k} of {done} done results hold no ECCV Caption / "
+                         "CxC metrics (made before they were computed, or with eval.eccv=false); `python -m bench "
+                         "evaluate <run>/best.pt --data-root DATA --dataset coco_precomp --protocol coco_5k` "
+                         "computes them for any checkpoint.")
+        if k and not _isnan(r.get(f"{ECCV_SIZE_KEY}_mean")):
+            sizes.add(int(r[f"{ECCV_SIZE_KEY}_mean"]))
+    small = sorted(n for n in sizes if n < eccv.SPLIT_IMAGES)
+    if small:
+        notes.append(f"On the first {'/'.join(f'{n:,}' for n in small)} of the {eccv.SPLIT_IMAGES:,} images of the "
+                     "COCO 5K test split (this data reuses their ids): only positives among them count; not "
+                     "comparable with published ECCV Caption / CxC values.")
+    notes.append("ECCV Caption (Chun et al., ECCV 2022): mAP@R, R-Precision (R-P) and R@1 on machine- and "
+                 "human-verified positives; CxC (Parekh et al., EACL 2021): Recall@K with the added positives; "
+                 "annotations of the eccv-caption package, percent; bench/eccv.py.")
+    return {"dataset": ds, "protocol": eccv.PROTOCOL, "kind": "eccv",
+            "title": f"{ds} · {PROTOCOL_TITLES[eccv.PROTOCOL]}: ECCV Caption and CxC"
+                     + (f" · {tag}" if (tag := table_text.scale_and_kind(data)) else ""),
+            "data": table_text.data_line(data), "header": list(ECCV_HEADER), "rows": rows, "values": values,
+            "metric_columns": list(range(3, len(ECCV_HEADER))), "verdict": "", "seeds": "", "notes": notes}
 
 
 def table_note(n_boot: int) -> str:
@@ -443,25 +516,17 @@ def to_markdown(header, rows, label_columns: int = 0) -> str:
     return "\n".join(lines) + "\n"
 
 
-_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
-                "{": r"\{", "}": r"\}", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}"}
-
-
-def _tex(s: str) -> str:
-    s = re.sub(r"[\\&%_#${}^~]", lambda m: _TEX_SPECIAL[m.group()], " ".join(str(s).splitlines()))
-    for a, b in [("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("∞", r"$\infty$"), ("–", "--"), ("†", r"$^\dagger$"),
-                 ("≠", r"$\neq$"), ("√", r"$\surd$"), ("·", r"$\cdot$"), ("−", "-"), ("½", r"$\frac{1}{2}$"),
-                 ("≥", r"$\geq$"), ("α", r"$\alpha$"), ("²", r"$^2$"), ("≈", r"$\approx$"), ("…", r"\ldots{}")]:
-        s = s.replace(a, b)
-    return s
-
-
-def to_latex(header, rows, caption: str = "") -> str:
-    lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize", r"\begin{tabular}{" + "l" * 3 + "r" * (len(header) - 3) + "}",
-             r"\toprule", " & ".join(_tex(h) for h in header) + r" \\", r"\midrule"]
-    lines += [" & ".join(_tex(str(c)) for c in r) + r" \\" for r in rows]
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex(caption)}}}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+def to_latex(block: dict, suite_name: str, note: str = "") -> str:
+    """One block as a LaTeX ``table*`` (:func:`bench.harness.latex.table`): a short caption (suite, title, data
+    line, what the numbers are), ``\\label{tab:<suite>-<dataset>-<protocol>}``, the best mean per column in
+    bold (ties by the interval), and under the tabular the block's verdict, notes and ``note``."""
+    kind = "-eccv" if block.get("kind") == "eccv" else ""
+    caption = (f"{suite_name}: {block['title']}." + (f" Data: {block['data']}." if block.get("data") else "")
+               + " Mean ± sd over seeds" + ("; ΔRSUM: paired, 95% interval over seeds and test images"
+                                             if "ΔRSUM [95% CI]" in block["header"] else "")
+               + "; bold: best mean per column and the rows whose 95% interval overlaps it.")
+    body = " ".join(x for x in [block.get("verdict"), block.get("seeds"), *block.get("notes", []), note] if x)
+    return latex.table(block, caption, latex.label(suite_name, block["dataset"], block["protocol"] + kind), body)
 
 
 def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_boot: int = stats.N_BOOT,
@@ -496,12 +561,14 @@ def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_bo
              "csv": out_dir / f"{suite.name}.csv", "cells_csv": out_dir / f"{suite.name}_cells.csv"}
     refs = "".join(f"[{i + 1}] {src}\n" for i, src in enumerate(sources))
     md = [f"# {rehearsal_title(suite)}Suite `{suite.name}`: {suite.spec.get('description', '')}\n"]
-    tex = []
+    tex = [latex.PREAMBLE + "\n"]
+    tex_note = rehearsal_title(suite) + note + "".join(f" [{i + 1}] {src}." for i, src in enumerate(sources))
     for b in blocks:
         extra = "".join(f"\n{line}\n" for line in [b["verdict"], b["seeds"], *b["notes"]] if line)
-        md.append(f"### {md_text(b['title'])}\n\n" + to_markdown(b["header"], b["rows"], label_columns=2) + extra)
-        tex.append(to_latex(b["header"], b["rows"], caption=f"{rehearsal_title(suite)}{suite.name}, {b['title']}. {b['verdict']} {b['seeds']} {note} "
-                            + "; ".join(f"[{i + 1}] {src}" for i, src in enumerate(sources))))
+        data = f"*Data: {md_text(b['data'])}*\n\n" if b.get("data") else ""
+        md.append(f"### {md_text(b['title'])}\n\n{data}" + to_markdown(b["header"], b["rows"], label_columns=2)
+                  + extra)
+        tex.append(to_latex(b, suite.name, tex_note))
     # every file whole or not at all (a full disk leaves the previous file, never a 0-byte one)
     atomic_write_bytes(paths["md"], ("\n".join(md) + "\n" + note + "\n\n" + refs).encode(), fault="collect.write")
     atomic_write_bytes(paths["tex"], "\n".join(tex).encode(), fault="collect.write")
@@ -541,7 +608,9 @@ def run(args) -> dict:
     if not args.overwrite and not rehearsal:  # a rehearsal's files are its latest one's, by design
         check_committed_outputs(suite, args.overrides, tables, figures)
     df = collect(suite, root, pool_mixed_code=args.pool_mixed_code)
-    summary = summarize(df, suite, n_boot=n_boot)
+    summary = summarize(df, suite, n_boot=n_boot)  # the suite's reference rows are checked here
+    if not len(df) or not (df.drop_duplicates("cell_id")["state"] == "done").any():
+        raise CollectError(nothing_done(suite, root, args.overrides, df))
     paths = write_tables(df, suite, tables, n_boot=n_boot, summary=summary)
     figs = [] if rehearsal else make_figures(df, summary, suite.name, figures)  # a rehearsal's numbers: no figures
     if rehearsal:
@@ -560,6 +629,22 @@ def run(args) -> dict:
         if run_path is not None:
             print(f"  W&B suite summary: {run_path}")
     return paths
+
+
+def nothing_done(suite: Suite, root, overrides, df: pd.DataFrame) -> str:
+    """Why ``collect`` writes nothing: none of the suite's cells is done in ``root`` (tables, figures and the W&B
+    summary of an earlier collect are kept), and the recorded sweeps of the suite that have done cells."""
+    from bench.harness.named_sweeps import sweeps_with_done_cells
+
+    n = df["cell_id"].nunique() if len(df) else 0
+    given = f" with the overrides {' '.join(overrides)}" if overrides else " as declared (no overrides)"
+    head = (f"collect {suite.name}: none of its {n} cells{given} is done in {root}, so no table, figure or W&B "
+            "summary is written (those of an earlier collect stay)")
+    found = sweeps_with_done_cells(root, suite.name)
+    if not found:
+        return f"{head}; no sweep of {suite.name} recorded there has done cells: run the sweep first"
+    named = ", ".join(f"{r.name} ({done} done: {' '.join(r.overrides) or 'no overrides'})" for r, done in found)
+    return f"{head}; sweeps with done cells: {named}; collect one with --sweep NAME"
 
 
 def check_output_folders(*folders: Path) -> None:

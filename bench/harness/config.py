@@ -36,10 +36,12 @@ Layout (all keys; ``?`` = optional)::
                                     # layout); label names the data source (synth-demo), default = name
     matchers: [{name, label?, overrides?: {...}, datasets?: [str]}]
     strategies: [{name, label?, params?: {...}, sweep?: {param: [values]}}]
+    only?: {datasets?: [str], matchers?: [str], strategies?: [str]}   # keep only these cells (by name or
+                                    # label), labels and ids unchanged (CLI: only.datasets=[f30k_precomp])
     seeds: [int]
     scales: {full|smoke: {schedule: SCHEDULES, matchers?: {matcher: {overrides}}}}
     schedule?: SCHEDULES            # applied on top of the chosen scale (CLI: schedule.vse_infty.epochs=2)
-    eval?: {protocols?: [str], dev_images?: int, batch_size?: int}
+    eval?: {protocols?: [str], dev_images?: int, batch_size?: int, eccv?: bool}
     reference?: [{matcher: <our matcher label>, where: {<published.csv column>: value}}]
     resources?: {default|<matcher>: {gpus, cpus, mem_gb, time_min, partition?}}
     recipes?: {<group>: <option>}   # bench/recipes/<group>/<option>.yaml: scales, resources, reference
@@ -71,6 +73,7 @@ from bench.harness.registry import (  # noqa: F401 - re-exported
 )
 from bench.harness.schema import schema, validate
 from bench.overrides import OVERRIDE_FIX, apply_overrides, parse_override  # noqa: F401 - re-exported
+from bench.values import expand_path
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 
@@ -126,5 +129,6 @@ def validate_suite(raw: dict, path: str | Path = "<suite>") -> Suite:
 
 
 def resolve_root(explicit: str | None, suite_default: str | None, env: str) -> str | None:
-    """A dataset's root: its own entry, else the suite's, else the environment variable ``env``."""
-    return explicit or suite_default or os.environ.get(env) or None
+    """A dataset's root: its own entry, else the suite's, else the environment variable ``env`` (``~`` and
+    ``$VARS`` expanded: the cell records the expanded path)."""
+    return expand_path(explicit or suite_default or os.environ.get(env) or None)

@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from bench import yamlsafe
 from bench.harness.cells import describe
+from bench.harness.named_sweeps import SWEEPS_DIR
 from bench.harness.store import (
     LOCKS_DIR,
     OLD_SUFFIX,
@@ -59,17 +61,17 @@ def recorded_cell(folder: Path) -> Cell | None:
     """The cell a run folder recorded (``config.yaml``, else its ``result.json``); None for anything else."""
     try:
         if (folder / "config.yaml").is_file():
-            return Cell.from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
+            return Cell.from_dict(yamlsafe.load((folder / "config.yaml").read_text()))
         return Cell.from_dict(json.loads((folder / RESULT_FILE).read_text())["cell"])
     except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
         return None
 
 
 def _suite_folders(suite: Path) -> list[Path]:
-    """The run folders ``<suite>/<id>`` (no staging or parked folders)."""
+    """The run folders ``<suite>/<id>`` (no staging or parked folders, no recorded sweeps)."""
     if not suite.is_dir():
         return []
-    return [p for p in sorted(suite.iterdir()) if p.is_dir() and is_plain_name(p.name)
+    return [p for p in sorted(suite.iterdir()) if p.is_dir() and is_plain_name(p.name) and p.name != SWEEPS_DIR
             and STAGING_SUFFIX not in p.name and not p.name.endswith(OLD_SUFFIX)]
 
 

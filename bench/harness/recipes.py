@@ -14,6 +14,7 @@ from bench.config_files import ConfigError, read_yaml
 from bench.harness.registry import known_datasets
 from bench.harness.schema import schema, validate
 from bench.harness.schema_errors import _unknown
+from bench.values import shown
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -50,7 +51,7 @@ def compose_recipes(raw: dict, path: Path) -> dict:
         return raw  # no recipes, or already composed
     if not isinstance(chosen, dict):
         raise ConfigError(f"{path}: recipes: expected a mapping group: option, e.g. {{full: published}}, "
-                          f"got {chosen!r}")
+                          f"got {shown(chosen)}")
     groups = available_recipes()
     merged: dict = {}
     record: dict = {}

@@ -35,8 +35,8 @@ from pathlib import Path
 
 from bench.harness.cells import describe, expand, topological_order
 from bench.harness.config import Suite
+from bench.harness.estimate import estimate, load_gpu_rates, planned_steps, wall_minutes
 from bench.harness.rehearsal import REHEARSAL_DIR, REHEARSAL_ROOT, SUFFIX, is_rehearsal, table_name
-from bench.harness.show import estimate, load_gpu_rates, planned_steps, wall_minutes
 from bench.harness.store import DEFAULT_ROOT, git_info, load_result
 from bench.spec import Cell, Rehearsal, canonical_json
 

@@ -7,6 +7,7 @@ user reads (:func:`validate`)."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import types
 from pathlib import Path
@@ -58,6 +59,7 @@ from bench.spec import (
     schedule_limit_problem,
     schedule_types,
 )
+from bench.values import expand_path, shown
 
 SEED_RANGE = (0, 2**32)  # numpy's seed range
 
@@ -110,7 +112,7 @@ def _by_name_alone(value):
 
 def _non_empty_list(value):
     if not isinstance(value, list) or not value:
-        raise _fail(f"expected a non-empty list, got {value!r}")
+        raise _fail(f"expected a non-empty list, got {shown(value)}")
     return value
 
 
@@ -121,7 +123,7 @@ def _list_or_nothing(value):
 
 def _sweep_values(value):
     if not isinstance(value, list) or not value:
-        raise _fail(f"expected a non-empty list of values, got {value!r}")
+        raise _fail(f"expected a non-empty list of values, got {shown(value)}")
     return value
 
 
@@ -136,7 +138,7 @@ def _name_of(what: str) -> BeforeValidator:
     """A matcher or strategy ``name`` is a string first, then one of the registry's."""
     def check(value):
         if not isinstance(value, str):
-            raise _fail(f"expected a {what} name (str), got {value!r}")
+            raise _fail(f"expected a {what} name (str), got {shown(value)}")
         return value
     return BeforeValidator(check)
 
@@ -227,17 +229,16 @@ class _StrategyEntry(_Strict):
         """The strategy's constructor (the owner of its parameters' ranges) accepts every variant."""
         import itertools
 
-        import strategies
+        from bench.registry_facts import strategy_variant
 
         params = {k: getattr(self.params, k) for k in type(self.params).model_fields}
         swept = {k: v for k, v in self.sweep.model_dump().items()}
         for combo in itertools.product(*swept.values()):
             variant = {**params, **dict(zip(swept, combo))}
-            try:
-                strategies.build(self.name, **variant)
-            except (ValueError, TypeError) as e:
+            error = strategy_variant(self.name, variant).get("error")  # strategies.build's refusal, remembered
+            if error is not None:
                 at = f" (sweep {dict(zip(swept, combo))})" if swept else ""
-                raise _fail(f"params{at}: {e}") from None
+                raise _fail(f"params{at}: {error}")
         return self
 
     @model_serializer(mode="wrap")
@@ -248,8 +249,17 @@ class _StrategyEntry(_Strict):
 
 
 class _Wandb(_Strict):
-    project: StrictStr = Wandb().project
+    project: StrictStr | None = Wandb().project
     entity: StrictStr | None = None
+
+
+class _Only(_Strict):
+    """``only:``: a filter on the suite's cells that keeps their labels (and so their ids): datasets and matchers by
+    name or label, strategies by label or name. Left out (or null): every one."""
+
+    datasets: list[StrictStr] | None = None
+    matchers: list[StrictStr] | None = None
+    strategies: list[StrictStr] | None = None
 
 
 class _Reference(_Strict):
@@ -352,7 +362,7 @@ def _argument_problem(arg: str, kind: type, default, value) -> str | None:
     counts (an int argument whose default is >= 1, or without a default) must be >= 1, dropouts in [0, 1)."""
     if value is None:
         return None
-    got = f"got {type(value).__name__} {value!r}"
+    got = f"got {type(value).__name__} {shown(value)}"
     if kind is bool and not isinstance(value, bool):
         return f"expected true or false, {got}"
     if kind is str and not isinstance(value, str):
@@ -364,9 +374,9 @@ def _argument_problem(arg: str, kind: type, default, value) -> str | None:
     if kind is float and not math.isfinite(value):
         return f"expected a finite number, {got}"
     if kind is int and (default is None or default >= 1) and value < 1:
-        return f"must be at least 1, got {value!r}: a size or count of 0 or less builds no model"
+        return f"must be at least 1, got {shown(value)}: a size or count of 0 or less builds no model"
     if kind is float and "dropout" in arg and not 0 <= value < 1:
-        return f"must be in [0, 1), got {value!r}: a dropout probability"
+        return f"must be in [0, 1), got {shown(value)}: a dropout probability"
     return None
 
 
@@ -441,9 +451,9 @@ def _resources(per_matcher: tuple) -> Any:
 
 
 def _protocol() -> Any:
-    from bench.protocols import PROTOCOLS
+    from bench.registry_facts import protocols
 
-    return Annotated[Literal[tuple(PROTOCOLS)], _Called("protocol"), BeforeValidator(_a_string)]
+    return Annotated[Literal[tuple(protocols())], _Called("protocol"), BeforeValidator(_a_string)]
 
 
 _COUNT = Annotated[StrictInt, Field(ge=1)]
@@ -452,7 +462,9 @@ _COUNT = Annotated[StrictInt, Field(ge=1)]
 def _eval_model(protocol) -> type[BaseModel]:
     return create_model("Eval", __base__=_Strict, protocols=(list[protocol], Field(default_factory=list)),
                         dev_images=(_COUNT, EVAL_DEFAULTS["dev_images"]),
-                        batch_size=(_COUNT, Field(None, exclude_if=lambda v: v is None)))
+                        batch_size=(_COUNT, Field(None, exclude_if=lambda v: v is None)),
+                        # bench.eccv; left out: bench.spec's default (so a suite's spec, and its ids, stay as given)
+                        eccv=(StrictBool, Field(None, exclude_if=lambda v: v is None)))
 
 
 class _DatasetRules(_Labelled):
@@ -467,7 +479,7 @@ class _DatasetRules(_Labelled):
     @field_validator("protocols", check_fields=False)
     @classmethod
     def _else_the_datasets(cls, protocols, info: ValidationInfo):
-        from bench.protocols import PROTOCOLS
+        from bench.registry_facts import protocols as known_protocols
 
         name = info.data.get("name")
         if name is None:  # reported already
@@ -481,7 +493,7 @@ class _DatasetRules(_Labelled):
             if p not in own:
                 from_eval = " (from eval.protocols, which applies to every dataset)" \
                     if info.context.get("protocols") == protocols else ""
-                raise _fail(f"protocol {p!r}{from_eval} evaluates {PROTOCOLS[p].dataset}, not this dataset's "
+                raise _fail(f"protocol {p!r}{from_eval} evaluates {known_protocols()[p]['dataset']}, not this dataset's "
                             f"{name}; give {' or '.join(own)}, or leave `protocols` out for the dataset's own")
         return protocols
 
@@ -502,7 +514,7 @@ class _SuiteRules(_Strict):
     @classmethod
     def _a_folder_name(cls, name: str) -> str:
         if not is_plain_name(name):
-            raise _fail(f"{name!r} would write run folders and tables outside --root: use a plain name of "
+            raise _fail(f"{shown(name)} would write run folders and tables outside --root: use a plain name of "
                         "letters, digits, '.', '_', '+' or '-', without '/' or '..'")
         return name
 
@@ -510,8 +522,9 @@ class _SuiteRules(_Strict):
     @classmethod
     def _a_file(cls, path: str | None) -> str | None:
         """A trained checkpoint (this suite's best.pt or an official one) that replaces the OAS baseline."""
+        path = expand_path(path)  # ~ and $VARS, as every path of a suite
         if path is not None and not Path(path).is_file():
-            raise _fail(f"{path!r} is not a file; give the path of a best.pt of this suite or of an official "
+            raise _fail(f"{shown(path)} is not a file; give the path of a best.pt of this suite or of an official "
                         "checkpoint (model_best.pth / model_best.pth.tar)")
         return path
 
@@ -545,6 +558,23 @@ class _SuiteRules(_Strict):
             raise _fail(f"seed(s) {dupes} listed more than once in {seeds}; list each seed once")
         return seeds
 
+    @field_validator("only", check_fields=False)
+    @classmethod
+    def _only_what_the_suite_has(cls, only, info: ValidationInfo):
+        """Each name of ``only`` is a name or label of the suite's datasets / matchers / strategies."""
+        for key in ("datasets", "matchers", "strategies"):
+            wanted, entries = getattr(only, key), info.data.get(key)
+            if wanted is None or entries is None:
+                continue
+            known = list(dict.fromkeys([x for e in entries for x in (e.name, e.label) if x is not None]))
+            for i, w in enumerate(wanted):
+                if w not in known:
+                    close = difflib.get_close_matches(w, known, n=1)
+                    hint = f"did you mean {close[0]!r}? " if close else ""
+                    raise _fail_at((key, i), f"{w!r} is none of the suite's {key} ({hint}names and labels: "
+                                   f"{', '.join(map(str, known))})", w)
+        return only
+
     @field_validator("scales", check_fields=False)
     @classmethod
     def _the_chosen_scale(cls, scales, info: ValidationInfo):
@@ -572,6 +602,7 @@ def _suite_model(scales, schedules, resources) -> type[BaseModel]:
                             BeforeValidator(_non_empty_list)], ...),
         matchers=(Annotated[list[matcher], BeforeValidator(_non_empty_list)], ...),
         strategies=(Annotated[list[strategy], BeforeValidator(_non_empty_list)], ...),
+        only=(_Only, Field(default_factory=_Only)),
         seeds=(list[Annotated[StrictInt, AfterValidator(_in_range)]], ...),
         scales=(scales, ...),
         recipes=(Annotated[Any, AfterValidator(lambda recipes: recipes or {})], Field(None, validate_default=True)),
@@ -602,7 +633,7 @@ def _distinct_labels(entries: list, key: str, what: str, tagged: bool = False) -
             j = seen[e.label]
             raise _fail_at((i, e.name, "label") if tagged else (i, "label"),
                            f"{what}s {key}[{j}] ({entries[j].name}) and {key}[{i}] ({e.name}) have the same label "
-                           f"{e.label!r}; give each {what} a distinct `label`", e.label)
+                           f"{shown(e.label)}; give each {what} a distinct `label`", e.label)
         seen[e.label] = i
 
 

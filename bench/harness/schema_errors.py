@@ -11,6 +11,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, Tag, ValidationError
 
 from bench.config_files import ConfigError
+from bench.values import shown
 
 
 @dataclass(frozen=True)
@@ -46,19 +47,19 @@ def config_error(file, error: ValidationError, schema: type[BaseModel]) -> Confi
     elif kind == "literal_error":
         text = _unknown(value, *_vocabulary(node))
     elif kind in _EXPECTED:
-        text = f"expected {_EXPECTED[kind]}, got {type(value).__name__} {value!r}"
+        text = f"expected {_EXPECTED[kind]}, got {type(value).__name__} {shown(value)}"
     elif kind == "finite_number":
-        text = (f"expected a finite number, got {value!r} (YAML reads .nan and .inf as floats); "
+        text = (f"expected a finite number, got {shown(value)} (YAML reads .nan and .inf as floats); "
                 "give a number, e.g. 1.0")
     elif kind == "greater_than_equal":
         least = (err.get("ctx") or {}).get("ge", 1)
-        text = f"must be at least {least}, got {value!r}" + (
+        text = f"must be at least {least}, got {shown(value)}" + (
             "; a count of 0 or less trains or evaluates nothing (leave the key out for the default)"
             if least == 1 else "")
     elif kind == "suite_rule":  # raised by this schema's validators (`_fail`): the message says it all
         text = err["msg"]
     else:
-        text = f"{err['msg']}, got {type(value).__name__} {value!r}"
+        text = f"{err['msg']}, got {type(value).__name__} {shown(value)}"
     return ConfigError(f"{file}: {path}: {text}")
 
 

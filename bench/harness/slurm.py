@@ -16,10 +16,15 @@ finished jobs for ``MinJobAge`` seconds, and falls back to ``sacct`` where accou
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import re
+import shlex
 import shutil
 import subprocess
+import sys
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,29 +33,58 @@ from typing import Any
 import submitit
 import yaml
 
+from bench import yamlsafe
 from bench.provenance import REPO_ROOT
+from bench.values import shown
 
 PROFILE_DIR = REPO_ROOT / "slurm" / "profiles"
 EXECUTOR_KINDS = ("slurm", "local", "debug")
 
-# profile key -> (accepted types, meaning). A profile says where jobs go and what the cluster allows;
-# what a job needs (GPUs, CPUs, memory, time) is the cell's ``resources`` (see :class:`Resources`).
-PROFILE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
-    "description": ((str,), "free text"),
-    "partition": ((str,), "sbatch --partition"),
-    "account": ((str,), "sbatch --account"),
-    "qos": ((str,), "sbatch --qos"),
-    "constraint": ((str,), "sbatch --constraint"),
-    "nodes": ((int,), "nodes per job"),
-    "tasks_per_node": ((int,), "tasks (ranks) per node"),
-    "array_parallelism": ((int,), "array tasks running at once"),
-    "setup": ((list,), "shell lines run before the job"),
-    "additional": ((dict,), "further sbatch options {option: value}"),
-    "max_time_min": ((int,), "cap on a job's wall time in minutes (e.g. the partition's MaxTime)"),
-    "max_mem_gb": ((int, float), "cap on a job's memory per node in GB"),
-    "max_cpus_per_task": ((int,), "cap on a job's CPUs per task"),
-    "max_gpus_per_node": ((int,), "GPUs a node has: a cell asking for more cannot run here"),
+# profile key -> (accepted types, meaning, least value or None). A profile says where jobs go and what the
+# cluster allows; what a job needs (GPUs, CPUs, memory, time) is the cell's ``resources`` (see :class:`Resources`).
+# Every value is checked at load (:func:`load_profile`): its type, its range, and, for every value that reaches
+# the sbatch script, no control character (:func:`check_script_value`).
+PROFILE_KEYS: dict[str, tuple[tuple[type, ...], str, float | None]] = {
+    "description": ((str,), "free text", None),
+    "partition": ((str,), "sbatch --partition", None),
+    "account": ((str,), "sbatch --account", None),
+    "qos": ((str,), "sbatch --qos", None),
+    "constraint": ((str,), "sbatch --constraint", None),
+    "nodes": ((int,), "nodes per job", 1),
+    "tasks_per_node": ((int,), "tasks (ranks) per node", 1),
+    "array_parallelism": ((int,), "array tasks running at once", 1),
+    "max_concurrent_gpus": ((int,), "GPUs one sweep may hold at once, all its arrays together", 1),
+    "wckey": ((str,), "sbatch --wckey (none is sent without it)", None),
+    "setup": ((list,), "shell lines run before the job", None),
+    "additional": ((dict,), "further sbatch options {option: value}", None),
+    # caps: 0 would not mean "nothing" to SLURM but "no limit" (--time=0) or "the whole node" (--mem=0)
+    "max_time_min": ((int,), "cap on a job's wall time in minutes (e.g. the partition's MaxTime)", 1),
+    "max_mem_gb": ((int, float), "cap on a job's memory per node in GB", 1),
+    "max_cpus_per_task": ((int,), "cap on a job's CPUs per task", 1),
+    "max_gpus_per_node": ((int,), "GPUs a node has: a cell asking for more cannot run here", 0),
 }
+# Values of these keys are written into the sbatch script as they are (setup lines) or as #SBATCH options.
+SCRIPT_KEYS = ("partition", "account", "qos", "constraint", "setup", "additional", "wckey")
+_CAP_FIX = "set {need} in the suite's resources (e.g. bench/recipes/resources/gpu.yaml); the profile caps it with {cap}"
+# sbatch options the harness writes itself, from a cell's resources, from the profile's own keys or from submitit:
+# an ``additional:`` entry naming one (or an abbreviation of one, which sbatch would read as it) would override
+# them behind the caps and the dry run's summary. option -> how to set it instead.
+RESERVED_OPTIONS: dict[str, str] = {
+    **dict.fromkeys(("time", "time-min"), _CAP_FIX.format(need="time_min", cap="max_time_min")),
+    **dict.fromkeys(("mem", "mem-per-cpu", "mem-per-gpu"), _CAP_FIX.format(need="mem_gb", cap="max_mem_gb")),
+    **dict.fromkeys(("cpus-per-task", "cpus-per-gpu"), _CAP_FIX.format(need="cpus", cap="max_cpus_per_task")),
+    **dict.fromkeys(("gpus", "gpus-per-node", "gpus-per-task", "gpus-per-socket", "gres"),
+                    _CAP_FIX.format(need="gpus", cap="max_gpus_per_node")),
+    "nodes": "use the profile's key nodes",
+    **dict.fromkeys(("ntasks", "ntasks-per-node"), "use the profile's key tasks_per_node"),
+    "partition": "use the profile's key partition (a cell may ask for its own in resources.partition)",
+    "account": "use the profile's key account", "qos": "use the profile's key qos",
+    "constraint": "use the profile's key constraint",
+    "array": "use the profile's key array_parallelism (the sweep makes one array per stage and resource shape)",
+    **dict.fromkeys(("job-name", "output", "error", "signal", "dependency", "kill-on-invalid-dep", "open-mode",
+                     "wckey"), "the sweep and submitit write it (job logs, requeue signal, afterok dependencies)"),
+}
+_OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 # Keys that used to be in profiles but are a cell's needs: where they live now, and the profile's cap.
 NEED_KEYS = {"time_min": ("time_min", "max_time_min"), "mem_gb": ("mem_gb", "max_mem_gb"),
              "cpus_per_task": ("cpus", "max_cpus_per_task"), "gpus_per_node": ("gpus", "max_gpus_per_node")}
@@ -64,6 +98,57 @@ class ProfileError(ValueError):
     """A cluster profile that cannot be used (unknown name, bad key or value)."""
 
 
+class ResourceError(ValueError):
+    """A cell asks for what the cluster profile cannot give: more than it allows where no cap can apply
+    (e.g. GPUs), or a value no sbatch script can hold."""
+
+
+class ScriptValueError(ResourceError):
+    """A value that would be written into an sbatch script holds a control character."""
+
+
+class SlurmUnavailable(RuntimeError):
+    """No SLURM cluster answers here (client not installed, no configuration, controller down)."""
+
+
+def check_script_value(value: object, where: str) -> None:
+    """Refuse a value bound for an sbatch script (an ``#SBATCH`` option, a setup line, a path in the
+    command) that holds a control character: bash runs what follows a newline (or CR) as a command of
+    its own, and sbatch stops reading ``#SBATCH`` lines at the first line that is not one (the time
+    limit, the signal that saves ``last.pt``… would be lost); NUL ends the value early. Quoting (which
+    makes ``$(…)`` and ``;`` safe inside an option) cannot make a line break safe in a line-based script.
+    ScriptValueError naming ``where``, the value (cut short) and the character."""
+    text = str(value)
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ScriptValueError(f"{where}: {shown(text)} holds the control character {bad!r} (U+{ord(bad):04X}), "
+                               "which would break the sbatch script (a line break starts a new shell command "
+                               "and ends the #SBATCH options); write the value on one line without it")
+
+
+def check_additional(additional: dict, where: str) -> None:
+    """``additional:`` sbatch options: each key an option name the harness does not set itself
+    (:data:`RESERVED_OPTIONS`, also as an abbreviation), each value a plain one (str, number or ``true``
+    for a flag) without control characters. ScriptValueError/ProfileError naming the key and the fix."""
+    for key, value in additional.items():
+        if not isinstance(key, str) or not _OPTION_NAME.fullmatch(key):
+            check_script_value(key, f"{where}: key")
+            raise ProfileError(f"{where}: {shown(key)} is not an sbatch option name (letters, digits, '-' or '_', "
+                               "without the leading dashes, e.g. mail-type)")
+        option = key.replace("_", "-").lower()
+        hit = next((o for o in RESERVED_OPTIONS if o == option or o.startswith(option)), None)
+        if hit is not None:
+            what = f"'{key}' is sbatch's --{hit}" + ("" if hit == option else f" (sbatch reads --{key} as --{hit})")
+            raise ProfileError(f"{where}: {what}, which the sweep sets itself: an entry here would override it "
+                               f"behind the caps and the dry run's summary; remove it from additional and "
+                               f"{RESERVED_OPTIONS[hit]}")
+        if value is None or value is False or isinstance(value, (list, dict)) or \
+                (isinstance(value, float) and not math.isfinite(value)):
+            raise ProfileError(f"{where}: '{key}': {shown(value)} is not an sbatch option value; give a string or "
+                               "a number, true for a flag, or remove the key to leave the option out")
+        check_script_value(value, f"{where}: '{key}'")
+
+
 # ---------------------------------------------------------------------------------------------- profiles
 def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
@@ -72,11 +157,37 @@ def available_profiles() -> list[str]:
 def load_profile(name_or_path: str | Path) -> dict:
     """Load and check a cluster profile: a name in ``slurm/profiles/`` or a path to a YAML file.
 
-    Returns a dict with every key of ``PROFILE_KEYS`` (None where unset), plus ``name`` and ``path``.
+    Every key has a declared type and range (:data:`PROFILE_KEYS`); values that reach the sbatch script
+    hold no control character; ``additional:`` names no option the sweep sets itself. Returns a dict with
+    every key of ``PROFILE_KEYS`` (None where unset), plus ``name`` and ``path``.
     """
+    path = _profile_path(name_or_path)
+    try:
+        raw = yamlsafe.load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ProfileError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"{path}: not UTF-8 ({e.reason} at byte {e.start}); re-save the file as UTF-8") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{path}: a profile is a mapping of keys to values, got {type(raw).__name__}")
+
+    profile: dict[str, Any] = dict.fromkeys(PROFILE_KEYS)
+    for key, value in raw.items():
+        profile[key] = _profile_value(path, key, value)
+    profile["name"] = path.stem
+    profile["path"] = str(path)
+    return profile
+
+
+def _profile_path(name_or_path: str | Path) -> Path:
     text = str(name_or_path)
     is_path = isinstance(name_or_path, Path) or "/" in text or text.endswith((".yaml", ".yml"))
     path = Path(text) if is_path else PROFILE_DIR / f"{text}.yaml"
+    if path.is_dir():
+        inside = ", ".join(sorted(str(p) for p in path.glob("*.yaml"))[:6]) or "no .yaml file"
+        raise ProfileError(f"cluster profile {path} is a folder, not a profile file; give one of its files "
+                           f"({inside}) or a profile name ({', '.join(available_profiles()) or 'none'})")
     if not path.is_file():
         if is_path:
             raise ProfileError(f"cluster profile file {path} does not exist")
@@ -86,46 +197,57 @@ def load_profile(name_or_path: str | Path) -> dict:
             f"unknown cluster profile '{text}'{hint}; known: {', '.join(available_profiles()) or 'none'} "
             f"(in {PROFILE_DIR}); or pass a path to a YAML file"
         )
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ProfileError(f"{path}: not valid YAML: {e}") from e
-    raw = {} if raw is None else raw
-    if not isinstance(raw, dict):
-        raise ProfileError(f"{path}: a profile is a mapping of keys to values, got {type(raw).__name__}")
+    return path
 
-    profile: dict[str, Any] = dict.fromkeys(PROFILE_KEYS)
-    for key, value in raw.items():
-        if key in NEED_KEYS:
-            need, cap = NEED_KEYS[key]
-            raise ProfileError(
-                f"{path}: '{key}' is what a job needs, not where it goes: set '{need}' in the suite's resources "
-                f"(e.g. bench/recipes/resources/gpu.yaml); a profile may cap it with '{cap}'"
-            )
-        if key not in PROFILE_KEYS:
-            close = difflib.get_close_matches(str(key), PROFILE_KEYS, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise ProfileError(f"{path}: unknown key '{key}' ({hint}known keys: {', '.join(PROFILE_KEYS)})")
-        types, meaning = PROFILE_KEYS[key]
-        bad_bool = isinstance(value, bool) and bool not in types
-        if value is not None and (bad_bool or not isinstance(value, types)):
-            expected = " or ".join(t.__name__ for t in types)
-            raise ProfileError(f"{path}: '{key}' ({meaning}) must be {expected}, got {value!r}")
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise ProfileError(f"{path}: '{key}' ({meaning}) must be >= 0, got {value!r}")
-        profile[key] = value
-    if profile["setup"] is not None and not all(isinstance(line, str) for line in profile["setup"]):
-        raise ProfileError(f"{path}: 'setup' must be a list of shell lines (strings)")
-    profile["name"] = path.stem
-    profile["path"] = str(path)
-    return profile
+
+def _profile_value(path: Path, key: Any, value: Any) -> Any:
+    """One profile entry checked against :data:`PROFILE_KEYS` (type, range, sbatch-script safety)."""
+    if key in NEED_KEYS:
+        need, cap = NEED_KEYS[key]
+        raise ProfileError(
+            f"{path}: '{key}' is what a job needs, not where it goes: set '{need}' in the suite's resources "
+            f"(e.g. bench/recipes/resources/gpu.yaml); a profile may cap it with '{cap}'"
+        )
+    if key not in PROFILE_KEYS:
+        close = difflib.get_close_matches(str(key), PROFILE_KEYS, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ProfileError(f"{path}: unknown key {shown(key)} ({hint}known keys: {', '.join(PROFILE_KEYS)})")
+    if value is None:
+        return None
+    types, meaning, least = PROFILE_KEYS[key]
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+        expected = " or ".join(t.__name__ for t in types)
+        raise ProfileError(f"{path}: '{key}' ({meaning}) must be {expected}, got {shown(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProfileError(f"{path}: '{key}' ({meaning}) must be a finite number, got {shown(value)}")
+    if least is not None and value < least:
+        why = " (SLURM reads 0 as no limit or the whole node)" if key.startswith("max_") and least == 1 else ""
+        fix = "for no cap" if key.startswith("max_") else "for the cluster's default"
+        raise ProfileError(f"{path}: '{key}' ({meaning}) must be >= {least}, got {shown(value)}{why}; "
+                           f"leave the key out (or null) {fix}")
+    if isinstance(value, str) and key in SCRIPT_KEYS and not value.strip():
+        raise ProfileError(f"{path}: '{key}' ({meaning}) is empty; give a value or leave the key out")
+    if key in SCRIPT_KEYS and isinstance(value, str):
+        _as_profile_error(check_script_value, value, f"{path}: '{key}'")
+    if key == "setup":
+        for i, line in enumerate(value):
+            if not isinstance(line, str):
+                raise ProfileError(f"{path}: 'setup' must be a list of shell lines (strings), item {i} is "
+                                   f"{type(line).__name__} {shown(line)}")
+            _as_profile_error(check_script_value, line, f"{path}: setup[{i}]")
+    if key == "additional":
+        _as_profile_error(check_additional, value, f"{path}: additional")
+    return value
+
+
+def _as_profile_error(check: Callable, value: Any, where: str) -> None:
+    try:
+        check(value, where)
+    except ScriptValueError as e:
+        raise ProfileError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------- requests
-class ResourceError(ValueError):
-    """A cell asks for more than the cluster profile allows, where no cap can apply (e.g. GPUs)."""
-
-
 @dataclass(frozen=True)
 class Resources:
     """What one job needs: GPUs per node, CPUs per task, memory per node (GB), wall time (minutes), and
@@ -169,10 +291,13 @@ class JobRequest:
 def job_request(resources: Resources | dict | None, profile: dict | None) -> JobRequest:
     """``resources`` capped by ``profile`` (``max_time_min``, ``max_mem_gb``, ``max_cpus_per_task``; each
     cap applied is described in ``caps``). More GPUs than ``max_gpus_per_node`` cannot be capped: that
-    raises :class:`ResourceError`."""
+    raises :class:`ResourceError`; so does a ``resources.partition`` no sbatch script can hold
+    (:class:`ScriptValueError`)."""
     res = Resources.of(resources)
     profile = profile or {}
     name = profile.get("name") or "the profile"
+    if res.partition is not None:  # a suite's value bound for the sbatch script, checked before any submission
+        check_script_value(res.partition, "resources.partition")
     max_gpus = profile.get("max_gpus_per_node")
     if max_gpus is not None and (res.gpus or 0) > max_gpus:
         raise ResourceError(
@@ -194,32 +319,56 @@ def job_request(resources: Resources | dict | None, profile: dict | None) -> Job
 # ---------------------------------------------------------------------------------------------- executors
 def make_executor(
     kind: str, folder: str | Path, profile: str | Path | dict | None = None, check: bool = True,
-    resources: Resources | dict | JobRequest | None = None,
+    resources: Resources | dict | JobRequest | None = None, job_name: str | None = None,
+    array_parallelism: int | None = None,
 ) -> submitit.AutoExecutor:
     """A submitit executor of ``kind`` ("slurm" | "local" | "debug") logging to ``folder``: where its
     jobs go from ``profile`` (a name, a path or a dict from :func:`load_profile`), what they ask for
     from ``resources`` (a cell, its resources, :class:`Resources` or a :class:`JobRequest`), capped by
-    the profile (:func:`job_request`).
+    the profile (:func:`job_request`); ``job_name`` and ``array_parallelism`` as :func:`executor_parameters`.
 
     The cluster is always named explicitly: ``AutoExecutor`` alone picks SLURM whenever ``srun`` is
     installed, even with no cluster running. With ``check`` a "slurm" executor first makes sure the
-    controller answers (clear error otherwise). Note: ``DebugExecutor`` runs jobs in this process and
-    opens pdb when one raises.
+    controller answers (:class:`SlurmUnavailable` otherwise). Note: ``DebugExecutor`` runs jobs in this
+    process and opens pdb when one raises.
     """
     if kind not in EXECUTOR_KINDS:
         raise ValueError(f"executor kind must be one of {EXECUTOR_KINDS}, got {kind!r}")
+    params = executor_parameters(kind, folder, profile, resources, job_name, array_parallelism)  # checked first
     if kind == "slurm" and check:
         ok, reason = cluster_reachable()
         if not ok:
-            raise RuntimeError(f"cannot submit to SLURM: {reason}")
+            raise SlurmUnavailable(f"cannot submit to SLURM: {reason}")
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=kind)
+    executor.update_parameters(**params)
+    if kind == "slurm":
+        _only_the_profiles_wckey(executor._executor.parameters, profile)
+    return executor
+
+
+def _only_the_profiles_wckey(parameters: dict, profile: str | Path | dict | None) -> None:
+    """submitit writes ``--wckey=submitit`` unless told otherwise: the profile's ``wckey``, else none."""
+    if profile is not None and not isinstance(profile, dict):
+        profile = load_profile(profile)
+    parameters["wckey"] = (profile or {}).get("wckey")
+
+
+def executor_parameters(kind: str, folder: str | Path, profile: str | Path | dict | None = None,
+                        resources: Resources | dict | JobRequest | None = None, job_name: str | None = None,
+                        array_parallelism: int | None = None) -> dict[str, Any]:
+    """The submitit parameters (``AutoExecutor.update_parameters`` names) of a job of ``kind``: the request
+    (:func:`job_request`) placed by the profile. For SLURM every value that reaches the sbatch script,
+    whatever its source (profile, the cell's ``resources.partition``, the job folder, this checkout's
+    path, the job name), is checked by :func:`check_script_value` here, before any script is written.
+    ``job_name``: the jobs' name (a sweep's ``<suite>:<stage>:<shape>``; submitit's default is "submitit");
+    ``array_parallelism``: this array's share of the sweep's GPUs (at most the profile's
+    ``array_parallelism``)."""
     if profile is None:
         profile = dict.fromkeys(PROFILE_KEYS)
     elif not isinstance(profile, dict):
         profile = load_profile(profile)
     request = resources if isinstance(resources, JobRequest) else job_request(resources, profile)
     res = request.resources
-
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=kind)
     params: dict[str, Any] = {
         "timeout_min": res.time_min,
         "mem_gb": res.mem_gb,
@@ -229,35 +378,67 @@ def make_executor(
         "nodes": profile.get("nodes"),
     }
     if kind == "slurm":
+        where = f"cluster profile {profile.get('path') or profile.get('name') or '(given as a dict)'}"
+        for path, what in ((folder, "the job log folder (under --root)"), (REPO_ROOT, "this checkout's path"),
+                           (sys.executable, "the Python interpreter's path")):
+            check_script_value(path, what)
+        additional = dict(profile.get("additional") or {})
+        check_additional(additional, f"{where}: additional")
+        setup = [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}",
+                 *(profile.get("setup") or [])]
+        for i, line in enumerate(profile.get("setup") or []):
+            check_script_value(line, f"{where}: setup[{i}]")
+        placed = {"partition": res.partition or profile.get("partition"), "account": profile.get("account"),
+                  "qos": profile.get("qos"), "constraint": profile.get("constraint")}
+        for key, value in placed.items():
+            if value is not None:
+                source = "the cell's resources.partition" if key == "partition" and res.partition else where
+                check_script_value(value, f"{source}: {key}")
+        if job_name is not None:
+            check_script_value(job_name, "the job name (<suite>:<stage>:<shape>)")
         params.update(
-            slurm_partition=res.partition or profile.get("partition"),
-            slurm_account=profile.get("account"),
-            slurm_qos=profile.get("qos"),
-            slurm_constraint=profile.get("constraint"),
-            slurm_array_parallelism=profile.get("array_parallelism"),
+            **{f"slurm_{k}": v for k, v in placed.items()},
+            slurm_array_parallelism=min((v for v in (profile.get("array_parallelism"), array_parallelism)
+                                         if v is not None), default=None),
+            slurm_job_name=job_name,
             # Jobs unpickle their function by module name: make this checkout importable in the job.
-            slurm_setup=[f'export PYTHONPATH="{REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"', *(profile.get("setup") or [])],
-            slurm_additional_parameters=dict(profile.get("additional") or {}) or None,
+            slurm_setup=setup,
+            slurm_additional_parameters=additional or None,
         )
-    executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
-    return executor
+    return {k: v for k, v in params.items() if v is not None}
 
 
-def sbatch_header(executor: submitit.AutoExecutor, n_tasks: int = 1,
-                  dependency_job_ids: Sequence[str] | None = None) -> str:
-    """The ``#SBATCH`` lines submitit writes for an array of ``n_tasks`` jobs of this (SLURM) executor,
-    made by submitit's own script writer (the folder's ``%j`` shows where the job id goes)."""
-    from submitit.slurm.slurm import _make_sbatch_string
+class _ScriptWriter(submitit.SlurmExecutor):
+    """submitit's SLURM executor used only to write sbatch scripts (the dry run): it submits nothing, so it
+    does not need ``srun`` on this machine, which ``SlurmExecutor`` checks when it is made."""
 
-    inner = executor._executor
-    params = dict(inner.parameters)
+    @classmethod
+    def affinity(cls) -> int:
+        return 1
+
+    def _internal_process_submissions(self, delayed_submissions):  # noqa: ANN001 - submitit's signature
+        raise RuntimeError("a dry-run script writer submits nothing")
+
+
+def sbatch_script(folder: str | Path, profile: str | Path | dict | None,
+                  resources: Resources | dict | JobRequest | None = None, n_tasks: int = 1,
+                  dependency_job_ids: Sequence[str] | None = None, job_name: str | None = None,
+                  array_parallelism: int | None = None) -> str:
+    """The whole sbatch script submitit writes for an array of ``n_tasks`` jobs (``#SBATCH`` options, the
+    setup lines, the command), by submitit's own script writer from the same parameters as
+    :func:`make_executor`, without a cluster (the folder's ``%A_%a`` shows where the job ids go)."""
+    params = executor_parameters("slurm", folder, profile, resources, job_name, array_parallelism)
+    writer = _ScriptWriter(folder)
+    generic = {k: v for k, v in params.items() if not k.startswith("slurm_")}
+    own = {k[len("slurm_"):]: v for k, v in params.items() if k.startswith("slurm_")}
+    writer._internal_update_parameters(**writer._convert_parameters(generic), **own)
+    _only_the_profiles_wckey(writer.parameters, profile)
     if dependency_job_ids:
-        params["additional_parameters"] = {**(params.get("additional_parameters") or {}),
-                                           **_dependency(dependency_job_ids)}
+        writer.parameters["additional_parameters"] = {**(writer.parameters.get("additional_parameters") or {}),
+                                                      **_dependency(dependency_job_ids)}
     if n_tasks > 1:
-        params["map_count"] = n_tasks
-    text = _make_sbatch_string(command="true", folder=inner.folder, **params)
-    return "\n".join(line for line in text.splitlines() if line.startswith("#SBATCH"))
+        writer.parameters["map_count"] = n_tasks
+    return writer._make_submission_file_text(writer._submitit_command_str, uid="dry-run")
 
 
 def _dependency(job_ids: Sequence[str]) -> dict[str, str]:

@@ -111,8 +111,13 @@ def run_dir_for(cell: Cell, root: str | Path = DEFAULT_ROOT) -> Path:
 def lock_path(cell: Cell, root: str | Path = DEFAULT_ROOT) -> Path:
     """The cell's lock file ``<root>/.locks/<suite>/<id>.lock``, outside its run folder (which a swap
     replaces) and outside the suite's folder (which holds run folders only)."""
-    final = run_dir_for(cell, root)
-    return final.parent.parent / LOCKS_DIR / final.parent.name / f"{final.name}.lock"
+    return folder_lock(run_dir_for(cell, root))
+
+
+def folder_lock(run_dir: str | Path) -> Path:
+    """The lock file of the run folder ``<root>/<suite>/<id>``: ``<root>/.locks/<suite>/<id>.lock``."""
+    run_dir = Path(run_dir)
+    return run_dir.parent.parent / LOCKS_DIR / run_dir.parent.name / f"{run_dir.name}.lock"
 
 
 class CellLock:
@@ -451,7 +456,7 @@ def _other_code(status: dict) -> bool:
     return status["state"] == "done" and status.get("code") != source_fingerprint()
 
 
-def _cannot_create(what: str, path: Path, root: Path, e: OSError, search: Path) -> StoreError:
+def cannot_create(what: str, path: Path, root: Path, e: OSError, search: Path) -> StoreError:
     """The StoreError of ``path`` (``what``) that could not be made: the file in the way (looked for from
     ``search`` up), else the results folder that cannot be written."""
     blocker = next((p for p in [search, *search.parents] if p.exists() and not p.is_dir()), None)
@@ -558,7 +563,7 @@ def _run_under_lock(job: _Job) -> dict:
     try:
         got = lock.acquire(wait=job.options.wait_lock)
     except OSError as e:  # e.g. a path under a regular file, a read-only mount
-        raise _cannot_create("the cell's lock file", lock.path, job.root, e, lock.path.parent) from e
+        raise cannot_create("the cell's lock file", lock.path, job.root, e, lock.path.parent) from e
     if not got:
         log.info("cell %s is being trained by another process (%s): skipped", job.cell.id, lock.path)
         return {"state": "locked", "run_dir": str(job.final), "result": None, "skipped": True}
@@ -582,7 +587,7 @@ def _run_locked(job: _Job) -> dict:
     try:
         work.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # e.g. a path under a regular file, a read-only mount
-        raise _cannot_create("the run folder", work, job.root, e, work) from e
+        raise cannot_create("the run folder", work, job.root, e, work) from e
     out = train_in_folder(job.cell, work, job.train_fn, cell_fingerprint(job.cell, job.fingerprints),
                           options=job.options, anchor_checkpoint=job.anchor_checkpoint,
                           tracker_factory=job.tracker_factory, raise_errors=job.raise_errors)

@@ -152,7 +152,7 @@ def stages(cells: list[Cell]) -> list[list[Cell]]:
 
 def sweep(suite: Suite, executor: str = "inline", root: str | Path = DEFAULT_ROOT, cluster: str | None = None,
           options: RunOptions = PLAIN_RUN, retry_failed: bool = False, wait: bool = True, progress: bool = True,
-          tracker_factory="default", jobs_folder: str | Path | None = None) -> dict:
+          tracker_factory="default", jobs_folder: str | Path | None = None, rates_path: str | Path | None = None) -> dict:
     """Run the selected cells of ``suite``; returns {"cells": n, "selected": [ids], "states": {...},
     "jobs": {cell id: job id}, "lost": [job ids that ended without a result, e.g. cancelled]} and, inline,
     "outcomes" {cell id: state after this sweep's attempt, "… (skipped)" when it trained nothing}, "errors"
@@ -176,7 +176,7 @@ def sweep(suite: Suite, executor: str = "inline", root: str | Path = DEFAULT_ROO
         active = {cid: s["job_id"] for cid, s in states.items()
                   if s["state"] in ("queued", "running") and "job_id" in s and "slurm_state" in s}
         report["jobs"], report["lost"], stopped_by = _submit(todo, root, executor, cluster, wait, jobs_folder,
-                                                             active, options)
+                                                             active, options, rates_path)
         if stopped_by:
             report["signal"] = stopped_by
     report["states"] = cell_states(cells, root)
@@ -186,6 +186,10 @@ def sweep(suite: Suite, executor: str = "inline", root: str | Path = DEFAULT_ROO
 def _check_executor(executor: str, cluster: str | None, wait: bool) -> None:
     if executor not in ("inline", "local", "slurm"):
         raise SweepError(f"executor must be inline, local or slurm, got {executor!r}")
+    if executor == "slurm" and cluster is None:
+        raise SweepError("--executor slurm needs --cluster PROFILE (slurm/profiles/<name>.yaml or a path): it says where "
+                         "jobs go and what the cluster allows; without one a sweep would ask a default partition for "
+                         "full-scale cells")
     if executor != "slurm" and cluster is not None:
         raise SweepError(f"--cluster {cluster} applies to --executor slurm only, not {executor}: drop --cluster or "
                          "use --executor slurm")
@@ -198,7 +202,9 @@ def _run_inline(cells: list[Cell], root: Path, options: RunOptions, progress: bo
     from tqdm import tqdm
 
     kwargs = {} if tracker_factory == "default" else {"tracker_factory": tracker_factory}
-    bar = tqdm(cells, desc="sweep", unit="cell", disable=not progress)
+    on_terminal = progress and sys.stderr.isatty()  # the bar on a terminal, a line per cell elsewhere
+    bar = tqdm(cells, desc="sweep", unit="cell", disable=not on_terminal)
+    started = time.monotonic()
     outcomes, errors = {}, {}
     stopped: list[int] = []
 
@@ -216,6 +222,9 @@ def _run_inline(cells: list[Cell], root: Path, options: RunOptions, progress: bo
             bar.set_postfix_str(f"{cell.matcher_label} / {cell.strategy.label} / seed {cell.seed}")
             out = run_cell_in_store(cell, root, options, raise_errors=False, **kwargs)
             outcomes[cell.id] = out["state"] + (" (skipped)" if out.get("skipped") else "")
+            if progress and not on_terminal:
+                print(f"[{len(outcomes)}/{len(cells)}] {cell.id}  {describe(cell)}: {outcomes[cell.id]} "
+                      f"({time.monotonic() - started:.0f} s since the start)", file=sys.stderr, flush=True)
             if out.get("error"):
                 errors[cell.id] = out["error"]
             if out.get("signal"):  # SIGTERM / Ctrl-C in a cell (saved its checkpoint, or finished): stop here
@@ -231,43 +240,99 @@ def _run_inline(cells: list[Cell], root: Path, options: RunOptions, progress: bo
 @dataclass
 class ArrayPlan:
     """One SLURM job array of a sweep: the cells of one dependency stage that ask for the same job
-    (:class:`bench.harness.slurm.JobRequest`, the cells' resources after the profile's caps)."""
+    (:class:`bench.harness.slurm.JobRequest`, the cells' resources after the profile's caps) and wait for the same
+    parent cells (an OAS student waits for its own baseline only)."""
 
     stage: int
     request: JobRequest
     cells: list[Cell] = field(default_factory=list)
     caps: list[str] = field(default_factory=list)  # every cap the profile applied to one of the cells
+    parents: tuple[str, ...] = ()  # ids of the cells (of earlier stages) whose jobs this array waits for
+    parallelism: int | None = None  # tasks at once: the profile's array_parallelism, or this array's GPU share
+
+    @property
+    def gpus(self) -> int:
+        return int(self.request.resources.gpus or 0)
+
+    def job_name(self) -> str:
+        """``<suite>:<stage>:<shape>``, what ``squeue`` and ``scontrol show job`` show."""
+        r = self.request.resources
+        shape = "-".join(x for x in (f"{r.gpus or 0}gpu", f"{r.cpus}cpu" if r.cpus else None,
+                                     f"{r.mem_gb:g}G" if r.mem_gb else None, f"{r.time_min}m" if r.time_min else None,
+                                     r.partition) if x)
+        return f"{self.cells[0].suite or 'cells'}:{self.stage}:{shape}"
 
 
-def plan_arrays(cells: list[Cell], profile: dict) -> list[ArrayPlan]:
-    """The job arrays a SLURM sweep of ``cells`` submits: one per dependency stage and resource shape,
-    in submission order. Every cell's request is checked first: a cell asking for more than ``profile``
-    allows (where no cap applies, e.g. more GPUs than a node has) raises ``ResourceError`` naming every
-    such cell, before anything is submitted."""
+def plan_arrays(cells: list[Cell], profile: dict, estimates: dict[str, float | None] | None = None) -> list[ArrayPlan]:
+    """The job arrays a SLURM sweep of ``cells`` submits: one per dependency stage, resource shape and set of
+    parent cells (so a failed baseline cancels its own students only), in submission order. With ``estimates``
+    ({cell id: GPU-hours}) a cell asks for the time :func:`bench.harness.estimate.time_request` derives from its
+    estimate (× the safety factor, at most its ``resources.time_min``), the profile capping it. Every cell's
+    request is checked first: a cell asking for more than ``profile`` allows (where no cap applies, e.g. more GPUs
+    than a node has) raises ``ResourceError`` naming every such cell, before anything is submitted. The
+    profile's ``max_concurrent_gpus`` is split among the arrays (:func:`share_gpus`)."""
+    from bench.harness.estimate import time_request
     from bench.harness.slurm import ResourceError, job_request
 
     requests, errors = {}, []
     for cell in cells:
+        res = cell.resources
+        if estimates is not None and res is not None:
+            res = replace(res, time_min=time_request(cell, estimates.get(cell.id))[0])
         try:
-            requests[cell.id] = job_request(cell.resources, profile)
+            requests[cell.id] = job_request(res, profile)
         except ResourceError as e:
             errors.append(f"cell {cell.id} ({describe(cell)}) {e}")
     if errors:
         raise ResourceError("\n".join(errors))
+    ids = {c.id for c in cells}
     plans: list[ArrayPlan] = []
     for number, stage in enumerate(stages(cells)):
         shapes: dict = {}
         for cell in stage:
-            request = requests[cell.id]
-            plan = shapes.setdefault(request.resources, ArrayPlan(number, request))
+            request, parents = requests[cell.id], tuple(sorted(d for d in cell.depends_on or [] if d in ids))
+            plan = shapes.setdefault((request.resources, parents), ArrayPlan(number, request, parents=parents))
             plan.cells.append(cell)
             plan.caps += [cap for cap in request.caps if cap not in plan.caps]
         plans += shapes.values()
+    share_gpus(plans, profile)
     return plans
 
 
+def share_gpus(plans: list[ArrayPlan], profile: dict) -> None:
+    """Each array's ``parallelism``: the profile's ``array_parallelism``; with ``max_concurrent_gpus`` the GPU
+    arrays share that cap, so the whole sweep never holds more GPUs at once (every array one task, then one more
+    task at a time to the array of the earliest stage with the most cells per running task). An array's share is
+    not lent to another while it waits (``scontrol update JobId=<array> ArrayTaskThrottle=N`` changes it). A cap
+    below one task of every GPU array raises ``ResourceError``."""
+    from bench.harness.slurm import ResourceError
+
+    per_array = profile.get("array_parallelism")
+    for plan in plans:
+        plan.parallelism = per_array
+    cap = profile.get("max_concurrent_gpus")
+    gpu_plans = [p for p in plans if p.gpus > 0]
+    if cap is None or not gpu_plans:
+        return
+    need = sum(p.gpus for p in gpu_plans)
+    if need > cap:
+        raise ResourceError(f"max_concurrent_gpus {cap} of cluster profile {profile.get('name')} is below the {need} "
+                            f"GPU(s) of one task of each of the sweep's {len(gpu_plans)} GPU job arrays: raise it, or "
+                            "sweep part of the suite (only.datasets=…, only.strategies=…)")
+    tasks, left = {id(p): 1 for p in gpu_plans}, cap - need
+    while True:
+        room = [p for p in gpu_plans if tasks[id(p)] < min(len(p.cells), per_array or len(p.cells)) and p.gpus <= left]
+        if not room:
+            break
+        best = min(room, key=lambda p: (p.stage, -len(p.cells) / tasks[id(p)]))
+        tasks[id(best)] += 1
+        left -= best.gpus
+    for p in gpu_plans:
+        p.parallelism = tasks[id(p)]
+
+
 def _submit(cells: list[Cell], root: Path, kind: str, cluster, wait: bool, jobs_folder, active_jobs: dict,
-            options: RunOptions) -> tuple[dict, list, str | None]:
+            options: RunOptions, rates_path=None) -> tuple[dict, list, str | None]:
     """Submit ``cells`` stage by stage; SLURM: one array per stage and resource shape (:func:`plan_arrays`),
     every stage at once, dependents held by ``afterok`` on their parents' jobs (submitted now or still
     active from an earlier sweep, ``active_jobs``), then wait for all (``wait``). Returns ({cell id: job
@@ -290,11 +355,15 @@ def _submit(cells: list[Cell], root: Path, kind: str, cluster, wait: bool, jobs_
              "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
 
     if kind == "slurm":
-        profile = load_profile(cluster or "local")
-        plans = plan_arrays(cells, profile)  # every cell's request checked before anything is submitted
+        from bench.harness.estimate import cell_estimates, hours_of
+
+        profile = load_profile(cluster)
+        # every cell's request checked before anything is submitted; times from the estimates
+        plans = plan_arrays(cells, profile, hours_of(cell_estimates(cells, root, rates_path)))
         check = True
         for plan in plans:
-            executor = make_executor(kind, folder, profile, check=check, resources=plan.request)
+            executor = make_executor(kind, folder, profile, check=check, resources=plan.request,
+                                     job_name=plan.job_name(), array_parallelism=plan.parallelism)
             check = False
             deps = sorted({submitted[d] for c in plan.cells for d in c.depends_on or [] if d in submitted})
             jobs = submit_array(executor, None, [CellJob(c, root, options) for c in plan.cells],
@@ -302,7 +371,8 @@ def _submit(cells: list[Cell], root: Path, kind: str, cluster, wait: bool, jobs_
             for cell, job in zip(plan.cells, jobs):
                 record(cell, job)
             all_jobs += jobs
-            print(f"array {jobs[0].job_id.split('_')[0]}: {len(jobs)} cell(s), {plan.request.resources.describe()}"
+            print(f"array {jobs[0].job_id.split('_')[0]} ({plan.job_name()}): {len(jobs)} cell(s), "
+                  f"{plan.request.resources.describe()}" + (f", after job(s) {' '.join(deps)}" if deps else "")
                   + "".join(f"; cap: {cap}" for cap in plan.caps), file=sys.stderr, flush=True)
         if wait:
             lost += wait_for_jobs(all_jobs, raise_lost=False)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from bench.spec import Cell, Wandb
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = list(METRIC_KEYS)  # the columns of a run's metrics table (bench.metrics names them)
-DEFAULT_PROJECT = Wandb().project  # bench.spec.Wandb: where a run goes when nothing says
+DEFAULT_PROJECT = "itm-coop-bench"  # + "-<suite>": where a suite's runs go when neither it nor WANDB_PROJECT says
 
 
 def wandb_mode() -> str:
@@ -41,9 +43,86 @@ def rehearsal_project(project: str) -> str:
     return project if project.endswith(SUFFIX) else project + SUFFIX
 
 
+#: The run folder's record of its W&B run: ``{"run_id", "generation"}`` (a resume continues that run).
+WANDB_RUN_FILE = "wandb-run.json"
+_OFFLINE_DIR = re.compile(r"offline-run-(\d{8}_\d{6})-(.+)$")
+
+
+def project_of(suite: str | None, wb: Wandb | dict | None = None) -> str:
+    """The W&B project of a suite's runs: ``WANDB_PROJECT``, else the suite's ``wandb.project``, else
+    ``itm-coop-bench-<suite>`` (one project per suite)."""
+    given = wb.get("project") if isinstance(wb, dict) else (wb.project if wb is not None else None)
+    return os.environ.get("WANDB_PROJECT") or given or f"{DEFAULT_PROJECT}-{suite or 'cells'}"
+
+
+def row_group(cell: Cell) -> str:
+    """The W&B group of a cell: its table row (suite, dataset, matcher, strategy label), so W&B averages the
+    row's seeds."""
+    return f"{cell.suite}/{cell.dataset_label or cell.dataset.name}/{cell.matcher_label or cell.matcher.name}/" \
+           f"{cell.strategy.label}"
+
+
+def data_kind(cell: Cell) -> str:
+    """``synthetic`` or ``real``: what the cell's data root holds (``bench.provenance.data_description``, the one
+    reader of the embedded generator's marker, as the result records it)."""
+    from bench.provenance import data_description
+
+    return str(data_description(cell.dataset.data_root)["kind"])
+
+
+def run_tags(cell: Cell) -> list[str]:
+    """Tags of a cell's run: suite, scale, data kind, code version, matcher, dataset, scenario."""
+    from bench.provenance import git_info
+
+    commit = (git_info().get("commit") or "none")[:10]
+    tags = [f"suite:{cell.suite}", f"scale:{cell.scale}", f"data:{data_kind(cell)}", f"code:{commit}",
+            cell.matcher.name, cell.dataset_label or cell.dataset.name, cell.strategy.scenario or "none"]
+    return [t[:64] for t in tags]  # W&B's limit
+
+
+def run_identity(cell: Cell, run_dir: str | Path) -> tuple[str, int, bool]:
+    """(run id, generation, resumed) of the cell's W&B run in ``run_dir``: ``<cell id>-<generation>``. A run
+    folder holding a checkpoint to resume from (``last.pt``) continues the run its ``wandb-run.json`` names;
+    otherwise a new generation starts (one more than this folder's or the cell's final folder's: a forced
+    re-run trains in a staging folder beside it) and is recorded."""
+    from bench.run_folder import write_json
+
+    run_dir = Path(run_dir)
+    mine = _read_json(run_dir / WANDB_RUN_FILE)
+    resumable = any((run_dir / name).exists() for name in ("last.pt", "last.prev.pt"))
+    if mine and resumable:
+        return str(mine["run_id"]), int(mine["generation"]), True
+    final = _read_json(run_dir.parent / str(cell.id) / WANDB_RUN_FILE) if cell.id else None
+    generation = 1 + max(int((mine or {}).get("generation", 0)), int((final or {}).get("generation", 0)))
+    run_id = f"{cell.id or 'cell'}-{generation}"
+    write_json(run_dir / WANDB_RUN_FILE, {"run_id": run_id, "generation": generation})
+    return run_id, generation, False
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        out = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) and "run_id" in out and "generation" in out else None
+
+
+def _offline_folders(run_dir: Path, run_id: str) -> list[Path]:
+    """The offline W&B folders of ``run_id`` under ``run_dir/wandb``, oldest first."""
+    found = [p for p in (run_dir / "wandb").glob(f"offline-run-*-{run_id}") if p.is_dir()]
+    return sorted(found, key=lambda p: _OFFLINE_DIR.match(p.name).group(1) if _OFFLINE_DIR.match(p.name) else "")
+
+
 class WandbTracker:
-    """One W&B run for one cell: project from the suite (or ``WANDB_PROJECT``), group = suite,
-    job_type = strategy, tags = [matcher, dataset, scenario], config = the whole cell."""
+    """One W&B run for one cell, continued across resumes: id ``<cell id>-<generation>`` with ``resume="allow"``
+    (:func:`run_identity`), name ``<dataset>/<matcher>/<strategy label>/s<seed>``, group = the table row
+    (:func:`row_group`, W&B averages its seeds), job_type = the strategy label, tags = :func:`run_tags`, config =
+    the whole cell, project = :func:`project_of` the suite.
+
+    Offline, W&B starts a new folder at each ``wandb.init`` even with the same id: a resumed cell's run first
+    replays the history of the part before (read back from the latest earlier folder of the id, up to the step
+    the cell resumed from), so the newest folder holds the whole run; :func:`offline_runs` lists only that
+    one per id for ``wandb sync``."""
 
     def __init__(self, cell: Cell, run_dir: str | Path, project: str | None = None, mode: str | None = None,
                  dir: str | Path | None = None):
@@ -51,22 +130,29 @@ class WandbTracker:
         self.run = None
         self.last_step = -1
         self._warned = False
+        self._replay: list[dict] | None = None
         try:
             import wandb
 
             from bench.harness.cells import describe
 
+            mode = mode or wandb_mode()
+            where = Path(dir or run_dir)
+            self.run_id, self.generation, self.resumed = run_identity(cell, run_dir)
+            earlier = _offline_folders(where, self.run_id) if mode == "offline" and self.resumed else []
+            if earlier:
+                self._replay = read_offline_run(earlier[-1])["history"]
+                time.sleep(max(0.0, 1.05 - (time.time() - earlier[-1].stat().st_mtime)))  # a new folder name
             wb = cell.wandb
-            project = project or os.environ.get("WANDB_PROJECT") or (wb and wb.project) or DEFAULT_PROJECT
+            project = project or project_of(cell.suite, wb)
             rehearsal = cell.rehearsal is not None  # never among a table's real runs: a project of its own
             self.run = wandb.init(
                 project=rehearsal_project(project) if rehearsal else project,
                 entity=os.environ.get("WANDB_ENTITY") or (wb and wb.entity),
-                group=cell.suite, job_type=cell.strategy.name,
-                tags=[cell.matcher.name, cell.dataset_label or cell.dataset.name, cell.strategy.scenario or "none",
-                      *(["REHEARSAL"] if rehearsal else [])],
-                name=("REHEARSAL " if rehearsal else "") + describe(cell), config=cell.to_dict(),
-                dir=str(dir or run_dir), mode=mode or wandb_mode(),
+                id=self.run_id, resume="allow", group=row_group(cell), job_type=cell.strategy.label[:64],
+                tags=run_tags(cell) + (["REHEARSAL"] if rehearsal else []),
+                name=("REHEARSAL " if rehearsal else "") + describe(cell), config=cell.to_dict(), dir=str(where),
+                mode=mode,
                 reinit="finish_previous",
             )
         except Exception as e:  # noqa: BLE001 - tracking must never stop training
@@ -91,10 +177,24 @@ class WandbTracker:
             log.warning(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
+    def _replay_before(self, step: int | None) -> None:
+        """Log the earlier part's history rows before ``step`` (once, before this part's first row)."""
+        rows, self._replay = self._replay or [], None
+        for row in rows:
+            at = row.get("_step")
+            if at is None or (step is not None and at >= step):
+                continue
+            values = {k: v for k, v in row.items() if k != "_step" and isinstance(v, int | float | str | bool)}
+            if values:
+                self.run.log(values, step=int(at))
+                self.last_step = max(self.last_step, int(at))
+
     def log(self, metrics: dict, step: int | None = None) -> None:
         if self.run is None:
             return
         try:
+            if self._replay is not None:
+                self._replay_before(step)
             self.run.log(metrics, step=step)
             if step is not None:
                 self.last_step = max(self.last_step, int(step))
@@ -106,6 +206,8 @@ class WandbTracker:
         if self.run is None:
             return
         try:
+            if self._replay is not None:
+                self._replay_before(None)
             if result is not None:
                 rows = []
                 for protocol, m in result.get("metrics", {}).items():
@@ -131,8 +233,15 @@ class WandbTracker:
 
 
 def offline_runs(root: str | Path) -> list[Path]:
-    """Every offline run folder under ``root`` (for ``wandb sync``), oldest name first."""
-    return sorted(p.parent for p in Path(root).rglob("offline-run-*/run-*.wandb"))
+    """Every offline run under ``root`` (for ``wandb sync``), oldest name first: per W&B run id in one folder, the
+    newest offline folder only (a resumed cell's, which replayed the parts before it)."""
+    newest: dict[tuple[Path, str], Path] = {}
+    for f in sorted(Path(root).rglob("offline-run-*/run-*.wandb")):
+        m = _OFFLINE_DIR.match(f.parent.name)
+        key = (f.parent.parent, m.group(2) if m else f.parent.name)
+        if key not in newest or (m and newest[key].name < f.parent.name):
+            newest[key] = f.parent
+    return sorted(newest.values())
 
 
 def _wandb_file(path: str | Path) -> Path:
@@ -202,6 +311,11 @@ def log_suite_summary(suite, summary, root: str | Path, n_boot: int | None = Non
     mode, n_boot = mode or wandb_mode(), stats.N_BOOT if n_boot is None else n_boot
     if mode == "disabled":
         return None
+    own = summary[~summary["published"].astype(bool)] if len(summary) else summary
+    if not len(own) or not (own["n_done"].fillna(0) > 0).any():  # never replace a summary by an empty one
+        warnings.warn(f"W&B suite summary of {suite.name} not written: no cell of it is done", RuntimeWarning,
+                      stacklevel=2)
+        return None
     out = Path(root) / SUITE_SUMMARY_DIR / suite.name
     run = None
     try:
@@ -213,7 +327,7 @@ def log_suite_summary(suite, summary, root: str | Path, n_boot: int | None = Non
             shutil.rmtree(out / "wandb")
         out.mkdir(parents=True, exist_ok=True)
         wb = suite.spec.get("wandb") or {}
-        project = os.environ.get("WANDB_PROJECT") or wb.get("project") or DEFAULT_PROJECT
+        project = project_of(suite.name, wb)
         run = wandb.init(project=rehearsal_project(project) if suite.spec.get("rehearsal") else project,
                          entity=os.environ.get("WANDB_ENTITY") or wb.get("entity"), group=suite.name,
                          job_type="suite-summary", name=f"{suite.name}: summary",
@@ -222,7 +336,6 @@ def log_suite_summary(suite, summary, root: str | Path, n_boot: int | None = Non
                                  "interval": "95% t-interval over seed pairs, seed + image-cluster query variance "
                                              "(bench.harness.stats)", "n_boot": n_boot},
                          dir=str(out), mode=mode, reinit="finish_previous")
-        own = summary[~summary["published"].astype(bool)] if len(summary) else summary
         rows = []
         for _, r in own.iterrows():
             prefix = f"{r['dataset']}/{r['protocol']}/{r['matcher']}/{r['strategy']}"

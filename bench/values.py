@@ -1,0 +1,43 @@
+"""How an error message shows a value a user gave: ``shown(value)``, its ``repr`` cut short.
+
+A value in a message may be anything a file held: a 40-character partition name, or a list that YAML
+aliases made a billion items long. ``shown`` never builds more than a bounded part of the ``repr``
+(``reprlib``: a few items per level, a few levels) and cuts the result to ``limit`` characters, so a
+message stays one readable line whatever the value is. Every message that quotes a value from a file,
+an override or a command line goes through it.
+
+Paths a user writes in a suite, an override or the environment (``data_root: ~/data``) are read
+through :func:`expand_path`: ``~`` and ``$VARS`` mean what they mean in a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import reprlib
+
+LIMIT = 80
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 6, 6, 4, 6
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = LIMIT, LIMIT, LIMIT
+
+
+def shown(value: object, limit: int = LIMIT) -> str:
+    """``repr(value)`` for a message, at most ``limit`` characters (longer ones end in ``…``)."""
+    text = repr(value) if isinstance(value, str) and len(value) <= limit else _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def expand_path(path: str | None) -> str | None:
+    """A path a user wrote (suite, override, environment), with ``~`` and ``$VARS``/``${VARS}`` expanded as
+    a shell would (the recorded path is the expanded one). A variable that is not set stays as written,
+    so a check of the path can name it (:func:`unset_variables`)."""
+    if path is None:
+        return None
+    return os.path.expandvars(os.path.expanduser(str(path)))
+
+
+def unset_variables(path: str) -> list[str]:
+    """The ``$NAME``/``${NAME}`` left in ``path`` by :func:`expand_path`: variables that are not set."""
+    return re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", str(path))
