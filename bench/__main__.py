@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from bench.harness.store import DEFAULT_ROOT, REPO_ROOT
+from bench.values import path_arg
 
 README_BEGIN, README_END = "<!-- demo-table:begin -->", "<!-- demo-table:end -->"
 
@@ -35,7 +36,7 @@ README_BEGIN, README_END = "<!-- demo-table:begin -->", "<!-- demo-table:end -->
 def _suite_args(p, sweep_help: str | None = None):
     p.add_argument("suite", help="suite name (bench/suites/<name>.yaml) or path to a YAML file")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. scale=smoke seeds=[0,1]")
-    p.add_argument("--root", default=str(DEFAULT_ROOT),
+    p.add_argument("--root", type=path_arg, default=str(DEFAULT_ROOT),
                    help="result store (default results/runs; a rehearsal's: results/rehearsal/runs)")
     p.add_argument("--rehearse", action="store_true",
                    help="the suite's dress rehearsal: every distinct full-scale configuration for a few steps "
@@ -95,7 +96,7 @@ def check_rehearsal(suite, cells, executor: str, args, profile: dict | None = No
 
 
 def _rates_arg(p):
-    p.add_argument("--gpu-rates", default=None,
+    p.add_argument("--gpu-rates", type=path_arg, default=None,
                    help="GPU rates of make bench-gpu for time estimates (default results/gpu-rates.json if present)")
 
 
@@ -160,8 +161,18 @@ def cmd_run(args):
         fail(_no_such_cell(args, suite, choice, cells, match))
     check_data_roots(suite, match)
     check_eccv_ids(match)
-    out = run_cell_in_store(match[0], args.root, run_options(args))
+    from dataclasses import replace
+
+    from bench.harness.sweep import anchor_ids
+
+    out = run_cell_in_store(match[0], args.root, replace(run_options(args), anchors=anchor_ids(cells)))
     print(f"{out['state']}: {out['run_dir']}")
+    if out["state"] == "locked":
+        from bench.harness.store import lock_path
+
+        print(f"error: cell {match[0].id} is being trained by another process now (its lock "
+              f"{lock_path(match[0], args.root)} is held): nothing was done; --wait-lock waits for it", file=sys.stderr)
+        sys.exit(EXIT_LOCKED)
     if out.get("signal") and out["state"] == "done":
         sys.exit(f"stopped by {out['signal']} during the final evaluation: the cell finished and its result is kept")
     if out.get("signal"):
@@ -263,7 +274,8 @@ def cmd_sweep(args):
         print(line)
     if rehearsal:
         _rehearsal_report(suite, args)
-    _report(suite, report)
+    if code := _report(suite, report):  # a failed or blocked cell: exit 1 (`sweep && collect` stops)
+        sys.exit(code)
 
 
 def _rehearsal_report(suite, args) -> None:
@@ -305,7 +317,9 @@ def _record(args, suite, choice):
     return record
 
 
-def _report(suite, report):
+def _report(suite, report) -> int:
+    """Print the sweep's states and errors; its exit code: 0 when no cell failed or is blocked, else
+    ``EXIT_FAILED`` (a stop by a signal exits here with its message, code 1 too)."""
     _print_states(suite.name, report["states"])
     for cid, error in report.get("errors", {}).items():
         print(f"cell {cid} failed: {error}", file=sys.stderr)
@@ -317,8 +331,12 @@ def _report(suite, report):
                      f"interrupted ({', '.join(interrupted)}); a plain sweep resumes them")
         sys.exit(f"sweep stopped by {report['signal']}: no cell was interrupted (a cell finishing its evaluation "
                  f"kept its result); {len(left)} cell(s) not run yet, a plain sweep runs them")
-    if any(s["state"] == "failed" for s in report["states"].values()):
-        print("some cells failed; see their log and `--retry-failed` to rerun only those", file=sys.stderr)
+    bad = sorted({s["state"] for s in report["states"].values()} & {"failed", "blocked"})
+    if bad:
+        print(f"some cells are {' or '.join(bad)} (exit code {EXIT_FAILED}); see their log and `--retry-failed` to "
+              "rerun only the failed ones", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
 
 
 def _print_states(name, states):
@@ -387,7 +405,8 @@ def cmd_demo(args):
     # Local jobs: the demo's 1-CPU cells run side by side, one per core (1.7x the cells per minute of
     # one 2-thread cell at a time on 2 cores); each line printed is a cell that finished.
     report = sweep(suite, executor="local", root=args.root)
-    _report(suite, report)
+    if code := _report(suite, report):
+        sys.exit(code)  # no table from a demo with failed cells
     cmd_collect(build_parser().parse_args(["collect", "demo", *args.overrides, "--root", args.root]))
     print(f"W&B runs (offline unless you have an API key): {args.root}/demo/<cell>/wandb — `make sync` uploads "
           "them; figures: results/figures/demo/; `make readme` puts this table into README.md")
@@ -455,6 +474,13 @@ def cmd_readme(args):
         print(f"error: {table} is not the demo suite's table (its first line: {lines[0][:60] if lines else 'empty'!r}); "
               "README.md shows the demo's table: give results/tables/demo.md (make demo writes it)", file=sys.stderr)
         sys.exit(2)
+    from bench.harness.done_counts import fewer_done, md_done
+
+    shown_now = rest.split(README_END, 1)[0]
+    if not args.force and (problem := fewer_done(md_done("\n".join(lines)), md_done(shown_now), f"{table}",
+                                                 "the demo table README.md shows now",
+                                                 "give the table of a store holding the results (make demo)")):
+        fail(problem)
     body = "\n".join(f"**{line[2:]}** (regenerate with `make demo` then `make readme`)"
                      if line.startswith("# ") else line for line in lines)
     # the headline figure: the paired ΔRSUM of each strategy with the interval of the verdict (figures.py)
@@ -484,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     _suite_args(p, "record the sweep under this name (default: the sweep with the same overrides, else the "
                    "time); with no key=value, run the recorded sweep NAME again")
     p.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline")
-    p.add_argument("--cluster", default=None, help="SLURM profile name or path (slurm/profiles/*.yaml)")
+    p.add_argument("--cluster", type=path_arg, default=None, help="SLURM profile name or path (slurm/profiles/*.yaml)")
     p.add_argument("--retry-failed", action="store_true", help="re-run only the failed cells")
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
     p.add_argument("--dry-run", action="store_true",
@@ -509,18 +535,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_collect)
     p = sub.add_parser("demo", help="the demo suite end to end")
     p.add_argument("overrides", nargs="*")
-    p.add_argument("--root", default=str(DEFAULT_ROOT))
+    p.add_argument("--root", type=path_arg, default=str(DEFAULT_ROOT))
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("list", help="suites, their sweeps in the store and each sweep's cells by state")
-    p.add_argument("--root", default=str(DEFAULT_ROOT), help="result store (default results/runs)")
+    p.add_argument("--root", type=path_arg, default=str(DEFAULT_ROOT), help="result store (default results/runs)")
     p.set_defaults(fn=cmd_list)
     p = sub.add_parser("migrate", help="move run folders made before a change of cell ids to their ids now")
-    p.add_argument("--root", default=str(DEFAULT_ROOT), help="result store (default results/runs)")
+    p.add_argument("--root", type=path_arg, default=str(DEFAULT_ROOT), help="result store (default results/runs)")
     p.add_argument("--dry-run", action="store_true", help="print the moves, change nothing")
     p.set_defaults(fn=cmd_migrate)
     p = sub.add_parser("sync", help="upload offline W&B runs")
     p.add_argument("paths", nargs="*")
-    p.add_argument("--root", default=str(REPO_ROOT / "results"))
+    p.add_argument("--root", type=path_arg, default=str(REPO_ROOT / "results"))
     p.add_argument("--dry-run", action="store_true")
     from bench.harness import wandb_sync
 
@@ -528,12 +554,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"stop wandb sync after this many seconds without an end (default {wandb_sync.TIMEOUT_S})")
     p.set_defaults(fn=cmd_sync)
     p = sub.add_parser("readme", help="put the demo table into README.md")
-    p.add_argument("--table", default=str(REPO_ROOT / "results" / "tables" / "demo.md"))
+    p.add_argument("--table", type=path_arg, default=str(REPO_ROOT / "results" / "tables" / "demo.md"))
+    p.add_argument("--force", action="store_true",
+                   help="put the table in even when it holds fewer done results than the one README.md shows")
     p.set_defaults(fn=cmd_readme)
     from bench.cli_eval import add_subparsers as add_checkpoint_commands
 
     add_checkpoint_commands(sub)  # evaluate, export
+    for name, p in sub.choices.items():  # each command's --help ends with its exit codes
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
+        p.epilog = exit_codes_text(EXIT_CODES.get(name, {}))
     return ap
+
+
+def exit_codes_text(codes: dict[int, str]) -> str:
+    """The ``exit codes:`` section of a command's ``--help``: its own codes (for 2, what it adds to bad input),
+    and what every command means by 1 (also: an unexpected error) and 2 (bad input)."""
+    bug, bad = "an unexpected error (a bug: its traceback is shown)", (
+        "bad input: one line `error: <file or key>: <value>: <what is wrong>; <fix>`; nothing was run, trained "
+        "or written")
+    codes = dict(codes)
+    codes[1] = f"{codes[1]}; also {bug}" if 1 in codes else bug
+    codes[EXIT_USAGE] = f"{bad}; also {codes[EXIT_USAGE]}" if EXIT_USAGE in codes else bad
+    return "exit codes:\n" + "\n".join(f"  {code}  {what}" for code, what in sorted(codes.items()))
 
 
 # Errors a user can cause and fix (a bad suite, profile, checkpoint, data folder, path): printed as one
@@ -553,7 +596,30 @@ USER_ERRORS = (
     ("bench.harness.store", "StoreError"),
     ("bench.harness.sweep", "SweepError"),
 )
+EXIT_FAILED = 1  # a cell failed, is blocked, or a signal stopped it (also Python's code for a traceback)
 EXIT_USAGE = 2  # as argparse exits for a bad command line
+EXIT_LOCKED = 3  # `run --cell`: another process trains the cell now (nothing was done)
+#: What each command's exit codes mean (its --help lists them, README.md "Exit codes"); 2 is bad input everywhere.
+EXIT_CODES: dict[str, dict[int, str]] = {
+    "run": {0: "the cell is done (trained now, or found done)",
+            EXIT_FAILED: "the cell failed, or SIGTERM / Ctrl-C stopped it (last.pt saved: the same command resumes)",
+            EXIT_LOCKED: "another process trains the cell now (its lock is held): nothing was done; --wait-lock waits"},
+    "sweep": {0: "no cell failed or is blocked (each is done, or queued or running elsewhere); --dry-run: printed",
+              EXIT_FAILED: "some cell failed or is blocked, or SIGTERM / Ctrl-C stopped the sweep (a plain sweep "
+                           "resumes; --retry-failed reruns the failed cells)"},
+    "status": {0: "every cell's state was printed"},
+    "show": {0: "the plan was printed and its inputs passed the checks"},
+    "collect": {0: "the tables and figures were written",
+                EXIT_USAGE: "a table holding fewer done results than the one it would replace (--force), or a "
+                            "file that could not be written (the previous one is unchanged)"},
+    "demo": {0: "every cell is done and the table written", EXIT_FAILED: "some cell failed (no table written)"},
+    "migrate": {0: "the run folders were moved (or, --dry-run, listed)"},
+    "sync": {0: "the offline runs were uploaded", EXIT_FAILED: "wandb sync failed or did not end within --timeout"},
+    "readme": {0: "README.md shows the table", EXIT_FAILED: "README.md could not be written (it is unchanged)",
+               EXIT_USAGE: "a table holding fewer done results than the one README.md shows (--force)"},
+    "evaluate": {0: "the metrics were printed (and written with --out)"},
+    "export": {0: "the checkpoint was written"},
+}
 
 
 def user_error(e: BaseException) -> bool:
@@ -576,6 +642,12 @@ def main(argv=None):
         fail(f"--root {root} is a file, not a results folder; give a folder (default {DEFAULT_ROOT})")
     try:
         args.fn(args)
+    except KeyboardInterrupt:  # a second Ctrl-C (the first one stops a training cell after its step)
+        print("error: stopped by Ctrl-C" + (
+            " at once: the training cell is interrupted without a checkpoint of this step; `status` says how a plain "
+            "sweep goes on (from its last.pt, or from scratch when it has none)"
+            if args.command in ("run", "sweep", "demo") else ""), file=sys.stderr)
+        sys.exit(EXIT_FAILED)
     except Exception as e:  # noqa: BLE001 - user errors become one line; the rest is re-raised
         if not user_error(e):
             raise

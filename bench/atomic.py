@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -40,6 +41,27 @@ def atomic_write_bytes(path: str | Path, data: bytes, fault: str = "checkpoint.b
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def digest_problem(path: str | Path) -> str | None:
+    """What is wrong with a checksummed file (a checkpoint and its ``<name>.sha256``, written by
+    ``bench.checkpoint.save``): missing, no digest, or bytes that do not match it (truncated, damaged); None when
+    whole. The one check of a digest (``bench.checkpoint.verify``, and the store without torch)."""
+    path = Path(path)
+    if not path.is_file():
+        return f"checkpoint {path} does not exist"
+    digest = path.with_name(path.name + ".sha256")
+    if not digest.is_file():
+        return f"checkpoint {path} has no digest file {digest.name}; it was not written completely"
+    want = digest.read_text().strip()
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            sha.update(block)
+    got = sha.hexdigest()
+    if got != want:
+        return f"checkpoint {path} is corrupted or truncated (sha256 {got[:12]}… ≠ recorded {want[:12]}…)"
+    return None
 
 
 def _fix(errno_code: int, path: Path) -> str:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.atomic import atomic_write_bytes
+from bench.atomic import atomic_write_bytes, digest_problem
 from bench.faults import point as fault_point
 
 
@@ -57,18 +57,10 @@ def save(obj, path: str | Path) -> None:
 
 
 def verify(path: str | Path) -> None:
-    """Raise CheckpointError when ``path`` is missing, unreadable or does not match its digest."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    digest = _digest_path(path)
-    if not digest.is_file():
-        raise CheckpointError(f"checkpoint {path} has no digest file {digest.name}; it was not written completely")
-    want = digest.read_text().strip()
-    got = hashlib.sha256(path.read_bytes()).hexdigest()
-    if got != want:
-        raise CheckpointError(
-            f"checkpoint {path} is corrupted or truncated (sha256 {got[:12]}… ≠ recorded {want[:12]}…)")
+    """Raise CheckpointError when ``path`` is missing, unreadable or does not match its digest
+    (``bench.atomic.digest_problem``)."""
+    if problem := digest_problem(path):
+        raise CheckpointError(problem)
 
 
 def load(path: str | Path, map_location="cpu"):

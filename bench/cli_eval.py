@@ -404,15 +404,16 @@ def cmd_export(args) -> None:
 
 def add_subparsers(sub) -> None:
     from bench.precision import PRECISIONS
+    from bench.values import path_arg
 
     """Register ``evaluate`` and ``export`` on the ``python -m bench`` subparsers."""
     p = sub.add_parser("evaluate", help="Recall@K of a checkpoint (ours or official), or an ensemble of several")
     p.add_argument("checkpoints", nargs="+", help="best.pt of a run, or an official model_best.pth(.tar)")
-    p.add_argument("--data-root", required=True, help="folder with <dataset>/ and vocab/, as for training")
+    p.add_argument("--data-root", type=path_arg, required=True, help="folder with <dataset>/ and vocab/, as for training")
     p.add_argument("--dataset", required=True, choices=["f30k_precomp", "coco_precomp"])
     p.add_argument("--protocol", action="extend", nargs="+", default=None,
                    help="f30k_1k | coco_1k | coco_5k, one or more (default: the dataset's)")
-    p.add_argument("--vocab-root", default=None, help="vocabulary folder (default DATA_ROOT/vocab)")
+    p.add_argument("--vocab-root", type=path_arg, default=None, help="vocabulary folder (default DATA_ROOT/vocab)")
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="encoding batch size (default: the run's eval batch size, else 128)")
     p.add_argument("--device", default="auto")
@@ -421,11 +422,11 @@ def add_subparsers(sub) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the pairwise matchers' tile scoring")
     p.add_argument("--no-eccv", action="store_true",
                    help="coco_5k without ECCV Caption and CxC (they need the split's COCO ids, bench.eccv)")
-    p.add_argument("--bert-path", default=None, help="VSE∞ BERT: a local bert-base-uncased folder (tokenizer)")
-    p.add_argument("--out", default=None, help="write the result JSON here (ranks next to it)")
+    p.add_argument("--bert-path", type=path_arg, default=None, help="VSE∞ BERT: a local bert-base-uncased folder (tokenizer)")
+    p.add_argument("--out", type=path_arg, default=None, help="write the result JSON here (ranks next to it)")
     p.set_defaults(fn=cmd_evaluate)
     p = sub.add_parser("export", help="a run's best checkpoint in the official layout")
-    p.add_argument("run_dir", help="a finished run folder (results/runs/<suite>/<cell-id>)")
-    p.add_argument("out", help="the checkpoint file to write")
+    p.add_argument("run_dir", type=path_arg, help="a finished run folder (results/runs/<suite>/<cell-id>)")
+    p.add_argument("out", type=path_arg, help="the checkpoint file to write")
     p.add_argument("--format", default="official", choices=["official"])
     p.set_defaults(fn=cmd_export)

@@ -323,9 +323,8 @@ def parameter_count(cell: Cell, memo: dict | None = None) -> int:
     """Parameters of the matcher the cell trains (built on the meta device: no weights read or allocated);
     ``memo`` shares the count of one matcher built with the same arguments between calls."""
     import models
-    from bench.train import matcher_kwargs
 
-    kwargs = matcher_kwargs(spec.resolve(cell), data_build_kwargs(cell))
+    kwargs = spec.matcher_kwargs(spec.resolve(cell), data_build_kwargs(cell))
     key = spec.canonical_json([cell.matcher.name, kwargs])
     memo = {} if memo is None else memo
     if key not in memo:

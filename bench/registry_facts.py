@@ -229,6 +229,21 @@ def plain_hint(param: dict):
     return _PLAIN.get(param.get("hint"))
 
 
+def matcher_argument_kinds(name: str) -> dict[str, tuple[type, Any]]:
+    """{argument: (int | float | bool | str, default)} of matcher ``name``'s declared arguments
+    (``models.parameters``): the annotation where it is a plain type, else the default's type (arguments of
+    neither are not checked)."""
+    kinds = {}
+    for pname, p in matcher_params(name).items():
+        default = p.get("default")
+        kind = plain_hint(p)
+        if kind is None:
+            kind = type(default) if isinstance(default, (int, float, bool, str)) else None
+        if kind is not None:
+            kinds[pname] = (kind, default)
+    return kinds
+
+
 def strategy_variant(name: str, params: dict) -> dict:
     """``{"scenario", "needs_anchor", "branches"}`` of a strategy variant, or ``{"error", "error_type"}`` when it does
     not build (``strategies.build``'s ValueError / TypeError): remembered per (name, parameters)."""

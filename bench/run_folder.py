@@ -3,7 +3,8 @@ lock, the state and the data fingerprints around it) and by ``python -m bench.tr
 
     config.yaml    the cell (``Cell.to_dict``), written before training
     log.txt        the run's log (``LOG_FORMAT``)
-    running        while it trains: host, pid, start time
+    running        while it trains: host, pid, start time (and the process's kernel start time, which tells it
+                   from a later process reusing the pid: :func:`running_process`)
     interrupted    stopped by a signal or a step budget (``last.pt`` saved: the same command resumes): signal, step, time
     failed         the error line and the path of ``traceback.txt``
     result.json    the result (``bench.provenance.result_record``), whole or not at all
@@ -11,13 +12,21 @@ lock, the state and the data fingerprints around it) and by ``python -m bench.tr
 
 How a run is run (force, wait for a lock, resume across a code change, …) is one value, :class:`RunOptions`,
 from the command line through a sweep and its jobs to the store and the trainer.
+
+No write of a run follows a symbolic link: before anything is written, every link in the run folder (a store
+copied with ``cp -as`` is made of them, pointing into a colleague's store) is replaced by a copy of what it
+points to (:func:`own_copies`), so a resumed cell appends to its own ``log.txt`` and a failing one writes its own
+``traceback.txt``; the files the run replaces whole (markers, ``config.yaml``, ``result.json``, checkpoints) are
+written by renaming a new file over the old name, which replaces a link and never writes through it.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
+import shutil
 import socket
 import time
 import traceback
@@ -52,6 +61,8 @@ class RunOptions:
     wait_lock: bool = False  # wait for a cell another process is training instead of skipping it
     allow_code_change: bool = False  # resume a checkpoint written by other code (both commits are recorded)
     retrain_other_code: bool = False  # retrain a done result made by other training code (a sweep's mixed-code cells)
+    anchors: tuple[str, ...] = ()  # ids of the cells that others start from (OAS baselines: their best.pt); a done
+    #                                  one whose best.pt is missing or fails its digest is retrained from scratch
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -83,9 +94,10 @@ class RunFolder:
         return self.path / name
 
     def start(self, cell: spec.Cell, from_scratch: bool = False) -> None:
-        """Clear the last outcome (its markers; ``from_scratch``: its checkpoints too), then write
-        ``config.yaml`` and the ``running`` marker. A folder where a file belongs is moved aside, never
-        deleted."""
+        """Replace the folder's links by copies (:func:`own_copies`), clear the last outcome (its markers;
+        ``from_scratch``: its checkpoints too), then write ``config.yaml`` and the ``running`` marker. A folder
+        where a file belongs is moved aside, never deleted."""
+        own_copies(self.path)
         for name in (*MARKERS, RESULT_FILE, CONFIG_FILE):
             if self.file(name).is_dir():
                 aside = self.file(f"{name}.not-a-file-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -97,7 +109,8 @@ class RunFolder:
             for f in [*self.path.glob("last*.pt*"), *self.path.glob("best.pt*")]:
                 f.unlink()
         write_text(self.file(CONFIG_FILE), yaml.safe_dump(cell.to_dict(), sort_keys=False))
-        write_json(self.file(RUNNING_FILE), {"host": socket.gethostname(), "pid": os.getpid(), "started_at": now()})
+        write_json(self.file(RUNNING_FILE), {"host": socket.gethostname(), "pid": os.getpid(), "started_at": now(),
+                                             "process_start": process_start(os.getpid())})
 
     @contextmanager
     def logging(self) -> Iterator[None]:
@@ -153,6 +166,94 @@ class RunFolder:
         except OSError:  # a read-only folder: the marker stays, its free lock says the cell is not running
             pass
         return message
+
+
+def own_copies(folder: str | Path) -> list[Path]:
+    """Replace every symbolic link inside ``folder``, at any depth, by a copy of what it points to (a folder by a
+    copy of its tree; a link to nothing is removed), so that no write into the run folder lands in another
+    folder through a link: a store copied with ``cp -as`` holds links into a colleague's store, whose ``log.txt``
+    a resumed cell appended to. Returns the links replaced (each is logged)."""
+    replaced = []
+    for top, dirs, files in os.walk(folder):  # links to folders are listed in dirs, not followed
+        for name in [*dirs, *files]:
+            link = Path(top) / name
+            if not link.is_symlink():
+                continue
+            target, copy = link.resolve(), link.with_name(f".{name}.copy-{os.getpid()}")
+            if target.is_dir():
+                shutil.copytree(target, copy, symlinks=False, ignore_dangling_symlinks=True)
+            elif target.is_file():
+                shutil.copy2(target, copy)
+            link.unlink()
+            if copy.exists():
+                os.replace(copy, link)
+            replaced.append(link)
+    if replaced:
+        log.warning("%s: %d symbolic link(s) replaced by copies of what they point to, so that the run writes its own "
+                    "files (%s)", folder, len(replaced), ", ".join(str(p.relative_to(folder)) for p in replaced[:8]))
+    return replaced
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of process ``pid`` (``/proc/<pid>/stat``, field 22: clock ticks since boot), or
+    None (no such process, or no ``/proc``): with the pid it names one process, never a later one reusing it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces: field 3 on
+    return fields[19] if len(fields) > 19 else None
+
+
+def running_process(folder: str | Path) -> str | None:
+    """``process <pid> on <host> (started …)`` when the folder's ``running`` marker names a live process of this
+    host (the one that wrote it: same pid and kernel start time) other than this one, else None (no marker, a
+    marker of another host, or of a process that is gone). The liveness that a lock file removed by a user
+    (``rm -rf <root>/.locks``) cannot fool; across hosts the lock alone says it."""
+    try:
+        marker = json.loads(Path(folder, RUNNING_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("host") != socket.gethostname() or not marker.get("process_start"):
+        return None
+    pid = marker.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid() or process_start(pid) != marker["process_start"]:
+        return None
+    return f"process {pid} on {marker['host']} (started {marker.get('started_at')})"
+
+
+def refusal(folder: str | Path, cell: spec.Cell) -> str | None:
+    """Why ``python -m bench.train`` must not train ``cell`` in ``folder``, checked before anything in it changes
+    (None: a new folder, or this cell's unfinished run, which it resumes): a finished run (never replaced), a run
+    that trains now, another cell's run, or checkpoints and results whose cell cannot be told."""
+    folder = Path(folder)
+    if not folder.exists():
+        return None
+    if not folder.is_dir():
+        return f"--run-dir {folder} is a file, not a folder: give a folder for the run"
+    if (folder / DONE_FILE).exists():
+        return (f"--run-dir {folder} holds a finished run (its `done` marker): python -m bench.train never changes a "
+                "finished result; give a fresh --run-dir (or move the folder away to train the cell there again)")
+    if holder := running_process(folder):
+        return f"--run-dir {folder} is being trained now by {holder}: give another --run-dir, or wait for it"
+    config = folder / CONFIG_FILE
+    if not config.exists():
+        kept = [n for n in ("last.pt", "last.prev.pt", "best.pt", RESULT_FILE) if (folder / n).exists()]
+        return (f"--run-dir {folder} holds {', '.join(kept)} but no {CONFIG_FILE}: which cell they belong to cannot be "
+                "told; give a fresh --run-dir (or move them away)") if kept else None
+    try:
+        from bench.config_files import read_yaml
+
+        other = spec.Cell.from_dict(read_yaml(config, "run folder config"))
+        other_id = spec.cell_id(other)
+    except Exception as e:  # noqa: BLE001 - whatever it holds, it is no cell this one can resume
+        return (f"{config} is not a cell's config ({type(e).__name__}: {e}): whose run --run-dir {folder} holds cannot "
+                "be told; give a fresh --run-dir")
+    if other_id != cell.id:
+        return (f"--run-dir {folder} holds the run of another cell ({other_id}: {other.matcher.name} / "
+                f"{other.strategy.name} / seed {other.seed}; this cell is {cell.id}); give a fresh --run-dir (a run "
+                "folder holds one cell)")
+    return None
 
 
 def error_line(e: BaseException, folder: Path) -> str:

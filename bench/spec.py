@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field, fields
@@ -312,7 +313,36 @@ def is_plain_name(text: str) -> bool:
 def _no_unknown(where: str, d: dict, valid) -> None:
     unknown = set(d) - set(valid)
     if unknown:
-        raise ValueError(f"unknown {where} keys {sorted(unknown)}; valid: {sorted(valid)}")
+        homes = "".join(f" ({key} is {home})" for key in sorted(unknown, key=str) if (home := cell_home(key)))
+        raise ValueError(f"unknown {where} keys {sorted(unknown, key=str)}{homes}; valid: {sorted(valid)}")
+
+
+def key_homes(key) -> dict[str, list[str]]:
+    """The parts of a cell that have a key ``key`` (``schedule``, ``eval``, ``dataset``, ``resources``, ``wandb``;
+    ``matcher``, ``strategy``: with the names of the matchers or strategies that take it as an argument), for
+    the message of a key given in the wrong place (``grad_clip=-2`` at a suite's top level, or a cell's)."""
+    import models
+    import strategies
+
+    parts = {"schedule": SCHEDULE_DEFAULTS, "eval": EVAL_DEFAULTS, "resources": RESOURCE_KEYS,
+             "dataset": [f.name for f in fields(Dataset)], "wandb": [f.name for f in fields(Wandb)]}
+    homes: dict[str, list[str]] = {part: [] for part, keys in parts.items() if key in keys}
+    given_by_data = {"vocab_size", "img_dim", "num_regions"}
+    if matchers := [m for m in models.available() if key in models.parameters(m) and key not in given_by_data]:
+        homes["matcher"] = matchers
+    if users := [n for n in strategies.available() if key in strategy_defaults(n)]:
+        homes["strategy"] = users
+    return homes
+
+
+def cell_home(key) -> str | None:
+    """Where ``key`` is written in a cell (``config.yaml``, ``python -m bench.train`` overrides), or None."""
+    where = {"schedule": "schedule.{k}", "eval": "eval.{k}", "dataset": "dataset.{k}", "resources": "resources.{k}",
+             "wandb": "wandb.{k}", "matcher": "matcher.{k}", "strategy": "strategy.params.{k}"}
+    homes = key_homes(key)
+    text = " or ".join(where[part].format(k=key) + (f" ({', '.join(names)})" if names else "")
+                       for part, names in homes.items())
+    return f"written {text}" if text else None
 
 
 @dataclass(frozen=True)
@@ -533,6 +563,18 @@ def needs_baseline(name: str, params: dict) -> bool:
     return _strategy_traits(name, params)["needs_anchor"]
 
 
+def matcher_kwargs(cell: Cell, given: dict) -> dict:
+    """The arguments a (resolved) cell's matcher is built with: what the data gives (``given``: vocabulary,
+    region shape, words) and the schedule's weight decay where its constructor takes them, then the cell's
+    own overrides (``models.build_kwargs``). The trainer builds with them, ``bench.inputs`` counts with them."""
+    import models
+
+    given = dict(given)
+    if cell.schedule.weight_decay is not None:
+        given["weight_decay"] = cell.schedule.weight_decay
+    return models.build_kwargs(cell.matcher.name, given, cell.matcher.overrides)
+
+
 def _fill_schedule(sched: Schedule, matcher: str, strategy: StrategySpec) -> Schedule:
     """The schedule's None defaults made concrete for this matcher and strategy (what :func:`resolve`
     records): ``hinge_warmup_epochs`` the matcher's (0 for a strategy that starts from a trained
@@ -554,6 +596,67 @@ def without_added_defaults(values: dict, part=None) -> dict:
     existed (``_key(added=True)``) that hold their default."""
     added = added_defaults(Schedule if part is None else part)
     return {k: v for k, v in values.items() if not (k in added and v == added[k])}
+
+
+SEED_RANGE = (0, 2**32)  # numpy's seed range: a cell's seed (and a suite's seeds, bench.harness.schema)
+
+
+def seed_problem(seed) -> str | None:
+    """What is wrong with a cell's seed (None: nothing)."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        return f"expected a whole number, got {type(seed).__name__} {shown(seed)}"
+    lo, hi = SEED_RANGE
+    if not lo <= seed < hi:
+        return f"seed {seed} is outside [0, 2**32) (numpy's seed range); use a seed in 0 … {hi - 1}"
+    return None
+
+
+def argument_problem(arg: str, kind: type, default, value) -> str | None:
+    """What is wrong with ``value`` for a matcher argument of type ``kind`` (None: nothing). Sizes and
+    counts (an int argument whose default is >= 1, or without a default) must be >= 1, dropouts in [0, 1)."""
+    if value is None:
+        return None
+    got = f"got {type(value).__name__} {shown(value)}"
+    if kind is bool and not isinstance(value, bool):
+        return f"expected true or false, {got}"
+    if kind is str and not isinstance(value, str):
+        return f"expected str, {got}"
+    if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+        return f"expected int, {got}; write it without quotes or a decimal point, e.g. {arg}: {default or 1}"
+    if kind is float and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        return f"expected a number, {got}; write it without quotes, e.g. {arg}: {default}"
+    if kind is float and not math.isfinite(value):
+        return f"expected a finite number, {got}"
+    if kind is int and (default is None or default >= 1) and value < 1:
+        return f"must be at least 1, got {shown(value)}: a size or count of 0 or less builds no model"
+    if kind is float and "dropout" in arg and not 0 <= value < 1:
+        return f"must be in [0, 1), got {shown(value)}: a dropout probability"
+    return None
+
+
+def _check_values(cell: Cell) -> None:
+    """The cell's own values outside the schedule (``seed``, ``dataset.name``, the ``eval`` counts), checked as
+    the suite schema checks them: a cell given to ``python -m bench.train`` (or to the trainer directly) never
+    reaches a traceback or a wrong run through them. ValueError naming the key."""
+    from bench.protocols import PROTOCOLS
+
+    if problem := seed_problem(cell.seed):
+        raise ValueError(f"seed: {problem}")
+    datasets = sorted({p.dataset for p in PROTOCOLS.values()})
+    if cell.dataset.name not in datasets:
+        raise ValueError(f"dataset.name: unknown dataset {shown(cell.dataset.name)}; valid: {', '.join(datasets)} "
+                         "(the folders of a data root a protocol evaluates)")
+    from bench.registry_facts import matcher_argument_kinds
+
+    kinds = matcher_argument_kinds(cell.matcher.name)
+    for arg, value in cell.matcher.overrides.items():
+        if arg in kinds and (problem := argument_problem(arg, *kinds[arg], value)):
+            raise ValueError(f"matcher.{arg}: {problem}")
+    for key in ("dev_images", "batch_size"):
+        value = getattr(cell.eval, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"eval.{key}: expected a whole number >= 1, got {shown(value)}: a count of 0 or less "
+                             "evaluates nothing")
 
 
 def _check_protocols(names, dataset: str) -> None:
@@ -592,6 +695,7 @@ def resolve(cell: Cell) -> Cell:
         problem = schedule_limit_problem(key, value)
         if problem:
             raise ValueError(f"schedule.{key} {problem}")
+    _check_values(cell)
     sched = _fill_schedule(cell.schedule, cell.matcher.name, cell.strategy)
     RunMode.of(sched.to_dict(), "cpu")  # a bad precision/compile (or amp contradicting it) fails here
     _check_protocols(cell.eval.protocols, cell.dataset.name)

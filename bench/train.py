@@ -82,14 +82,7 @@ def build_matcher(cell: spec.Cell, data: Data) -> models.Matcher:
     return models.build(cell.matcher.name, **matcher_kwargs(cell, data.build_kwargs))
 
 
-def matcher_kwargs(cell: spec.Cell, given: dict) -> dict:
-    """The arguments a (resolved) cell's matcher is built with: what the data gives (``given``: vocabulary,
-    region shape, words) and the schedule's weight decay where its constructor takes them, then the cell's
-    own overrides (``models.build_kwargs``). The trainer builds with them, ``bench.inputs`` counts with them."""
-    given = dict(given)
-    if cell.schedule.weight_decay is not None:
-        given["weight_decay"] = cell.schedule.weight_decay
-    return models.build_kwargs(cell.matcher.name, given, cell.matcher.overrides)
+matcher_kwargs = spec.matcher_kwargs  # what the trainer builds a cell's matcher with (``bench.inputs`` counts it)
 
 
 def build_strategy(cell: spec.Cell, model: models.Matcher) -> strategies.Strategy:
@@ -906,6 +899,20 @@ def cell_threads(cell: spec.Cell):
             os.environ["OMP_NUM_THREADS"] = env
 
 
+TRAIN_EXIT_CODES = """exit codes:
+  0  the cell is done
+  1  SIGTERM / Ctrl-C stopped it (last.pt saved: the same command resumes), or it failed while training (the run
+     folder says why: failed, traceback.txt); also an unexpected error (a bug: its traceback is shown)
+  2  bad input: one line `error: <file or key>: <value>: <what is wrong>; <fix>` per cause; nothing was written
+     (a bad cell value, a missing input, a run folder holding a finished run, another cell's or one training now)"""
+
+
+def _path(text: str) -> Path:
+    from bench.values import path_arg
+
+    return Path(path_arg(text))
+
+
 def _parser():
     import argparse
 
@@ -914,12 +921,13 @@ def _parser():
         description="Train one cell alone (no suite, store or lock) and write what a run folder of the store holds: "
                     "config.yaml, the checkpoints, log.txt, ranks.npz, result.json, then done (or interrupted after "
                     "SIGTERM / Ctrl-C: the same command resumes).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="e.g. python -m bench.train results/runs/demo/<id>/config.yaml --run-dir /tmp/again "
-               "schedule.epochs=1 seed=3")
-    parser.add_argument("config", type=Path, help="a cell's YAML (a run folder's config.yaml) or JSON")
-    parser.add_argument("--run-dir", type=Path, required=True, help="folder for the checkpoints and results "
+               "schedule.epochs=1 seed=3\n\n" + TRAIN_EXIT_CODES)
+    parser.add_argument("config", type=_path, help="a cell's YAML (a run folder's config.yaml) or JSON")
+    parser.add_argument("--run-dir", type=_path, required=True, help="folder for the checkpoints and results "
                         "(resumed from its last.pt when present)")
-    parser.add_argument("--anchor-checkpoint", type=Path, default=None,
+    parser.add_argument("--anchor-checkpoint", type=_path, default=None,
                         help="an OAS cell's trained baseline (its best.pt) or an official checkpoint")
     parser.add_argument("--allow-code-change", action="store_true",
                         help="resume a checkpoint written by other code (both commits are recorded)")
@@ -948,6 +956,21 @@ def read_cell(path: Path, overrides=()) -> spec.Cell:
         raise ConfigError(f"{path}: {e.args[0] if isinstance(e, KeyError) else e}") from None
 
 
+def before_training(cell: spec.Cell, run_dir: Path) -> list[str]:
+    """What stops ``python -m bench.train`` before it writes anything (each an ``error:`` line): the device, every
+    input the cell reads (``bench.inputs``: data root, splits, vocabulary, pretrained folders) and the run folder
+    (``bench.run_folder.refusal``: a finished run, one that trains now, another cell's)."""
+    from bench.inputs import check_cells
+    from bench.run_folder import refusal
+
+    try:
+        distributed.torch_device(cell.device or "auto", "device")
+    except ValueError as e:
+        return [str(e)]
+    problems = [f.problem.line() for f in check_cells([cell])]
+    return problems or [p for p in [refusal(run_dir, cell)] if p]
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.train CONFIG --run-dir DIR [key=value ...]``: train one cell alone (no suite, store or
     lock) and write what a cell of the store holds (``bench.run_folder``, the store's writer too):
@@ -960,8 +983,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         cell = read_cell(args.config, args.overrides)
+        problems = before_training(cell, args.run_dir)
     except ConfigError as e:  # one line, exit 2, before any folder is made
-        print(f"error: {e}", file=sys.stderr)
+        problems = [str(e)]
+    for problem in problems:  # one line each, exit 2: nothing was written
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
         return 2
     args.run_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
@@ -974,6 +1001,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ckpt.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C stops at once (the first one saves last.pt after the step)
+        kept = "from its last.pt" if (args.run_dir / "last.pt").exists() else "from scratch (no last.pt was saved)"
+        print(f"error: stopped at once by a second Ctrl-C; run the same command again to train the cell {kept}",
+              file=sys.stderr)
+        return 1
     if out["state"] != "done":
         print(f"interrupted at step {out.get('global_step')}: run the same command again to resume", file=sys.stderr)
         return 1

@@ -41,3 +41,21 @@ def expand_path(path: str | None) -> str | None:
 def unset_variables(path: str) -> list[str]:
     """The ``$NAME``/``${NAME}`` left in ``path`` by :func:`expand_path`: variables that are not set."""
     return re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", str(path))
+
+
+_OVERRIDE_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-\[\]]*=")
+
+
+def path_arg(text: str) -> str:
+    """An argparse ``type`` for every option that takes a path (``--root``, ``--tables``, ``--run-dir``, …): a
+    ``key=value`` override in its place is refused. ``--root $UNSET seeds=[0]`` reaches argparse as ``--root
+    seeds=[0]`` (the shell drops the empty variable), which took the override as the results folder and trained
+    every cell into ``./seeds=[0]/``."""
+    import argparse
+
+    if _OVERRIDE_LIKE.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{shown(text)} is a key=value override, not a path (an empty variable before it, as in --root $UNSET, "
+            f"lets the next word take its place); give the path first, then the overrides (a path of that name: "
+            f"./{text})")
+    return text

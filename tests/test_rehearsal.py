@@ -108,7 +108,7 @@ def test_a_rehearsal_runs_measures_and_stops_the_real_sweep_it_would_fail(tiny_d
     real cell's folder is never pooled."""
     suite = tiny_suite(tmp_path, tiny_data)
     root = tmp_path / "rehearsal"
-    out = bench("sweep", suite, "--rehearse", "--root", root, *ONE_STEP, check=0,
+    out = bench("sweep", suite, "--rehearse", "--root", root, *ONE_STEP, check=1,  # a cell failed: exit 1
                 ITM_BENCH_FAULT="eval.test:4:eio")  # the 4th test evaluation: coco/VSE/KD (topological order)
     assert "REHEARSAL of table tiny: 4 configuration(s), 3 done, 1 failed" in out.stdout
     log = json.loads(log_paths("tiny", root)["json"].read_text())

@@ -253,8 +253,8 @@ def test_a_file_where_a_cell_folder_belongs_blocks_only_that_cell(tiny_data, tmp
     first = expand(load_suite(suite))[0].id
     (root / "trust").mkdir(parents=True)
     (root / "trust" / first).write_text("not a folder")
-    sw = bench("sweep", suite, "--root", root, check=0)
-    assert "blocked 1" in sw.stdout and "done 1" in sw.stdout
+    sw = bench("sweep", suite, "--root", root, check=1)  # a blocked cell: exit 1, as a failed one (issue 29)
+    assert "blocked 1" in sw.stdout and "done 1" in sw.stdout and "some cells are blocked (exit code 1)" in sw.stderr
     assert f"{root / 'trust' / first} is a file where the cell's run folder belongs: move it away" in sw.stdout
     (root / "trust" / first).unlink()
     assert "done 2" in bench("sweep", suite, "--root", root, check=0).stdout

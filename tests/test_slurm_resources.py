@@ -111,7 +111,8 @@ def test_readme_dry_run_as_written(tmp_path, rehearsal_data, published_weights, 
     assert {int(_array_of(arrays, cells, "vse_infty_bert")["sbatch"]["time"])} == {1440}
     assert {by_id[c].resources.cpus for a in arrays for c in a["cells"] if by_id[c].matcher.name == "clip"} == {16}
     assert re.search(r"^total: [0-9.]+ GPU-hours requested, [0-9.]+ GPU-hours estimated \(GPU rates of NVIDIA H200, "
-                     r"2026-12-04; .*\), 18 cell\(s\) without an estimate$", out.stdout, re.M)
+                     r"2026-12-04; .*\), 18 cell\(s\) without an estimate; "
+                     r"at most 16 GPUs at once \(max_concurrent_gpus\)$", out.stdout, re.M)
     assert not (tmp_path / "results").exists()  # nothing submitted, nothing written
 
 

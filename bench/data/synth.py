@@ -50,6 +50,7 @@ from bench.data.errors import DataError
 from bench.data.layout import KARPATHY_JSON, karpathy_split
 from bench.data.vocab import build_vocab, save_vocab, tokenize
 from bench.eccv import SPLIT_IMAGES, coco_test_image_ids
+from bench.values import path_arg
 
 GENERATOR_VERSION = 2  # 2: COCO test ids are the real COCO 5K test split's (ECCV / CxC)
 CAPTIONS_PER_IMAGE = 5
@@ -513,7 +514,7 @@ def generate(out_dir: str | Path, preset: str | Preset = "tiny", seed: int = 0, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.data.synth", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="demo", choices=sorted(PRESETS))
-    parser.add_argument("--out", required=True, help="output folder (DATA and VOCAB root)")
+    parser.add_argument("--out", type=path_arg, required=True, help="output folder (DATA and VOCAB root)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing different dataset")
     args = parser.parse_args(argv)

@@ -37,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.values import path_arg
 from bench.weights import KINDS
 
 GENERATOR_VERSION = 1
@@ -201,7 +202,7 @@ def _size(folder: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.data.weights", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="folder to write the weight folders into")
+    parser.add_argument("--out", type=path_arg, required=True, help="folder to write the weight folders into")
     parser.add_argument("--kind", default="all", choices=[*KINDS, "all"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace existing folders")

@@ -611,6 +611,8 @@ def run(args) -> dict:
     summary = summarize(df, suite, n_boot=n_boot)  # the suite's reference rows are checked here
     if not len(df) or not (df.drop_duplicates("cell_id")["state"] == "done").any():
         raise CollectError(nothing_done(suite, root, args.overrides, df))
+    if not getattr(args, "force", False) and not rehearsal:  # a rehearsal's table is its latest one's
+        check_not_fewer_done(suite, summary, tables, root)
     paths = write_tables(df, suite, tables, n_boot=n_boot, summary=summary)
     figs = [] if rehearsal else make_figures(df, summary, suite.name, figures)  # a rehearsal's numbers: no figures
     if rehearsal:
@@ -645,6 +647,20 @@ def nothing_done(suite: Suite, root, overrides, df: pd.DataFrame) -> str:
         return f"{head}; no sweep of {suite.name} recorded there has done cells: run the sweep first"
     named = ", ".join(f"{r.name} ({done} done: {' '.join(r.overrides) or 'no overrides'})" for r, done in found)
     return f"{head}; sweeps with done cells: {named}; collect one with --sweep NAME"
+
+
+def check_not_fewer_done(suite: Suite, summary: pd.DataFrame, tables: Path, root) -> None:
+    """Refuse (CollectError) to replace ``<tables>/<suite>.csv`` (its Markdown when the CSV is gone; and its LaTeX,
+    figures) by a table holding fewer done results than it (``bench.harness.done_counts``): a store that lost or
+    never had the results (a fresh clone, another ``--root``, overrides selecting other cells) leaves the table as it was."""
+    from bench.harness.done_counts import fewer_done, table_done
+
+    count, old = table_done(tables, suite.name)
+    new = int(pd.to_numeric(summary.loc[~summary["published"].astype(bool), "n_done"], errors="coerce").fillna(0).sum())
+    if problem := fewer_done(new, count, f"collect {suite.name}: the new table (results in {root})", old,
+                             "run the sweep first (or give --root the store holding the results), or write the table "
+                             "elsewhere with --tables DIR --figures DIR"):
+        raise CollectError(problem)
 
 
 def check_output_folders(*folders: Path) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import argparse
 
+from bench.values import path_arg
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tables", default=None, help="folder for the tables (default results/tables; a rehearsal's, "
-                   "with its log: results/rehearsal)")
-    p.add_argument("--figures", default=None, help="folder for the figures (default results/figures)")
+    p.add_argument("--tables", type=path_arg, default=None, help="folder for the tables (default results/tables; a "
+                   "rehearsal's, with its log: results/rehearsal)")
+    p.add_argument("--figures", type=path_arg, default=None, help="folder for the figures (default results/figures)")
     p.add_argument("--n-boot", type=int, default=None,
                    help="bootstrap resamples of the test-set variance (default bench.harness.stats.N_BOOT)")
     p.add_argument("--no-wandb", action="store_true", help="no suite-summary W&B run (also: WANDB_MODE=disabled)")
@@ -19,3 +21,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="let a suite other than bench/suites/<name>.yaml (or one with overrides) replace the "
                         "committed tables and figures of <name>")
+    p.add_argument("--force", action="store_true",
+                   help="replace a table even when the new one holds fewer done results (it is refused otherwise)")

@@ -62,6 +62,7 @@ from bench.harness.recipes import (  # noqa: F401 - re-exported
     available_recipes,
     compose_recipes,
     recipe_label,
+    shadowed,
 )
 from bench.harness.registry import (  # noqa: F401 - re-exported
     REQUIRED,
@@ -118,9 +119,12 @@ def load_suite(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] 
 
 def validate_suite(raw: dict, path: str | Path = "<suite>") -> Suite:
     """Check ``raw`` against the schema (module docstring) and fill defaults."""
+    own = raw
     if isinstance(raw, dict):
         raw = compose_recipes(raw, Path(path))
     spec = validate(schema()["suite"], raw, path, context={})
+    if isinstance(own, dict) and (hidden := shadowed(own, spec, Path(path))):  # a key of the suite a recipe hides
+        raise ConfigError(f"{path}: {hidden[0]}" + (f" (and {len(hidden) - 1} more)" if len(hidden) > 1 else ""))
     if spec.get("rehearsal") is not None:  # a dress rehearsal of the suite's table (bench.harness.rehearsal)
         from bench.harness.rehearsal import rehearsal_spec
 

@@ -37,6 +37,7 @@ from bench.harness.store import (
     write_json_atomic,
     write_text,
 )
+from bench.run_folder import running_process
 from bench.spec import Cell, cell_id, is_plain_name
 
 
@@ -136,6 +137,8 @@ def apply(move: Move, root: Path) -> None:
     for cid in {move.old_id, move.cell.id}:
         if lock_is_held(lock_path(replace(move.cell, id=cid, suite=move.folder.parent.name), root)):
             raise RuntimeError(f"{move.folder}: cell {cid} is being trained by another process; migrate when it ends")
+    if holder := running_process(move.folder):  # its lock file was removed under a live process
+        raise RuntimeError(f"{move.folder}: cell {move.old_id} is being trained by {holder}; migrate when it ends")
     if move.folder != move.target:
         os.replace(move.folder, move.target)
     _rewrite(move.target, move.cell)

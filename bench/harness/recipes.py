@@ -39,6 +39,73 @@ def _deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
+def recipe_fragments(chosen: dict, path: Path) -> list[tuple[str, str, Path, dict]]:
+    """(group, option, file, its values) of each recipe ``chosen`` names (``{group: option}``; a None option drops
+    the group), each read and checked as a suite's scales and resources (schedule ``datasets``: the ones the
+    readers know)."""
+    groups = available_recipes()
+    out = []
+    for group, option in chosen.items():
+        if group not in groups:
+            raise ConfigError(f"{path}: recipes.{group}: {_unknown(group, groups, 'recipe group')}")
+        if option is None:  # `recipes.<group>=null` drops a group
+            continue
+        if option not in groups[group]:
+            raise ConfigError(f"{path}: recipes.{group}: {_unknown(option, groups[group], f'{group} recipe')}")
+        file = RECIPES_DIR / group / f"{option}.yaml"
+        fragment = read_yaml(file) or {}
+        validate(schema()["recipe"], fragment, file, {"schedule_datasets": known_datasets()})
+        out.append((group, option, file, fragment))
+    return out
+
+
+def _levels(matcher: str, dataset: str) -> list[tuple[str, ...]]:
+    """The entries of a schedule table that apply to ``matcher`` on ``dataset``, least specific first (the order
+    ``bench.harness.cells.resolve_schedule`` merges them in: a later one wins)."""
+    return [("default",), ("default", "datasets", dataset), (matcher,), (matcher, "datasets", dataset)]
+
+
+def _at(tree, keys: tuple):
+    for k in keys:
+        tree = tree.get(k) if isinstance(tree, dict) else None
+    return tree if isinstance(tree, dict) else {}
+
+
+def shadowed(own: dict, spec: dict, path: Path) -> list[str]:
+    """Each key the suite sets itself (its file or an override) that a recipe hides from a cell: the recipe sets
+    the same key in a more specific entry of the schedule (``scales.smoke.schedule.default.lr`` under the smoke
+    recipe's ``vse_infty.lr``) or of the resources (``resources.default.time_min`` under ``sgr.time_min``), which
+    wins for that matcher (``resolve_schedule``). One line each naming the key, the recipe, its key and the fix;
+    ``spec`` is the validated suite (its scale, matchers, datasets)."""
+    chosen = own.get("recipes")
+    if not isinstance(chosen, dict) or any(isinstance(x, dict) for x in chosen.values()):
+        return []
+    scale = spec["scale"]
+    matchers = sorted({m["name"] for m in spec["matchers"]})
+    datasets = sorted({d["name"] for d in spec["datasets"]})
+    tables = [(("scales", scale, "schedule"), f"scales.{scale}.schedule", [_levels(m, d) for m in matchers
+                                                                         for d in datasets]),
+              (("resources",), "resources", [[("default",), (m,)] for m in matchers])]
+    lines = []
+    for group, option, file, fragment in recipe_fragments(chosen, path):
+        for keys, name, chains in tables:
+            mine, theirs = _at(own, keys), _at(fragment, keys)
+            for chain in chains:
+                for i, low in enumerate(chain):
+                    for stage in ((), ("oas_stage2",)):
+                        given = {k: v for k, v in _at(mine, low + stage).items() if k not in ("datasets", "oas_stage2")}
+                        for high in chain[i + 1:]:
+                            wins = _at(theirs, high + stage)
+                            for key in sorted(set(given) & set(wins)):
+                                here, there = ".".join((name, *low, *stage, key)), ".".join((name, *high, *stage, key))
+                                lines.append(
+                                    f"{here}: {shown(given[key])} is hidden by recipe {group}={option} ({file.relative_to(RECIPES_DIR.parents[1])}), "
+                                    f"whose {there}: {shown(wins[key])} is more specific and wins for {high[0]}; set "
+                                    f"{there} yourself" + (f" (or schedule.{'.'.join((*low, *stage, key))}, which wins "
+                                                           "over every recipe)" if name.startswith("scales") else ""))
+    return list(dict.fromkeys(lines))
+
+
 def compose_recipes(raw: dict, path: Path) -> dict:
     """The suite ``raw`` over its recipes (``recipes: {group: option}``, composed in that order).
 
@@ -52,20 +119,9 @@ def compose_recipes(raw: dict, path: Path) -> dict:
     if not isinstance(chosen, dict):
         raise ConfigError(f"{path}: recipes: expected a mapping group: option, e.g. {{full: published}}, "
                           f"got {shown(chosen)}")
-    groups = available_recipes()
     merged: dict = {}
     record: dict = {}
-    for group, option in chosen.items():
-        if group not in groups:
-            raise ConfigError(f"{path}: recipes.{group}: {_unknown(group, groups, 'recipe group')}")
-        if option is None:  # `recipes.<group>=null` drops a group
-            continue
-        if option not in groups[group]:
-            raise ConfigError(f"{path}: recipes.{group}: {_unknown(option, groups[group], f'{group} recipe')}")
-        file = RECIPES_DIR / group / f"{option}.yaml"
-        fragment = read_yaml(file) or {}
-        # its scales and resources as a suite's (schedule `datasets`: the ones the readers know)
-        validate(schema()["recipe"], fragment, file, {"schedule_datasets": known_datasets()})
+    for group, option, file, fragment in recipe_fragments(chosen, path):
         record[group] = {"option": option, "version": recipe_hash({k: x for k, x in fragment.items()
                                                                    if k != "description"}),
                          "description": str(fragment.get("description", "")),

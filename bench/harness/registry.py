@@ -79,19 +79,7 @@ def strategy_params(name: str) -> dict[str, tuple[Any, Any]] | None:
     return _valid_cache[key]
 
 
-def matcher_arg_kinds(name: str) -> dict[str, tuple[type, Any]]:
-    """{argument: (int | float | bool | str, default)} of matcher ``name``'s declared arguments
-    (``models.parameters``): the annotation where it is a plain type, else the default's type (arguments of
-    neither are not checked)."""
-    kinds = {}
-    for pname, p in registry_facts.matcher_params(name).items():
-        default = p.get("default")
-        kind = registry_facts.plain_hint(p)
-        if kind is None:
-            kind = type(default) if isinstance(default, (int, float, bool, str)) else None
-        if kind is not None:
-            kinds[pname] = (kind, default)
-    return kinds
+matcher_arg_kinds = registry_facts.matcher_argument_kinds
 
 
 def default_protocols_for(dataset: str) -> list[str]:

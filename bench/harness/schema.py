@@ -8,7 +8,6 @@ user reads (:func:`validate`)."""
 from __future__ import annotations
 
 import difflib
-import math
 import types
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union, get_args, get_origin
@@ -53,15 +52,15 @@ from bench.spec import (
     RESOURCE_KEYS,
     SCHEDULE_CHOICES,
     SCHEDULE_LIMITS,
+    SEED_RANGE,
     Rehearsal,
     Wandb,
+    argument_problem,
     is_plain_name,
     schedule_limit_problem,
     schedule_types,
 )
 from bench.values import expand_path, shown
-
-SEED_RANGE = (0, 2**32)  # numpy's seed range
 
 
 def _yaml11_float(v):
@@ -357,27 +356,7 @@ def _overrides(matcher: str) -> Any:
     return Annotated[dict[key, Any], BeforeValidator(_null_is_empty), AfterValidator(_argument_values(matcher))]
 
 
-def _argument_problem(arg: str, kind: type, default, value) -> str | None:
-    """What is wrong with ``value`` for a matcher argument of type ``kind`` (None: nothing). Sizes and
-    counts (an int argument whose default is >= 1, or without a default) must be >= 1, dropouts in [0, 1)."""
-    if value is None:
-        return None
-    got = f"got {type(value).__name__} {shown(value)}"
-    if kind is bool and not isinstance(value, bool):
-        return f"expected true or false, {got}"
-    if kind is str and not isinstance(value, str):
-        return f"expected str, {got}"
-    if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
-        return f"expected int, {got}; write it without quotes or a decimal point, e.g. {arg}: {default or 1}"
-    if kind is float and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-        return f"expected a number, {got}; write it without quotes, e.g. {arg}: {default}"
-    if kind is float and not math.isfinite(value):
-        return f"expected a finite number, {got}"
-    if kind is int and (default is None or default >= 1) and value < 1:
-        return f"must be at least 1, got {shown(value)}: a size or count of 0 or less builds no model"
-    if kind is float and "dropout" in arg and not 0 <= value < 1:
-        return f"must be in [0, 1), got {shown(value)}: a dropout probability"
-    return None
+_argument_problem = argument_problem  # bench.spec: the trainer checks a cell's matcher arguments the same way
 
 
 def _argument_values(matcher: str):

@@ -30,6 +30,34 @@ def _unknown(name, valid, what: str = "key") -> str:
     return f"unknown {what} {name!r}.{hint} Valid: {', '.join(valid)}"
 
 
+def _elsewhere(path: str, key) -> str | None:
+    """The message of ``key``, unknown at ``path``, when it is a key of another part of a suite (``grad_clip=-2``
+    at the top level: a schedule key, written ``schedule.default.grad_clip``), else None."""
+    from bench.spec import key_homes
+
+    if not isinstance(key, str):
+        return None
+    table = path.rsplit(".", 1)[0] if path.endswith(f".{key}") else ""
+    schedule = table if table.endswith("schedule") else "schedule"
+    where = {
+        "schedule": f"a schedule key: write {schedule}.default.{key} (every matcher; {schedule}.<matcher>.{key} for "
+                    "one; the top-level schedule wins over the scales and recipes)",
+        "eval": f"an eval key: write eval.{key}",
+        "resources": f"a resources key: write resources.default.{key} (every matcher; resources.<matcher>.{key} for "
+                     "one)",
+        "dataset": f"a dataset key: write datasets[<i>].{key}",
+        "wandb": f"a wandb key: write wandb.{key}",
+        "matcher": "an argument of matcher {names}: write matchers[<i>].overrides." + key
+                   + " (or scales.<scale>.matchers.<matcher>." + key + ")",
+        "strategy": "a parameter of strategy {names}: write strategies[<i>].params." + key,
+    }
+    homes = key_homes(key)
+    if not homes:
+        return None
+    return f"unknown key {key!r} here: {key} is " + "; or ".join(
+        where[part].format(names=", ".join(names)) for part, names in homes.items())
+
+
 _EXPECTED = {"int_type": "int", "float_type": "float", "string_type": "str", "bool_type": "bool",
              "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping"}
 
@@ -41,11 +69,12 @@ def config_error(file, error: ValidationError, schema: type[BaseModel]) -> Confi
     path, node, owner = _locate(schema, err["loc"])
     kind, value = err["type"], err.get("input")
     if kind == "extra_forbidden":
-        text = _unknown(err["loc"][-1], owner.model_fields)
+        text = _elsewhere(path, err["loc"][-1]) or _unknown(err["loc"][-1], owner.model_fields)
     elif kind == "missing":
         text = owner.missing_message
     elif kind == "literal_error":
-        text = _unknown(value, *_vocabulary(node))
+        names, what = _vocabulary(node)
+        text = (what == "key" and _elsewhere(path, value)) or _unknown(value, names, what)
     elif kind in _EXPECTED:
         text = f"expected {_EXPECTED[kind]}, got {type(value).__name__} {shown(value)}"
     elif kind == "finite_number":

@@ -48,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bench.atomic import digest_problem
 from bench.faults import point as fault_point
 from bench.provenance import (  # noqa: F401 - also read through the store by its callers
     REPO_ROOT,
@@ -69,6 +70,7 @@ from bench.run_folder import (  # noqa: F401 - the run folder's files, read thro
     RESULT_FILE,
     RUNNING_FILE,
     RunOptions,
+    running_process,
     train_in_folder,
     write_json,
     write_text,
@@ -130,7 +132,9 @@ class CellLock:
 
     def acquire(self, wait: bool = False) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if self.path.is_symlink():  # never lock (or create) a file elsewhere through a link: a lock of our own
+            self.path.unlink()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -168,6 +172,28 @@ def lock_is_held(path: str | Path, attempts: int = 3, pause_s: float = 0.05) -> 
         return True
     finally:
         os.close(fd)
+
+
+def link_out_of_root(path: str | Path, root: str | Path) -> str | None:
+    """Why the store must not write at ``path`` (a folder under ``root``): a symbolic link on the way from
+    ``root`` leads out of it (``<root>/<suite>`` or a run folder linked to a colleague's store), so a write there
+    would land in the other store. None when every folder on the way stays inside ``root``. (Links *inside* a
+    run folder are replaced by copies before it is written: ``bench.run_folder.own_copies``.)"""
+    root, path = Path(root), Path(path)
+    try:
+        inside = root.resolve()
+        parts = path.relative_to(root).parts
+    except (OSError, ValueError):
+        return None
+    step = root
+    for part in parts:
+        step = step / part
+        if step.is_symlink() and not step.resolve().is_relative_to(inside):
+            return (f"{step} is a symbolic link to {step.resolve()}, outside the results folder {root}: the store "
+                    "writes only inside its results folder, and a cell trained here would write into the other "
+                    f"folder; replace the link by a copy (cp -rL {step.resolve()} <a new folder>, then move it to "
+                    f"{step}) or give --root the folder it points to")
+    return None
 
 
 def locate_run(cell: Cell, root: str | Path = DEFAULT_ROOT, reuse_other_suites: bool = True,
@@ -300,11 +326,13 @@ def unidentified(cell: Cell) -> str | None:
 
 
 def run_status(cell: Cell, run_dir: str | Path, fingerprints: dict | None = None,
-               check_lock: bool = True) -> dict:
+               check_lock: bool = True, anchor: bool = False) -> dict:
     """``{"state", "run_dir", "error"?, "data_fingerprint"?, "result_fingerprint"?}`` of ``cell`` in
     ``run_dir``: :func:`cell_state` plus ``stale`` (a done result made from other data), ``corrupt``
     with the path, ``interrupted`` for a ``running`` marker whose lock is free (its process died) and
-    ``unidentified`` (a weights folder it reads is gone)."""
+    ``unidentified`` (a weights folder it reads is gone).
+    ``anchor``: other cells start from its ``best.pt`` (an OAS baseline), so a done result whose ``best.pt`` is
+    missing or fails its digest is ``corrupt`` too (``checkpoint_damaged``: retrained from scratch)."""
     d = Path(run_dir)
     if gone := unidentified(cell):
         return {"state": "unidentified", "run_dir": str(d), "error": gone}
@@ -314,6 +342,8 @@ def run_status(cell: Cell, run_dir: str | Path, fingerprints: dict | None = None
                          "again; the other cells are not held up"}
     state = cell_state(d)
     info = {"state": state, "run_dir": str(d)}
+    if state != "done" and d.name == cell.id and (link := link_out_of_root(d, d.parent.parent)):
+        return {"state": "blocked", "run_dir": str(d), "error": link}
     if state == "corrupt":
         info["error"] = read_result(d)[1] + "; a sweep re-runs the cell"
     elif state == "done":
@@ -331,23 +361,41 @@ def run_status(cell: Cell, run_dir: str | Path, fingerprints: dict | None = None
             info.update(state="stale", data_fingerprint=current, result_fingerprint=recorded,
                         error=f"made from other data: result data fingerprint {recorded}, the data now "
                               f"{current}; a sweep retrains it (the old result stays until then)")
+        if info["state"] == "done" and anchor and (problem := digest_problem(d / "best.pt")):
+            info.update(state="corrupt", checkpoint_damaged=True, error=(
+                f"{problem}: the cells that start from it (OAS) cannot read it; a sweep retrains it from scratch "
+                "(its result stays until the new one is complete)"))
     elif state == "interrupted":
         try:
             why = json.loads((d / INTERRUPTED_FILE).read_text())
         except (OSError, json.JSONDecodeError):
             why = {}
         info["interrupted"] = True
-        info["error"] = (f"stopped by {why.get('signal') or 'a clean stop'} at step {why.get('step')}; "
-                         "a plain sweep resumes it from last.pt")
+        info["error"] = interrupted_message(why, d)
     elif state == "running" and check_lock and d.name == cell.id:
         try:
             held = lock_is_held(lock_path(cell, d.parent.parent))
         except ValueError:
             held = False
-        if not held:
+        holder = None if held else running_process(d)  # a lock file removed (rm -rf .locks) under a live process
+        if holder:
+            info["error"] = f"trained now by {holder} (its lock file {lock_path(cell, d.parent.parent)} is gone)"
+        elif not held:
             info.update(state="interrupted", stale_marker=True, interrupted=True,
                         error="its `running` marker was left by a process that is gone; a sweep takes it over")
     return info
+
+
+def interrupted_message(why: dict, run_dir: Path) -> str:
+    """What ``status`` says of an interrupted cell (``why``: its ``interrupted`` marker): how it stopped and how a
+    plain sweep goes on: from ``last.pt`` when there is one, else from scratch (a second Ctrl-C in the first step
+    stops at once, before any checkpoint)."""
+    signal, step = why.get("signal"), why.get("step")
+    how = (f"stopped by {signal or 'a clean stop'} at step {step}" if step is not None else
+           f"stopped at once by {'a second Ctrl-C' if signal == 'SIGINT' else signal or 'a stop'}")
+    if any((run_dir / name).exists() for name in ("last.pt", "last.prev.pt")):
+        return f"{how}; a plain sweep resumes it from last.pt"
+    return f"{how}, before any checkpoint was saved (no last.pt); a plain sweep trains it from scratch"
 
 
 def load_result(run_dir: str | Path) -> dict | None:
@@ -394,7 +442,8 @@ def _staging_dir(final: Path, adopt: bool) -> Path:
     mine = final.with_name(f"{final.name}{STAGING_SUFFIX}-{_job_token()}")
     if not adopt:
         return mine
-    others = sorted((p for p in final.parent.glob(f"{final.name}{STAGING_SUFFIX}*") if p != mine and p.is_dir()),
+    others = sorted((p for p in final.parent.glob(f"{final.name}{STAGING_SUFFIX}*")
+                     if p != mine and p.is_dir() and not p.is_symlink()),
                     key=lambda p: p.stat().st_mtime)
     resumable = [p for p in others if (p / "last.pt").exists() or (p / "last.prev.pt").exists()]
     if resumable and not mine.exists():
@@ -498,7 +547,7 @@ def _anchor_checkpoint(cell: Cell, root: Path, reuse_other_suites: bool) -> Path
         return None
     dep = replace(cell, id=cell.depends_on[0])
     dep_dir = locate_run(dep, root, reuse_other_suites)
-    info = run_status(dep, dep_dir)
+    info = run_status(dep, dep_dir, anchor=True)  # its best.pt whole: the digest checked before it is read
     if info["state"] != "done":
         why = f": {info['error']}" if info.get("error") else ""
         raise RuntimeError(f"anchor cell {dep.id} is not done ({info['state']} in {dep_dir}{why}); "
@@ -529,11 +578,13 @@ def run_cell_in_store(cell: Cell, root: str | Path = DEFAULT_ROOT, options: RunO
     """
     root, fps = Path(root), {}
     final = locate_run(cell, root, reuse_other_suites, fps)
-    status = run_status(cell, final, fps)
-    if options.retrain_other_code and _other_code(status):
-        options = replace(options, force=True)
+    status = run_status(cell, final, fps, anchor=cell.id in options.anchors)
+    if (options.retrain_other_code and _other_code(status)) or status.get("checkpoint_damaged"):
+        options = replace(options, force=True, force_before=options.force_before or time.time())
     if status["state"] == "done" and not _forced(final, options):
         return _done(final)
+    if status["state"] != "blocked" and (link := link_out_of_root(final, root)):  # a forced re-run of a done cell
+        status = {"state": "blocked", "error": link}
     if status["state"] == "blocked":
         if raise_errors:
             raise StoreError(status["error"])
@@ -560,6 +611,8 @@ def _beside_rank_0(job: _Job) -> dict:
 
 def _run_under_lock(job: _Job) -> dict:
     lock = CellLock(lock_path(job.cell, job.root))
+    if link := link_out_of_root(lock.path.parent, job.root):
+        raise StoreError(f"cannot lock cell {job.cell.id}: {link}")
     try:
         got = lock.acquire(wait=job.options.wait_lock)
     except OSError as e:  # e.g. a path under a regular file, a read-only mount
@@ -573,16 +626,29 @@ def _run_under_lock(job: _Job) -> dict:
         lock.release()
 
 
+def _live_holder(final: Path) -> str | None:
+    """The live process of this host (``running`` marker: pid and kernel start time) training the cell of
+    ``final`` in it or in one of its staging folders, or None."""
+    for folder in [final, *final.parent.glob(f"{final.name}{STAGING_SUFFIX}-*")]:
+        if holder := running_process(folder):
+            return holder
+    return None
+
+
 def _run_locked(job: _Job) -> dict:
     """The lock is held: repair a swap cut short, look at the state again (another process may have finished
     the cell), train in the run folder (or, replacing a complete result, in a staging folder swapped in
     when complete)."""
     final = job.final
+    if holder := _live_holder(final):  # the lock file was removed under a process that still trains the cell
+        log.info("cell %s is being trained by %s (its lock file was removed): skipped", job.cell.id, holder)
+        return {"state": "locked", "run_dir": str(final), "result": None, "skipped": True, "holder": holder}
     _repair_swap(final)
-    status = run_status(job.cell, final, job.fingerprints, check_lock=False)
+    status = run_status(job.cell, final, job.fingerprints, check_lock=False, anchor=job.cell.id in job.options.anchors)
     if status["state"] == "done" and not _forced(final, job.options):
         return _done(final)
-    complete = status["state"] in ("done", "stale")  # a complete result stays until replaced by another
+    # a complete result stays until replaced by another (one whose best.pt is damaged: its metrics are whole)
+    complete = status["state"] in ("done", "stale") or status.get("checkpoint_damaged", False)
     work = _staging_dir(final, adopt=True) if complete else final
     try:
         work.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,7 @@ from bench.harness.store import (
     PLAIN_RUN,
     RunOptions,
     failure_message,
+    link_out_of_root,
     locate_run,
     mark_mixed_code,
     run_cell_in_store,
@@ -82,13 +83,20 @@ def submitted_job(run_dir: Path) -> dict | None:
         return None
 
 
+def anchor_ids(cells: list[Cell]) -> tuple[str, ...]:
+    """The ids of the cells that other cells of ``cells`` start from (OAS baselines, whose ``best.pt`` they read)."""
+    return tuple(sorted({d for c in cells for d in c.depends_on or []}))
+
+
 def cell_states(cells: list[Cell], root: Path, query_slurm: bool = True) -> dict[str, dict]:
     """Per cell id: {"state": pending|queued|running|interrupted|done|stale|corrupt|failed, "run_dir",
-    "job_id"?, "error"?, "log"?, "data_fingerprint"? and "result_fingerprint"? (stale)}."""
+    "job_id"?, "error"?, "log"?, "data_fingerprint"? and "result_fingerprint"? (stale)}. A cell others start from
+    whose ``best.pt`` is missing or damaged is ``corrupt`` (:func:`bench.harness.store.run_status`, ``anchor``)."""
     out, slurm_ids, fps = {}, {}, {}
+    anchors = set(anchor_ids(cells))
     for cell in cells:
         run_dir = locate_run(cell, root, fingerprints=fps)
-        info = run_status(cell, run_dir, fps)
+        info = run_status(cell, run_dir, fps, anchor=cell.id in anchors)
         state = info["state"]
         info["log"] = str(run_dir / "log.txt")
         job = submitted_job(run_dir)
@@ -126,11 +134,14 @@ def cell_states(cells: list[Cell], root: Path, query_slurm: bool = True) -> dict
 
 def select_cells(cells: list[Cell], states: dict, force: bool = False, retry_failed: bool = False) -> list[Cell]:
     """Cells to run now: the ``RUNNABLE`` ones (not queued/running elsewhere); with ``retry_failed`` the
-    failed and interrupted ones; with ``force`` every cell."""
+    failed and interrupted ones and the runnable cells they start from; with ``force`` every cell."""
     if force:
         return list(cells)
-    if retry_failed:
-        return [c for c in cells if states[c.id]["state"] in ("failed", "interrupted")]
+    if retry_failed:  # with the cells they start from that are not done (e.g. a baseline whose best.pt broke)
+        retry = {c.id for c in cells if states[c.id]["state"] in ("failed", "interrupted")}
+        needed = {d for c in cells if c.id in retry for d in c.depends_on or []
+                  if d in states and states[d]["state"] in RUNNABLE}
+        return [c for c in cells if c.id in retry | needed]
     return [c for c in cells if states[c.id]["state"] in RUNNABLE]
 
 
@@ -165,7 +176,8 @@ def sweep(suite: Suite, executor: str = "inline", root: str | Path = DEFAULT_ROO
     if not cells:
         raise SweepError(f"suite {suite.name} ({suite.path}) expands to 0 cells: nothing to run; list at least one "
                          "dataset, matcher, strategy and seed")
-    options = replace(options, force_before=time.time() if options.force else None, retrain_other_code=True)
+    options = replace(options, force_before=time.time() if options.force else None, retrain_other_code=True,
+                      anchors=anchor_ids(cells))
     states = cell_states(cells, root)
     todo = select_cells(cells, states, force=options.force, retry_failed=retry_failed)
     report = {"suite": suite.name, "cells": len(cells), "selected": [c.id for c in todo], "jobs": {}}
@@ -343,12 +355,16 @@ def _submit(cells: list[Cell], root: Path, kind: str, cluster, wait: bool, jobs_
     folder = Path(jobs_folder or root / JOBS_DIR)  # job logs stay inside --root
     if folder.exists() and not folder.is_dir():
         raise SweepError(f"{folder} is a file where the sweep keeps its job logs: move it away")
+    if jobs_folder is None and (link := link_out_of_root(folder, root)):
+        raise SweepError(link)
     submitted: dict[str, str] = dict(active_jobs or {}) if kind == "slurm" else {}
     all_jobs, lost, stopped_by = [], [], None
 
     def record(cell, job):
         submitted[cell.id] = job.job_id
         run_dir = locate_run(cell, root)
+        if link_out_of_root(run_dir, root):  # the job refuses the cell (blocked); nothing is written there
+            return
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / SUBMITTED_FILE, json.dumps(  # a concurrent `status` never reads half of it
             {"job_id": job.job_id, "executor": kind, "stderr": str(job.paths.stderr),
