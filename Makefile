@@ -25,7 +25,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: setup demo test test-fast bench bench-gpu lint data collect readme sync status clean \
-        table-dbl table-oas table-oss table-mss table-ablation table-cohort
+        table-dbl table-oas table-oss table-mss table-ablation table-cohort \
+        rehearse-dbl rehearse-oas rehearse-oss rehearse-mss rehearse-ablation rehearse-cohort rehearse-all
 
 setup: $(STAMP)
 
@@ -74,6 +75,17 @@ TABLE_OVERRIDES = data_root=$(DATA) scale=$(SCALE) $(if $(SEEDS),seeds=$(SEEDS))
 table-dbl table-oas table-oss table-mss table-ablation table-cohort: setup
 	$(PY) -m bench sweep $(subst table-,,$@) --executor $(EXECUTOR) $(if $(filter slurm,$(EXECUTOR)),--cluster $(CLUSTER)) --root $(ROOT) $(SWEEP_ARGS) $(TABLE_OVERRIDES)
 	$(PY) -m bench collect $(subst table-,,$@) --root $(ROOT) --tables $(TABLES) --figures $(FIGURES) $(TABLE_OVERRIDES)
+
+## a dress rehearsal of a paper table before you submit it (README "Before you submit a table"): every distinct
+## full-scale configuration for a few steps, on generated data of the published shapes and generated weights
+## unless DATA= / ARGS="weights.clip=DIR weights.bert=DIR" give yours; a REHEARSAL table and a log of each cell's
+## peak memory vs request and s/step under results/rehearsal/ (EXECUTOR=inline|local|slurm, CLUSTER=<profile>)
+REHEARSAL_OVERRIDES = $(if $(filter command line environment,$(origin DATA)),data_root=$(DATA)) $(ARGS)
+rehearse-dbl rehearse-oas rehearse-oss rehearse-mss rehearse-ablation rehearse-cohort: setup
+	$(PY) -m bench sweep $(subst rehearse-,,$@) --rehearse --executor $(EXECUTOR) $(if $(filter slurm,$(EXECUTOR)),--cluster $(CLUSTER)) --root $(ROOT) $(SWEEP_ARGS) $(REHEARSAL_OVERRIDES)
+	$(PY) -m bench collect $(subst rehearse-,,$@) --rehearse --root $(ROOT) $(REHEARSAL_OVERRIDES)
+
+rehearse-all: rehearse-dbl rehearse-oas rehearse-oss rehearse-mss rehearse-ablation rehearse-cohort
 
 ## regenerate the README's demo table and figure from the demo's results (after make demo)
 readme: setup

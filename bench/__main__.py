@@ -4,6 +4,8 @@
     sweep SUITE [key=value …] [--sweep NAME] --executor inline|local|slurm [--cluster PROFILE] [--force]
           [--retry-failed] [--no-wait] [--dry-run]   (records the sweep: <root>/<suite>/sweeps/<name>.yaml;
                                            --dry-run: each job array's script and cells, nothing submitted)
+          [--rehearse]                    (every distinct full-scale configuration for a few steps: a REHEARSAL
+                                           table and log of memory and time; any suite command takes --rehearse)
     status SUITE [key=value …]             every cell's state with its log path
     show SUITE [key=value …]               cells a sweep would run, resolved recipes, estimated GPU-hours
     collect SUITE [key=value …]            tables (md, tex, csv) and figures
@@ -34,7 +36,11 @@ README_BEGIN, README_END = "<!-- demo-table:begin -->", "<!-- demo-table:end -->
 def _suite_args(p, sweep_help: str | None = None):
     p.add_argument("suite", help="suite name (bench/suites/<name>.yaml) or path to a YAML file")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. scale=smoke seeds=[0,1]")
-    p.add_argument("--root", type=path_arg, default=str(DEFAULT_ROOT), help="result store (default results/runs)")
+    p.add_argument("--root", type=path_arg, default=str(DEFAULT_ROOT),
+                   help="result store (default results/runs; a rehearsal's: results/rehearsal/runs)")
+    p.add_argument("--rehearse", action="store_true",
+                   help="the suite's dress rehearsal: every distinct full-scale configuration for a few steps "
+                        "(rehearsal.steps=N, rehearsal.eval_images=N, rehearsal.batch_size=N tune it)")
     p.add_argument("--sweep", default=None, metavar="NAME", help=sweep_help or (
         "the overrides of this recorded sweep (python -m bench list shows them); default: the latest sweep of "
         "the suite in --root when no key=value is given"))
@@ -42,14 +48,51 @@ def _suite_args(p, sweep_help: str | None = None):
 
 def chosen_suite(args, latest_by_default: bool = True):
     """(the suite, the :class:`bench.harness.named_sweeps.Choice`) a command works on: ``--sweep NAME``, the
-    overrides given, or the latest recorded sweep (saying which on stderr)."""
-    from bench.harness.config import load_suite
+    overrides given, or the latest recorded sweep (saying which on stderr); with ``--rehearse`` its dress rehearsal
+    (the overrides given), whose store is ``results/rehearsal/runs`` unless ``--root`` names another."""
     from bench.harness.named_sweeps import choose
 
-    choice = choose(args.suite, args.overrides, args.root, args.sweep, latest_by_default)
+    rehearse = getattr(args, "rehearse", False)
+    choice = choose(args.suite, args.overrides, args.root, args.sweep, latest_by_default and not rehearse)
     if choice.note:  # on stdout: stderr keeps its one line for an error
         print(choice.note, flush=True)
-    return load_suite(choice.suite, choice.overrides), choice
+    return load(args, choice.suite, choice.overrides), choice
+
+
+def load(args, suite: str, overrides) -> object:
+    """The suite (its dress rehearsal with ``--rehearse``, ``bench.harness.rehearsal``); a rehearsal's store is
+    ``results/rehearsal/runs`` unless ``--root`` names another (``args.root`` is set)."""
+    from bench.harness.config import load_suite
+    from bench.harness.rehearsal_log import store_root
+
+    loaded = load_suite(suite, overrides, rehearse=getattr(args, "rehearse", False))
+    args.root = str(store_root(args.root, loaded.spec))
+    return loaded
+
+
+def _rehearsal_log_arg(p):
+    p.add_argument("--rehearsal-log", default=None,
+                   help="the rehearsal log checked before submitting (default results/rehearsal/<table>-rehearsal-log"
+                        ".json, written by sweep --rehearse)")
+
+
+def check_rehearsal(suite, cells, executor: str, args, profile: dict | None = None) -> list[str]:
+    """A real table's latest rehearsal (``bench.harness.rehearsal_log``): its configurations that failed or need
+    more memory than requested stop the command (``error:`` lines, exit 2; memory only for SLURM), time over the
+    limit is a ``warning:`` (stderr); returns the ``note:`` lines on what was never rehearsed (the caller prints them
+    on stdout after its own output)."""
+    from bench.harness.rehearsal_log import check_before_submission
+    from bench.harness.sweep import cell_states
+
+    states = cell_states(cells, Path(args.root), query_slurm=False)
+    todo = [c for c in cells if states[c.id]["state"] != "done"]
+    found = check_before_submission(suite, todo, executor, getattr(args, "rehearsal_log", None), profile)
+    for kind, lines in (("warning", found.warnings), ("error", found.errors)):
+        for line in lines:
+            print(f"{kind}: {line}", file=sys.stderr)
+    if found.errors:
+        sys.exit(EXIT_USAGE)
+    return [f"note: {line}" for line in found.notes]
 
 
 def _rates_arg(p):
@@ -182,6 +225,7 @@ def _bad_input(message: str):
 
 def cmd_sweep(args):
     from bench.harness.dryrun import dry_run
+    from bench.harness.rehearsal import generate_inputs, is_rehearsal
     from bench.harness.slurm import ProfileError, ResourceError
     from bench.harness.sweep import sweep
 
@@ -196,44 +240,69 @@ def cmd_sweep(args):
         fail("--executor slurm needs --cluster PROFILE (a name in slurm/profiles/ or a path, e.g. "
              "slurm/profiles/example-gpu.yaml): the profile says where jobs go and what the cluster allows")
     suite, choice = _sweep_suite(args)
+    rehearsal = is_rehearsal(suite.spec)
+    if rehearsal:  # the generated data and weights it reads where the user gives none (kept when there)
+        generate_inputs(suite.spec, log=lambda line: print(line, file=sys.stderr))
     from bench.harness.cells import expand
     from bench.harness.named_sweeps import check_sweep_name
 
     check_sweep_name(args.root, suite.name, args.sweep, choice.overrides)
 
     try:
-        cells = expand(suite)
+        cells, profile = expand(suite), None
         if args.executor == "slurm":  # what the cluster cannot hold is named before the data is looked at
             from bench.harness.slurm import load_profile
             from bench.harness.sweep import plan_arrays
 
-            plan_arrays(cells, load_profile(args.cluster))
+            profile = load_profile(args.cluster)
+            plan_arrays(cells, profile)
         check_data_roots(suite, cells)  # the dry run too: what the sweep would refuse, it refuses
         check_eccv_ids(cells)
+        notes = check_rehearsal(suite, cells, args.executor, args, profile)
         if args.dry_run:  # submits nothing, records nothing
             print(dry_run(suite, root=args.root, cluster=args.cluster, force=args.force,
                           retry_failed=args.retry_failed, rates_path=args.gpu_rates))
+            for line in notes:
+                print(line)
             return
         _record(args, suite, choice)
         report = sweep(suite, executor=args.executor, root=args.root, cluster=args.cluster, options=run_options(args),
                        retry_failed=args.retry_failed, wait=not args.no_wait, rates_path=args.gpu_rates)
     except (ProfileError, ResourceError) as e:  # named before anything is submitted
         _bad_input(str(e).replace("\n", "\n  "))
+    for line in notes:
+        print(line)
+    if rehearsal:
+        _rehearsal_report(suite, args)
     if code := _report(suite, report):  # a failed or blocked cell: exit 1 (`sweep && collect` stops)
         sys.exit(code)
+
+
+def _rehearsal_report(suite, args) -> None:
+    """A rehearsal's log (``bench.harness.rehearsal_log``: cells, peak memory vs request, s/step, what was
+    reduced), written beside its table, and its summary."""
+    import shlex
+
+    from bench.harness.rehearsal_log import log_folder, read_log, summary_lines, write_log
+
+    paths = write_log(suite, args.root, log_folder(args.root), command="python -m bench " + shlex.join(sys.argv[1:]),
+                      rates_path=getattr(args, "gpu_rates", None))
+    for line in summary_lines(read_log(paths["json"])):
+        print(line)
+    print(f"rehearsal log: {paths['md']} ({paths['json'].name}, read by the sweep of the real table); table: "
+          f"python -m bench collect {shlex.join([args.suite, *args.overrides])} --rehearse")
 
 
 def _sweep_suite(args):
     """A sweep's suite: the recorded sweep ``--sweep NAME`` run again (no key=value given), else the suite with
     the overrides given (recorded under ``--sweep NAME`` or a name of its own when it runs)."""
-    from bench.harness.config import load_suite
     from bench.harness.named_sweeps import Choice, list_sweeps, suite_name_of
 
     recorded = args.sweep is not None and not args.overrides and any(
         r.name == args.sweep for r in list_sweeps(args.root, suite_name_of(args.suite)))
     if recorded:
         return chosen_suite(args)
-    return load_suite(args.suite, args.overrides), Choice(args.suite, list(args.overrides), None, None)
+    return load(args, args.suite, args.overrides), Choice(args.suite, list(args.overrides), None, None)
 
 
 def _record(args, suite, choice):
@@ -309,7 +378,10 @@ def cmd_show(args):
     print(text)
     from bench.harness.cells import expand
 
-    check_data_roots(suite, expand(suite))  # the plan above, then what a sweep of it would refuse
+    cells = expand(suite)
+    check_data_roots(suite, cells)  # the plan above, then what a sweep of it would refuse
+    for line in check_rehearsal(suite, cells, "slurm", args):
+        print(line)
 
 
 def cmd_collect(args):
@@ -445,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="slurm: print each job array's sbatch script and cells; submit nothing (no cluster needed)")
     _rates_arg(p)
+    _rehearsal_log_arg(p)
     _store_args(p, "re-run every cell (done ones are replaced when complete)")
     p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("status", help="every cell's state")
@@ -453,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="the cells a sweep would run, their recipes and estimated device hours")
     _suite_args(p, "the overrides of this recorded sweep (default: the overrides given)")
     _rates_arg(p)
+    _rehearsal_log_arg(p)
     p.set_defaults(fn=cmd_show)
     p = sub.add_parser("collect", help="tables and figures")
     _suite_args(p)

@@ -1,5 +1,5 @@
 """Where and with what a result was made: the code (git commit, source fingerprint), the packages, the
-device, the data (a cheap content fingerprint of the files a cell reads) and the local pretrained
+device, the data (a cheap content fingerprint of every input a cell reads: ``bench.data.layout``) and the local pretrained
 weights (each folder's path and content fingerprint, ``bench.weights``).
 
 Read by the trainer (a checkpoint records the code and data it was made with; a resume across a
@@ -9,6 +9,7 @@ data it was made from). Imports nothing of either.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -116,25 +117,54 @@ def data_fingerprint(roots, edge_bytes: int = 4096, samples: int = 8, max_files:
     return h.hexdigest() if n else None
 
 
+def cell_inputs(cell: spec.Cell):
+    """Every input ``cell`` reads (``bench.data.layout.cell_inputs``, the one definition, with the trainer's
+    defaults of the paths)."""
+    from bench.data.layout import cell_inputs as inputs
+    from bench.registry_facts import matcher_attr
+
+    return inputs(cell.replace(dataset=spec.resolve_dataset(cell.dataset)), matcher_attr(cell.matcher.name, "input_kind"))
+
+
 def cell_data_files(cell: spec.Cell) -> list[Path]:
-    """The files and folders a cell's training and evaluation read: ``<data_root>/<dataset>/`` (the
-    whole ``data_root`` when it has no such folder, e.g. Karpathy JSON + images) and the vocabulary."""
-    ds = spec.resolve_dataset(cell.dataset)  # the trainer's defaults of the paths
-    data_root, vocab_root, name = Path(ds.data_root), Path(ds.vocab_root), ds.name
-    out = [data_root / name if name and (data_root / name).is_dir() else data_root]
-    out += [Path(extra) for extra in (ds.karpathy_json, ds.image_root) if extra]
-    vocab = vocab_root / f"{name}_vocab.json"
-    if vocab.exists():
-        out.append(vocab)
-    return out
+    """The files and folders a cell's training and evaluation read: a region matcher's precomp folder
+    ``<data_root>/<dataset>/`` and vocabulary; a pixel matcher's Karpathy caption file and the images it lists
+    for the cell's splits."""
+    inputs = cell_inputs(cell)
+    return [*inputs.files, *(inputs.image_root / name for name in inputs.images)]
+
+
+def images_fingerprint(root: Path, names, samples: int = 64, edge_bytes: int = 4096) -> str:
+    """sha1 over every image's path (relative to ``root``) and size, and the first and last ``edge_bytes`` bytes of
+    ``samples`` of them spread evenly: a regenerated, replaced or truncated image set changes it (an image file's
+    size follows its content), at a stat per image (COCO's 123,287 images in about a second)."""
+    names = list(names)
+    h = hashlib.sha1()
+    for name in names:
+        try:
+            size = (root / name).stat().st_size
+        except OSError:
+            size = "missing"
+        h.update(f"{name}|{size}\n".encode())
+    for name in names[:: max(1, len(names) // samples)][:samples]:
+        with contextlib.suppress(OSError), open(root / name, "rb") as f:
+            h.update(f.read(edge_bytes))
+            f.seek(max(0, (root / name).stat().st_size - edge_bytes))
+            h.update(f.read(edge_bytes))
+    return h.hexdigest()
 
 
 def cell_fingerprint(cell: spec.Cell, cache: dict | None = None) -> str | None:
-    """:func:`data_fingerprint` of the files ``cell`` reads (``cache``: one dict per pass over a suite)."""
-    key = tuple(str(p) for p in cell_data_files(cell))
+    """The content fingerprint of every input ``cell`` reads (:func:`cell_inputs`): :func:`data_fingerprint` of
+    its files and folders, with :func:`images_fingerprint` of a pixel matcher's images (``cache``: one dict per
+    pass over a suite). A region cell's is as it was before images counted (its results stay verified)."""
+    inputs = cell_inputs(cell)
+    key = (tuple(str(p) for p in inputs.files), str(inputs.image_root), inputs.images)
     if cache is not None and key in cache:
         return cache[key]
-    fp = data_fingerprint(cell_data_files(cell))
+    fp = data_fingerprint(inputs.files)
+    if fp is not None and inputs.images:
+        fp = hashlib.sha1(f"{fp}|images:{images_fingerprint(inputs.image_root, inputs.images)}".encode()).hexdigest()
     if cache is not None:
         cache[key] = fp
     return fp

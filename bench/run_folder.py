@@ -144,6 +144,9 @@ class RunFolder:
             tracker.finish(result)
         self.file(DONE_FILE).touch()
         self.file(RUNNING_FILE).unlink(missing_ok=True)
+        if cell.rehearsal is not None:  # a rehearsal never resumes: its full checkpoint (a published-size model
+            for f in self.path.glob("last*.pt*"):  # and its optimiser state, 1.8 GB for CLIP) goes; best.pt stays
+                f.unlink(missing_ok=True)          # (an OAS rehearsal's anchor)
         return result
 
     def failed(self, e: BaseException) -> str:

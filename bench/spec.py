@@ -380,8 +380,63 @@ class Anchor:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+@dataclass(frozen=True)
+class Rehearsal:
+    """A dress rehearsal of a full-scale cell (``python -m bench sweep SUITE --rehearse``): the cell as the table
+    runs it (its model, recipe, precision, resources, the SLURM path), cut to a few steps and a small evaluation
+    so that every code path a GPU job takes runs in minutes. The cell's ``schedule`` stays the published one
+    (what the table plans with); :func:`resolve` applies the cuts: at most ``epochs`` epochs of at most
+    ``steps`` optimiser steps, ``batch_size`` when given (where memory forces a smaller batch), the dev split
+    and each test split cut to their first ``eval_images`` images (a folded protocol: a multiple of its
+    folds). A rehearsal's result is never a result of the table: the rehearsal enters the cell's id (so a
+    rehearsal cell never shares an id with a real one) and its ``result.json``, which ``collect`` refuses to
+    pool outside a rehearsal."""
+
+    steps: int = 2
+    epochs: int = 1
+    eval_images: int = 50
+    batch_size: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Rehearsal:
+        _no_unknown("rehearsal", d, [f.name for f in fields(cls)])
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def reduced(self, sched: Schedule, ev: Eval) -> dict[str, tuple]:
+        """{what: (published, rehearsed)} of every value the rehearsal cuts for a cell of this schedule and eval."""
+        out = {"epochs": (sched.epochs, min(sched.epochs, self.epochs)),
+               "steps per epoch": (sched.max_steps_per_epoch, min(sched.max_steps_per_epoch or self.steps, self.steps)),
+               "dev images": (ev.dev_images, min(ev.dev_images, self.eval_images)),
+               "test images per split": (None, self.eval_images)}
+        if self.batch_size is not None and self.batch_size != sched.batch_size:
+            out["batch size"] = (sched.batch_size, self.batch_size)
+        return {k: v for k, v in out.items() if v[0] != v[1]}
+
+
+#: The limits of a rehearsal's cuts (the suite schema reads them).
+REHEARSAL_LIMITS = {"steps": Limit(1, why=_COUNT), "epochs": Limit(1, why=_COUNT),
+                    "eval_images": Limit(5, why="COCO 1K's five folds need an image each"),
+                    "batch_size": Limit(1, why=_COUNT)}
+
+
+def rehearsed(sched: Schedule, ev: Eval, r: Rehearsal | None) -> tuple[Schedule, Eval]:
+    """The schedule and eval a rehearsal runs (``r`` None: unchanged). Idempotent."""
+    if r is None:
+        return sched, ev
+    cut = {"epochs": min(sched.epochs, r.epochs),
+           "max_steps_per_epoch": min(sched.max_steps_per_epoch or r.steps, r.steps)}
+    if r.batch_size is not None:
+        cut["batch_size"] = r.batch_size
+    return (dataclasses.replace(sched, **cut),
+            dataclasses.replace(ev, dev_images=min(ev.dev_images, r.eval_images)))
+
+
 _PARTS = {"dataset": Dataset, "matcher": MatcherSpec, "strategy": StrategySpec, "schedule": Schedule,
-          "eval": Eval, "resources": Resources, "wandb": Wandb, "anchor_checkpoint": Anchor}
+          "eval": Eval, "resources": Resources, "wandb": Wandb, "anchor_checkpoint": Anchor,
+          "rehearsal": Rehearsal}
 
 
 @dataclass(frozen=True)
@@ -389,7 +444,7 @@ class Cell:
     """One training run: (dataset, matcher, strategy, seed, schedule) plus where it belongs in a suite.
 
     The optional fields (``id``, ``suite``, labels, ``resources``, ``wandb``, ``recipe``,
-    ``anchor_checkpoint``, ``device``) are left out of :meth:`to_dict` when None.
+    ``anchor_checkpoint``, ``device``, ``rehearsal``) are left out of :meth:`to_dict` when None.
     """
 
     dataset: Dataset
@@ -409,6 +464,7 @@ class Cell:
     recipe: dict | None = None  # {group: "option@version"} of the suite's recipes (not hashed: the schedule is)
     anchor_checkpoint: Anchor | None = None  # a released OAS anchor
     device: str | None = None  # "auto" | "cpu" | "cuda" | "cuda:N" (resolved: "auto")
+    rehearsal: Rehearsal | None = None  # a dress rehearsal of this full-scale cell (never a result of its table)
 
     @classmethod
     def from_dict(cls, d: dict) -> Cell:
@@ -631,8 +687,8 @@ def resolve_dataset(ds: Dataset) -> Dataset:
 def resolve(cell: Cell) -> Cell:
     """Every default of ``cell`` filled, the code's included: the dataset's paths, the schedule's matcher-given
     values, the matcher's and the strategy's declared constructor defaults (``MatcherSpec.defaults``,
-    ``StrategySpec.defaults``), the device. What the run uses and records, and what :func:`result_key` reads.
-    Idempotent. Raises ValueError naming the key for a value out of range, KeyError for an unknown name."""
+    ``StrategySpec.defaults``), the device; a rehearsal's cuts (:class:`Rehearsal`). What the run uses and
+    records, and what :func:`result_key` reads. Idempotent. Raises ValueError naming the key for a value out of range, KeyError for an unknown name."""
     from bench.precision import RunMode
 
     for key, value in cell.schedule.to_dict().items():
@@ -643,8 +699,9 @@ def resolve(cell: Cell) -> Cell:
     sched = _fill_schedule(cell.schedule, cell.matcher.name, cell.strategy)
     RunMode.of(sched.to_dict(), "cpu")  # a bad precision/compile (or amp contradicting it) fails here
     _check_protocols(cell.eval.protocols, cell.dataset.name)
+    sched, ev = rehearsed(sched, cell.eval, cell.rehearsal)
     return dataclasses.replace(
-        cell, dataset=resolve_dataset(cell.dataset), schedule=sched,
+        cell, dataset=resolve_dataset(cell.dataset), schedule=sched, eval=ev,
         matcher=dataclasses.replace(cell.matcher, defaults=matcher_defaults(cell.matcher.name)),
         strategy=dataclasses.replace(cell.strategy, defaults=strategy_defaults(cell.strategy.name)),
         device=cell.device if cell.device is not None else "auto")
@@ -670,7 +727,7 @@ def result_key(cell: Cell) -> dict:
     (name, declared defaults, overrides), strategy (name, defaults and params), schedule (less
     ``NOT_RESULT_KEYS``), eval (both less the ``added`` keys at their default), seed, the cells it depends on, a
     released anchor's content and the content of local pretrained folders (:func:`weights_identity`, in place
-    of their paths). Not: suite, scale, labels of matcher and strategy, data paths, resources,
+    of their paths), a rehearsal's cuts. Not: suite, scale, labels of matcher and strategy, data paths, resources,
     W&B, device (the data itself is checked by its fingerprint). The same for a cell and its resolved form:
     the id names both, and a resume compares it."""
     r = resolve(cell)
@@ -688,6 +745,8 @@ def result_key(cell: Cell) -> dict:
         key["captions_per_image"] = r.dataset.captions_per_image
     if r.anchor_checkpoint:  # a released anchor instead of a baseline cell: its content decides
         key["anchor_checkpoint"] = r.anchor_checkpoint.sha256
+    if r.rehearsal is not None:  # a rehearsal is never a result of its table: never the id of a real cell
+        key["rehearsal"] = r.rehearsal.to_dict()
     weights = weights_identity(r)
     if weights:  # local pretrained folders: their content decides, not where they lie
         key["matcher"] = {k: v for k, v in key["matcher"].items() if k not in weights}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import logging
 import math
@@ -225,7 +226,7 @@ def evaluate_test(model, data: Data, cell: spec.Cell, device) -> tuple[dict, dic
         by_split.setdefault(PROTOCOLS[name].split, []).append(name)
     for split_name, protos in by_split.items():
         split = data.test_splits[split_name]
-        imgs, caps = data.eval_batches(split, cell.eval.batch_size)
+        imgs, caps = data.eval_batches(split, cell.eval.batch_size, n_images=rehearsal_images(cell, split, protos))
         img_enc, cap_enc = encode_all(model, imgs, caps, device=device)
         fault_point("eval.test")
         sims = score_matrix(model, img_enc, cap_enc, device=device)
@@ -234,21 +235,44 @@ def evaluate_test(model, data: Data, cell: spec.Cell, device) -> tuple[dict, dic
             metrics[name] = {k: v for k, v in m.items() if k != "folds"}
             ranks[f"{name}/i2t"], ranks[f"{name}/t2i"] = np.asarray(r_i2t), np.asarray(r_t2i)
             if name == eccv.PROTOCOL and eccv.wanted(cell):  # ECCV Caption and CxC beside Recall@K
-                metrics[name].update(eccv.coco_metrics(sims, eccv.split_ids(split, cell.dataset.data_root)))
+                metrics[name].update(eccv.coco_metrics(sims, first_images(eccv.split_ids(split, cell.dataset.data_root),
+                                                                         sims.shape[0])))
     return metrics, ranks
+
+
+def first_images(ids, n: int):
+    """The COCO ids (``eccv.SplitIds``) of a split's first ``n`` images and their captions: what a rehearsal's slice
+    of the split scores (``ids`` unchanged for the whole split)."""
+    if n >= ids.n_images:
+        return ids
+    per_image = len(ids.caption_ids) // ids.n_images
+    return dataclasses.replace(ids, image_ids=ids.image_ids[:n], caption_ids=ids.caption_ids[: n * per_image])
+
+
+def rehearsal_images(cell: spec.Cell, split, protocols: list[str]) -> int | None:
+    """Images of a test split a rehearsal evaluates (``Rehearsal.eval_images``, cut to a multiple of the folds of
+    the protocols that read the split, at most the split); None (the whole split) for a real cell."""
+    from bench.protocols import PROTOCOLS
+
+    if cell.rehearsal is None:
+        return None
+    folds = math.lcm(*(PROTOCOLS[p].n_folds for p in protocols))
+    return min(split.n_images, max(folds, cell.rehearsal.eval_images // folds * folds))
 
 
 def eval_sizes(cell: spec.Cell, data: Data) -> dict:
     """What each test protocol evaluated (``cell`` resolved): ``{protocol: {images, captions, folds, fold_images,
-    captions_per_image}}`` (result.json's ``eval_data``: the tables say it beside the numbers)."""
+    captions_per_image}}`` (result.json's ``eval_data``: the tables say it beside the numbers; a rehearsal's slice)."""
     from bench.protocols import PROTOCOLS, protocols_for
 
     out = {}
-    for name in cell.eval.protocols or [p.name for p in protocols_for(cell.dataset.name)]:
+    names = cell.eval.protocols or [p.name for p in protocols_for(cell.dataset.name)]
+    for name in names:
         p = PROTOCOLS[name]
         split = data.test_splits[p.split]
-        out[name] = {"images": int(split.n_images), "captions": int(split.n_captions), "folds": p.n_folds,
-                     "fold_images": int(split.n_images) // p.n_folds,
+        n = rehearsal_images(cell, split, [q for q in names if PROTOCOLS[q].split == p.split]) or int(split.n_images)
+        out[name] = {"images": n, "captions": int(split.n_captions) * n // int(split.n_images), "folds": p.n_folds,
+                     "fold_images": n // p.n_folds,
                      "captions_per_image": int(cell.dataset.captions_per_image or p.captions_per_image)}
     return out
 
@@ -308,10 +332,37 @@ class StopRequest:
         return signal.Signals(self.signum).name if self.signum is not None else None
 
 
-def _peak_mem_mb(device) -> float:
+def reset_peak_memory(device) -> None:
+    """Start this cell's peak-memory count: the process's resident-set high-water mark (Linux: ``clear_refs``;
+    elsewhere the count stays the process's since its start) and, on CUDA, torch's peak of allocated memory.
+    A sweep that trains cells one after another in one process so measures each cell alone."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current resident set
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_rss_mb() -> float:
+    """The process's resident-set high-water mark in MiB (``VmHWM``, since :func:`reset_peak_memory`; where
+    /proc is absent, ``ru_maxrss``: since the process started)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _peak_memory(device) -> dict:
+    """What this cell's call of the trainer used at its peak: host memory (``peak_rss_mb``, what a job's memory
+    request must hold) and, on CUDA, the GPU memory torch allocated (``peak_gpu_mb``) beside the card's
+    (``gpu_total_mb``). ``peak_mem_mb``: the GPU's on CUDA, else the host's (as before)."""
+    out = {"peak_rss_mb": peak_rss_mb()}
+    if device.type == "cuda":
+        out.update(peak_gpu_mb=torch.cuda.max_memory_allocated(device) / 2**20,
+                   gpu_total_mb=torch.cuda.get_device_properties(device).total_memory / 2**20)
+    out["peak_mem_mb"] = out.get("peak_gpu_mb", out["peak_rss_mb"])
+    return out
 
 
 def run_cell(cell: spec.Cell, run_dir: str | Path, tracker=None, anchor_checkpoint: str | Path | None = None,
@@ -435,6 +486,7 @@ def _set_up(cell, run_dir: Path, tracker, anchor_checkpoint, allow_code_change) 
     code = {"commit": git_info()["commit"], "source": source_fingerprint(), "cell": spec.result_key(cell),
             "data_fingerprint": cell_fingerprint(cell)}
     sched, device = cell.schedule, distributed.torch_device(cell.device, "device")
+    reset_peak_memory(device)
     # DISTRIBUTED: join the ranks of a multi-task job (no-op for one process); only rank 0 logs and writes
     rank, world = distributed.init_from_env(device.type)
     if not distributed.is_main():
@@ -641,7 +693,7 @@ def _final_test(run: _Run, timer: PhaseTimer) -> dict:
         "steps": state.global_step,
         "forward_passes_per_step": len(run.branches),
         "backward_passes_per_step": len(run.optimizers),
-        "peak_mem_mb": _peak_mem_mb(device),
+        **_peak_memory(device),
         "cpu_hours": state.train_wall_s / 3600.0 if device.type == "cpu" else 0.0,
         "gpu_hours": state.train_wall_s / 3600.0 if device.type == "cuda" else 0.0,
         "device": str(device),

@@ -147,6 +147,12 @@ def identity(name: str, arguments: dict) -> dict[str, str]:
             for arg, path in folders(name, arguments).items()}
 
 
+def unreadable_folders(name: str, arguments: dict) -> dict[str, str]:
+    """{argument: absolute folder} of the local weight folders matcher ``name`` is given that hold no model files
+    (gone, moved, emptied): a cell reading one cannot be identified (its id holds the folder's content)."""
+    return {arg: _absolute(path) for arg, path in folders(name, arguments).items() if folder_fingerprint(path) is None}
+
+
 def folders(name: str, arguments: dict) -> dict[str, str]:
     """{argument: folder} of the local weight folders matcher ``name`` is given in ``arguments``."""
     return {arg: arguments[arg] for arg in weights_args(name) if arguments.get(arg) is not None}

@@ -240,3 +240,18 @@ def test_a_weights_kind_that_does_not_exist():
         load_suite("dbl", ["weights.clp=/models/clip"])
     assert str(err.value) == f"{REPO}/bench/suites/dbl.yaml: weights.clp: unknown key 'clp'. Did you mean: clip? " \
                              "Valid: bert, clip"
+
+
+def test_the_paper_tables_at_smoke_scale_read_every_input_of_the_embedded_data(tiny_data):
+    """`make table-<t>`'s default journey (scale=smoke on the embedded data, both datasets, every matcher): no
+    input is missing, CLIP's COCO cells included (every preset renders COCO's images and Karpathy file)."""
+    from bench.harness.cells import expand
+    from bench.harness.config import load_suite
+    from bench.inputs import check_cells
+
+    for name in ("dbl", "oas", "oss", "mss", "ablation", "cohort"):
+        cells = expand(load_suite(name, ["scale=smoke", f"data_root={tiny_data}", "seeds=[0]"]))
+        assert check_cells(cells) == [], name
+    clip_coco = [c for c in expand(load_suite("dbl", ["scale=smoke", f"data_root={tiny_data}", "seeds=[0]"]))
+                 if c.matcher.name == "clip" and c.dataset.name == "coco_precomp"]
+    assert len(clip_coco) == 3

@@ -381,3 +381,55 @@ def test_collect_output_folders_that_cannot_hold_tables(trained, tmp_path, case)
         says = f"{tables} is inside the run folder {run_dirs(root)[0]}"
     p = bench("collect", suite, "--root", root, "--tables", tables, "--figures", figures, check=2)
     assert says in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_a_done_cell_whose_weights_folder_is_gone_names_the_folder(tiny_data, tmp_path):
+    """A cell's id holds its weights folder's content: with the folder gone it cannot be computed, so status and
+    collect say so, naming the folder (not `pending`, which would send a sweep to train it again); with the
+    folder back (anywhere, `weights.clip=` naming it) the cell is done again. collect, with nothing else done,
+    writes no table and names the cell and why."""
+    import models
+
+    weights = tmp_path / "clip-tiny"
+    models.build("clip", preset="tiny", vocab_words=["a", "dog"]).save_pretrained(weights)
+    suite = tiny_suite(tmp_path, tiny_data, matchers=[{"name": "clip", "label": "CLIP", "overrides": {"preset": "tiny"}}])
+    given = [f"weights.clip={weights}"]
+    bench("sweep", suite, "--root", tmp_path / "runs", *given, check=0)
+    assert "done" in bench("status", suite, "--root", tmp_path / "runs", *given, check=0).stdout
+    moved = weights.rename(tmp_path / "elsewhere")
+    st = bench("status", suite, "--root", tmp_path / "runs", *given, check=0).stdout
+    assert "unidentified" in st and "pending" not in st
+    assert f"weights folder {weights} (pretrained_path) missing or holding no model files: cannot identify the cell" in st
+    out = bench("collect", suite, "--root", tmp_path / "runs", "--tables", tmp_path / "t", "--figures", tmp_path / "f",
+                *given, check=2)  # nothing done to tabulate: no table, the cell named with why
+    assert f"(unidentified: weights folder {weights}" in out.stderr and not (tmp_path / "t").exists()
+    assert "done" in bench("status", suite, "--root", tmp_path / "runs", f"weights.clip={moved}", check=0).stdout
+
+
+def test_a_pixel_cells_data_fingerprint_covers_its_captions_and_images(tiny_data, tmp_path):
+    """Every input of a cell by content (``bench.data.layout.cell_inputs``): a CLIP cell's Karpathy file and each
+    image it reads, not the precomp folder or the vocabulary it does not read; a region cell's fingerprint is
+    the one it always had (its precomp folder and vocabulary), so its results stay verified."""
+    from bench.provenance import cell_fingerprint, data_fingerprint
+    from bench.spec import Cell
+
+    data = Path(shutil.copytree(tiny_data, tmp_path / "data"))
+
+    def cell(matcher: str, dataset: str = "f30k_precomp") -> Cell:
+        return Cell.from_dict({"dataset": {"name": dataset, "data_root": str(data)}, "matcher": {"name": matcher},
+                               "strategy": {"name": "baseline"}})
+
+    region, clip, coco_clip = cell("vse_infty"), cell("clip"), cell("clip", "coco_precomp")
+    assert cell_fingerprint(region) == data_fingerprint([data / "f30k_precomp", data / "vocab" / "f30k_precomp_vocab.json"])
+    before = {id(c): cell_fingerprint(c) for c in (region, clip, coco_clip)}
+    (data / "vocab" / "coco_precomp_vocab.json").write_text("{}")  # read by no cell above
+    (data / "f30k_precomp" / "train_caps.txt").write_text("")  # read by the region cell only
+    assert cell_fingerprint(clip) == before[id(clip)] and cell_fingerprint(coco_clip) == before[id(coco_clip)]
+    assert cell_fingerprint(region) != before[id(region)]
+    image = data / "images" / "f30k_test_000029.png"  # the last test image
+    image.write_bytes(image.read_bytes() + b"\0")
+    assert cell_fingerprint(clip) != before[id(clip)] and cell_fingerprint(coco_clip) == before[id(coco_clip)]
+    changed = cell_fingerprint(clip)
+    karpathy = data / "karpathy" / "dataset_f30k.json"
+    karpathy.write_text(karpathy.read_text().replace('"raw": "', '"raw": "A ', 1))
+    assert cell_fingerprint(clip) != changed

@@ -7,6 +7,7 @@ after each optimiser step (``ITM_BENCH_SLOW``) so that it runs long enough to se
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,3 +124,22 @@ def test_a_stopped_local_sweep_interrupts_its_running_cells_and_a_plain_sweep_fi
     for c in cells:
         assert cell_state(run_dir_for(c, root)) == "done"
         assert comparable(run_dir_for(c, root)) == comparable(run_dir_for(c, reference_root)), c.id
+
+
+def test_an_oas_cell_whose_baseline_is_done_runs_alone(tiny_data, tmp_path, monkeypatch):
+    """A sweep whose OAS cell is left (its baseline done by an earlier sweep, or shared with another table) runs
+    it on its own under the local executor, and plans its array without the baseline (was: 'depends on unknown
+    cell', found by the rehearsal of two tables sharing a baseline)."""
+    from bench.harness.dryrun import dry_run
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    path = write_suite(tmp_path, tiny_data, name="oas_left", epochs=1, steps=1)
+    suite = load_suite(path, ["strategies=[baseline, {name: kd}]"])
+    baseline, kd = topological_order(expand(suite))
+    sweep(load_suite(path), executor="inline", root=tmp_path / "runs", progress=False)
+    assert cell_state(run_dir_for(baseline, tmp_path / "runs")) == "done"
+    text = dry_run(suite, tmp_path / "runs", "local")
+    assert "1 of 2 cell(s) to run" in text and re.search(r"^array 1 \S+ \(stage 0\): 1 cell\(s\)", text, re.M) \
+        and "afterok" not in text
+    report = sweep(suite, executor="local", root=tmp_path / "runs", progress=False)
+    assert report["selected"] == [kd.id] and {s["state"] for s in report["states"].values()} == {"done"}

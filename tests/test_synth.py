@@ -159,3 +159,29 @@ def test_the_rehearsal_preset_has_the_published_shapes(rehearsal_data, tiny):
     assert PrecompSplit(rehearsal_data, "f30k_precomp", "train").n_images >= 2 * 128  # two published batches
     coco = json.loads((rehearsal_data / "karpathy" / "dataset_coco.json").read_text())["images"]
     assert len(coco) == len({e["filename"] for e in coco})  # test (the first fold) is not listed twice
+
+
+def test_every_preset_has_coco_images_and_the_files_before_them_keep_every_byte(tiny, tmp_path):
+    """tiny, demo and f30k render COCO after everything else (their COCO predates its images): a Karpathy file
+    whose splits are the precomp splits' captions, an image per entry; a folder written before (no COCO
+    Karpathy file) gets them in place, every file it had left byte for byte; the caption file is written last,
+    so a folder that has it is complete and left as it is."""
+    from bench.data.layout import KARPATHY_JSON, karpathy_split
+    from bench.data.synth import write_late_pixels
+
+    for split in ("train", "dev", "testall"):
+        precomp = PrecompSplit(tiny, "coco_precomp", split)
+        pixels = KarpathySplit(tiny / "karpathy" / KARPATHY_JSON["coco_precomp"], tiny / "images", karpathy_split(split))
+        assert pixels.captions == precomp.captions and pixels.n_images == precomp.n_images
+        assert pixels.load_image(0).size == (64, 64)
+    # a folder as the generator wrote it before COCO had images: regenerating adds them and changes nothing else
+    old = tmp_path / "old"
+    generate(old, "tiny", seed=0)
+    (old / "karpathy" / "dataset_coco.json").unlink()
+    for png in (old / "images").glob("coco_*.png"):
+        png.unlink()
+    before = digest(old)
+    generate(old, "tiny", seed=0)
+    after = digest(old)
+    assert {k: after[k] for k in before} == before and after == digest(tiny)
+    assert write_late_pixels(old, PRESETS["tiny"], seed=0) == []  # complete: nothing written again

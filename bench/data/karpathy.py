@@ -21,9 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from bench.data.errors import DataError
-
-SPLIT_ALIASES = {"train": ("train", "restval"), "dev": ("val",), "val": ("val",), "test": ("test",),
-                 "restval": ("restval",)}
+from bench.data.layout import SPLIT_ALIASES
 
 
 class KarpathySplit:

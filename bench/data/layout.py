@@ -9,12 +9,15 @@ matchers read a Karpathy caption file and an image folder::
     <data_root>/karpathy/dataset_{f30k,coco}.json                (or the dataset's `karpathy_json`)
     <data_root>/images/[<filepath>/]<filename>                   (or the dataset's `image_root`)
 
+:func:`cell_inputs` lists them for one cell: what its data fingerprint covers (``bench.provenance``).
 Reading a split's shape (:func:`npy_header`, :func:`split_shape`) touches only the ``.npy`` header and
 counts caption lines: milliseconds even for COCO's 33 GB of training features.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,9 @@ SPLIT_FILES = ("ims.npy", "caps.txt", "ids.txt")
 KARPATHY_JSON = {"f30k_precomp": "dataset_f30k.json", "coco_precomp": "dataset_coco.json"}
 #: A precomp split's name in Karpathy's files (``dev`` is ``val``; COCO's 5K ``testall`` is its ``test``).
 KARPATHY_SPLIT = {"dev": "val", "testall": "test"}
+#: The entries of a Karpathy split name (``train`` includes ``restval``).
+SPLIT_ALIASES = {"train": ("train", "restval"), "dev": ("val",), "val": ("val",), "test": ("test",),
+                 "restval": ("restval",)}
 
 
 def protocols_read(cell: Cell) -> list[str]:
@@ -70,6 +76,47 @@ def image_root(ds: Dataset) -> Path:
 def karpathy_split(split: str) -> str:
     """A precomp split's name in a Karpathy caption file."""
     return KARPATHY_SPLIT.get(split, split)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Every input a cell reads: ``files`` (files, and folders read whole) and, for a pixel matcher, the
+    ``images`` its Karpathy file lists for the splits it reads (paths relative to ``image_root``)."""
+
+    files: tuple[Path, ...]
+    image_root: Path | None = None
+    images: tuple[str, ...] = ()
+
+
+def cell_inputs(cell: Cell, input_kind: str) -> Inputs:
+    """The inputs of a (resolved) cell whose matcher reads ``input_kind`` data (``models.input_kind``). Regions:
+    the dataset's precomp folder and its vocabulary; pixels: the Karpathy caption file and the images it lists
+    for the cell's splits (never the precomp folder or the vocabulary, which it does not read)."""
+    if input_kind == "regions":
+        return Inputs((Path(cell.dataset.data_root) / cell.dataset.name, vocab_file(cell)))
+    path = karpathy_json(cell.dataset)
+    names = [name for split in splits_read(cell) for name in SPLIT_ALIASES[karpathy_split(split)]]
+    return Inputs((path,), image_root(cell.dataset), karpathy_images(path, tuple(dict.fromkeys(names))))
+
+
+def karpathy_images(path: Path, splits: tuple[str, ...]) -> tuple[str, ...]:
+    """The images (``[filepath/]filename``) a Karpathy caption file lists in ``splits``, in file order; () for a
+    file that is missing or not Karpathy's (the checks before a run say what is wrong with it)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return ()
+    return _karpathy_images(str(path), st.st_size, st.st_mtime_ns, splits)
+
+
+@functools.lru_cache(maxsize=8)
+def _karpathy_images(path: str, size: int, mtime_ns: int, splits: tuple[str, ...]) -> tuple[str, ...]:
+    del size, mtime_ns  # the cache key only: a new version of the file is read again
+    try:
+        entries = json.loads(Path(path).read_text(encoding="utf-8"))["images"]
+        return tuple(str(Path(e.get("filepath", "")) / e["filename"]) for e in entries if e.get("split") in splits)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ()
 
 
 @dataclass(frozen=True)

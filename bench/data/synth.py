@@ -16,11 +16,14 @@ Scene model (one latent world shared by every split and both datasets):
 * Captions (5 per image) describe a random subset of the objects with varied templates (attributes
   sometimes omitted, relations from the grid cells, counts, the place): "a small red ball next to
   a dog", "two cats in the room", "there's a blue car to the left of a bus.".
-* Pixels (f30k; both datasets in the ``rehearsal`` preset): the objects drawn with PIL on the theme's
-  background, one shape per category (outlined or filled), at ``image_size``² pixels.
+* Pixels (both datasets): the objects drawn with PIL on the theme's background, one shape per category
+  (outlined or filled), at ``image_size``² pixels; a Karpathy caption file per dataset.
 
 Everything is a deterministic function of the seed: image i of split s of dataset d uses
-``np.random.default_rng([seed, d, s, i])``; the COCO ``test`` split is the first fold of ``testall``.
+``np.random.default_rng([seed, d, s, i])``; the COCO ``test`` split is the first fold of ``testall``. The
+images of a dataset outside a preset's ``pixels`` (COCO in ``tiny``, ``demo``, ``f30k``, whose files predate COCO's
+images) are drawn after everything else from streams of their own (:func:`write_late_pixels`), so every earlier
+file keeps every byte.
 
 Ids: COCO ``testall`` (and ``test``) image i carries the i-th image id of the real COCO 5K test split
 (``bench.eccv.coco_test_image_ids``, from the eccv-caption package), as do the Karpathy JSON's test images
@@ -68,7 +71,9 @@ class Preset:
     noise: float = 1.0  # σ of the per-region Gaussian noise
     style: float = 1.5  # σ of a per-image offset shared by all its regions (does not average out)
     caption_error: float = 0.05  # probability that a mentioned colour is wrong (annotation noise)
-    pixels: tuple = ("f30k_precomp",)  # datasets with rendered images and a Karpathy caption file
+    # datasets whose images are drawn from each scene's own stream as it is written; the others' are drawn after
+    # everything else (write_late_pixels): every dataset gets images and a Karpathy caption file
+    pixels: tuple = ("f30k_precomp",)
 
 
 #: Preset fields added after datasets existed: at their default they stay out of MANIFEST.json, so a
@@ -343,21 +348,64 @@ def _write_split(folder: Path, split: str, source_split: str, dataset: str, n_im
         image_id = _image_id(dataset, source_split, i)
         ids.append(str(image_id))
         if images_dir is not None:
-            filename = f"{dataset.split('_')[0]}_{split}_{i:06d}.png"
+            filename = _image_name(dataset, split, i)
             render(scene, rng, preset.image_size).save(images_dir / filename, format="PNG")
-            imgid = len(karpathy)
-            karpathy.append({
-                "filename": filename, "imgid": imgid, "cocoid": image_id, "split": karpathy_split(split),
-                "sentids": list(range(imgid * CAPTIONS_PER_IMAGE, (imgid + 1) * CAPTIONS_PER_IMAGE)),
-                "sentences": [{"raw": c, "tokens": [t for t in tokenize(c) if t[0].isalnum()],
-                               "imgid": imgid, "sentid": imgid * CAPTIONS_PER_IMAGE + k}
-                              for k, c in enumerate(caps)],
-            })
+            karpathy.append(_karpathy_entry(filename, len(karpathy), image_id, split, caps))
     ims.flush()
     del ims
     (folder / f"{split}_caps.txt").write_text("".join(c + "\n" for c in captions), encoding="utf-8")
     (folder / f"{split}_ids.txt").write_text("".join(i + "\n" for i in ids), encoding="utf-8")
     return captions
+
+
+def _image_name(dataset: str, split: str, i: int) -> str:
+    return f"{dataset.split('_')[0]}_{split}_{i:06d}.png"
+
+
+def _karpathy_entry(filename: str, imgid: int, image_id: int, split: str, caps: list[str]) -> dict:
+    """One image of a Karpathy caption file (``image_id``: its ``cocoid``, :func:`_image_id`; ``split``: the
+    precomp split it is written from)."""
+    return {"filename": filename, "imgid": imgid, "cocoid": image_id, "split": karpathy_split(split),
+            "sentids": list(range(imgid * CAPTIONS_PER_IMAGE, (imgid + 1) * CAPTIONS_PER_IMAGE)),
+            "sentences": [{"raw": c, "tokens": [t for t in tokenize(c) if t[0].isalnum()],
+                           "imgid": imgid, "sentid": imgid * CAPTIONS_PER_IMAGE + k} for k, c in enumerate(caps)]}
+
+
+def _karpathy_file(dataset: str, entries: list) -> str:
+    return json.dumps({"dataset": f"synth_{dataset.split('_')[0]}", "images": entries}, sort_keys=True) + "\n"
+
+
+#: The random stream of the images drawn after everything else (see :func:`write_late_pixels`).
+_LATE_PIXELS_STREAM = 1
+
+
+def write_late_pixels(out: Path, preset: Preset, seed: int) -> list[str]:
+    """Images and a Karpathy caption file for each dataset the preset does not render as it writes it
+    (``preset.pixels``: Flickr30K only in ``tiny``, ``demo`` and ``f30k``, whose files predate COCO's images):
+    drawn after everything else, each image from a random stream of its own (``[seed, dataset, split, i, 1]``) of
+    the scene its regions and captions were made from (the first draws of the image's stream), its captions
+    read back from the precomp split. Every file written before keeps every byte. The caption file is written
+    last: a dataset that has one is complete, and is left as it is. Returns the datasets written."""
+    written = []
+    for dataset, splits in (("coco_precomp", ("train", "dev", "testall")),):
+        target = out / "karpathy" / KARPATHY_JSON[dataset]
+        if dataset in preset.pixels or target.exists():
+            continue
+        entries: list = []
+        for split in splits:
+            lines = (out / dataset / f"{split}_caps.txt").read_text(encoding="utf-8").splitlines()
+            for i in range(len(lines) // CAPTIONS_PER_IMAGE):
+                scene = sample_scene(_image_rng(seed, dataset, split, i))
+                rng = np.random.default_rng([seed, _DATASET_CODE[dataset], _SPLIT_CODE[split], i, _LATE_PIXELS_STREAM])
+                filename = _image_name(dataset, split, i)
+                render(scene, rng, preset.image_size).save(out / "images" / filename, format="PNG")
+                caps = lines[i * CAPTIONS_PER_IMAGE:(i + 1) * CAPTIONS_PER_IMAGE]
+                entries.append(_karpathy_entry(filename, len(entries), _image_id(dataset, split, i), split, caps))
+        partial = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        partial.write_text(_karpathy_file(dataset, entries), encoding="utf-8")
+        os.replace(partial, target)
+        written.append(dataset)
+    return written
 
 
 def _manifest(preset_name: str, preset: Preset, seed: int) -> dict:
@@ -412,6 +460,7 @@ def generate(out_dir: str | Path, preset: str | Preset = "tiny", seed: int = 0, 
         except json.JSONDecodeError:
             existing = {}
         if _same(existing, manifest):
+            write_late_pixels(out_dir, config, seed)  # a dataset written before COCO had images gets them
             return out_dir
         if not _older_version_of(existing, manifest):  # an older generator's output of the same preset: rewritten
             raise DataError(f"{manifest_path} describes another dataset (preset {existing.get('preset')!r}, seed "
@@ -449,9 +498,8 @@ def generate(out_dir: str | Path, preset: str | Preset = "tiny", seed: int = 0, 
         save_vocab(vocab, tmp / "vocab" / f"{dataset}_vocab.json")
         vocab_sizes[dataset] = len(vocab)
         if dataset in config.pixels:
-            (tmp / "karpathy" / KARPATHY_JSON[dataset]).write_text(json.dumps(
-                {"dataset": f"synth_{dataset.split('_')[0]}", "images": karpathy}, sort_keys=True) + "\n",
-                encoding="utf-8")
+            (tmp / "karpathy" / KARPATHY_JSON[dataset]).write_text(_karpathy_file(dataset, karpathy), encoding="utf-8")
+    write_late_pixels(tmp, config, seed)
     manifest["vocab_sizes"] = vocab_sizes
     (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if manifest_path.is_file() and not overwrite and _same(json.loads(manifest_path.read_text()), manifest):

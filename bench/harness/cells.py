@@ -4,8 +4,8 @@ A cell is a :class:`bench.spec.Cell` (typed, frozen) from here to the trainer; f
 ``result.json``, W&B config, job pickles) hold its plain form (``Cell.to_dict`` / ``Cell.from_dict``).
 :func:`expand` sets what a suite adds to the run: ``id``, ``suite``, ``scale``, ``dataset_label``,
 ``matcher_label``, the strategy's ``label`` and ``scenario``, ``resources`` (a ``spec.Resources``),
-``wandb``, ``recipe`` (``{group: "option@version"}`` of the suite's recipes, ``bench/recipes/``) and
-``depends_on`` / ``anchor_checkpoint`` (OAS).
+``wandb``, ``recipe`` (``{group: "option@version"}`` of the suite's recipes, ``bench/recipes/``),
+``depends_on`` / ``anchor_checkpoint`` (OAS) and ``rehearsal`` (a rehearsal suite's cuts, ``bench.harness.rehearsal``).
 
 Cell id (DomainBed style): the first 12 hex digits of sha1 over the canonical JSON of what decides
 the result (``bench.spec.result_key``, read from the resolved cell: every default the code fills,
@@ -29,6 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.harness.config import ConfigError, Suite, resolve_root, strategy_params
+from bench.harness.rehearsal import plan_of
 from bench.spec import (
     DEFAULT_RESOURCES,
     SCHEDULE_REQUIRED,
@@ -187,7 +188,7 @@ def expand(suite: Suite) -> list[Cell]:
                           suite=spec["name"], scale=spec["scale"], dataset_label=ds["label"], matcher_label=m["label"],
                           resources=_resources(spec, m["name"]), wandb=Wandb.from_dict(
                               {k: v for k, v in spec["wandb"].items() if v is not None}),
-                          recipe=recipe_tags(spec) or None)
+                          recipe=recipe_tags(spec) or None, rehearsal=plan_of(spec))
             for v in variants:
                 if (ds["label"], m["label"], v.label) in labels_seen:
                     raise ConfigError(f"{suite.path}: strategy label {v.label!r} used twice; give each "

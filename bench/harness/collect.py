@@ -114,7 +114,7 @@ def collect(suite, root: str | Path = DEFAULT_ROOT, pool_mixed_code: bool = Fals
         result = load_result(run_dir) if state == "done" else None
         if state == "done" and result is None:  # result.json vanished or broke since run_status read it
             state, status["error"] = "corrupt", f"{Path(run_dir) / 'result.json'} does not parse"
-        if state in ("stale", "corrupt", "mixed-code", "blocked"):
+        if state in ("stale", "corrupt", "mixed-code", "blocked", "unidentified"):
             left_out.append(f"{describe(cell)} ({state}: {status['error']})")
         base = {"suite": suite.name, "cell_id": cell.id, "dataset": cell.dataset_label,
                 "matcher": cell.matcher_label + run_variant(result, cell), "matcher_name": cell.matcher.name,
@@ -560,9 +560,9 @@ def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_bo
     paths = {"md": out_dir / f"{suite.name}.md", "tex": out_dir / f"{suite.name}.tex",
              "csv": out_dir / f"{suite.name}.csv", "cells_csv": out_dir / f"{suite.name}_cells.csv"}
     refs = "".join(f"[{i + 1}] {src}\n" for i, src in enumerate(sources))
-    md = [f"# Suite `{suite.name}`: {suite.spec.get('description', '')}\n"]
+    md = [f"# {rehearsal_title(suite)}Suite `{suite.name}`: {suite.spec.get('description', '')}\n"]
     tex = [latex.PREAMBLE + "\n"]
-    tex_note = note + "".join(f" [{i + 1}] {src}." for i, src in enumerate(sources))
+    tex_note = rehearsal_title(suite) + note + "".join(f" [{i + 1}] {src}." for i, src in enumerate(sources))
     for b in blocks:
         extra = "".join(f"\n{line}\n" for line in [b["verdict"], b["seeds"], *b["notes"]] if line)
         data = f"*Data: {md_text(b['data'])}*\n\n" if b.get("data") else ""
@@ -578,26 +578,48 @@ def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_bo
     return paths
 
 
+def rehearsal_title(suite: Suite) -> str:
+    """What starts every title of a rehearsal's table (``bench.harness.rehearsal``): ``REHEARSAL (…): `` ('' for a
+    real table)."""
+    from bench.harness.rehearsal import plan_of, table_name
+
+    plan = plan_of(suite.spec)
+    if plan is None:
+        return ""
+    return (f"REHEARSAL of table `{table_name(suite.spec)}` ({plan.steps} step(s) per cell, at most {plan.eval_images} "
+            "test images per split: its numbers mean nothing, see its log): ")
+
+
 def run(args) -> dict:
     """``python -m bench collect SUITE [key=value …]``: write the tables and figures and a suite-summary W&B run
     (:func:`bench.harness.tracking.log_suite_summary`) as ``args`` say (``suite``, ``overrides``, ``root`` and
     the options of ``bench.harness.collect_options``); returns the tables' paths."""
     from bench.harness.figures import FIGURES_DIR, make_figures
+    from bench.harness.rehearsal import REHEARSAL_DIR, is_rehearsal
+    from bench.harness.rehearsal_log import store_root
 
-    tables, figures = Path(args.tables or TABLES_DIR), Path(args.figures or FIGURES_DIR)
     n_boot = stats.N_BOOT if args.n_boot is None else args.n_boot
-    suite = load_suite(args.suite, args.overrides)
-    check_output_folders(tables, figures / suite.name)
-    if not args.overwrite:
+    suite = load_suite(args.suite, args.overrides, rehearse=getattr(args, "rehearse", False))
+    rehearsal = is_rehearsal(suite.spec)  # its table and log go to results/rehearsal/, never beside real tables
+    root = store_root(args.root, suite.spec)
+    tables = Path(args.tables or (REHEARSAL_DIR if rehearsal else TABLES_DIR))
+    figures = Path(args.figures or FIGURES_DIR)
+    check_output_folders(tables, *([] if rehearsal else [figures / suite.name]))
+    if not args.overwrite and not rehearsal:  # a rehearsal's files are its latest one's, by design
         check_committed_outputs(suite, args.overrides, tables, figures)
-    df = collect(suite, args.root, pool_mixed_code=args.pool_mixed_code)
+    df = collect(suite, root, pool_mixed_code=args.pool_mixed_code)
     summary = summarize(df, suite, n_boot=n_boot)  # the suite's reference rows are checked here
     if not len(df) or not (df.drop_duplicates("cell_id")["state"] == "done").any():
-        raise CollectError(nothing_done(suite, args.root, args.overrides, df))
-    if not getattr(args, "force", False):
-        check_not_fewer_done(suite, summary, tables, args.root)
+        raise CollectError(nothing_done(suite, root, args.overrides, df))
+    if not getattr(args, "force", False) and not rehearsal:  # a rehearsal's table is its latest one's
+        check_not_fewer_done(suite, summary, tables, root)
     paths = write_tables(df, suite, tables, n_boot=n_boot, summary=summary)
-    figs = make_figures(df, summary, suite.name, figures)
+    figs = [] if rehearsal else make_figures(df, summary, suite.name, figures)  # a rehearsal's numbers: no figures
+    if rehearsal:
+        from bench.harness.rehearsal_log import write_log
+
+        log = write_log(suite, root, tables, rates_path=getattr(args, "gpu_rates", None))
+        figs += list(log.values())
     counts = df.drop_duplicates("cell_id")["state"].value_counts().to_dict()
     print(f"suite {suite.name}: cells {counts}")
     for p in list(paths.values()) + figs:
@@ -605,7 +627,7 @@ def run(args) -> dict:
     if not args.no_wandb:
         from bench.harness.tracking import log_suite_summary
 
-        run_path = log_suite_summary(suite, summary, args.root, n_boot=n_boot)
+        run_path = log_suite_summary(suite, summary, root, n_boot=n_boot)
         if run_path is not None:
             print(f"  W&B suite summary: {run_path}")
     return paths

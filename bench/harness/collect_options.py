@@ -10,7 +10,8 @@ from bench.values import path_arg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tables", type=path_arg, default=None, help="folder for the tables (default results/tables)")
+    p.add_argument("--tables", type=path_arg, default=None, help="folder for the tables (default results/tables; a "
+                   "rehearsal's, with its log: results/rehearsal)")
     p.add_argument("--figures", type=path_arg, default=None, help="folder for the figures (default results/figures)")
     p.add_argument("--n-boot", type=int, default=None,
                    help="bootstrap resamples of the test-set variance (default bench.harness.stats.N_BOOT)")

@@ -30,6 +30,8 @@ Layout (all keys; ``?`` = optional)::
     anchor_checkpoint?: str         # OAS cells start from this checkpoint (ours or official), no baseline
     weights?: {clip?: DIR, bert?: DIR}   # local pretrained folders (bench.weights.KINDS), for every matcher
                                     # that reads one (clip: pretrained_path, vse_infty_bert: bert_path)
+    rehearsal?: {steps?, epochs?, eval_images?, batch_size?}   # a dress rehearsal of the table (sweep
+                                    # --rehearse; bench.harness.rehearsal, bench.spec.Rehearsal)
     datasets: [{name, label?, data_root?, vocab_root?, protocols?: [str]}]   # name: f30k | coco (SCAN
                                     # layout); label names the data source (synth-demo), default = name
     matchers: [{name, label?, overrides?: {...}, datasets?: [str]}]
@@ -97,9 +99,13 @@ def available_suites() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
 
 
-def load_suite(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
+def load_suite(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = (), rehearse: bool = False) -> Suite:
     """Read a suite by name (``bench/suites/<name>.yaml``) or path, apply overrides, compose its
-    recipes, validate."""
+    recipes, validate. ``rehearse`` (``--rehearse``): its dress rehearsal (``rehearsal:`` with its defaults,
+    unless the file or an override gives one; ``bench.harness.rehearsal``)."""
+    if rehearse:
+        suite = load_suite(name_or_path, overrides)
+        return suite if suite.spec.get("rehearsal") is not None else load_suite(name_or_path, ["rehearsal={}", *overrides])
     path = suite_path(name_or_path)
     if not path.exists():
         close = difflib.get_close_matches(str(name_or_path), available_suites(), n=3)
@@ -119,6 +125,10 @@ def validate_suite(raw: dict, path: str | Path = "<suite>") -> Suite:
     spec = validate(schema()["suite"], raw, path, context={})
     if isinstance(own, dict) and (hidden := shadowed(own, spec, Path(path))):  # a key of the suite a recipe hides
         raise ConfigError(f"{path}: {hidden[0]}" + (f" (and {len(hidden) - 1} more)" if len(hidden) > 1 else ""))
+    if spec.get("rehearsal") is not None:  # a dress rehearsal of the suite's table (bench.harness.rehearsal)
+        from bench.harness.rehearsal import rehearsal_spec
+
+        spec = rehearsal_spec(spec)
     return Suite(name=spec["name"], path=Path(path), spec=spec)
 
 

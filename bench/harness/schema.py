@@ -48,10 +48,12 @@ from bench.harness.registry import (
 from bench.harness.schema_errors import _Called, _unknown, config_error
 from bench.spec import (
     EVAL_DEFAULTS,
+    REHEARSAL_LIMITS,
     RESOURCE_KEYS,
     SCHEDULE_CHOICES,
     SCHEDULE_LIMITS,
     SEED_RANGE,
+    Rehearsal,
     Wandb,
     argument_problem,
     is_plain_name,
@@ -306,6 +308,24 @@ def _within_limits(key: str):
     return check
 
 
+def _rehearsal_model() -> type[BaseModel]:
+    """``rehearsal:`` (``python -m bench sweep SUITE --rehearse``): the cuts of ``bench.spec.Rehearsal``, its
+    defaults and limits (``REHEARSAL_LIMITS``)."""
+    def within(limit):
+        def check(value):
+            problem = None if value is None else limit.problem(value)
+            if problem:
+                raise _fail(problem)
+            return value
+        return AfterValidator(check)
+
+    fields = {}
+    for k, default in Rehearsal().to_dict().items():
+        ann = Annotated[StrictInt, within(REHEARSAL_LIMITS[k])]
+        fields[k] = (Optional[ann] if default is None else ann, default)  # noqa: UP045 - a runtime annotation
+    return create_model("Rehearsal", __base__=_Strict, **fields)
+
+
 def _params_model(name: str):
     """The pydantic model of strategy ``name``'s parameters, made from ``strategy_params(name)``."""
     key = f"params_model:{name}"
@@ -555,6 +575,7 @@ def _suite_model(scales, schedules, resources) -> type[BaseModel]:
         scale=(Literal["full", "smoke"], "full"), data_root=(StrictStr | None, None),
         vocab_root=(StrictStr | None, None), anchor_checkpoint=(StrictStr | None, None),
         weights=(_table(StrictStr | None, weight_kinds()), Field(default_factory=dict)),
+        rehearsal=(Optional[_rehearsal_model()], None),  # noqa: UP045 - a runtime annotation
         eval=(eval_model, Field(default_factory=eval_model)),
         datasets=(Annotated[list[Annotated[dataset, BeforeValidator(_by_name_alone)]],
                             BeforeValidator(_non_empty_list)], ...),

@@ -15,6 +15,8 @@ data check and the lock):
 - ``mixed-code`` (:func:`mark_mixed_code`, over one table's cells): done, but made by other training
   code (``provenance.source_fingerprint``) than the rest of the table: left out, a sweep retrains it.
 - ``blocked``: a file stands where the run folder belongs: nothing runs there until it is moved.
+- ``unidentified``: a local weights folder the cell reads is gone (or holds no model files): its id, which
+  holds the folder's content, cannot be computed, so its result (if any) cannot be found (:func:`unidentified`).
 - ``failed``: a ``failed`` file (error line + path of ``traceback.txt``) and no ``done``.
 - ``running``: a ``running`` file (host, pid, start time) *and* the cell's lock is held. A ``running``
   marker whose lock is free was left by a process that died (SIGKILL, node failure): the cell is
@@ -225,12 +227,17 @@ def read_result(run_dir: str | Path) -> tuple[dict | None, str | None]:
 
 
 def result_mismatch(cell: Cell, result: dict) -> str | None:
-    """Why ``result`` is not ``cell``'s (another cell's ``result.json`` copied here, or one missing a
-    protocol the cell evaluates), or None."""
+    """Why ``result`` is not ``cell``'s (another cell's ``result.json`` copied here, a rehearsal's for a real
+    cell or the reverse, or one missing a protocol the cell evaluates), or None."""
     owner = result.get("cell_id")
     if owner is not None and owner != cell.id:
         return (f"its result.json belongs to cell {owner}, not {cell.id} (copied from another run folder?); "
                 "it is left out and a sweep retrains the cell")
+    rehearsal = bool((result.get("cell") or {}).get("rehearsal"))
+    if rehearsal != (cell.rehearsal is not None):  # a rehearsal is never a table's result, nor the reverse
+        return (f"its result.json is {'a rehearsal' if rehearsal else 'not a rehearsal'}'s, and the cell "
+                f"{'is not a rehearsal' if rehearsal else 'is one'} (copied from another run folder?): it is left out "
+                "and a sweep retrains the cell")
     missing = [p for p in cell.eval.protocols or [] if not result["metrics"].get(p)]
     if missing:
         return f"its result.json holds no metrics for {', '.join(missing)}; a sweep re-runs the cell"
@@ -304,14 +311,31 @@ def result_fingerprint(result: dict | None) -> str | None:
     return ((result or {}).get("provenance") or {}).get("data_fingerprint")
 
 
+def unidentified(cell: Cell) -> str | None:
+    """Why ``cell`` cannot be identified, or None: a local weights folder it reads holds no model files (gone or
+    moved), so its id (which holds the folder's content fingerprint) cannot be computed and a result made from
+    that folder cannot be found."""
+    from bench.weights import unreadable_folders
+
+    gone = unreadable_folders(cell.matcher.name, cell.matcher.arguments)
+    if not gone:
+        return None
+    return "; ".join(f"weights folder {folder} ({arg}) missing or holding no model files: cannot identify the cell "
+                     "(its id holds the folder's content); put the folder back, or name where it lies now "
+                     "(weights.<kind>=DIR)" for arg, folder in gone.items())
+
+
 def run_status(cell: Cell, run_dir: str | Path, fingerprints: dict | None = None,
                check_lock: bool = True, anchor: bool = False) -> dict:
     """``{"state", "run_dir", "error"?, "data_fingerprint"?, "result_fingerprint"?}`` of ``cell`` in
     ``run_dir``: :func:`cell_state` plus ``stale`` (a done result made from other data), ``corrupt``
-    with the path, and ``interrupted`` for a ``running`` marker whose lock is free (its process died).
+    with the path, ``interrupted`` for a ``running`` marker whose lock is free (its process died) and
+    ``unidentified`` (a weights folder it reads is gone).
     ``anchor``: other cells start from its ``best.pt`` (an OAS baseline), so a done result whose ``best.pt`` is
     missing or fails its digest is ``corrupt`` too (``checkpoint_damaged``: retrained from scratch)."""
     d = Path(run_dir)
+    if gone := unidentified(cell):
+        return {"state": "unidentified", "run_dir": str(d), "error": gone}
     if d.exists() and not d.is_dir():
         return {"state": "blocked", "run_dir": str(d),
                 "error": f"{d} is a file where the cell's run folder belongs: move it away (or delete it) and sweep "

@@ -146,13 +146,17 @@ def select_cells(cells: list[Cell], states: dict, force: bool = False, retry_fai
 
 
 def stages(cells: list[Cell]) -> list[list[Cell]]:
-    """Cells grouped so every cell comes after the cells it depends on (0: no dependency)."""
+    """Cells grouped so every cell comes after the cells it depends on among ``cells`` (0: no dependency); a
+    dependency outside them (a baseline already done) holds nothing up."""
     level: dict[str, int] = {}
     ids = {c.id for c in cells}
-    for c in topological_order(cells):
+    by_id = {c.id: c for c in cells}
+    inside = [c.replace(depends_on=[d for d in c.depends_on or [] if d in ids]) for c in cells]
+    order = [by_id[c.id] for c in topological_order(inside)]
+    for c in order:
         level[c.id] = 1 + max((level[d] for d in c.depends_on or [] if d in ids), default=-1)
     out: list[list[Cell]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
-    for c in topological_order(cells):
+    for c in order:
         out[level[c.id]].append(c)
     return out
 

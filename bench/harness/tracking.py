@@ -36,6 +36,13 @@ def wandb_mode() -> str:
     return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
 
 
+def rehearsal_project(project: str) -> str:
+    """The W&B project of a rehearsal's runs: ``<project>-rehearsal`` (``bench.harness.rehearsal.SUFFIX``)."""
+    from bench.harness.rehearsal import SUFFIX
+
+    return project if project.endswith(SUFFIX) else project + SUFFIX
+
+
 #: The run folder's record of its W&B run: ``{"run_id", "generation"}`` (a resume continues that run).
 WANDB_RUN_FILE = "wandb-run.json"
 _OFFLINE_DIR = re.compile(r"offline-run-(\d{8}_\d{6})-(.+)$")
@@ -126,6 +133,7 @@ class WandbTracker:
         self._replay: list[dict] | None = None
         try:
             import wandb
+
             from bench.harness.cells import describe
 
             mode = mode or wandb_mode()
@@ -136,10 +144,15 @@ class WandbTracker:
                 self._replay = read_offline_run(earlier[-1])["history"]
                 time.sleep(max(0.0, 1.05 - (time.time() - earlier[-1].stat().st_mtime)))  # a new folder name
             wb = cell.wandb
+            project = project or project_of(cell.suite, wb)
+            rehearsal = cell.rehearsal is not None  # never among a table's real runs: a project of its own
             self.run = wandb.init(
-                project=project or project_of(cell.suite, wb), entity=os.environ.get("WANDB_ENTITY") or (wb and wb.entity),
+                project=rehearsal_project(project) if rehearsal else project,
+                entity=os.environ.get("WANDB_ENTITY") or (wb and wb.entity),
                 id=self.run_id, resume="allow", group=row_group(cell), job_type=cell.strategy.label[:64],
-                tags=run_tags(cell), name=describe(cell), config=cell.to_dict(), dir=str(where), mode=mode,
+                tags=run_tags(cell) + (["REHEARSAL"] if rehearsal else []),
+                name=("REHEARSAL " if rehearsal else "") + describe(cell), config=cell.to_dict(), dir=str(where),
+                mode=mode,
                 reinit="finish_previous",
             )
         except Exception as e:  # noqa: BLE001 - tracking must never stop training
@@ -314,9 +327,11 @@ def log_suite_summary(suite, summary, root: str | Path, n_boot: int | None = Non
             shutil.rmtree(out / "wandb")
         out.mkdir(parents=True, exist_ok=True)
         wb = suite.spec.get("wandb") or {}
-        run = wandb.init(project=project_of(suite.name, wb),
+        project = project_of(suite.name, wb)
+        run = wandb.init(project=rehearsal_project(project) if suite.spec.get("rehearsal") else project,
                          entity=os.environ.get("WANDB_ENTITY") or wb.get("entity"), group=suite.name,
-                         job_type="suite-summary", name=f"{suite.name}: summary", tags=["suite-summary"],
+                         job_type="suite-summary", name=f"{suite.name}: summary",
+                         tags=["suite-summary", *(["REHEARSAL"] if suite.spec.get("rehearsal") else [])],
                          config={"suite": suite.name, "description": suite.spec.get("description", ""),
                                  "interval": "95% t-interval over seed pairs, seed + image-cluster query variance "
                                              "(bench.harness.stats)", "n_boot": n_boot},
