@@ -385,11 +385,11 @@ def cmd_show(args):
 
 
 def cmd_collect(args):
-    from bench.harness import collect
+    from bench.harness import collect_command
 
     _, choice = chosen_suite(args)
     args.suite, args.overrides = choice.suite, choice.overrides
-    paths = collect.run(args)
+    paths = collect_command.run(args)
     print(paths["md"].read_text())  # the suite's own table (its `name:`, not the file's stem)
 
 

@@ -1,5 +1,5 @@
 """The options of ``python -m bench collect`` (tables, figures, the suite's W&B summary), defined once and read
-by ``bench.harness.collect.run``. A module of its own, importing nothing heavy: every ``python -m bench``
+by ``bench.harness.collect_command.run``. A module of its own, importing nothing heavy: every ``python -m bench``
 command builds its parser from it. Defaults left None are the collect modules' own (``run`` fills them)."""
 
 from __future__ import annotations
