@@ -64,6 +64,22 @@ def digest_problem(path: str | Path) -> str | None:
     return None
 
 
+def result_checkpoint_problem(path: str | Path, result: dict | None) -> str | None:
+    """What is wrong with ``path``, a finished run's ``best.pt``, as the checkpoint of that run's ``result``
+    (``result.json``, which records the sha256 of the ``best.pt`` it was evaluated from as ``best_sha256``):
+    :func:`digest_problem`, or bytes that are another checkpoint (another run's ``best.pt`` copied over with its
+    digest file: whole, but not this result's model); None when it is the result's own. A result written before
+    the digest was recorded is checked against the digest file alone."""
+    if problem := digest_problem(path):
+        return problem
+    recorded = (result or {}).get("best_sha256")
+    got = Path(path).with_name(Path(path).name + ".sha256").read_text().strip()
+    if recorded and got != recorded:
+        return (f"checkpoint {path} is not the model of the run's result (sha256 {got[:12]}…, but its result.json was "
+                f"evaluated from {str(recorded)[:12]}…): another run's checkpoint copied over (with its digest file)?")
+    return None
+
+
 def _fix(errno_code: int, path: Path) -> str:
     """What to do about a failed write, by its cause (a folder in the way is no full disk)."""
     if errno_code == errno.EISDIR:

@@ -102,18 +102,38 @@ def read_run_config(run_dir: Path):
 def unfinished_run(checkpoint: Path) -> str | None:
     """Why ``checkpoint`` (a run folder's ``best.pt``) is not a cell's result, or None: its folder holds a
     cell's ``config.yaml`` but no ``done`` marker, so it is the best so far of a run that trains now (its
-    lock is held), was stopped or failed. ``evaluate`` and ``export`` refuse it alike."""
+    lock is held), was stopped or failed; or it has a ``done`` marker but is not the model its result was
+    evaluated from (:func:`_foreign_checkpoint`). ``evaluate`` and ``export`` refuse it alike."""
     from bench.harness.store import DONE_FILE, RUNNING_FILE, folder_lock, lock_is_held
 
     run_dir = Path(checkpoint).resolve().parent
-    if not (run_dir / "config.yaml").is_file() or (run_dir / DONE_FILE).exists():
+    if not (run_dir / "config.yaml").is_file():
         return None
+    if (run_dir / DONE_FILE).exists():
+        return _foreign_checkpoint(Path(checkpoint), run_dir)
     if (run_dir / RUNNING_FILE).exists() and lock_is_held(folder_lock(run_dir)):
         state = "is training now (its lock is held)"
     else:
         state = "is not a finished run (no `done` marker)"
     return (f"{run_dir} {state}: its {Path(checkpoint).name} is the best so far, not the cell's result; finish the "
             "cell first (python -m bench sweep SUITE)")
+
+
+def _foreign_checkpoint(checkpoint: Path, run_dir: Path) -> str | None:
+    """Why a finished run's ``best.pt`` is not the model of its result (another run's file copied over: its
+    ``result.json`` records the sha256 of the ``best.pt`` it was evaluated from), or None."""
+    import json
+
+    from bench.atomic import result_checkpoint_problem
+
+    if checkpoint.name != "best.pt":
+        return None
+    try:
+        result = json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        return None  # no readable result: the checks of the checkpoint itself still apply
+    problem = result_checkpoint_problem(checkpoint, result if isinstance(result, dict) else None)
+    return problem and f"{problem}; a sweep retrains the cell, or give the run folder the file belongs to"
 
 
 def load_for_data(path: str | Path, dataset: str, data_root: str, vocab_root: str | None, protocols: list[str],

@@ -625,6 +625,7 @@ def _final_test(run: _Run, timer: PhaseTimer) -> dict:
     state, device = run.state, run.device
     with timer.phase("test_eval_s"):
         best = load_reported_weights(run.run_dir / "best.pt")
+        best_sha256 = (run.run_dir / "best.pt.sha256").read_text().strip()  # whose model the result is
         final = prepare_model(build_matcher(run.cell, run.data).to(device), run.mode)
         final.load_state_dict(best["weights"])
         with run.mode.autocast():
@@ -650,7 +651,8 @@ def _final_test(run: _Run, timer: PhaseTimer) -> dict:
     }
     return {"status": "done", "metrics": metrics, "dev_curve": state.dev_curve, "best_epoch": state.best_epoch,
             "best_dev_rsum": state.best_rsum, "reported_branch": run.reported, "strategy": run.strategy.describe(),
-            "cost": cost, "ranks_file": "ranks.npz", "resolved_cell": run.record, "run_mode": run.mode.record(),
+            "cost": cost, "ranks_file": "ranks.npz", "best_sha256": best_sha256, "resolved_cell": run.record,
+            "run_mode": run.mode.record(),
             "eval_data": eval_sizes(run.cell, run.data),
             **({"code_changes": state.code_changes} if state.code_changes else {})}
 

@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.atomic import digest_problem
+from bench.atomic import result_checkpoint_problem
 from bench.faults import point as fault_point
 from bench.provenance import (  # noqa: F401 - also read through the store by its callers
     REPO_ROOT,
@@ -310,7 +310,8 @@ def run_status(cell: Cell, run_dir: str | Path, fingerprints: dict | None = None
     ``run_dir``: :func:`cell_state` plus ``stale`` (a done result made from other data), ``corrupt``
     with the path, and ``interrupted`` for a ``running`` marker whose lock is free (its process died).
     ``anchor``: other cells start from its ``best.pt`` (an OAS baseline), so a done result whose ``best.pt`` is
-    missing or fails its digest is ``corrupt`` too (``checkpoint_damaged``: retrained from scratch)."""
+    missing, fails its digest or is not the model its result was evaluated from (``best_sha256``) is ``corrupt`` too
+    (``checkpoint_damaged``: retrained from scratch)."""
     d = Path(run_dir)
     if d.exists() and not d.is_dir():
         return {"state": "blocked", "run_dir": str(d),
@@ -337,7 +338,7 @@ def run_status(cell: Cell, run_dir: str | Path, fingerprints: dict | None = None
             info.update(state="stale", data_fingerprint=current, result_fingerprint=recorded,
                         error=f"made from other data: result data fingerprint {recorded}, the data now "
                               f"{current}; a sweep retrains it (the old result stays until then)")
-        if info["state"] == "done" and anchor and (problem := digest_problem(d / "best.pt")):
+        if info["state"] == "done" and anchor and (problem := result_checkpoint_problem(d / "best.pt", result)):
             info.update(state="corrupt", checkpoint_damaged=True, error=(
                 f"{problem}: the cells that start from it (OAS) cannot read it; a sweep retrains it from scratch "
                 "(its result stays until the new one is complete)"))

@@ -1,0 +1,57 @@
+"""Issue 29's careless-user run, round three (docs/bad-inputs.md, "Careless user" entries): inputs the issue did
+not list, each found silently wrong, destroyed or dangerous on main a333e68, and the test of its fix."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import pytest
+
+from bench.harness.store import run_cell_in_store, run_dir_for, run_status
+from tests.test_untrusted_files import cell_of, refused
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tiny_data, tmp_path_factory):
+    """A store holding two finished baseline cells (seeds 0 and 1) of one matcher; tests work on copies."""
+    root = tmp_path_factory.mktemp("careless") / "runs"
+    cells = [replace(cell_of(tiny_data, cid=f"seed{s}cell"), seed=s) for s in (0, 1)]
+    for cell in cells:
+        assert run_cell_in_store(cell, root, tracker_factory=None)["state"] == "done"
+    return root, cells
+
+
+@pytest.fixture
+def swapped(two_seeds, tmp_path):
+    """A copy of the store in which seed 1's run holds seed 0's ``best.pt`` with its digest file (an rsync or a
+    ``cp`` mixing two run folders): whole, but not the model seed 1's result was evaluated from."""
+    root, cells = two_seeds
+    mine = tmp_path / "runs"
+    shutil.copytree(root, mine)
+    a, b = (run_dir_for(c, mine) for c in cells)
+    for name in ("best.pt", "best.pt.sha256"):
+        shutil.copy(a / name, b / name)
+    return mine, cells, b
+
+
+# ----------------------------------------------------------------------------- C1: another run's best.pt
+
+@pytest.mark.parametrize("command", ["export", "evaluate"])
+def test_another_runs_best_pt_in_a_finished_run_is_refused(capsys, swapped, tiny_data, tmp_path, command):
+    _, _, run_b = swapped
+    if command == "export":
+        args = ("export", run_b, tmp_path / "out" / "model_best.pth")
+    else:
+        args = ("evaluate", run_b / "best.pt", "--data-root", tiny_data, "--dataset", "f30k_precomp")
+    err = refused(capsys, *args)  # was: exit 0, seed 0's model exported / its Recall@K printed as seed 1's
+    assert "is not the model of the run's result" in err and str(run_b / "best.pt") in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_another_runs_best_pt_in_an_oas_baseline_makes_it_corrupt(swapped):
+    root, cells, run_b = swapped
+    info = run_status(cells[1], run_b, anchor=True)  # the baseline an OAS student of seed 1 would distil from
+    assert info["state"] == "corrupt" and info.get("checkpoint_damaged")
+    assert "is not the model of the run's result" in info["error"]
+    assert run_status(cells[0], run_dir_for(cells[0], root), anchor=True)["state"] == "done"  # its own: done
