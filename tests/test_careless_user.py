@@ -55,3 +55,32 @@ def test_another_runs_best_pt_in_an_oas_baseline_makes_it_corrupt(swapped):
     assert info["state"] == "corrupt" and info.get("checkpoint_damaged")
     assert "is not the model of the run's result" in info["error"]
     assert run_status(cells[0], run_dir_for(cells[0], root), anchor=True)["state"] == "done"  # its own: done
+
+
+# ----------------------------------------------------------------------------- C2: bench.train's schedule values
+
+@pytest.mark.parametrize("override, message", [
+    ("schedule.epochs=1.5", "schedule.epochs: expected int, got float 1.5"),  # trained 2 epochs, recorded 1.5
+    ("schedule.lr=.nan", "schedule.lr: expected a finite number, got float nan"),  # a `failed` run folder
+    ("schedule.lr_schedule=cosine", "schedule.lr_schedule: unknown value 'cosine'"),
+    ("schedule.lr_decay_epochs=[0.5]", "schedule.lr_decay_epochs: expected int, got float 0.5"),
+    ("schedule.amp=1", "schedule.amp: expected true or false, got int 1"),
+    ("schedule=3", "schedule: expected a mapping of schedule keys, got int 3"),
+])
+def test_a_schedule_value_of_the_wrong_type_given_to_bench_train(capsys, two_seeds, tmp_path, override, message):
+    root, cells = two_seeds
+    config = run_dir_for(cells[0], root) / "config.yaml"
+    err = refused(capsys, config, "--run-dir", tmp_path / "alone", override, module="bench.train")
+    assert message in err and str(config) in err
+    assert not (tmp_path / "alone").exists()  # checked before the run folder is made
+
+
+def test_resolve_checks_the_schedule_types_the_schema_checks(tiny_data):
+    from bench import spec
+
+    cell = cell_of(tiny_data)
+    for key, value in [("epochs", 1.5), ("batch_size", True), ("lr", float("inf")), ("margin", "0.2")]:
+        bad = replace(cell, schedule=replace(cell.schedule, **{key: value}))
+        with pytest.raises(ValueError, match=f"schedule.{key}: expected"):
+            spec.resolve(bad)
+    assert spec.resolve(replace(cell, schedule=replace(cell.schedule, lr=1, weight_decay=None))).schedule.lr == 1
