@@ -329,7 +329,7 @@ def write_result(result: dict, ranks: dict, out: str | Path) -> tuple[Path, Path
 
 def check_out_path(out: str | Path) -> None:
     """``--out`` names a file that can be written: EvaluateError for a folder, or a file where a folder of
-    the path belongs (checked before any scoring)."""
+    the path belongs (checked before any scoring), or an existing file that ``evaluate`` did not write."""
     out = Path(out)
     if out.is_dir():
         raise EvaluateError(f"--out {out} is a folder: give the result file's path, e.g. --out {out / 'result.json'} "
@@ -337,6 +337,48 @@ def check_out_path(out: str | Path) -> None:
     blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise EvaluateError(f"--out {out}: {blocking} is a file, not a folder; give a path in a folder")
+    refuse_foreign_file("--out", out, "a result JSON of python -m bench evaluate", _is_evaluate_result)
+    ranks = out.with_name(out.stem + ".ranks.npz")
+    refuse_foreign_file(f"--out {out}: its ranks file", ranks, "a ranks archive (.npz)", zipfile_of)
+
+
+def refuse_foreign_file(option: str, path: Path, own: str, is_own) -> None:
+    """An output path a user names replaces only an earlier output of the same kind (``is_own(path)``): a
+    mistyped path onto a data file, a caption file or a colleague's result would lose it. EvaluateError."""
+    if path.is_file() and not is_own(path):
+        raise EvaluateError(f"{option} {path} exists and is not {own}: it would be replaced, and nothing replaces a "
+                            "file this command did not write; give a new path, or move the file away first")
+
+
+def zipfile_of(path: Path, member: str | None = None) -> bool:
+    """``path`` is a zip archive (``.npz``; a torch checkpoint: one holding ``*/data.pkl``)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return member is None or any(n.endswith(member) for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _is_evaluate_result(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "metrics" in data and "checkpoints" in data
+
+
+def _check_export_path(out: Path) -> None:
+    """``export``'s OUT: a file path whose folders can hold it, never a folder or a file export did not write."""
+    if not str(out) or out.is_dir():
+        raise EvaluateError(f"{str(out) or repr('')} is a folder: give the exported file's path, e.g. "
+                            f"{out / 'model_best.pth'}")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise EvaluateError(f"{out}: {blocking} is a file, not a folder; give a path in a folder")
+    refuse_foreign_file("export OUT", out, "a torch checkpoint (an earlier export)",
+                        lambda p: zipfile_of(p, "data.pkl"))
 
 
 def cmd_evaluate(args) -> None:
@@ -382,6 +424,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "official") -> P
         raise EvaluateError(why)
     if not best.is_file():
         raise EvaluateError(f"{run_dir} has no best.pt: give a finished run folder (results/runs/<suite>/<cell-id>)")
+    _check_export_path(Path(out))
     state = ckpt.load(best)
     name = state["matcher"]["name"]
     if name not in official.EXPORTABLE:

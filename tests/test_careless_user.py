@@ -84,3 +84,39 @@ def test_resolve_checks_the_schedule_types_the_schema_checks(tiny_data):
         with pytest.raises(ValueError, match=f"schedule.{key}: expected"):
             spec.resolve(bad)
     assert spec.resolve(replace(cell, schedule=replace(cell.schedule, lr=1, weight_decay=None))).schedule.lr == 1
+
+
+# ----------------------------------------------------------------------------- C3: an output path onto a user's file
+
+def test_export_never_replaces_a_file_it_did_not_write(capsys, two_seeds, tiny_data, tmp_path):
+    from bench.__main__ import main
+
+    root, cells = two_seeds
+    run = run_dir_for(cells[0], root)
+    captions = shutil.copy(tiny_data / "f30k_precomp" / "train_caps.txt", tmp_path / "train_caps.txt")
+    before = captions.read_bytes()
+    err = refused(capsys, "export", run, captions)  # was: exit 0, the caption file replaced by a checkpoint
+    assert "exists and is not a torch checkpoint" in err and captions.read_bytes() == before
+    assert "is a folder" in refused(capsys, "export", run, tmp_path)  # was a torch RuntimeError traceback
+    out = tmp_path / "export" / "model_best.pth"
+    for _ in range(2):  # an earlier export is replaced, as the README's command run twice
+        main(["export", str(run), str(out)])
+        assert out.is_file()
+
+
+def test_evaluate_out_never_replaces_a_file_it_did_not_write(capsys, two_seeds, tiny_data, tmp_path):
+    from bench.__main__ import main
+
+    root, cells = two_seeds
+    best = run_dir_for(cells[0], root) / "best.pt"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    args = ("evaluate", best, "--data-root", tiny_data, "--dataset", "f30k_precomp", "--out")
+    assert "exists and is not a result JSON" in refused(capsys, *args, notes)
+    assert notes.read_text() == "my notes\n" and not (tmp_path / "notes.ranks.npz").exists()
+    (tmp_path / "ev.ranks.npz").write_text("mine")
+    assert "its ranks file" in refused(capsys, *args, tmp_path / "ev.json")
+    assert (tmp_path / "ev.ranks.npz").read_text() == "mine"
+    for _ in range(2):  # its own earlier result is replaced
+        main([str(a) for a in (*args, tmp_path / "again.json")])
+    assert (tmp_path / "again.json").is_file() and (tmp_path / "again.ranks.npz").is_file()
