@@ -120,3 +120,27 @@ def test_evaluate_out_never_replaces_a_file_it_did_not_write(capsys, two_seeds, 
     for _ in range(2):  # its own earlier result is replaced
         main([str(a) for a in (*args, tmp_path / "again.json")])
     assert (tmp_path / "again.json").is_file() and (tmp_path / "again.ranks.npz").is_file()
+
+
+# ----------------------------------------------------------------------------- C4: two matcher entries, one cell
+
+def test_two_matcher_entries_that_make_the_same_cells_are_refused(capsys, tiny_data, tmp_path):
+    import yaml
+
+    suite = {"name": "twins", "scale": "smoke",
+             "datasets": [{"name": "f30k_precomp", "label": "tiny", "data_root": str(tiny_data)}],
+             "matchers": [{"name": "vse_infty", "label": "A", "overrides": {"embed_size": 16}},
+                          {"name": "vse_infty", "label": "B", "overrides": {"embed_size": 16}}],
+             "strategies": [{"name": "baseline"}], "seeds": [0],
+             "scales": {"smoke": {"schedule": {"default": {"epochs": 1, "batch_size": 32, "lr": 2e-3}}}}}
+    path = tmp_path / "twins.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    # was: exit 0, one cell; the table showed row A only and B vanished without a word
+    err = refused(capsys, "show", path, "--root", tmp_path / "runs")
+    assert "matchers 'A' and 'B' give the same cells" in err and str(path) in err
+    refused_too = refused(capsys, "sweep", path, "--root", tmp_path / "runs")
+    assert "give the same cells" in refused_too and not (tmp_path / "runs" / "twins").exists()
+    from bench.harness.cells import expand
+    from bench.harness.config import load_suite
+
+    assert len(expand(load_suite(path, ["matchers.1.overrides.embed_size=32"]))) == 2  # different: two rows
