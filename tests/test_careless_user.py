@@ -144,3 +144,26 @@ def test_two_matcher_entries_that_make_the_same_cells_are_refused(capsys, tiny_d
     from bench.harness.config import load_suite
 
     assert len(expand(load_suite(path, ["matchers.1.overrides.embed_size=32"]))) == 2  # different: two rows
+
+
+# ----------------------------------------------------------------------------- C5: collect --n-boot out of range
+
+@pytest.mark.parametrize("value", ["-5", "1"])
+def test_collect_n_boot_without_a_variance_is_refused(capsys, tmp_path, value):
+    from bench.__main__ import main
+
+    # was: exit 0; -5 put scipy's "`n_resamples` must be a non-negative integer" into the ΔRSUM cells, 1 left the
+    # test-set variance out of every interval (one resample has none)
+    with pytest.raises(SystemExit) as e:
+        main(["collect", "demo", "--root", str(tmp_path / "runs"), "--tables", str(tmp_path / "t"),
+              "--figures", str(tmp_path / "f"), "--no-wandb", "--n-boot", value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"argument --n-boot: must be 0 (the bootstrap's closed-form limit) or at least 2 " \
+                                  f"resamples, got {value}" in err
+    assert not (tmp_path / "t").exists()
+
+
+def test_n_boot_takes_the_closed_form_and_real_counts():
+    from bench.harness.collect_options import n_boot
+
+    assert [n_boot(v) for v in ("0", "2", "1000")] == [0, 2, 1000]
