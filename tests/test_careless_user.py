@@ -167,3 +167,26 @@ def test_n_boot_takes_the_closed_form_and_real_counts():
     from bench.harness.collect_options import n_boot
 
     assert [n_boot(v) for v in ("0", "2", "1000")] == [0, 2, 1000]
+
+
+# ----------------------------------------------------------------------------- C6: synth --overwrite deletes only its own
+
+def test_synth_overwrite_never_deletes_what_the_generator_did_not_write(capsys, tiny_data, tmp_path):
+    from bench.data.synth import main
+
+    data = shutil.copytree(tiny_data, tmp_path / "data")
+    (data / "runs" / "t" / "abc").mkdir(parents=True)  # a results store kept beside the data, and notes
+    (data / "runs" / "t" / "abc" / "result.json").write_text("{}")
+    (data / "f30k_precomp" / "notes.txt").write_text("mine")
+    # was: exit 0, the whole folder replaced: the store and the notes deleted
+    assert main(["--preset", "tiny", "--out", str(data), "--seed", "1", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "holds files the generator did not write (f30k_precomp/notes.txt, runs)" in err
+    assert (data / "runs" / "t" / "abc" / "result.json").is_file() and (data / "f30k_precomp" / "notes.txt").is_file()
+    real = shutil.copytree(tiny_data, tmp_path / "real")  # real data: no MANIFEST.json of the generator
+    (real / "MANIFEST.json").unlink()
+    assert main(["--preset", "tiny", "--out", str(real), "--overwrite"]) == 2  # was: replaced by synthetic data
+    assert "holds no MANIFEST.json: it is no dataset of this generator" in capsys.readouterr().err
+    assert sorted(p.name for p in real.iterdir()) == sorted(p.name for p in tiny_data.iterdir() if p.name != "MANIFEST.json")
+    own = shutil.copytree(tiny_data, tmp_path / "own")  # the generator's output alone: replaced
+    assert main(["--preset", "tiny", "--out", str(own), "--seed", "1", "--overwrite"]) == 0
