@@ -190,3 +190,32 @@ def test_synth_overwrite_never_deletes_what_the_generator_did_not_write(capsys, 
     assert sorted(p.name for p in real.iterdir()) == sorted(p.name for p in tiny_data.iterdir() if p.name != "MANIFEST.json")
     own = shutil.copytree(tiny_data, tmp_path / "own")  # the generator's output alone: replaced
     assert main(["--preset", "tiny", "--out", str(own), "--seed", "1", "--overwrite"]) == 0
+
+
+# ----------------------------------------------------------------------------- C7: an empty path option
+
+@pytest.mark.parametrize("option", ["--root", "--tables", "--figures"])
+def test_an_empty_path_option_is_refused(capsys, monkeypatch, tiny_data, tmp_path, option):
+    from bench.__main__ import main
+
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)  # was: --root "" trained into the current folder, --tables "" wrote results/tables
+    out = {"--root": str(tmp_path / "runs"), "--tables": str(tmp_path / "t"), "--figures": str(tmp_path / "f")}
+    args = ["collect", "demo", *[a for k, v in {**out, option: ""}.items() for a in (k, v)], "--no-wandb"]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    assert f"argument {option}: '' is an empty path" in capsys.readouterr().err
+    assert not any(work.iterdir())
+
+
+def test_bench_train_with_an_empty_run_dir_writes_nothing_in_the_current_folder(capsys, monkeypatch, two_seeds, tmp_path):
+    from bench.train import main
+
+    root, cells = two_seeds
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main([str(run_dir_for(cells[0], root) / "config.yaml"), "--run-dir", ""])
+    assert e.value.code == 2 and "argument --run-dir: '' is an empty path" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
