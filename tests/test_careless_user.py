@@ -3,6 +3,7 @@ not list, each found silently wrong, destroyed or dangerous on main a333e68, and
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import replace
 
@@ -219,3 +220,23 @@ def test_bench_train_with_an_empty_run_dir_writes_nothing_in_the_current_folder(
         main([str(run_dir_for(cells[0], root) / "config.yaml"), "--run-dir", ""])
     assert e.value.code == 2 and "argument --run-dir: '' is an empty path" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------- UGLY, fixed: a killed sweep's zombie
+
+def test_a_process_that_exited_but_is_not_reaped_is_gone():
+    import subprocess
+    import sys
+    import time
+
+    from bench.run_folder import process_start
+
+    # a sweep killed with kill -9 stays a zombie until its parent reaps it: status said "trained now by process
+    # <pid> (its lock file … is gone)" for a free lock whose file was there
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    while time.time() < deadline and "Z" not in open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[-1].split()[:1]:
+        time.sleep(0.05)
+    assert process_start(child.pid) is None
+    child.wait()
+    assert process_start(os.getpid()) is not None
