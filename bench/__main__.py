@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -243,7 +244,7 @@ def _record(args, suite, choice):
     given = choice.sweep.suite if choice.sweep else args.suite
     record = record_sweep(args.root, given, suite.name, suite.path, choice.overrides, name=args.sweep)
     print(f"sweep {record.name} ({'run ' + str(record.runs) + ' times' if record.runs > 1 else 'new'}): {record.path}; "
-          f"`python -m bench status {suite.name} --root {args.root}` shows it (the latest), --sweep {record.name} "
+          f"`python -m bench status {suite.name} --root {shlex.quote(str(args.root))}` shows it (the latest), --sweep {record.name} "
           "names it", flush=True)  # stdout: an error that follows stays the one line of stderr
     return record
 
@@ -295,7 +296,7 @@ def cmd_status(args):
 
     if moves := waiting_moves(cells, args.root):
         print(f"{len(moves)} cell(s) of this suite have results under the ids of an earlier version "
-              f"({', '.join(m.folder.name for m in moves)}): `python -m bench migrate --root {args.root}` moves them")
+              f"({', '.join(m.folder.name for m in moves)}): `python -m bench migrate --root {shlex.quote(str(args.root))}` moves them")
 
 
 def cmd_show(args):

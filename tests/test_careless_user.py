@@ -240,3 +240,31 @@ def test_a_process_that_exited_but_is_not_reaped_is_gone():
     assert process_start(child.pid) is None
     child.wait()
     assert process_start(os.getpid()) is not None
+
+
+# ----------------------------------------------------------------------------- UGLY, fixed: suggested commands quoted
+
+def test_the_suggested_status_command_quotes_the_root(capsys, two_seeds, tmp_path):
+    import shlex
+
+    import yaml
+
+    from bench.__main__ import main
+
+    root, cells = two_seeds
+    store = tmp_path / "my runs $(touch PWNED)"
+    shutil.copytree(root, store)
+    suite = tmp_path / "files.yaml"
+    cell = cells[0]
+    suite.write_text(yaml.safe_dump({
+        "name": "files", "scale": "smoke", "seeds": [0],
+        "datasets": [{"name": "f30k_precomp", "label": "f30k_precomp", "data_root": cell.dataset.data_root,
+                      "vocab_root": cell.dataset.vocab_root}],
+        "matchers": [{"name": cell.matcher.name, "overrides": dict(cell.matcher.overrides)}],
+        "strategies": [{"name": "baseline"}],
+        "scales": {"smoke": {"schedule": {"default": cell.schedule.to_dict()}}}, "eval": {"dev_images": 30}}))
+    capsys.readouterr()
+    main(["sweep", str(suite), "--root", str(store)])
+    line = next(x for x in capsys.readouterr().out.splitlines() if "shows it (the latest)" in x)
+    command = line.split("`")[1]  # was: the root unquoted, so pasting it ran $(touch PWNED) or split the path
+    assert shlex.split(command)[-1] == str(store)

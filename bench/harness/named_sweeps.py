@@ -19,6 +19,7 @@ or skips it (``bench.harness.migrate``).
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -113,7 +114,7 @@ def read_sweep(root: str | Path, suite_name: str, name: str) -> SweepRecord:
             return record
     known = ", ".join(r.name for r in list_sweeps(root, suite_name)) or "none"
     raise ConfigError(f"--sweep {name}: no such sweep of suite {suite_name} in {root} (its sweeps: {known}); "
-                      f"`python -m bench list --root {root}` lists them, or run `python -m bench sweep "
+                      f"`python -m bench list --root {shlex.quote(str(root))}` lists them, or run `python -m bench sweep "
                       f"{suite_name} … --sweep {name}` to make it")
 
 
