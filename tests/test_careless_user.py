@@ -268,3 +268,12 @@ def test_the_suggested_status_command_quotes_the_root(capsys, two_seeds, tmp_pat
     line = next(x for x in capsys.readouterr().out.splitlines() if "shows it (the latest)" in x)
     command = line.split("`")[1]  # was: the root unquoted, so pasting it ran $(touch PWNED) or split the path
     assert shlex.split(command)[-1] == str(store)
+
+
+# ----------------------------------------------------------------------------- UGLY, fixed: a W&B project it refuses
+
+@pytest.mark.parametrize("project, why", [("a/b", "holds '/'"), ("p" * 129, "has 129 characters, more than 128")])
+def test_a_wandb_project_that_wandb_refuses_is_a_suite_error(capsys, tmp_path, project, why):
+    # was: every cell trained without tracking, a RuntimeWarning per cell ("W&B init failed … Invalid project name")
+    err = refused(capsys, "show", "demo", f"wandb.project={project}", "--root", tmp_path / "runs")
+    assert "wandb.project: " in err and why in err and "W&B refuses such a project name" in err

@@ -249,6 +249,22 @@ class _Wandb(_Strict):
     project: StrictStr | None = Wandb().project
     entity: StrictStr | None = None
 
+    @field_validator("project")
+    @classmethod
+    def _a_wandb_project_name(cls, project: str | None) -> str | None:
+        """W&B's own rule for a project name (``wandb.sdk.wandb_settings``: at most 128 characters, none of
+        ``/\\#?%:``): a name it refuses trained every cell without tracking, under a warning per cell."""
+        bad = sorted({c for c in project or "" if c in WANDB_PROJECT_FORBIDDEN})
+        if project is not None and (bad or len(project) > 128):
+            why = f"holds {', '.join(map(repr, bad))}" if bad else f"has {len(project)} characters, more than 128"
+            raise _fail(f"{shown(project)} {why}: W&B refuses such a project name and every cell would train without "
+                        f"tracking; use at most 128 characters, none of {' '.join(WANDB_PROJECT_FORBIDDEN)}")
+        return project
+
+
+#: Characters W&B refuses in a project name (``wandb.sdk.wandb_settings.Settings.validate_project``).
+WANDB_PROJECT_FORBIDDEN = "/\\#?%:"
+
 
 class _Only(_Strict):
     """``only:``: a filter on the suite's cells that keeps their labels (and so their ids): datasets and matchers by
