@@ -29,6 +29,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
 def _no_duplicate_keys(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
     seen: dict = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden here (PyYAML merges)
+            continue
         key = loader.construct_object(key_node, deep=True)
         try:
             first = seen.get(key)

@@ -277,3 +277,32 @@ def test_a_wandb_project_that_wandb_refuses_is_a_suite_error(capsys, tmp_path, p
     # was: every cell trained without tracking, a RuntimeWarning per cell ("W&B init failed … Invalid project name")
     err = refused(capsys, "show", "demo", f"wandb.project={project}", "--root", tmp_path / "runs")
     assert "wandb.project: " in err and why in err and "W&B refuses such a project name" in err
+
+
+# ----------------------------------------------------------------------------- UGLY, fixed: YAML merge keys
+
+MERGED = """name: m
+scale: smoke
+datasets: [{name: f30k_precomp, label: tiny, data_root: DATA}]
+matchers: [{name: vse_infty, overrides: {embed_size: 16}}]
+strategies:
+  - &b {name: dbl, label: A, params: {loss: abs, scenario: oss}}
+  - <<: *b
+    label: B
+    params: {loss: rel, scenario: oss}
+seeds: [0]
+scales: {smoke: {schedule: {default: {epochs: 1, batch_size: 32, lr: 2.0e-3}}}}
+"""
+
+
+def test_a_yaml_merge_key_in_a_suite_is_read(capsys, tiny_data, tmp_path):
+    from bench.harness.cells import expand
+    from bench.harness.config import load_suite
+
+    path = tmp_path / "m.yaml"
+    path.write_text(MERGED.replace("DATA", str(tiny_data)))
+    # was: `not valid YAML: could not determine a constructor for the tag 'tag:yaml.org,2002:merge'`
+    cells = expand(load_suite(path))
+    assert {(c.strategy.label, c.strategy.params["loss"]) for c in cells} == {("A", "abs"), ("B", "rel")}
+    path.write_text(MERGED.replace("DATA", str(tiny_data)).replace("    label: B\n", "    label: B\n    label: C\n"))
+    assert "duplicate key 'label'" in refused(capsys, "show", path, "--root", tmp_path / "runs")  # still one line
