@@ -121,7 +121,12 @@ def cmd_run(args):
     check_eccv_ids(match)
     from dataclasses import replace
 
+    from bench.harness.store import anchor_problem
     from bench.harness.sweep import anchor_ids
+
+    if why := anchor_problem(match[0], args.root):  # before anything is written: no `failed` folder for it
+        fail(f"cell {match[0].id}: {why}: train that baseline first (`run --cell {match[0].depends_on[0]}` with the same "
+             "suite and overrides, or a sweep of the suite, which trains the baselines first)")
 
     out = run_cell_in_store(match[0], args.root, replace(run_options(args), anchors=anchor_ids(cells)))
     print(f"{out['state']}: {out['run_dir']}")

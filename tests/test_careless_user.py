@@ -306,3 +306,25 @@ def test_a_yaml_merge_key_in_a_suite_is_read(capsys, tiny_data, tmp_path):
     assert {(c.strategy.label, c.strategy.params["loss"]) for c in cells} == {("A", "abs"), ("B", "rel")}
     path.write_text(MERGED.replace("DATA", str(tiny_data)).replace("    label: B\n", "    label: B\n    label: C\n"))
     assert "duplicate key 'label'" in refused(capsys, "show", path, "--root", tmp_path / "runs")  # still one line
+
+
+# ----------------------------------------------------------------------------- UGLY, fixed: run --cell of a student first
+
+def test_run_of_an_oas_student_before_its_baseline_is_one_line_and_writes_nothing(capsys, tiny_data, tmp_path):
+    import yaml
+
+    from bench.harness.cells import expand
+    from bench.harness.config import load_suite
+
+    path = tmp_path / "kd.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "kd", "scale": "smoke", "seeds": [0],
+        "datasets": [{"name": "f30k_precomp", "label": "tiny", "data_root": str(tiny_data)}],
+        "matchers": [{"name": "vse_infty", "overrides": {"embed_size": 16}}], "strategies": [{"name": "kd"}],
+        "scales": {"smoke": {"schedule": {"default": {"epochs": 1, "batch_size": 32, "lr": 2e-3}}}}}))
+    student = next(c for c in expand(load_suite(path)) if c.depends_on)
+    # was: a RuntimeError traceback, exit 1, and the student left `failed` (a plain sweep then kept it failed
+    # with that stale reason after training its baseline)
+    err = refused(capsys, "run", path, "--root", tmp_path / "runs", "--cell", student.id)
+    assert f"anchor cell {student.depends_on[0]} is not done (pending" in err and "train that baseline first" in err
+    assert not (tmp_path / "runs" / "kd" / student.id).exists()

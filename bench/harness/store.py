@@ -532,6 +532,16 @@ def _anchor_checkpoint(cell: Cell, root: Path, reuse_other_suites: bool) -> Path
     return dep_dir / "best.pt"
 
 
+def anchor_problem(cell: Cell, root: str | Path, reuse_other_suites: bool = True) -> str | None:
+    """Why ``cell`` cannot start now because the baseline it starts from (an OAS cell's dependency) is not done,
+    or None: :func:`_anchor_checkpoint`'s check, for a command to refuse before it creates the cell's folder."""
+    try:
+        _anchor_checkpoint(cell, Path(root), reuse_other_suites)
+    except RuntimeError as e:
+        return str(e).replace("; run it first (topological order)", "")
+    return None
+
+
 def _done(run_dir: Path) -> dict:
     return {"state": "done", "run_dir": str(run_dir), "result": load_result(run_dir), "skipped": True}
 
