@@ -328,3 +328,12 @@ def test_run_of_an_oas_student_before_its_baseline_is_one_line_and_writes_nothin
     err = refused(capsys, "run", path, "--root", tmp_path / "runs", "--cell", student.id)
     assert f"anchor cell {student.depends_on[0]} is not done (pending" in err and "train that baseline first" in err
     assert not (tmp_path / "runs" / "kd" / student.id).exists()
+
+
+# ----------------------------------------------------------------------------- UGLY, fixed: a long override quoted whole
+
+def test_a_long_bad_override_is_quoted_cut_short(capsys, tmp_path):
+    value = "[" * 5000 + "]" * 5000  # nested past the YAML loader's bound
+    err = refused(capsys, "show", "demo", f"description={value}", "--root", tmp_path / "runs")
+    # was: the 10,000-character override printed whole (twice over, with the value cut short beside it)
+    assert "is not valid YAML (values nested more than 64 levels deep)" in err and len(err) < 600
