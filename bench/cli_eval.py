@@ -153,6 +153,11 @@ def load_for_data(path: str | Path, dataset: str, data_root: str, vocab_root: st
     check_fits_data(path, weights, data)
     model, info = official.load(path, vocab_size=data.build_kwargs.get("vocab_size"), bert_path=bert_path,
                                 data_kwargs=data.build_kwargs)
+    if program == "ours":  # a vocabulary of the same size (checked by the load) with other words or order
+        from bench.data.vocab import other_vocabulary
+
+        if why := other_vocabulary(path, ckpt.get("vocab_fingerprint"), data.vocab):
+            raise EvaluateError(why)
     return model, info, data, batch_size
 
 

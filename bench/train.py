@@ -42,6 +42,7 @@ import strategies
 from bench import checkpoint as ckpt
 from bench import distributed, eccv, spec
 from bench.data.open import Data, open_data  # noqa: F401 - re-exported (tests)
+from bench.data.vocab import other_vocabulary
 from bench.faults import point as fault_point
 from bench.metrics import retrieval_metrics
 from bench.precision import RunMode, prepare_model
@@ -130,6 +131,8 @@ def _make_branches(cell: spec.Cell, strategy, data, anchor_checkpoint):
                 f"{anchor_checkpoint} was trained with matcher {anchor_state['matcher']} and vocabulary size "
                 f"{anchor_state.get('vocab_size')}, this cell uses {matcher} and "
                 f"{data.build_kwargs.get('vocab_size')}: use the baseline run of the same matcher and data")
+        elif why := other_vocabulary(anchor_checkpoint, anchor_state.get("vocab_fingerprint"), data.vocab):
+            raise ckpt.CheckpointError(why)
     for b in strategy.branches():
         if b.init.startswith("copy:"):
             continue
@@ -614,7 +617,9 @@ def _end_of_epoch(run: _Run, timer: PhaseTimer, epoch: int) -> None:
     if dev["rsum"] > state.best_rsum:
         state.best_rsum, state.best_epoch = dev["rsum"], epoch
         best = {"format": CHECKPOINT_FORMAT, "matcher": run.cell.matcher.to_dict(),
-                "vocab_size": run.data.build_kwargs.get("vocab_size"), "branch": run.reported,
+                "vocab_size": run.data.build_kwargs.get("vocab_size"),
+                "vocab_fingerprint": run.data.vocab.fingerprint() if run.data.vocab is not None else None,
+                "branch": run.reported,
                 "epoch": epoch, "dev": dev, "weights": run.branches[run.reported].state_dict()}
     _save(run, timer, best)
 

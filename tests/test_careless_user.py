@@ -337,3 +337,27 @@ def test_a_long_bad_override_is_quoted_cut_short(capsys, tmp_path):
     err = refused(capsys, "show", "demo", f"description={value}", "--root", tmp_path / "runs")
     # was: the 10,000-character override printed whole (twice over, with the value cut short beside it)
     assert "is not valid YAML (values nested more than 64 levels deep)" in err and len(err) < 600
+
+
+# ----------------------------------------------------------------------------- C8: a vocabulary of the same size
+
+def test_a_checkpoint_with_a_reordered_vocabulary_of_the_same_size_is_refused(capsys, two_seeds, tiny_data, tmp_path):
+    import json
+
+    from bench.data.vocab import load_vocab, other_vocabulary
+
+    root, cells = two_seeds
+    best = run_dir_for(cells[0], root) / "best.pt"
+    vocab = shutil.copytree(tiny_data / "vocab", tmp_path / "vocab")
+    path = vocab / "f30k_precomp_vocab.json"
+    d = json.loads(path.read_text())
+    a, b = list(d["word2idx"])[10:12]  # two words trade ids: the same 87 ids, other captions
+    d["word2idx"][a], d["word2idx"][b] = d["word2idx"][b], d["word2idx"][a]
+    d["idx2word"][str(d["word2idx"][a])], d["idx2word"][str(d["word2idx"][b])] = a, b
+    path.write_text(json.dumps(d))
+    # was: exit 0 and the Recall@K of a model fed other word ids for every caption
+    err = refused(capsys, "evaluate", best, "--data-root", tiny_data, "--dataset", "f30k_precomp", "--vocab-root", vocab)
+    assert "was trained with another vocabulary than the data's" in err and str(best) in err
+    own = load_vocab(tiny_data / "vocab" / "f30k_precomp_vocab.json")
+    assert other_vocabulary(best, own.fingerprint(), own.with_mask()) is None  # <mask> added by a trainer: the same
+    assert other_vocabulary(best, None, own) is None  # a checkpoint from before the fingerprint: not checked
