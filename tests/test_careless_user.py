@@ -361,3 +361,15 @@ def test_a_checkpoint_with_a_reordered_vocabulary_of_the_same_size_is_refused(ca
     own = load_vocab(tiny_data / "vocab" / "f30k_precomp_vocab.json")
     assert other_vocabulary(best, own.fingerprint(), own.with_mask()) is None  # <mask> added by a trainer: the same
     assert other_vocabulary(best, None, own) is None  # a checkpoint from before the fingerprint: not checked
+
+
+# ----------------------------------------------------------------------------- UGLY, fixed: only.<part>=[]
+
+@pytest.mark.parametrize("part", ["datasets", "matchers", "strategies"])
+def test_an_empty_only_list_is_refused(capsys, tmp_path, part):
+    # was: show listed 0 cells (exit 0), sweep recorded a sweep of no cell (then the latest for status), collect
+    # crashed with KeyError: 'state'
+    err = refused(capsys, "collect", "demo", f"only.{part}=[]", "--root", tmp_path / "runs", "--tables",
+                  tmp_path / "t", "--figures", tmp_path / "f", "--no-wandb")
+    assert f"only.{part}: an empty list keeps none of the suite's {part}" in err
+    assert not (tmp_path / "t").exists()

@@ -542,6 +542,10 @@ class _SuiteRules(_Strict):
             if wanted is None or entries is None:
                 continue
             known = list(dict.fromkeys([x for e in entries for x in (e.name, e.label) if x is not None]))
+            if not wanted:  # keeps none: show listed 0 cells, sweep recorded a sweep of none, collect crashed
+                raise _fail_at((key,), f"an empty list keeps none of the suite's {key}; name the ones to keep (names "
+                               f"and labels: {', '.join(map(str, known))}), or leave only.{key} out for every one",
+                               wanted)
             for i, w in enumerate(wanted):
                 if w not in known:
                     close = difflib.get_close_matches(w, known, n=1)
