@@ -561,6 +561,24 @@ def user_error(e: BaseException) -> bool:
     return any(isinstance(e, getattr(sys.modules[m], name)) for m, name in USER_ERRORS if m in sys.modules)
 
 
+#: The commands whose --root is the result store itself (``sync`` and ``migrate`` may be given a part of one).
+STORE_COMMANDS = ("sweep", "run", "status", "collect", "show", "list", "demo")
+
+
+def _inside_a_store(root: Path) -> str | None:
+    """Why ``root`` is a part of a result store, not the store (a suite's folder or a run folder given as --root:
+    every cell read as pending under it, and a sweep retrained them all into ``<root>/<suite>/``), or None."""
+    if (root / "config.yaml").is_file() and any((root / f).exists() for f in ("done", "result.json", "last.pt")):
+        store = root.parent.parent
+        return (f"--root {root} is a run folder of the result store {store}, not a store: give --root {store} (every "
+                "cell would read as pending here, and a sweep would train them all again inside this run folder)")
+    if (root / "sweeps").is_dir() or (root.parent / ".locks" / root.name).is_dir():
+        return (f"--root {root} is the folder of suite {root.name} in the result store {root.parent}, not a store: give "
+                f"--root {root.parent} (every cell would read as pending here, and a sweep would train them all again "
+                f"under {root / root.name})")
+    return None
+
+
 def fail(message: str) -> None:
     """Exit with one ``error: …`` line on stderr and exit code 2."""
     print(f"error: {message}", file=sys.stderr)
@@ -572,6 +590,8 @@ def main(argv=None):
     root = getattr(args, "root", None)
     if root and Path(root).exists() and not Path(root).is_dir():
         fail(f"--root {root} is a file, not a results folder; give a folder (default {DEFAULT_ROOT})")
+    if root and args.command in STORE_COMMANDS and (inside := _inside_a_store(Path(root))):
+        fail(inside)
     try:
         args.fn(args)
     except KeyboardInterrupt:  # a second Ctrl-C (the first one stops a training cell after its step)

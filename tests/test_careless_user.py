@@ -373,3 +373,17 @@ def test_an_empty_only_list_is_refused(capsys, tmp_path, part):
                   tmp_path / "t", "--figures", tmp_path / "f", "--no-wandb")
     assert f"only.{part}: an empty list keeps none of the suite's {part}" in err
     assert not (tmp_path / "t").exists()
+
+
+# ----------------------------------------------------------------------------- C9: --root a suite or run folder
+
+@pytest.mark.parametrize("command", ["status", "sweep"])
+def test_a_root_that_is_a_suite_or_run_folder_of_a_store_is_refused(capsys, two_seeds, tmp_path, command):
+    root, cells = two_seeds
+    suite_dir, run_dir = run_dir_for(cells[0], root).parent, run_dir_for(cells[0], root)
+    for wrong, what in ((suite_dir, "the folder of suite"), (run_dir, "a run folder")):
+        before = sorted(p.relative_to(root) for p in root.rglob("*"))
+        # was: exit 0, every cell `pending` under it, and a sweep trained them all again inside it
+        err = refused(capsys, command, "demo", "--root", wrong)
+        assert f"--root {wrong} is {what}" in err and f"give --root {root}" in err
+        assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
