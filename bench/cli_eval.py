@@ -86,7 +86,7 @@ def read_run_config(run_dir: Path):
         return None
     fix = "restore it from the run (a cell's config.yaml is written by the sweep) or give another run folder"
     try:
-        raw = yamlsafe.load(cfg.read_text(encoding="utf-8"))
+        raw = yamlsafe.load(yamlsafe.read_bytes(cfg).decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as e:
         raise EvaluateError(f"{cfg}: not valid YAML ({' '.join(str(e).split())}); {fix}") from None
     if not isinstance(raw, dict):

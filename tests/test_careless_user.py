@@ -387,3 +387,19 @@ def test_a_root_that_is_a_suite_or_run_folder_of_a_store_is_refused(capsys, two_
         err = refused(capsys, command, "demo", "--root", wrong)
         assert f"--root {wrong} is {what}" in err and f"give --root {root}" in err
         assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
+# ----------------------------------------------------------------------------- UGLY, fixed: a device or pipe as a suite
+
+def test_a_device_a_pipe_or_a_huge_file_as_a_yaml_file_is_one_line(capsys, monkeypatch, tmp_path):
+    from bench import yamlsafe
+
+    # was: `show /dev/zero` read until memory ran out (MemoryError traceback); a pipe blocked for ever
+    assert "/dev/zero is not a regular file" in refused(capsys, "show", "/dev/zero")
+    fifo = tmp_path / "suite.yaml"
+    os.mkfifo(fifo)
+    assert f"{fifo} is not a regular file" in refused(capsys, "show", fifo)
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 200)
+    monkeypatch.setattr(yamlsafe, "MAX_BYTES", 1000)
+    assert "holds 2,000 bytes, more than the 1,000" in refused(capsys, "show", big)
