@@ -23,6 +23,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, fault: str = "checkpoint.b
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would make it: mkstemp's 0600 hid every result from the group
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -41,6 +42,19 @@ def atomic_write_bytes(path: str | Path, data: bytes, fault: str = "checkpoint.b
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _umask() -> int:
+    """The process's umask (``/proc/self/status``; else set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def digest_problem(path: str | Path) -> str | None:

@@ -403,3 +403,19 @@ def test_a_device_a_pipe_or_a_huge_file_as_a_yaml_file_is_one_line(capsys, monke
     big.write_text("# padding\n" * 200)
     monkeypatch.setattr(yamlsafe, "MAX_BYTES", 1000)
     assert "holds 2,000 bytes, more than the 1,000" in refused(capsys, "show", big)
+
+
+# ----------------------------------------------------------------------------- UGLY, fixed: results readable as any file
+
+def test_files_written_atomically_have_the_umask_mode(tmp_path):
+    from bench.atomic import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:  # was: 0600 (mkstemp's), so tables, figures, results and checkpoints were unreadable by the group
+        atomic_write_bytes(tmp_path / "t.md", b"table")
+        assert (tmp_path / "t.md").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        atomic_write_bytes(tmp_path / "private.md", b"table")
+        assert (tmp_path / "private.md").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
