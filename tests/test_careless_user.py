@@ -419,3 +419,35 @@ def test_files_written_atomically_have_the_umask_mode(tmp_path):
         assert (tmp_path / "private.md").stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
+
+
+# ----------------------------------------------------------------------------- C10: a sweep of another file named alike
+
+def test_the_latest_sweep_of_another_suite_file_with_the_same_name_is_not_taken(capsys, two_seeds, tmp_path):
+    import yaml
+
+    from bench.__main__ import main
+
+    root, cells = two_seeds
+    store = tmp_path / "runs"
+    shutil.copytree(root, store)
+    cell = cells[0]
+    mine = tmp_path / "mine.yaml"  # another file that calls itself `demo`
+    mine.write_text(yaml.safe_dump({
+        "name": "files", "description": "my probe", "scale": "smoke", "seeds": [0],
+        "datasets": [{"name": "f30k_precomp", "label": "f30k_precomp", "data_root": cell.dataset.data_root,
+                      "vocab_root": cell.dataset.vocab_root}],
+        "matchers": [{"name": cell.matcher.name, "overrides": dict(cell.matcher.overrides)}],
+        "strategies": [{"name": "baseline"}],
+        "scales": {"smoke": {"schedule": {"default": cell.schedule.to_dict()}}}, "eval": {"dev_images": 30}}))
+    main(["sweep", str(mine), "--root", str(store), "name=demo"])  # its cell is done already: nothing trains
+    capsys.readouterr()
+    tables = tmp_path / "tables"
+    # was: exit 0 and tables/demo.md written from mine.yaml ("Suite `demo`: my probe"), the latest sweep of "demo"
+    err = refused(capsys, "collect", "demo", "--root", store, "--tables", tables, "--figures", tmp_path / "f",
+                  "--no-wandb")
+    assert "none of its" in err and "as declared" in err and not tables.exists()
+    main(["status", "demo", "--root", str(store)])
+    assert f"ran other suite files ({mine})" in capsys.readouterr().out
+    main(["status", "demo", "--root", str(store), "--sweep", next((store / "demo" / "sweeps").glob("*.yaml")).stem])
+    assert "name=demo" in capsys.readouterr().out  # named explicitly: taken
