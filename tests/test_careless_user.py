@@ -451,3 +451,31 @@ def test_the_latest_sweep_of_another_suite_file_with_the_same_name_is_not_taken(
     assert f"ran other suite files ({mine})" in capsys.readouterr().out
     main(["status", "demo", "--root", str(store), "--sweep", next((store / "demo" / "sweeps").glob("*.yaml")).stem])
     assert "name=demo" in capsys.readouterr().out  # named explicitly: taken
+
+
+# ----------------------------------------------------------------------------- C11: a dataset label as a path
+
+def test_a_dataset_label_never_writes_figures_outside_the_figures_folder(capsys, tiny_data, tmp_path):
+    import yaml
+
+    from bench.__main__ import main
+
+    suite = tmp_path / "two.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "two", "scale": "smoke", "seeds": [0], "strategies": [{"name": "baseline"}],
+        "datasets": [{"name": "f30k_precomp", "label": label, "data_root": str(tiny_data)} for label in ("../../up", "B")],
+        "matchers": [{"name": "vse_infty", "overrides": {"embed_size": 16}}],
+        "scales": {"smoke": {"schedule": {"default": {"epochs": 1, "batch_size": 32, "lr": 2e-3,
+                                                      "max_steps_per_epoch": 2}}}}, "eval": {"dev_images": 30}}))
+    main(["sweep", str(suite), "--root", str(tmp_path / "runs")])
+    figures = tmp_path / "out" / "figures"
+    main(["collect", str(suite), "--root", str(tmp_path / "runs"), "--tables", str(tmp_path / "out" / "tables"),
+          "--figures", str(figures), "--no-wandb"])
+    # was: the figures of dataset "../../up" written to <out>/up/, outside --figures (a label "../demo" replaced the
+    # README's demo figures)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["figures", "tables"]
+    assert sorted(p.name for p in (figures / "two").iterdir()) == [".._.._up", "B"]
+    assert any((figures / "two" / ".._.._up").glob("*.png"))
+    from bench.harness.figures import folder_name
+
+    assert [folder_name(x) for x in ("a/b", "..", ".", "synth-demo")] == ["a_b", "_..", "_.", "synth-demo"]
