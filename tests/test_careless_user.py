@@ -479,3 +479,11 @@ def test_a_dataset_label_never_writes_figures_outside_the_figures_folder(capsys,
     from bench.harness.figures import folder_name
 
     assert [folder_name(x) for x in ("a/b", "..", ".", "synth-demo")] == ["a_b", "_..", "_.", "synth-demo"]
+
+
+# ----------------------------------------------------------------------------- UGLY, fixed: a protocol listed twice
+
+def test_a_protocol_listed_twice_is_refused(capsys, tmp_path):
+    # was: exit 0 and another cell id for the same result (a plain sweep trained it again)
+    err = refused(capsys, "show", "demo", "datasets.0.protocols=[f30k_1k, f30k_1k]", "--root", tmp_path / "runs")
+    assert "protocol(s) ['f30k_1k'] listed more than once" in err

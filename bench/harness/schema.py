@@ -464,6 +464,8 @@ class _DatasetRules(_Labelled):
             raise _fail(f"no evaluation protocol known for dataset {name!r}: set `protocols` here or in "
                         "eval.protocols")
         own = default_protocols_for(name)
+        if twice := sorted({p for p in protocols if protocols.count(p) > 1}):  # another cell id for the same result
+            raise _fail(f"protocol(s) {twice} listed more than once in {list(protocols)}; list each protocol once")
         for p in protocols:  # a protocol reads one dataset's split: on another it would title a lie
             if p not in own:
                 from_eval = " (from eval.protocols, which applies to every dataset)" \
