@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -163,7 +164,12 @@ def cmd_run(args):
     check_eccv_ids(match)
     from dataclasses import replace
 
+    from bench.harness.store import anchor_problem
     from bench.harness.sweep import anchor_ids
+
+    if why := anchor_problem(match[0], args.root):  # before anything is written: no `failed` folder for it
+        fail(f"cell {match[0].id}: {why}: train that baseline first (`run --cell {match[0].depends_on[0]}` with the same "
+             "suite and overrides, or a sweep of the suite, which trains the baselines first)")
 
     out = run_cell_in_store(match[0], args.root, replace(run_options(args), anchors=anchor_ids(cells)))
     print(f"{out['state']}: {out['run_dir']}")
@@ -312,7 +318,7 @@ def _record(args, suite, choice):
     given = choice.sweep.suite if choice.sweep else args.suite
     record = record_sweep(args.root, given, suite.name, suite.path, choice.overrides, name=args.sweep)
     print(f"sweep {record.name} ({'run ' + str(record.runs) + ' times' if record.runs > 1 else 'new'}): {record.path}; "
-          f"`python -m bench status {suite.name} --root {args.root}` shows it (the latest), --sweep {record.name} "
+          f"`python -m bench status {suite.name} --root {shlex.quote(str(args.root))}` shows it (the latest), --sweep {record.name} "
           "names it", flush=True)  # stdout: an error that follows stays the one line of stderr
     return record
 
@@ -364,7 +370,7 @@ def cmd_status(args):
 
     if moves := waiting_moves(cells, args.root):
         print(f"{len(moves)} cell(s) of this suite have results under the ids of an earlier version "
-              f"({', '.join(m.folder.name for m in moves)}): `python -m bench migrate --root {args.root}` moves them")
+              f"({', '.join(m.folder.name for m in moves)}): `python -m bench migrate --root {shlex.quote(str(args.root))}` moves them")
 
 
 def cmd_show(args):
@@ -632,6 +638,24 @@ def user_error(e: BaseException) -> bool:
     return any(isinstance(e, getattr(sys.modules[m], name)) for m, name in USER_ERRORS if m in sys.modules)
 
 
+#: The commands whose --root is the result store itself (``sync`` and ``migrate`` may be given a part of one).
+STORE_COMMANDS = ("sweep", "run", "status", "collect", "show", "list", "demo")
+
+
+def _inside_a_store(root: Path) -> str | None:
+    """Why ``root`` is a part of a result store, not the store (a suite's folder or a run folder given as --root:
+    every cell read as pending under it, and a sweep retrained them all into ``<root>/<suite>/``), or None."""
+    if (root / "config.yaml").is_file() and any((root / f).exists() for f in ("done", "result.json", "last.pt")):
+        store = root.parent.parent
+        return (f"--root {root} is a run folder of the result store {store}, not a store: give --root {store} (every "
+                "cell would read as pending here, and a sweep would train them all again inside this run folder)")
+    if (root / "sweeps").is_dir() or (root.parent / ".locks" / root.name).is_dir():
+        return (f"--root {root} is the folder of suite {root.name} in the result store {root.parent}, not a store: give "
+                f"--root {root.parent} (every cell would read as pending here, and a sweep would train them all again "
+                f"under {root / root.name})")
+    return None
+
+
 def fail(message: str) -> None:
     """Exit with one ``error: …`` line on stderr and exit code 2."""
     print(f"error: {message}", file=sys.stderr)
@@ -643,6 +667,8 @@ def main(argv=None):
     root = getattr(args, "root", None)
     if root and Path(root).exists() and not Path(root).is_dir():
         fail(f"--root {root} is a file, not a results folder; give a folder (default {DEFAULT_ROOT})")
+    if root and args.command in STORE_COMMANDS and (inside := _inside_a_store(Path(root))):
+        fail(inside)
     try:
         args.fn(args)
     except KeyboardInterrupt:  # a second Ctrl-C (the first one stops a training cell after its step)

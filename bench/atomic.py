@@ -23,6 +23,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, fault: str = "checkpoint.b
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would make it: mkstemp's 0600 hid every result from the group
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -43,6 +44,19 @@ def atomic_write_bytes(path: str | Path, data: bytes, fault: str = "checkpoint.b
         os.close(dir_fd)
 
 
+def _umask() -> int:
+    """The process's umask (``/proc/self/status``; else set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def digest_problem(path: str | Path) -> str | None:
     """What is wrong with a checksummed file (a checkpoint and its ``<name>.sha256``, written by
     ``bench.checkpoint.save``): missing, no digest, or bytes that do not match it (truncated, damaged); None when
@@ -61,6 +75,22 @@ def digest_problem(path: str | Path) -> str | None:
     got = sha.hexdigest()
     if got != want:
         return f"checkpoint {path} is corrupted or truncated (sha256 {got[:12]}… ≠ recorded {want[:12]}…)"
+    return None
+
+
+def result_checkpoint_problem(path: str | Path, result: dict | None) -> str | None:
+    """What is wrong with ``path``, a finished run's ``best.pt``, as the checkpoint of that run's ``result``
+    (``result.json``, which records the sha256 of the ``best.pt`` it was evaluated from as ``best_sha256``):
+    :func:`digest_problem`, or bytes that are another checkpoint (another run's ``best.pt`` copied over with its
+    digest file: whole, but not this result's model); None when it is the result's own. A result written before
+    the digest was recorded is checked against the digest file alone."""
+    if problem := digest_problem(path):
+        return problem
+    recorded = (result or {}).get("best_sha256")
+    got = Path(path).with_name(Path(path).name + ".sha256").read_text().strip()
+    if recorded and got != recorded:
+        return (f"checkpoint {path} is not the model of the run's result (sha256 {got[:12]}…, but its result.json was "
+                f"evaluated from {str(recorded)[:12]}…): another run's checkpoint copied over (with its digest file)?")
     return None
 
 

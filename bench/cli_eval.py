@@ -86,7 +86,7 @@ def read_run_config(run_dir: Path):
         return None
     fix = "restore it from the run (a cell's config.yaml is written by the sweep) or give another run folder"
     try:
-        raw = yamlsafe.load(cfg.read_text(encoding="utf-8"))
+        raw = yamlsafe.load(yamlsafe.read_bytes(cfg).decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as e:
         raise EvaluateError(f"{cfg}: not valid YAML ({' '.join(str(e).split())}); {fix}") from None
     if not isinstance(raw, dict):
@@ -102,18 +102,38 @@ def read_run_config(run_dir: Path):
 def unfinished_run(checkpoint: Path) -> str | None:
     """Why ``checkpoint`` (a run folder's ``best.pt``) is not a cell's result, or None: its folder holds a
     cell's ``config.yaml`` but no ``done`` marker, so it is the best so far of a run that trains now (its
-    lock is held), was stopped or failed. ``evaluate`` and ``export`` refuse it alike."""
+    lock is held), was stopped or failed; or it has a ``done`` marker but is not the model its result was
+    evaluated from (:func:`_foreign_checkpoint`). ``evaluate`` and ``export`` refuse it alike."""
     from bench.harness.store import DONE_FILE, RUNNING_FILE, folder_lock, lock_is_held
 
     run_dir = Path(checkpoint).resolve().parent
-    if not (run_dir / "config.yaml").is_file() or (run_dir / DONE_FILE).exists():
+    if not (run_dir / "config.yaml").is_file():
         return None
+    if (run_dir / DONE_FILE).exists():
+        return _foreign_checkpoint(Path(checkpoint), run_dir)
     if (run_dir / RUNNING_FILE).exists() and lock_is_held(folder_lock(run_dir)):
         state = "is training now (its lock is held)"
     else:
         state = "is not a finished run (no `done` marker)"
     return (f"{run_dir} {state}: its {Path(checkpoint).name} is the best so far, not the cell's result; finish the "
             "cell first (python -m bench sweep SUITE)")
+
+
+def _foreign_checkpoint(checkpoint: Path, run_dir: Path) -> str | None:
+    """Why a finished run's ``best.pt`` is not the model of its result (another run's file copied over: its
+    ``result.json`` records the sha256 of the ``best.pt`` it was evaluated from), or None."""
+    import json
+
+    from bench.atomic import result_checkpoint_problem
+
+    if checkpoint.name != "best.pt":
+        return None
+    try:
+        result = json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        return None  # no readable result: the checks of the checkpoint itself still apply
+    problem = result_checkpoint_problem(checkpoint, result if isinstance(result, dict) else None)
+    return problem and f"{problem}; a sweep retrains the cell, or give the run folder the file belongs to"
 
 
 def load_for_data(path: str | Path, dataset: str, data_root: str, vocab_root: str | None, protocols: list[str],
@@ -133,6 +153,11 @@ def load_for_data(path: str | Path, dataset: str, data_root: str, vocab_root: st
     check_fits_data(path, weights, data)
     model, info = official.load(path, vocab_size=data.build_kwargs.get("vocab_size"), bert_path=bert_path,
                                 data_kwargs=data.build_kwargs)
+    if program == "ours":  # a vocabulary of the same size (checked by the load) with other words or order
+        from bench.data.vocab import other_vocabulary
+
+        if why := other_vocabulary(path, ckpt.get("vocab_fingerprint"), data.vocab):
+            raise EvaluateError(why)
     return model, info, data, batch_size
 
 
@@ -309,7 +334,7 @@ def write_result(result: dict, ranks: dict, out: str | Path) -> tuple[Path, Path
 
 def check_out_path(out: str | Path) -> None:
     """``--out`` names a file that can be written: EvaluateError for a folder, or a file where a folder of
-    the path belongs (checked before any scoring)."""
+    the path belongs (checked before any scoring), or an existing file that ``evaluate`` did not write."""
     out = Path(out)
     if out.is_dir():
         raise EvaluateError(f"--out {out} is a folder: give the result file's path, e.g. --out {out / 'result.json'} "
@@ -317,6 +342,48 @@ def check_out_path(out: str | Path) -> None:
     blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise EvaluateError(f"--out {out}: {blocking} is a file, not a folder; give a path in a folder")
+    refuse_foreign_file("--out", out, "a result JSON of python -m bench evaluate", _is_evaluate_result)
+    ranks = out.with_name(out.stem + ".ranks.npz")
+    refuse_foreign_file(f"--out {out}: its ranks file", ranks, "a ranks archive (.npz)", zipfile_of)
+
+
+def refuse_foreign_file(option: str, path: Path, own: str, is_own) -> None:
+    """An output path a user names replaces only an earlier output of the same kind (``is_own(path)``): a
+    mistyped path onto a data file, a caption file or a colleague's result would lose it. EvaluateError."""
+    if path.is_file() and not is_own(path):
+        raise EvaluateError(f"{option} {path} exists and is not {own}: it would be replaced, and nothing replaces a "
+                            "file this command did not write; give a new path, or move the file away first")
+
+
+def zipfile_of(path: Path, member: str | None = None) -> bool:
+    """``path`` is a zip archive (``.npz``; a torch checkpoint: one holding ``*/data.pkl``)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return member is None or any(n.endswith(member) for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _is_evaluate_result(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "metrics" in data and "checkpoints" in data
+
+
+def _check_export_path(out: Path) -> None:
+    """``export``'s OUT: a file path whose folders can hold it, never a folder or a file export did not write."""
+    if not str(out) or out.is_dir():
+        raise EvaluateError(f"{str(out) or repr('')} is a folder: give the exported file's path, e.g. "
+                            f"{out / 'model_best.pth'}")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise EvaluateError(f"{out}: {blocking} is a file, not a folder; give a path in a folder")
+    refuse_foreign_file("export OUT", out, "a torch checkpoint (an earlier export)",
+                        lambda p: zipfile_of(p, "data.pkl"))
 
 
 def cmd_evaluate(args) -> None:
@@ -362,6 +429,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "official") -> P
         raise EvaluateError(why)
     if not best.is_file():
         raise EvaluateError(f"{run_dir} has no best.pt: give a finished run folder (results/runs/<suite>/<cell-id>)")
+    _check_export_path(Path(out))
     state = ckpt.load(best)
     name = state["matcher"]["name"]
     if name not in official.EXPORTABLE:

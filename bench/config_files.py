@@ -29,6 +29,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
 def _no_duplicate_keys(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
     seen: dict = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden here (PyYAML merges)
+            continue
         key = loader.construct_object(key_node, deep=True)
         try:
             first = seen.get(key)
@@ -60,10 +62,14 @@ def read_yaml(path: Path, what: str = "suite file") -> Any:
                           "or the path of a YAML file" if what == "suite file" else
                           f"{path} is a folder, not a {what}; give the path of a YAML file")
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = yamlsafe.read_bytes(path)
+    except yamlsafe.YAMLLimitError as e:
+        raise ConfigError(str(e.problem)) from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = path.read_bytes()[:e.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{path.read_bytes()[e.start]:02x}); re-save the file as "
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x}); re-save the file as "
                           "UTF-8") from None
     try:
         return load_yaml_text(text)

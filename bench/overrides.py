@@ -25,13 +25,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """``"schedule.vse_infty.epochs=2"`` -> (["schedule", "vse_infty", "epochs"], 2); value read as YAML
     (safely: no tags, no key twice). ConfigError naming the override, the problem and the fix."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: no '=' in it; {OVERRIDE_FIX}")
+        raise ConfigError(f"override {shown(text)}: no '=' in it; {OVERRIDE_FIX}")
     key, value = text.split("=", 1)
     path = key.strip().split(".")
     if not key.strip():
-        raise ConfigError(f"override {text!r}: empty key before '='; {OVERRIDE_FIX}")
+        raise ConfigError(f"override {shown(text)}: empty key before '='; {OVERRIDE_FIX}")
     if any(not p.strip() or p != p.strip() for p in path):
-        raise ConfigError(f"override {text!r}: key {key!r} has an empty or blank-padded part between dots; "
+        raise ConfigError(f"override {shown(text)}: key {shown(key)} has an empty or blank-padded part between dots; "
                           f"{OVERRIDE_FIX}")
     if not value.strip():
         return path, None
@@ -41,7 +41,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         problem = " ".join(str(getattr(e, "problem", None) or e).split())
         if "tag" in problem:
             problem += " (YAML tags are not read from overrides)"
-        raise ConfigError(f"override {text!r}: the value {shown(value)} is not valid YAML ({problem}); close every "
+        raise ConfigError(f"override {shown(text)}: the value {shown(value)} is not valid YAML ({problem}); close every "
                           "bracket and quote, or give a plain value, e.g. seeds=[0,1] or "
                           "datasets.0.label='my data'") from None
     return path, parsed
@@ -56,7 +56,7 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     for text in overrides:
         path, value = parse_override(text)
         if tuple(path) in seen:
-            raise ConfigError(f"override {text!r}: key {'.'.join(path)} is already set by {seen[tuple(path)]!r} "
+            raise ConfigError(f"override {shown(text)}: key {'.'.join(path)} is already set by {shown(seen[tuple(path)])} "
                               "(the last would silently win); give each key once")
         seen[tuple(path)] = text
         node = _parent(raw, path, text)
@@ -79,7 +79,7 @@ def _parent(raw: dict, path: list[str], text: str):
             node = node[part]
         if not isinstance(node, (dict, list)):
             where = ".".join(path[:depth + 1])
-            raise ConfigError(f"override {text!r}: {where} is {type(node).__name__} {shown(node)}, not a mapping "
+            raise ConfigError(f"override {shown(text)}: {where} is {type(node).__name__} {shown(node)}, not a mapping "
                               f"or a list, so it has no key {path[depth + 1]!r}; set {where}=… itself")
     return node
 
@@ -90,4 +90,4 @@ def _list_index(node: list, part: str, text: str) -> int:
         node[idx]
         return idx
     except (ValueError, IndexError):
-        raise ConfigError(f"override {text!r}: {part!r} is not an index of a list of {len(node)}") from None
+        raise ConfigError(f"override {shown(text)}: {shown(part)} is not an index of a list of {len(node)}") from None

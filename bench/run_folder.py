@@ -202,6 +202,8 @@ def process_start(pid: int) -> str | None:
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces: field 3 on
+    if fields and fields[0] in ("Z", "X"):  # a zombie: it has exited (its locks released), not yet reaped
+        return None
     return fields[19] if len(fields) > 19 else None
 
 

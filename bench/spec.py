@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -112,6 +113,8 @@ class Schedule:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Schedule:
+        if d is not None and not isinstance(d, dict):
+            raise ValueError(f"schedule: expected a mapping of schedule keys, got {type(d).__name__} {shown(d)}")
         d = dict(d or {})
         unknown = set(d) - set(SCHEDULE_DEFAULTS)
         if unknown:
@@ -156,9 +159,51 @@ ADDED_SCHEDULE_DEFAULTS = added_defaults(Schedule)
 NOT_RESULT_KEYS = tuple(f.name for f in fields(Schedule) if not f.metadata["result"])
 
 
+@functools.cache
+def _schedule_types() -> dict[str, Any]:
+    return typing.get_type_hints(Schedule)
+
+
 def schedule_types() -> dict[str, Any]:
     """Each schedule key's type, from ``Schedule``'s annotations (``int``, ``float | None``, ``list[int]`` …)."""
-    return typing.get_type_hints(Schedule)
+    return dict(_schedule_types())
+
+
+def schedule_type_problem(key: str, value) -> str | None:
+    """What is wrong with the type of ``value`` for schedule ``key`` under its annotation (``int``, ``float | None``,
+    ``list[int]`` …; a float finite, a bool no number), or None: what the suite schema checks, for a cell that
+    reaches :func:`resolve` another way (``python -m bench.train CONFIG key=value``, a cell built in code)."""
+    kind = _schedule_types().get(key)
+    if kind is None:
+        return None
+    args = typing.get_args(kind)
+    if value is None:
+        return None if type(None) in args else f"expected {_type_name(kind)}, got None"
+    if typing.get_origin(kind) is list:
+        if not isinstance(value, (list, tuple)):
+            return f"expected a list, got {type(value).__name__} {shown(value)}"
+        return next((p for v in value if (p := _plain_type_problem(args[0], v))), None)
+    plain = next((a for a in args if a is not type(None)), kind) if args else kind
+    return _plain_type_problem(plain, value)
+
+
+def _type_name(kind) -> str:
+    return getattr(kind, "__name__", str(kind))
+
+
+def _plain_type_problem(kind, value) -> str | None:
+    got = f"got {type(value).__name__} {shown(value)}"
+    if kind is bool:
+        return None if isinstance(value, bool) else f"expected true or false, {got}"
+    if isinstance(value, bool) or (kind is int and not isinstance(value, int)):
+        return f"expected {_type_name(kind)}, {got}"
+    if kind is float and not isinstance(value, (int, float)):
+        return f"expected a number, {got}"
+    if kind is float and not math.isfinite(value):
+        return f"expected a finite number, {got}"
+    if kind is str and not isinstance(value, str):
+        return f"expected str, {got}"
+    return None
 
 
 def schedule_limit_problem(key: str, value) -> str | None:
@@ -692,9 +737,12 @@ def resolve(cell: Cell) -> Cell:
     from bench.precision import RunMode
 
     for key, value in cell.schedule.to_dict().items():
-        problem = schedule_limit_problem(key, value)
-        if problem:
+        if problem := schedule_type_problem(key, value):
+            raise ValueError(f"schedule.{key}: {problem}")
+        if problem := schedule_limit_problem(key, value):
             raise ValueError(f"schedule.{key} {problem}")
+        if key in SCHEDULE_CHOICES and value not in SCHEDULE_CHOICES[key]:
+            raise ValueError(f"schedule.{key}: unknown value {shown(value)}; valid: {', '.join(SCHEDULE_CHOICES[key])}")
     _check_values(cell)
     sched = _fill_schedule(cell.schedule, cell.matcher.name, cell.strategy)
     RunMode.of(sched.to_dict(), "cpu")  # a bad precision/compile (or amp contradicting it) fails here

@@ -43,6 +43,7 @@ import strategies
 from bench import checkpoint as ckpt
 from bench import distributed, eccv, spec
 from bench.data.open import Data, open_data  # noqa: F401 - re-exported (tests)
+from bench.data.vocab import other_vocabulary
 from bench.faults import point as fault_point
 from bench.metrics import retrieval_metrics
 from bench.precision import RunMode, prepare_model
@@ -131,6 +132,8 @@ def _make_branches(cell: spec.Cell, strategy, data, anchor_checkpoint):
                 f"{anchor_checkpoint} was trained with matcher {anchor_state['matcher']} and vocabulary size "
                 f"{anchor_state.get('vocab_size')}, this cell uses {matcher} and "
                 f"{data.build_kwargs.get('vocab_size')}: use the baseline run of the same matcher and data")
+        elif why := other_vocabulary(anchor_checkpoint, anchor_state.get("vocab_fingerprint"), data.vocab):
+            raise ckpt.CheckpointError(why)
     for b in strategy.branches():
         if b.init.startswith("copy:"):
             continue
@@ -666,7 +669,9 @@ def _end_of_epoch(run: _Run, timer: PhaseTimer, epoch: int) -> None:
     if dev["rsum"] > state.best_rsum:
         state.best_rsum, state.best_epoch = dev["rsum"], epoch
         best = {"format": CHECKPOINT_FORMAT, "matcher": run.cell.matcher.to_dict(),
-                "vocab_size": run.data.build_kwargs.get("vocab_size"), "branch": run.reported,
+                "vocab_size": run.data.build_kwargs.get("vocab_size"),
+                "vocab_fingerprint": run.data.vocab.fingerprint() if run.data.vocab is not None else None,
+                "branch": run.reported,
                 "epoch": epoch, "dev": dev, "weights": run.branches[run.reported].state_dict()}
     _save(run, timer, best)
 
@@ -677,6 +682,7 @@ def _final_test(run: _Run, timer: PhaseTimer) -> dict:
     state, device = run.state, run.device
     with timer.phase("test_eval_s"):
         best = load_reported_weights(run.run_dir / "best.pt")
+        best_sha256 = (run.run_dir / "best.pt.sha256").read_text().strip()  # whose model the result is
         final = prepare_model(build_matcher(run.cell, run.data).to(device), run.mode)
         final.load_state_dict(best["weights"])
         with run.mode.autocast():
@@ -702,7 +708,8 @@ def _final_test(run: _Run, timer: PhaseTimer) -> dict:
     }
     return {"status": "done", "metrics": metrics, "dev_curve": state.dev_curve, "best_epoch": state.best_epoch,
             "best_dev_rsum": state.best_rsum, "reported_branch": run.reported, "strategy": run.strategy.describe(),
-            "cost": cost, "ranks_file": "ranks.npz", "resolved_cell": run.record, "run_mode": run.mode.record(),
+            "cost": cost, "ranks_file": "ranks.npz", "best_sha256": best_sha256, "resolved_cell": run.record,
+            "run_mode": run.mode.record(),
             "eval_data": eval_sizes(run.cell, run.data),
             **({"code_changes": state.code_changes} if state.code_changes else {})}
 

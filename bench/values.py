@@ -50,9 +50,14 @@ def path_arg(text: str) -> str:
     """An argparse ``type`` for every option that takes a path (``--root``, ``--tables``, ``--run-dir``, …): a
     ``key=value`` override in its place is refused. ``--root $UNSET seeds=[0]`` reaches argparse as ``--root
     seeds=[0]`` (the shell drops the empty variable), which took the override as the results folder and trained
-    every cell into ``./seeds=[0]/``."""
+    every cell into ``./seeds=[0]/``. An empty value (``--root "$UNSET"``) is refused too: ``--root`` read it as the
+    current folder, ``--tables`` as the default ``results/tables``."""
     import argparse
 
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"{shown(text)} is an empty path (a variable that is not set, in quotes, as in --root \"$ROOT\"?): it would "
+            "silently mean the current folder or the default one; give the path")
     if _OVERRIDE_LIKE.match(text):
         raise argparse.ArgumentTypeError(
             f"{shown(text)} is a key=value override, not a path (an empty variable before it, as in --root $UNSET, "

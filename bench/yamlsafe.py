@@ -23,6 +23,24 @@ import yaml
 
 MAX_NODES = 100_000  # values once every alias is written out
 MAX_DEPTH = 64  # nesting levels
+MAX_BYTES = 8 << 20  # a suite, profile or cell file is a few KB; a device or a huge file is no YAML file to read
+
+
+def read_bytes(path) -> bytes:
+    """The bytes of the YAML file at ``path``, read only when it is a regular file of at most ``MAX_BYTES``: a
+    device (``/dev/zero``, read until memory ran out), a pipe (read forever) or a huge file raises
+    :class:`YAMLLimitError` before anything is read."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise YAMLLimitError(f"{path} is not a regular file (a device, a pipe or a socket): give the path of a YAML "
+                             "file")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise YAMLLimitError(f"{path} holds {size:,} bytes, more than the {MAX_BYTES:,} a YAML file of this suite may "
+                             "have: give the suite, profile or cell file itself")
+    return path.read_bytes()
 
 
 class YAMLLimitError(yaml.YAMLError):

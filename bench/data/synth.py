@@ -38,6 +38,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
@@ -439,6 +440,21 @@ def _same(a: dict, b: dict) -> bool:
     return all(json.dumps(a.get(k), sort_keys=True) == json.dumps(b.get(k), sort_keys=True) for k in keys)
 
 
+#: What the generator writes in its --out folder (names relative to it): whatever else lies there is not its own.
+_GENERATED = re.compile(r"MANIFEST\.json|images(/[^/]+\.png)?|karpathy(/dataset_\w+\.json)?|vocab(/\w+_vocab\.json)?"
+                        r"|(f30k|coco)_precomp(/(train|dev|test|testall)_(ims\.npy|caps\.txt|ids\.txt|capids\.txt))?")
+
+
+def not_generated(out_dir: Path) -> list[str]:
+    """The paths under ``out_dir`` (relative, sorted) that no run of the generator writes: a results store, notes,
+    a user's own files, which ``--overwrite`` must not delete with the dataset."""
+    foreign: list[str] = []
+    for rel in sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*")):
+        if not _GENERATED.fullmatch(rel) and not any(rel.startswith(f"{f}/") for f in foreign):
+            foreign.append(rel)  # a foreign folder is named once, not file by file
+    return foreign
+
+
 def generate(out_dir: str | Path, preset: str | Preset = "tiny", seed: int = 0, overwrite: bool = False) -> Path:
     """Write the embedded dataset under ``out_dir`` (layout in docs/data.md) and return ``out_dir``.
 
@@ -465,9 +481,14 @@ def generate(out_dir: str | Path, preset: str | Preset = "tiny", seed: int = 0, 
         if not _older_version_of(existing, manifest):  # an older generator's output of the same preset: rewritten
             raise DataError(f"{manifest_path} describes another dataset (preset {existing.get('preset')!r}, seed "
                             f"{existing.get('seed')!r}); pass overwrite=True (--overwrite) or choose another --out")
-    if out_dir.exists() and any(out_dir.iterdir()) and not manifest_path.is_file() and not overwrite:
-        raise DataError(f"{out_dir} exists, is not empty and holds no MANIFEST.json; choose an empty --out "
-                        "or pass overwrite=True (--overwrite)")
+    if out_dir.exists() and any(out_dir.iterdir()) and not manifest_path.is_file():
+        raise DataError(f"{out_dir} exists, is not empty and holds no MANIFEST.json: it is no dataset of this "
+                        "generator (real data, or other files), and --overwrite replaces only the generator's own "
+                        "output; choose an empty or new --out")
+    if overwrite and out_dir.is_dir() and (foreign := not_generated(out_dir)):
+        raise DataError(f"{out_dir} holds files the generator did not write ({', '.join(foreign[:5])}"
+                        f"{f', and {len(foreign) - 5} more' if len(foreign) > 5 else ''}): --overwrite replaces the "
+                        "whole folder, so it would delete them; move them away, or choose another --out")
 
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     if tmp.exists():

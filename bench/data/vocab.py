@@ -202,6 +202,15 @@ class Vocabulary:
         vocab.add_word(MASK)
         return vocab
 
+    def fingerprint(self) -> str:
+        """What identifies the vocabulary a model was trained with: sha256 (16 hex digits) of its word -> id pairs,
+        ``<mask>`` left out (a trainer may add it). Two vocabularies of one size with other words or another order
+        give other ids to the same caption: a checkpoint records it and its readers compare it."""
+        import hashlib
+
+        pairs = sorted((w, i) for w, i in self.word2idx.items() if w != MASK)
+        return hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode()).hexdigest()[:16]
+
     def encode(self, text: str) -> list[int]:
         """[<start>] + ids of ``tokenize(text)`` (unknown words -> <unk>) + [<end>]."""
         unk = self.word2idx[UNK]
@@ -328,3 +337,15 @@ def check_coverage(vocab: Vocabulary, captions: list[str], vocab_file: str | Pat
                         f"would measure the vocabulary: {fix}")
     warnings.warn(f"{what}; a matching vocabulary leaves under {UNK_WARN_SHARE:.0%} unknown: {fix}", stacklevel=2)
     return share
+
+
+def other_vocabulary(path, trained: str | None, vocab: Vocabulary | None) -> str | None:
+    """Why the checkpoint at ``path``, trained with the vocabulary of fingerprint ``trained``
+    (:meth:`Vocabulary.fingerprint`, recorded in this suite's ``best.pt``), does not fit ``vocab`` though of the same
+    size (other words, or another order: each caption would reach the model as other ids), or None (the same, or a
+    checkpoint that does not record it)."""
+    if trained is None or vocab is None or trained == (have := vocab.fingerprint()):
+        return None
+    return (f"checkpoint {path} was trained with another vocabulary than the data's (vocabulary fingerprint {trained} "
+            f"≠ {have}: other words or another order of {len(vocab)} ids, so every caption would reach the model as "
+            "other word ids): use the vocab/ folder of the data it was trained on")

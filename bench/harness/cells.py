@@ -143,6 +143,11 @@ class _Collected:
         if declared and cell.id in self.auto_added:  # the suite's own name wins over the added anchor's
             self.auto_added.discard(cell.id)
             self.by_id[cell.id] = have = replace(have, strategy=replace(have.strategy, label=cell.strategy.label))
+        elif declared and have.matcher_label != cell.matcher_label:  # one row would vanish from every table
+            raise ConfigError(f"{self.where}: matchers {have.matcher_label!r} and {cell.matcher_label!r} give the same "
+                              f"cells ({cell.matcher.name} with the same arguments {cell.matcher.overrides}): a table "
+                              "would show one of them only; list the matcher once, or give the entries different "
+                              "arguments")
         elif declared and have.strategy.label != cell.strategy.label:
             raise ConfigError(f"{self.where}: strategies {have.strategy.label!r} and {cell.strategy.label!r} give "
                               "the same cell (identical params)")

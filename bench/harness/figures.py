@@ -312,6 +312,14 @@ def dev_curves(df: pd.DataFrame, suite: str, dataset, about: str = "", source: s
 # ----------------------------------------------------------------------------- all of a suite
 
 
+def folder_name(label: str) -> str:
+    """A dataset label as one folder name inside the suite's figures folder: a label is free text, and ``../x``
+    or ``a/b`` as a path wrote figures outside ``--figures`` (``../demo`` over the README's demo figures).
+    Separators become ``_`` and a name of dots alone gets a ``_`` in front; any other label is its own name."""
+    name = label.replace("/", "_").replace("\\", "_").replace("\0", "_")
+    return f"_{name}" if not name.strip(".") else name
+
+
 def make_figures(df: pd.DataFrame, summary: pd.DataFrame, suite_name: str,
                  out_dir: str | Path = FIGURES_DIR) -> list[Path]:
     """All figures of a suite from ``collect`` (df) and ``summarize`` (summary); returns the files."""
@@ -319,7 +327,7 @@ def make_figures(df: pd.DataFrame, summary: pd.DataFrame, suite_name: str,
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for dataset in dict.fromkeys(summary["dataset"]):
-        sub_out = out if summary["dataset"].nunique() == 1 else out / str(dataset)
+        sub_out = out if summary["dataset"].nunique() == 1 else out / folder_name(str(dataset))
         sub_out.mkdir(parents=True, exist_ok=True)
         s = summary[summary["dataset"] == dataset]
         own = s[~s["published"].astype(bool)]

@@ -19,6 +19,7 @@ or skips it (``bench.harness.migrate``).
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -113,7 +114,7 @@ def read_sweep(root: str | Path, suite_name: str, name: str) -> SweepRecord:
             return record
     known = ", ".join(r.name for r in list_sweeps(root, suite_name)) or "none"
     raise ConfigError(f"--sweep {name}: no such sweep of suite {suite_name} in {root} (its sweeps: {known}); "
-                      f"`python -m bench list --root {root}` lists them, or run `python -m bench sweep "
+                      f"`python -m bench list --root {shlex.quote(str(root))}` lists them, or run `python -m bench sweep "
                       f"{suite_name} … --sweep {name}` to make it")
 
 
@@ -200,13 +201,34 @@ def choose(suite_arg: str, overrides: list[str], root: str | Path, sweep: str | 
                       f"{record.describe()}{extra} (last run {record.updated})")
     if overrides or not latest_by_default:
         return Choice(suite_arg, list(overrides), None, None)
-    recorded = list_sweeps(root, name)
+    every = list_sweeps(root, name)
+    recorded = [r for r in every if _of_this_suite(r, suite_arg)]
     if not recorded:
-        return Choice(suite_arg, [], None, None)
+        note = (f"suite {name}: the sweeps recorded under that name in {root} ran other suite files "
+                f"({', '.join(sorted({r.suite_file for r in every}))}); the suite {suite_arg} as declared"
+                if every else None)
+        return Choice(suite_arg, [], None, note)
     record = recorded[-1]
     others = f"; others: {', '.join(r.name for r in recorded[:-1])} (--sweep NAME)" if len(recorded) > 1 else ""
     return Choice(record.suite_arg, list(record.overrides), record,
                   f"{record.describe()} (the latest, last run {record.updated}{others})")
+
+
+def _of_this_suite(record: SweepRecord, suite_arg: str) -> bool:
+    """Whether ``record`` ran the suite file ``suite_arg`` names: the same file, or one of the same content (the
+    checkout moved); a record whose file is gone counts when it was named the same way. Another file that sets
+    ``name:`` (``t.yaml name=oss``) is another suite: taking its sweep made ``collect oss`` write an oss table of it."""
+    from bench.harness.config import suite_path
+
+    own, ran = suite_path(suite_arg), Path(record.suite_file)
+    if not own.is_file():
+        return True  # a name only the records know: their suite
+    if not ran.exists():
+        return record.suite == str(suite_arg)
+    try:
+        return ran.resolve() == own.resolve() or ran.read_bytes() == own.read_bytes()
+    except OSError:
+        return False
 
 
 def sweep_cells(record: SweepRecord):

@@ -251,6 +251,22 @@ class _Wandb(_Strict):
     project: StrictStr | None = Wandb().project
     entity: StrictStr | None = None
 
+    @field_validator("project")
+    @classmethod
+    def _a_wandb_project_name(cls, project: str | None) -> str | None:
+        """W&B's own rule for a project name (``wandb.sdk.wandb_settings``: at most 128 characters, none of
+        ``/\\#?%:``): a name it refuses trained every cell without tracking, under a warning per cell."""
+        bad = sorted({c for c in project or "" if c in WANDB_PROJECT_FORBIDDEN})
+        if project is not None and (bad or len(project) > 128):
+            why = f"holds {', '.join(map(repr, bad))}" if bad else f"has {len(project)} characters, more than 128"
+            raise _fail(f"{shown(project)} {why}: W&B refuses such a project name and every cell would train without "
+                        f"tracking; use at most 128 characters, none of {' '.join(WANDB_PROJECT_FORBIDDEN)}")
+        return project
+
+
+#: Characters W&B refuses in a project name (``wandb.sdk.wandb_settings.Settings.validate_project``).
+WANDB_PROJECT_FORBIDDEN = "/\\#?%:"
+
 
 class _Only(_Strict):
     """``only:``: a filter on the suite's cells that keeps their labels (and so their ids): datasets and matchers by
@@ -468,6 +484,8 @@ class _DatasetRules(_Labelled):
             raise _fail(f"no evaluation protocol known for dataset {name!r}: set `protocols` here or in "
                         "eval.protocols")
         own = default_protocols_for(name)
+        if twice := sorted({p for p in protocols if protocols.count(p) > 1}):  # another cell id for the same result
+            raise _fail(f"protocol(s) {twice} listed more than once in {list(protocols)}; list each protocol once")
         for p in protocols:  # a protocol reads one dataset's split: on another it would title a lie
             if p not in own:
                 from_eval = " (from eval.protocols, which applies to every dataset)" \
@@ -546,6 +564,10 @@ class _SuiteRules(_Strict):
             if wanted is None or entries is None:
                 continue
             known = list(dict.fromkeys([x for e in entries for x in (e.name, e.label) if x is not None]))
+            if not wanted:  # keeps none: show listed 0 cells, sweep recorded a sweep of none, collect crashed
+                raise _fail_at((key,), f"an empty list keeps none of the suite's {key}; name the ones to keep (names "
+                               f"and labels: {', '.join(map(str, known))}), or leave only.{key} out for every one",
+                               wanted)
             for i, w in enumerate(wanted):
                 if w not in known:
                     close = difflib.get_close_matches(w, known, n=1)

@@ -163,7 +163,7 @@ def load_profile(name_or_path: str | Path) -> dict:
     """
     path = _profile_path(name_or_path)
     try:
-        raw = yamlsafe.load(path.read_text())
+        raw = yamlsafe.load(yamlsafe.read_bytes(path).decode("utf-8"))
     except yaml.YAMLError as e:
         raise ProfileError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
     except UnicodeDecodeError as e:

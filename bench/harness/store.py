@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.atomic import digest_problem
+from bench.atomic import result_checkpoint_problem
 from bench.faults import point as fault_point
 from bench.harness.store_files import (  # noqa: F401 - the store's file-system primitives, read through it too
     LOCKS_DIR,
@@ -258,7 +258,8 @@ def run_status(cell: Cell, run_dir: str | Path, fingerprints: dict | None = None
     with the path, ``interrupted`` for a ``running`` marker whose lock is free (its process died) and
     ``unidentified`` (a weights folder it reads is gone).
     ``anchor``: other cells start from its ``best.pt`` (an OAS baseline), so a done result whose ``best.pt`` is
-    missing or fails its digest is ``corrupt`` too (``checkpoint_damaged``: retrained from scratch)."""
+    missing, fails its digest or is not the model its result was evaluated from (``best_sha256``) is ``corrupt`` too
+    (``checkpoint_damaged``: retrained from scratch)."""
     d = Path(run_dir)
     if gone := unidentified(cell):
         return {"state": "unidentified", "run_dir": str(d), "error": gone}
@@ -287,7 +288,7 @@ def run_status(cell: Cell, run_dir: str | Path, fingerprints: dict | None = None
             info.update(state="stale", data_fingerprint=current, result_fingerprint=recorded,
                         error=f"made from other data: result data fingerprint {recorded}, the data now "
                               f"{current}; a sweep retrains it (the old result stays until then)")
-        if info["state"] == "done" and anchor and (problem := digest_problem(d / "best.pt")):
+        if info["state"] == "done" and anchor and (problem := result_checkpoint_problem(d / "best.pt", result)):
             info.update(state="corrupt", checkpoint_damaged=True, error=(
                 f"{problem}: the cells that start from it (OAS) cannot read it; a sweep retrains it from scratch "
                 "(its result stays until the new one is complete)"))
@@ -479,6 +480,16 @@ def _anchor_checkpoint(cell: Cell, root: Path, reuse_other_suites: bool) -> Path
         raise RuntimeError(f"anchor cell {dep.id} is not done ({info['state']} in {dep_dir}{why}); "
                            "run it first (topological order)")
     return dep_dir / "best.pt"
+
+
+def anchor_problem(cell: Cell, root: str | Path, reuse_other_suites: bool = True) -> str | None:
+    """Why ``cell`` cannot start now because the baseline it starts from (an OAS cell's dependency) is not done,
+    or None: :func:`_anchor_checkpoint`'s check, for a command to refuse before it creates the cell's folder."""
+    try:
+        _anchor_checkpoint(cell, Path(root), reuse_other_suites)
+    except RuntimeError as e:
+        return str(e).replace("; run it first (topological order)", "")
+    return None
 
 
 def _done(run_dir: Path) -> dict:
