@@ -2,7 +2,7 @@
 runtime (:func:`schema`) from the owners of the names: the registries (``bench.harness.registry``), the
 schedule's facts (``bench.spec.Schedule``: type, range, choices), the resources' keys, the protocols. Every
 model is strict and forbids unknown keys; a rule pydantic has no constraint for is a validator raising
-``_fail``; ``bench.harness.schema_errors.config_error`` turns pydantic's first error into the ConfigError a
+``fail``; ``bench.harness.schema_errors.config_error`` turns pydantic's first error into the ConfigError a
 user reads (:func:`validate`)."""
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     PrivateAttr,
@@ -31,7 +30,6 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-from pydantic_core import PydanticCustomError, PydanticKnownError
 
 from bench.harness.registry import (
     REQUIRED,
@@ -45,14 +43,28 @@ from bench.harness.registry import (
     valid_strategies,
     weight_kinds,
 )
-from bench.harness.schema_errors import _Called, _unknown, config_error
+from bench.harness.schema_errors import _Called, config_error
+from bench.harness.schema_values import (
+    STRICT,
+    a_string,
+    annotation,
+    by_name_alone,
+    defined_by_suite,
+    fail,
+    fail_at,
+    in_range,
+    list_or_nothing,
+    name_of,
+    non_empty_list,
+    null_is_empty,
+    sweep_values,
+)
 from bench.spec import (
     EVAL_DEFAULTS,
     REHEARSAL_LIMITS,
     RESOURCE_KEYS,
     SCHEDULE_CHOICES,
     SCHEDULE_LIMITS,
-    SEED_RANGE,
     Rehearsal,
     Wandb,
     argument_problem,
@@ -63,113 +75,16 @@ from bench.spec import (
 from bench.values import expand_path, shown
 
 
-def _yaml11_float(v):
-    """YAML 1.1 (PyYAML) reads ``5e-4`` as a string: read it as the number it means."""
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return v
-    return v
-
-
-_STRICT = ConfigDict(strict=True, extra="forbid")
-_ANNOTATIONS: dict[Any, Any] = {
-    float: Annotated[float, BeforeValidator(_yaml11_float), Field(allow_inf_nan=False)],
-    int: StrictInt, bool: StrictBool, str: StrictStr, object: Any,
-}
-
-
-def _annotation(kind) -> Any:
-    """A kind of this module (type, tuple of choices, [type]) as a pydantic annotation."""
-    if isinstance(kind, list):
-        return list[_annotation(kind[0])]
-    if isinstance(kind, tuple):
-        return Literal[kind]
-    return _ANNOTATIONS.get(kind, kind)
-
-
-def _fail(message: str) -> PydanticCustomError:
-    """A rule of this schema broken: pydantic reports it at its key path, with this message."""
-    return PydanticCustomError("suite_rule", "{message}", {"message": message})
-
-
-def _fail_at(loc: tuple, message: str, value) -> ValidationError:
-    """``_fail`` at ``loc`` below the field a validator checks (for rules over a whole list)."""
-    return ValidationError.from_exception_data("suite", [{"type": _fail(message), "loc": loc, "input": value}])
-
-
-def _null_is_empty(value):
-    """``key:`` with nothing after it (YAML null) is an empty mapping."""
-    return {} if value is None else value
-
-
-def _by_name_alone(value):
-    """An entry given by its name alone: ``- dbl`` means ``- {name: dbl}``."""
-    return {"name": value} if isinstance(value, str) else value
-
-
-def _non_empty_list(value):
-    if not isinstance(value, list) or not value:
-        raise _fail(f"expected a non-empty list, got {shown(value)}")
-    return value
-
-
-def _list_or_nothing(value):
-    """``reference``: left out, null or empty means none."""
-    return _non_empty_list(value) if value else []
-
-
-def _sweep_values(value):
-    if not isinstance(value, list) or not value:
-        raise _fail(f"expected a non-empty list of values, got {shown(value)}")
-    return value
-
-
-def _a_string(value):
-    """A protocol name is a string first (``expected str``), then one of the protocols."""
-    if not isinstance(value, str):
-        raise PydanticKnownError("string_type")
-    return value
-
-
-def _name_of(what: str) -> BeforeValidator:
-    """A matcher or strategy ``name`` is a string first, then one of the registry's."""
-    def check(value):
-        if not isinstance(value, str):
-            raise _fail(f"expected a {what} name (str), got {shown(value)}")
-        return value
-    return BeforeValidator(check)
-
-
-def _in_range(seed: int) -> int:
-    lo, hi = SEED_RANGE
-    if not lo <= seed < hi:
-        raise _fail(f"seed {seed} is outside [0, 2**32) (numpy's seed range); use a seed in 0 … {hi - 1}")
-    return seed
-
-
-def _defined_by_suite(scope: str, what: str) -> AfterValidator:
-    """A name the suite defines itself (its datasets): one of ``context[scope]``, which ``SuiteFile``
-    fills as its earlier keys pass."""
-    def check(value, info: ValidationInfo):
-        valid = (info.context or {}).get(scope, [])
-        if value not in valid:
-            raise _fail(_unknown(value, valid, what))
-        return value
-    return AfterValidator(check)
-
-
 class _Strict(BaseModel):
     """A mapping of the suite layout: strict types, no unknown keys; null (``key:`` alone) is empty."""
 
-    model_config = _STRICT
+    model_config = STRICT
     missing_message: ClassVar[str] = "required key missing"  # what a required key left out is told
 
     @model_validator(mode="before")
     @classmethod
     def _null(cls, data):
-        return _null_is_empty(data)
+        return null_is_empty(data)
 
 
 class _Given(_Strict):
@@ -237,7 +152,7 @@ class _StrategyEntry(_Strict):
             error = strategy_variant(self.name, variant).get("error")  # strategies.build's refusal, remembered
             if error is not None:
                 at = f" (sweep {dict(zip(swept, combo))})" if swept else ""
-                raise _fail(f"params{at}: {error}")
+                raise fail(f"params{at}: {error}")
         return self
 
     @model_serializer(mode="wrap")
@@ -259,7 +174,7 @@ class _Wandb(_Strict):
         bad = sorted({c for c in project or "" if c in WANDB_PROJECT_FORBIDDEN})
         if project is not None and (bad or len(project) > 128):
             why = f"holds {', '.join(map(repr, bad))}" if bad else f"has {len(project)} characters, more than 128"
-            raise _fail(f"{shown(project)} {why}: W&B refuses such a project name and every cell would train without "
+            raise fail(f"{shown(project)} {why}: W&B refuses such a project name and every cell would train without "
                         f"tracking; use at most 128 characters, none of {' '.join(WANDB_PROJECT_FORBIDDEN)}")
         return project
 
@@ -279,13 +194,13 @@ class _Only(_Strict):
 
 class _Reference(_Strict):
     matcher: StrictStr = None  # left out: the rule below says what is needed
-    where: Annotated[dict[Any, Any], BeforeValidator(_null_is_empty),
+    where: Annotated[dict[Any, Any], BeforeValidator(null_is_empty),
                      AfterValidator(lambda where: {k: str(v) for k, v in where.items()})] = None
 
     @model_validator(mode="after")
     def _both_given(self):
         if self.matcher is None or self.where is None:
-            raise _fail("needs `matcher` (our label) and `where` (published.csv filters)")
+            raise fail("needs `matcher` (our label) and `where` (published.csv filters)")
         return self
 
 
@@ -298,8 +213,8 @@ def _schedule_annotation(key: str, hint) -> tuple[Any, bool]:
     if key in SCHEDULE_CHOICES:
         return Literal[SCHEDULE_CHOICES[key]], nullable
     if get_origin(hint) is list:
-        return list[_annotation(get_args(hint)[0])], nullable
-    return _annotation(hint), nullable
+        return list[annotation(get_args(hint)[0])], nullable
+    return annotation(hint), nullable
 
 
 def schedule_fields() -> dict[str, tuple[Any, None]]:
@@ -319,7 +234,7 @@ def _within_limits(key: str):
     def check(value):
         problem = schedule_limit_problem(key, value)
         if problem:
-            raise _fail(problem)
+            raise fail(problem)
         return value
     return check
 
@@ -331,7 +246,7 @@ def _rehearsal_model() -> type[BaseModel]:
         def check(value):
             problem = None if value is None else limit.problem(value)
             if problem:
-                raise _fail(problem)
+                raise fail(problem)
             return value
         return AfterValidator(check)
 
@@ -346,7 +261,7 @@ def _params_model(name: str):
     """The pydantic model of strategy ``name``'s parameters, made from ``strategy_params(name)``."""
     key = f"params_model:{name}"
     if key not in _valid_cache:
-        fields = {p: (_annotation(kind), ... if default is REQUIRED else default)
+        fields = {p: (annotation(kind), ... if default is REQUIRED else default)
                   for p, (kind, default) in strategy_params(name).items()}
         _valid_cache[key] = create_model(
             f"Params_{name}", __base__=_Strict,
@@ -357,7 +272,7 @@ def _params_model(name: str):
 def _strategy_model(name: str):
     """A ``strategies`` entry of strategy ``name``: its params model, and a sweep of its parameters."""
     sweep = create_model(f"Sweep_{name}", __base__=_Given, **{
-        p: (Annotated[list[_annotation(kind)], BeforeValidator(_sweep_values)], None)
+        p: (Annotated[list[annotation(kind)], BeforeValidator(sweep_values)], None)
         for p, (kind, _) in strategy_params(name).items()})
     return create_model(f"Strategy_{name}", __base__=_StrategyEntry, name=(Literal[name], ...),
                         label=(StrictStr | None, None), sweep=(sweep, Field(default_factory=sweep)),
@@ -369,7 +284,7 @@ def _overrides(matcher: str) -> Any:
     matcher taking ``**kwargs``), in the order given."""
     args = None if matcher == "default" else matcher_args(matcher)
     key = Any if args is None else Annotated[Literal[tuple(sorted(args))], _Called(f"{matcher} argument")]
-    return Annotated[dict[key, Any], BeforeValidator(_null_is_empty), AfterValidator(_argument_values(matcher))]
+    return Annotated[dict[key, Any], BeforeValidator(null_is_empty), AfterValidator(_argument_values(matcher))]
 
 
 _argument_problem = argument_problem  # bench.spec: the trainer checks a cell's matcher arguments the same way
@@ -385,14 +300,14 @@ def _argument_values(matcher: str):
                 kind = matcher_arg_kinds(name).get(arg)
                 problem = kind and _argument_problem(arg, *kind, value)
                 if problem:
-                    raise _fail_at((arg,), f"{problem}" + (f" (an argument of {name})" if matcher == "default" else ""),
+                    raise fail_at((arg,), f"{problem}" + (f" (an argument of {name})" if matcher == "default" else ""),
                                    value)
         return overrides
     return check
 
 
 def _matcher_model(name: str):
-    in_suite = Annotated[StrictStr, _defined_by_suite("datasets", "dataset")]
+    in_suite = Annotated[StrictStr, defined_by_suite("datasets", "dataset")]
     return create_model(f"Matcher_{name}", __base__=_Labelled, name=(Literal[name], ...),
                         label=(StrictStr, None), overrides=(_overrides(name), Field(default_factory=dict)),
                         datasets=(list[in_suite] | None, None))
@@ -403,7 +318,7 @@ def _by_name(models: dict[str, type[BaseModel]], what: str) -> Any:
     an entry without a known name goes to a fallback that reports the name (``expected a <what> name``,
     ``unknown <what>``) after its unknown keys, as for any entry."""
     keys = next(iter(models.values())).model_fields
-    name = Annotated[Literal[tuple(models)], _Called(what), _name_of(what)]
+    name = Annotated[Literal[tuple(models)], _Called(what), name_of(what)]
     fallback = create_model(f"Unknown_{what}", __base__=_Strict, **{k: (Any, None) for k in keys} | {
         "name": (name, Field(None, validate_default=True))})
 
@@ -412,13 +327,13 @@ def _by_name(models: dict[str, type[BaseModel]], what: str) -> Any:
         return name if isinstance(name, str) and name in models else "?"
 
     members = tuple(Annotated[m, Tag(n)] for n, m in models.items()) + (Annotated[fallback, Tag("?")],)
-    return Annotated[Union[members], Discriminator(tag), BeforeValidator(_by_name_alone)]  # noqa: UP007
+    return Annotated[Union[members], Discriminator(tag), BeforeValidator(by_name_alone)]  # noqa: UP007
 
 
 def _table(entry, keys: tuple) -> Any:
     """``{key: entry}``: checked, and kept, in the order given."""
     key = Annotated[Literal[keys], _Called("key")]
-    return Annotated[dict[key, entry], BeforeValidator(_null_is_empty)]
+    return Annotated[dict[key, entry], BeforeValidator(null_is_empty)]
 
 
 def _schedules(per_matcher: tuple) -> Any:
@@ -426,10 +341,10 @@ def _schedules(per_matcher: tuple) -> Any:
     sched = schedule_fields()
     stage2 = create_model("OasStage2", __base__=_Schedule, **sched)
     per_dataset = create_model("DatasetSchedule", __base__=_Schedule, **sched, oas_stage2=(stage2, None))
-    dataset_key = Annotated[Any, _defined_by_suite("schedule_datasets", "key")]
+    dataset_key = Annotated[Any, defined_by_suite("schedule_datasets", "key")]
     return _table(create_model(
         "Schedule", __base__=_Schedule, **sched, oas_stage2=(stage2, None),
-        datasets=(Annotated[dict[dataset_key, per_dataset], BeforeValidator(_null_is_empty)], None)), per_matcher)
+        datasets=(Annotated[dict[dataset_key, per_dataset], BeforeValidator(null_is_empty)], None)), per_matcher)
 
 
 def _scales(per_matcher: tuple, schedules) -> Any:
@@ -441,14 +356,14 @@ def _scales(per_matcher: tuple, schedules) -> Any:
 
 def _resources(per_matcher: tuple) -> Any:
     return _table(create_model("Resource", __base__=_Given, **{
-        k: (Annotated[_annotation(kind), Field(ge=0 if k == "gpus" else 1)] if kind is int else _annotation(kind),
+        k: (Annotated[annotation(kind), Field(ge=0 if k == "gpus" else 1)] if kind is int else annotation(kind),
             None) for k, kind in RESOURCE_KEYS.items()}), per_matcher)
 
 
 def _protocol() -> Any:
     from bench.registry_facts import protocols
 
-    return Annotated[Literal[tuple(protocols())], _Called("protocol"), BeforeValidator(_a_string)]
+    return Annotated[Literal[tuple(protocols())], _Called("protocol"), BeforeValidator(a_string)]
 
 
 _COUNT = Annotated[StrictInt, Field(ge=1)]
@@ -481,22 +396,22 @@ class _DatasetRules(_Labelled):
             return protocols
         protocols = protocols or default_protocols_for(name)
         if not protocols:
-            raise _fail(f"no evaluation protocol known for dataset {name!r}: set `protocols` here or in "
+            raise fail(f"no evaluation protocol known for dataset {name!r}: set `protocols` here or in "
                         "eval.protocols")
         own = default_protocols_for(name)
         if twice := sorted({p for p in protocols if protocols.count(p) > 1}):  # another cell id for the same result
-            raise _fail(f"protocol(s) {twice} listed more than once in {list(protocols)}; list each protocol once")
+            raise fail(f"protocol(s) {twice} listed more than once in {list(protocols)}; list each protocol once")
         for p in protocols:  # a protocol reads one dataset's split: on another it would title a lie
             if p not in own:
                 from_eval = " (from eval.protocols, which applies to every dataset)" \
                     if info.context.get("protocols") == protocols else ""
-                raise _fail(f"protocol {p!r}{from_eval} evaluates {known_protocols()[p]['dataset']}, not this dataset's "
+                raise fail(f"protocol {p!r}{from_eval} evaluates {known_protocols()[p]['dataset']}, not this dataset's "
                             f"{name}; give {' or '.join(own)}, or leave `protocols` out for the dataset's own")
         return protocols
 
 
 def _dataset_model(protocol) -> type[BaseModel]:
-    name = Annotated[Literal[tuple(known_datasets())], _Called("dataset"), BeforeValidator(_a_string)]
+    name = Annotated[Literal[tuple(known_datasets())], _Called("dataset"), BeforeValidator(a_string)]
     return create_model("Dataset", __base__=_DatasetRules, name=(name, ...), label=(StrictStr, None),
                         data_root=(StrictStr | None, None), vocab_root=(StrictStr | None, None),
                         protocols=(list[protocol], Field(None, validate_default=True)))
@@ -511,7 +426,7 @@ class _SuiteRules(_Strict):
     @classmethod
     def _a_folder_name(cls, name: str) -> str:
         if not is_plain_name(name):
-            raise _fail(f"{shown(name)} would write run folders and tables outside --root: use a plain name of "
+            raise fail(f"{shown(name)} would write run folders and tables outside --root: use a plain name of "
                         "letters, digits, '.', '_', '+' or '-', without '/' or '..'")
         return name
 
@@ -521,7 +436,7 @@ class _SuiteRules(_Strict):
         """A trained checkpoint (this suite's best.pt or an official one) that replaces the OAS baseline."""
         path = expand_path(path)  # ~ and $VARS, as every path of a suite
         if path is not None and not Path(path).is_file():
-            raise _fail(f"{shown(path)} is not a file; give the path of a best.pt of this suite or of an official "
+            raise fail(f"{shown(path)} is not a file; give the path of a best.pt of this suite or of an official "
                         "checkpoint (model_best.pth / model_best.pth.tar)")
         return path
 
@@ -549,10 +464,10 @@ class _SuiteRules(_Strict):
     @classmethod
     def _each_seed_once(cls, seeds: list[int]) -> list[int]:
         if not seeds:
-            raise _fail("empty list: give at least one seed")
+            raise fail("empty list: give at least one seed")
         dupes = sorted({x for x in seeds if seeds.count(x) > 1})
         if dupes:
-            raise _fail(f"seed(s) {dupes} listed more than once in {seeds}; list each seed once")
+            raise fail(f"seed(s) {dupes} listed more than once in {seeds}; list each seed once")
         return seeds
 
     @field_validator("only", check_fields=False)
@@ -565,14 +480,14 @@ class _SuiteRules(_Strict):
                 continue
             known = list(dict.fromkeys([x for e in entries for x in (e.name, e.label) if x is not None]))
             if not wanted:  # keeps none: show listed 0 cells, sweep recorded a sweep of none, collect crashed
-                raise _fail_at((key,), f"an empty list keeps none of the suite's {key}; name the ones to keep (names "
+                raise fail_at((key,), f"an empty list keeps none of the suite's {key}; name the ones to keep (names "
                                f"and labels: {', '.join(map(str, known))}), or leave only.{key} out for every one",
                                wanted)
             for i, w in enumerate(wanted):
                 if w not in known:
                     close = difflib.get_close_matches(w, known, n=1)
                     hint = f"did you mean {close[0]!r}? " if close else ""
-                    raise _fail_at((key, i), f"{w!r} is none of the suite's {key} ({hint}names and labels: "
+                    raise fail_at((key, i), f"{w!r} is none of the suite's {key} ({hint}names and labels: "
                                    f"{', '.join(map(str, known))})", w)
         return only
 
@@ -581,7 +496,7 @@ class _SuiteRules(_Strict):
     def _the_chosen_scale(cls, scales, info: ValidationInfo):
         scale = info.data.get("scale")
         if scale is not None and scale not in scales:
-            raise _fail(f"no entry for the chosen scale {scale!r} (have: {', '.join(scales)})")
+            raise fail(f"no entry for the chosen scale {scale!r} (have: {', '.join(scales)})")
         return scales
 
 
@@ -599,16 +514,16 @@ def _suite_model(scales, schedules, resources) -> type[BaseModel]:
         weights=(_table(StrictStr | None, weight_kinds()), Field(default_factory=dict)),
         rehearsal=(Optional[_rehearsal_model()], None),  # noqa: UP045 - a runtime annotation
         eval=(eval_model, Field(default_factory=eval_model)),
-        datasets=(Annotated[list[Annotated[dataset, BeforeValidator(_by_name_alone)]],
-                            BeforeValidator(_non_empty_list)], ...),
-        matchers=(Annotated[list[matcher], BeforeValidator(_non_empty_list)], ...),
-        strategies=(Annotated[list[strategy], BeforeValidator(_non_empty_list)], ...),
+        datasets=(Annotated[list[Annotated[dataset, BeforeValidator(by_name_alone)]],
+                            BeforeValidator(non_empty_list)], ...),
+        matchers=(Annotated[list[matcher], BeforeValidator(non_empty_list)], ...),
+        strategies=(Annotated[list[strategy], BeforeValidator(non_empty_list)], ...),
         only=(_Only, Field(default_factory=_Only)),
-        seeds=(list[Annotated[StrictInt, AfterValidator(_in_range)]], ...),
+        seeds=(list[Annotated[StrictInt, AfterValidator(in_range)]], ...),
         scales=(scales, ...),
         recipes=(Annotated[Any, AfterValidator(lambda recipes: recipes or {})], Field(None, validate_default=True)),
         schedule=(schedules, Field(default_factory=dict)),
-        reference=(Annotated[list[_Reference], BeforeValidator(_list_or_nothing)], Field(default_factory=list)),
+        reference=(Annotated[list[_Reference], BeforeValidator(list_or_nothing)], Field(default_factory=list)),
         resources=(resources, Field(default_factory=dict)))
 
 
@@ -632,7 +547,7 @@ def _distinct_labels(entries: list, key: str, what: str, tagged: bool = False) -
     for i, e in enumerate(entries):
         if e.label in seen:
             j = seen[e.label]
-            raise _fail_at((i, e.name, "label") if tagged else (i, "label"),
+            raise fail_at((i, e.name, "label") if tagged else (i, "label"),
                            f"{what}s {key}[{j}] ({entries[j].name}) and {key}[{i}] ({e.name}) have the same label "
                            f"{shown(e.label)}; give each {what} a distinct `label`", e.label)
         seen[e.label] = i
