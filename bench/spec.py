@@ -656,9 +656,13 @@ def seed_problem(seed) -> str | None:
     return None
 
 
+MAX_SIZE = 2**20  # a matcher's size or count is at most this, or 16 x its default where that is more
+
+
 def argument_problem(arg: str, kind: type, default, value) -> str | None:
     """What is wrong with ``value`` for a matcher argument of type ``kind`` (None: nothing). Sizes and
-    counts (an int argument whose default is >= 1, or without a default) must be >= 1, dropouts in [0, 1)."""
+    counts (an int argument whose default is >= 1, or without a default) must be in 1 … max(``MAX_SIZE``, 16 x the
+    default), dropouts in [0, 1)."""
     if value is None:
         return None
     got = f"got {type(value).__name__} {shown(value)}"
@@ -674,6 +678,9 @@ def argument_problem(arg: str, kind: type, default, value) -> str | None:
         return f"expected a finite number, {got}"
     if kind is int and (default is None or default >= 1) and value < 1:
         return f"must be at least 1, got {shown(value)}: a size or count of 0 or less builds no model"
+    if kind is int and (default is None or default >= 1) and value > (most := max(MAX_SIZE, 16 * (default or 0))):
+        return (f"must be at most {most:,}, got {shown(value)}: far beyond the sizes and counts the matchers are "
+                f"built with (default {default}), a model of it fits no memory")
     if kind is float and "dropout" in arg and not 0 <= value < 1:
         return f"must be in [0, 1), got {shown(value)}: a dropout probability"
     return None

@@ -487,3 +487,11 @@ def test_a_protocol_listed_twice_is_refused(capsys, tmp_path):
     # was: exit 0 and another cell id for the same result (a plain sweep trained it again)
     err = refused(capsys, "show", "demo", "datasets.0.protocols=[f30k_1k, f30k_1k]", "--root", tmp_path / "runs")
     assert "protocol(s) ['f30k_1k'] listed more than once" in err
+
+
+# ----------------------------------------------------------------------------- UGLY, fixed: a size beyond any model
+
+def test_a_matcher_size_beyond_any_model_is_one_line(capsys, tiny_data):
+    # was: show printed a 30-line RuntimeError (Storage size overflowed) from the parameter count
+    err = refused(capsys, "show", "demo", f"datasets.0.data_root={tiny_data}", "matchers.0.overrides.embed_size=99999999999")
+    assert "embed_size" in err and "must be at most 1,048,576" in err and "Traceback" not in err
