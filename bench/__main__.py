@@ -453,6 +453,9 @@ def cmd_migrate(args):
 def cmd_sync(args):
     from bench.harness.tracking import offline_runs
 
+    if not args.paths and not Path(args.root).is_dir():
+        fail(f"--root {args.root}: no such results folder; give --root the store whose offline W&B runs to upload "
+             f"(default {DEFAULT_ROOT})")
     runs = [Path(p) for p in args.paths] or offline_runs(args.root)
     missing = [str(p) for p in runs if not p.exists()]
     if missing:

@@ -495,3 +495,25 @@ def test_a_matcher_size_beyond_any_model_is_one_line(capsys, tiny_data):
     # was: show printed a 30-line RuntimeError (Storage size overflowed) from the parameter count
     err = refused(capsys, "show", "demo", f"datasets.0.data_root={tiny_data}", "matchers.0.overrides.embed_size=99999999999")
     assert "embed_size" in err and "must be at most 1,048,576" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- UGLY, fixed: synth's seed and --out, sync's root
+
+def test_synth_refuses_a_seed_out_of_range_and_an_out_that_is_a_file(tmp_path, capsys):
+    from bench.data.synth import main
+
+    with pytest.raises(SystemExit) as e:  # was: numpy's ValueError traceback
+        main(["--preset", "tiny", "--out", str(tmp_path / "d"), "--seed", "-1"])
+    assert e.value.code == 2 and "outside [0, 2**32)" in capsys.readouterr().err
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    for out in (notes, notes / "sub"):  # was: NotADirectoryError traceback
+        assert main(["--preset", "tiny", "--out", str(out)]) == 2
+        assert f"{notes} is a file, not a folder" in capsys.readouterr().err
+    assert notes.read_text() == "mine\n"
+
+
+def test_sync_of_a_root_that_does_not_exist_says_so(capsys, tmp_path):
+    # was: exit 0 and "no offline W&B runs under …", as for an existing store without runs
+    err = refused(capsys, "sync", "--root", tmp_path / "nope")
+    assert "no such results folder" in err

@@ -532,13 +532,30 @@ def generate(out_dir: str | Path, preset: str | Preset = "tiny", seed: int = 0, 
     return out_dir
 
 
+def _seed(text: str) -> int:
+    """``--seed``: an integer in numpy's seed range [0, 2**32)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= seed < 2**32:
+        raise argparse.ArgumentTypeError(f"{seed} is outside [0, 2**32) (numpy's seed range); use a seed in "
+                                         f"0 … {2**32 - 1}")
+    return seed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.data.synth", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="demo", choices=sorted(PRESETS))
     parser.add_argument("--out", type=path_arg, required=True, help="output folder (DATA and VOCAB root)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing different dataset")
     args = parser.parse_args(argv)
+    if (blocker := next((p for p in [Path(args.out), *Path(args.out).parents] if p.exists() and not p.is_dir()),
+                        None)) is not None:
+        print(f"error: --out {args.out}: {blocker} is a file, not a folder; give --out a folder (new or made by "
+              "this generator)", file=sys.stderr)
+        return 2
     try:
         out = generate(args.out, args.preset, args.seed, args.overwrite)
     except DataError as e:
