@@ -514,9 +514,26 @@ class Cell:
     @classmethod
     def from_dict(cls, d: dict) -> Cell:
         for key in ("dataset", "matcher", "strategy"):
-            if not isinstance(d.get(key), dict) or "name" not in d[key]:
+            if key not in d or (isinstance(d[key], dict) and "name" not in d[key]):
                 raise ValueError(f"cell is missing '{key}.name' (got keys {sorted(d)})")
+            if not isinstance(d[key], dict):
+                raise ValueError(f"cell: {key}: expected a mapping with its name ({key}: {{name: …}}), got "
+                                 f"{type(d[key]).__name__} {shown(d[key])}")
+            if not isinstance(d[key]["name"], str):
+                raise ValueError(f"cell: {key}.name: expected a name (str), got {type(d[key]['name']).__name__} "
+                                 f"{shown(d[key]['name'])}")
         _no_unknown("cell", d, {f.name: None for f in fields(cls)})
+        for key, part in d.items():  # every part a mapping of its keys (a mistyped `eval: 3` is named here)
+            if key in _PARTS and part is not None and not isinstance(part, dict):
+                raise ValueError(f"cell: {key}: expected a mapping of {key} keys, got {type(part).__name__} "
+                                 f"{shown(part)}")
+        for key, inner in (("strategy", "params"), ("eval", "protocols")):
+            value = (d.get(key) or {}).get(inner)
+            kind = dict if inner == "params" else list
+            if value is not None and not isinstance(value, kind):
+                raise ValueError(f"cell: {key}.{inner}: expected a {'mapping' if kind is dict else 'list'}, got "
+                                 f"{type(value).__name__} {shown(value)}"
+                                 + (f"; write [{value}]" if kind is list and isinstance(value, str) else ""))
         kw = {k: (_PARTS[k].from_dict(v) if k in _PARTS and v is not None else copy.deepcopy(v)) for k, v in d.items()}
         return cls(**kw)
 

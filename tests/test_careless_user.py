@@ -517,3 +517,30 @@ def test_sync_of_a_root_that_does_not_exist_says_so(capsys, tmp_path):
     # was: exit 0 and "no offline W&B runs under …", as for an existing store without runs
     err = refused(capsys, "sync", "--root", tmp_path / "nope")
     assert "no such results folder" in err
+
+
+# ----------------------------------------------------------------------------- UGLY, fixed: a cell's parts of the wrong type
+
+@pytest.mark.parametrize("override, said", [
+    ("eval=3", "cell: eval: expected a mapping of eval keys, got int 3"),
+    ("matcher=3", "cell: matcher: expected a mapping with its name"),
+    ("strategy.params=3", "cell: strategy.params: expected a mapping, got int 3"),
+    ("matcher.name=[1]", "cell: matcher.name: expected a name (str), got list [1]"),
+    ("eval.protocols=f30k_1k", "cell: eval.protocols: expected a list, got str 'f30k_1k'; write [f30k_1k]"),
+])
+def test_bench_train_names_a_cell_part_of_the_wrong_type(tmp_path, tiny_data, override, said):
+    # was: "'int' object is not iterable", "cell is missing 'matcher.name'", "unhashable type: 'list'",
+    # "unknown protocol 'f'" (a string read letter by letter)
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.test_untrusted_files import REPO
+
+    config = tmp_path / "cell.yaml"
+    config.write_text(yaml.safe_dump(cell_of(tiny_data).to_dict()))
+    out = subprocess.run([sys.executable, "-m", "bench.train", str(config), override, "--run-dir", str(tmp_path / "run")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and said in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "run").exists()
