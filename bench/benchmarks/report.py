@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.atomic import atomic_write_bytes
 
 
-def _markers(name: str) -> tuple[str, str]:
+def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
@@ -20,7 +20,7 @@ def read_section(path: Path, name: str) -> list[str] | None:
     """The lines of section ``name`` of ``path`` (markers included), or None when absent."""
     if not path.is_file():
         return None
-    begin, end = _markers(name)
+    begin, end = markers(name)
     m = re.search(re.escape(begin) + r".*?" + re.escape(end), path.read_text(), flags=re.S)
     return m.group(0).splitlines() if m else None
 
@@ -28,7 +28,7 @@ def read_section(path: Path, name: str) -> list[str] | None:
 def replace_section(path: Path, name: str, lines: list[str]) -> None:
     """Put ``lines`` between the markers of section ``name`` in ``path``: in place of the old section, else
     appended; everything else in the file is kept as it was."""
-    begin, end = _markers(name)
+    begin, end = markers(name)
     block = "\n".join([begin, *lines, end])
     text = path.read_text() if path.is_file() else ""
     pattern = re.escape(begin) + r".*?" + re.escape(end)
