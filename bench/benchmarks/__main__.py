@@ -208,7 +208,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     sections, _ = run(only, args.quick)
     g = git_info()
-    stamp = (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, commit {g.get('commit', '?')[:10]}"
+    stamp = (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, commit {(g.get('commit') or '?')[:10]}"
              f"{' + local changes' if g.get('dirty') else ''}")
     out = Path(args.out)
     if set(only) != set(ORDER) and out.is_file():  # a part measured again: only its sections change
