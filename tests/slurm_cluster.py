@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,24 @@ def slurm_cluster(tmp_path_factory):
         down = run_testcluster("down", state, timeout_s=120)
         if down.returncode != 0:
             print(f"slurm/testcluster down failed:\n{down.stderr}")
+
+
+# SLURM revokes a killed run's job credential with one-second resolution, and slurmd refuses a launch
+# whose credential is not newer than the revocation ("Killing non-startable batch JobId=…: Job credential
+# revoked", the job then ends FAILED without running). Its own 120 s hold on a requeued job avoids that;
+# a test that shortens the hold must still leave a few seconds.
+REQUEUE_RESTART_S = 3
+
+
+def release_requeued(job_id: str, timeout_s: float = 60) -> None:
+    """Wait until a requeued job is PENDING again, then start it ``REQUEUE_RESTART_S`` seconds later
+    instead of after SLURM's 120 s hold (``BeginTime``)."""
+    from bench.harness.slurm import slurm_states
+
+    deadline = time.monotonic() + timeout_s
+    while slurm_states([job_id])[job_id] != "PENDING":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_s}s for job {job_id} to be requeued (PENDING)")
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", f"StartTime=now+{REQUEUE_RESTART_S}"],
+                   check=True, timeout=20)

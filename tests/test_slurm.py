@@ -32,7 +32,7 @@ from bench.harness.slurm import (
 from bench.run_folder import RunOptions
 from bench.spec import Cell
 from tests import jobs
-from tests.slurm_cluster import run_testcluster
+from tests.slurm_cluster import release_requeued, run_testcluster
 
 WAIT_S = 90
 
@@ -54,12 +54,6 @@ def _wait_until(predicate, timeout_s: float, what: str) -> None:
 
 def _step(state_path: Path) -> int:
     return json.loads(state_path.read_text())["step"] if state_path.exists() else -1
-
-
-def _release_requeued(job_id: str, timeout_s: float = 30) -> None:
-    """SLURM holds a requeued job for 120 s (BeginTime); start it now instead."""
-    _wait_until(lambda: slurm_states([job_id])[job_id] == "PENDING", timeout_s, f"job {job_id} requeued")
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, timeout=10)
 
 
 # ---------------------------------------------------------------------------------------------- profiles
@@ -192,7 +186,7 @@ def test_scontrol_requeue_resumes_from_state_file(slurm_cluster, tmp_path):
     [job] = submit_array(_executor(slurm_cluster, tmp_path), None, [jobs.CheckpointableJob(state, 20, 0.4)])
     _wait_until(lambda: _step(state) >= 2, WAIT_S, "two steps")
     subprocess.run(["scontrol", "requeue", job.job_id], check=True, timeout=10)
-    _release_requeued(job.job_id)
+    release_requeued(job.job_id)
     wait_for_jobs([job], timeout_s=WAIT_S)
     result = job.result()
     assert result["step"] == 20 and result["attempts"] == 2
@@ -216,7 +210,7 @@ def test_preemption_calls_checkpoint_and_resumes(slurm_cluster, tmp_path):
     _signal(job, "SIGTERM")
     _wait_until(lambda: "Bypassing signal SIGTERM" in (job.stdout() or ""), WAIT_S, "SIGTERM reached the job")
     _signal(job, SlurmJobEnvironment.USR_SIG)
-    _release_requeued(job.job_id)
+    release_requeued(job.job_id)
     wait_for_jobs([job], timeout_s=WAIT_S)
     result = job.result()
     assert result["step"] == 12 and result["attempts"] == 2 and result["resumed_from"][1] >= 2
@@ -229,8 +223,9 @@ def test_cancelled_job_is_reported_lost_not_hung(slurm_cluster, tmp_path):
     [job] = submit_array(_executor(slurm_cluster, tmp_path), jobs.sleep_job, [60.0])
     _wait_until(lambda: slurm_states([job.job_id])[job.job_id] == "RUNNING", WAIT_S, "job running")
     subprocess.run(["scancel", job.job_id], check=True, timeout=10)
-    with pytest.raises(JobLostError, match=f"job {job.job_id} ended .*without a result"):
+    with pytest.raises(JobLostError, match=f"job {job.job_id} ended .*without a result") as lost:
         wait_for_jobs([job], timeout_s=WAIT_S, poll_s=0.5, grace_s=1.0)
+    assert f"| slurmstepd-localhost: error: *** JOB {job.job_id} ON localhost CANCELLED AT" in str(lost.value)  # log tail
 
 
 # ---------------------------------------------------------------------------------------------- the script

@@ -26,6 +26,7 @@ from bench.harness.config import load_suite
 from bench.harness.slurm import slurm_states
 from bench.harness.store import DONE_FILE, RESULT_FILE, run_dir_for
 from bench.harness.sweep import ACTIVE_SLURM_STATES, SUBMITTED_FILE, cell_states, sweep
+from tests.slurm_cluster import release_requeued
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(240)]
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -226,9 +227,7 @@ def test_scontrol_requeue_of_running_cell_gives_one_equal_result(slurm_cluster, 
     try:
         _wait_until(lambda: _mid_training(run_dir), WAIT_S, "a mid-training checkpoint")
         subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=20)
-        # SLURM holds a requeued job for 120 s (BeginTime): start it now.
-        _wait_until(lambda: slurm_states([job_id])[job_id] == "PENDING", 60, f"job {job_id} requeued")
-        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, timeout=20)
+        release_requeued(job_id)  # not after SLURM's 120 s hold
         long_reference = request.getfixturevalue("long_reference")  # trained inline while the job resumes
         _wait_until(lambda: (run_dir / DONE_FILE).exists(), WAIT_S, "the requeued cell done", poll_s=0.5)
     finally:

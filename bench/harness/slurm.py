@@ -548,6 +548,15 @@ class JobLostError(RuntimeError):
     """A job left the SLURM queue without writing its result (cancelled, killed, node failure)."""
 
 
+def _log_tail(path: Path, lines: int = 3) -> str:
+    """The last lines of a job log, indented, for an error message ("" when there is none)."""
+    try:
+        tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "".join(f"\n  | {line}" for line in tail)
+
+
 def wait_for_jobs(
     jobs: Sequence[submitit.Job], timeout_s: float | None = None, poll_s: float = 1.0, grace_s: float = 10.0,
     raise_lost: bool = True,
@@ -575,6 +584,7 @@ def wait_for_jobs(
                         if raise_lost:
                             raise JobLostError(
                                 f"job {job.job_id} ended ({state}) without a result; log: {job.paths.stderr}"
+                                f"{_log_tail(job.paths.stderr)}"
                             )
                         lost.append(job.job_id)
                 else:
