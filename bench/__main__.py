@@ -450,17 +450,31 @@ def cmd_migrate(args):
     migrate(root, dry_run=args.dry_run)
 
 
+def _offline_runs_in(path: Path) -> list[Path]:
+    """``path`` itself when it is an offline W&B run, else the offline runs under it (none for a file)."""
+    from bench.harness.tracking import offline_runs
+
+    if not path.is_dir():
+        return []
+    return [path] if any(path.glob("run-*.wandb")) else offline_runs(path)
+
+
 def cmd_sync(args):
     from bench.harness.tracking import offline_runs
 
     if not args.paths and not Path(args.root).is_dir():
         fail(f"--root {args.root}: no such results folder; give --root the store whose offline W&B runs to upload "
              f"(default {DEFAULT_ROOT})")
-    runs = [Path(p) for p in args.paths] or offline_runs(args.root)
-    missing = [str(p) for p in runs if not p.exists()]
+    given = [Path(p) for p in args.paths]
+    missing = [str(p) for p in given if not p.exists()]
     if missing:
         fail(f"{', '.join(missing)} does not exist; give offline W&B run folders (<run>/wandb/offline-run-*) "
              "or none for every offline run under --root")
+    empty = [str(p) for p in given if not _offline_runs_in(p)]
+    if empty:
+        fail(f"{', '.join(empty)}: no offline W&B run there (a folder <run>/wandb/offline-run-* holding a run-*.wandb "
+             "file); give such folders, folders holding them, or none for every offline run under --root")
+    runs = [run for p in given for run in _offline_runs_in(p)] or offline_runs(args.root)
     if not runs:
         print(f"no offline W&B runs under {args.root}")
         return

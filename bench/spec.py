@@ -347,12 +347,18 @@ DEFAULT_RESOURCES = {k: v for k, v in _defaults(Resources).items() if v is not N
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+#: The longest suite or sweep name: a folder name is at most 255 bytes, and the store adds suffixes
+#: ("-rehearsal", ".lock", a staging folder's ".rerun-<host>-<pid>").
+MAX_NAME_CHARS = 100
+#: The rule, as error messages state it.
+PLAIN_NAME_RULE = f"a plain name of at most {MAX_NAME_CHARS} letters, digits, '.', '_', '+' or '-', without '/' or '..'"
 
 
 def is_plain_name(text: str) -> bool:
-    """A suite name or cell id names one folder inside a results folder: letters, digits, '.', '_', '+', '-',
-    starting with a letter or digit, no '..' (the suite schema and the store both ask)."""
-    return bool(_PLAIN_NAME.fullmatch(text)) and ".." not in text
+    """A suite name or cell id names one folder inside a results folder: at most ``MAX_NAME_CHARS`` letters,
+    digits, '.', '_', '+', '-', starting with a letter or digit, no '..' (the suite schema and the store both
+    ask)."""
+    return bool(_PLAIN_NAME.fullmatch(text)) and ".." not in text and len(text) <= MAX_NAME_CHARS
 
 
 def _no_unknown(where: str, d: dict, valid) -> None:

@@ -52,6 +52,15 @@ def test_an_unknown_sweep_name_is_one_line_naming_the_sweeps(tmp_path, capsys):
                    "make it\n")
 
 
+@pytest.mark.parametrize("name", ["../up", "a" * 101])
+def test_a_sweep_name_that_cannot_be_a_file_name_is_one_line_and_writes_nothing(tmp_path, capsys, name):
+    store = tmp_path / "runs"
+    _, err = _main(capsys, "sweep", "oss", "--root", store, "--sweep", name, "--executor", "slurm", "--cluster",
+                   "local", "--dry-run", code=2)
+    assert err.startswith("error: --sweep ") and "use a plain name of at most 100 letters" in err
+    assert len(err.splitlines()) == 1 and not store.exists()
+
+
 @pytest.mark.slow
 def test_a_sweep_with_overrides_then_plain_status_collect_run_and_list_find_its_cells(tiny_data, tmp_path, capsys):
     """Done-when (1): a sweep with overrides is recorded; plain status / collect / run --cell / list use it (the

@@ -170,10 +170,11 @@ def test_a_suite_name_cannot_write_outside_the_results_folder(tiny_data, tmp_pat
     from bench.harness.config import ConfigError
 
     root = tmp_path / "deep" / "runs"
-    for bad in ("../../x", str(tmp_path / "abs")):
+    # a 300-character name was Errno 36 (File name too long) once the sweep made its folder
+    for bad in ("../../x", str(tmp_path / "abs"), "a" * 300):
         path = write_suite(tmp_path, tiny_data, name=bad, fname="bad.yaml")
-        with pytest.raises(ConfigError, match=rf"bad.yaml: name: '{bad}' would write run folders and tables "
-                                              r"outside --root: use a plain name"):
+        with pytest.raises(ConfigError, match=rf"bad.yaml: name: '{bad[:30]}.*cannot name the folder of its run "
+                                              r"folders and tables under --root: use a plain name of at most 100"):
             load_suite(path)
         cell = Cell.from_dict({"suite": bad, "id": "0123456789ab", "dataset": {"name": "f30k_precomp"},
                                "matcher": {"name": "vse_infty"}, "strategy": {"name": "baseline"}})

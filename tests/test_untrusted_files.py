@@ -349,3 +349,16 @@ def test_sync_without_an_answering_server_says_what_it_waits_for_and_times_out(o
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert err.startswith("error: wandb sync did not finish within 4 s and was stopped") and "--timeout" in err
     assert offline_run.is_dir()
+
+
+def test_sync_of_a_file_is_refused_and_of_a_cell_folder_finds_its_run(offline_run, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    # was: exit 0, "uploading 1 offline run(s)", then wandb's own "No runs to sync"
+    for path in (notes, offline_run.parent / "logs"):
+        (offline_run.parent / "logs").mkdir(exist_ok=True)
+        err = refused(capsys, "sync", path, "--dry-run")
+        assert err.startswith(f"error: {path}: no offline W&B run there")
+    out = bench("sync", tmp_path, "--dry-run", timeout=120)  # the folder holding the run: the run itself
+    assert out.returncode == 0 and out.stdout.startswith("wandb sync --dry-run: 1 offline run(s)")
+    assert str(offline_run) in out.stdout + out.stderr

@@ -30,7 +30,8 @@ import yaml
 from bench import yamlsafe
 from bench.config_files import ConfigError, read_yaml
 from bench.run_folder import write_text
-from bench.spec import is_plain_name
+from bench.spec import PLAIN_NAME_RULE, is_plain_name
+from bench.values import shown
 
 SWEEPS_DIR = "sweeps"  # <root>/<suite>/sweeps/<name>.yaml
 assert not re.fullmatch(r"[0-9a-f]+", SWEEPS_DIR)  # never a cell id (hex): no run folder can be named so
@@ -129,9 +130,6 @@ def record_sweep(root: str | Path, suite_arg: str, suite_name: str, suite_file: 
     Without ``name``: the sweep of the same suite file and overrides when there is one, else a new one named
     by the time. A ``name`` recorded with other overrides is a ConfigError (run it by name without
     overrides, or give another name)."""
-    if name is not None and not is_plain_name(name):
-        raise ConfigError(f"--sweep {name!r}: a sweep name is a file name in {sweeps_dir(root, suite_name)}: use "
-                          "letters, digits, '.', '_', '+' or '-'")
     suite_file = str(Path(suite_file).resolve())
     overrides = tuple(overrides)
     existing = list_sweeps(root, suite_name)
@@ -170,6 +168,9 @@ def check_sweep_name(root: str | Path, suite_name: str, name: str | None, overri
     overrides (a sweep's cells are its overrides': run it by name without overrides, or give another name)."""
     if name is None:
         return None
+    if not is_plain_name(name):
+        raise ConfigError(f"--sweep {shown(name)}: a sweep name is a file name in {sweeps_dir(root, suite_name)}: "
+                          f"use {PLAIN_NAME_RULE}")
     previous = next((r for r in list_sweeps(root, suite_name) if r.name == name), None)
     if previous is not None and previous.overrides != tuple(overrides):
         raise ConfigError(f"--sweep {name}: recorded with the overrides {' '.join(previous.overrides) or '(none)'}, "

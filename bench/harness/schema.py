@@ -61,6 +61,7 @@ from bench.harness.schema_values import (
 )
 from bench.spec import (
     EVAL_DEFAULTS,
+    PLAIN_NAME_RULE,
     REHEARSAL_LIMITS,
     RESOURCE_KEYS,
     SCHEDULE_CHOICES,
@@ -426,8 +427,8 @@ class _SuiteRules(_Strict):
     @classmethod
     def _a_folder_name(cls, name: str) -> str:
         if not is_plain_name(name):
-            raise fail(f"{shown(name)} would write run folders and tables outside --root: use a plain name of "
-                        "letters, digits, '.', '_', '+' or '-', without '/' or '..'")
+            raise fail(f"{shown(name)} cannot name the folder of its run folders and tables under --root: use "
+                        f"{PLAIN_NAME_RULE}")
         return name
 
     @field_validator("anchor_checkpoint", check_fields=False)

@@ -81,7 +81,7 @@ from bench.run_folder import (  # noqa: F401 - the run folder's files, read thro
     write_json,
     write_text,
 )
-from bench.spec import Cell, is_plain_name
+from bench.spec import PLAIN_NAME_RULE, Cell, is_plain_name
 
 DEFAULT_ROOT = REPO_ROOT / "results" / "runs"
 OLD_SUFFIX, STAGING_SUFFIX = ".old", ".rerun"
@@ -105,8 +105,7 @@ def _check_name(kind: str, value, root: Path) -> str:
     text = str(value)
     if not is_plain_name(text):
         raise ValueError(f"{kind} {text!r} cannot name a folder inside the results folder {root} (it would "
-                         f"write {Path(root) / text} or outside --root): use a plain name of letters, digits, "
-                         "'.', '_', '+' or '-', without '/' or '..'")
+                         f"write {Path(root) / text} or outside --root): use {PLAIN_NAME_RULE}")
     return text
 
 
