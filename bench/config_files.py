@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from bench import yamlsafe
+from bench.values import binary_file
 
 
 class ConfigError(ValueError):
@@ -65,6 +66,8 @@ def read_yaml(path: Path, what: str = "suite file") -> Any:
         data = yamlsafe.read_bytes(path)
     except yamlsafe.YAMLLimitError as e:
         raise ConfigError(str(e.problem)) from None
+    if problem := binary_file(data, what):
+        raise ConfigError(f"{path}: {problem}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -64,3 +64,12 @@ def path_arg(text: str) -> str:
             f"lets the next word take its place); give the path first, then the overrides (a path of that name: "
             f"./{text})")
     return text
+
+
+def binary_file(data: bytes, what: str) -> str | None:
+    """Why ``data`` is no ``what`` (a text file) at all: it holds a NUL byte, as arrays, checkpoints and archives
+    do and text never does (None when it holds none). Said before any advice to re-save the file as UTF-8."""
+    nul = data.find(b"\x00", 0, 1 << 16)
+    if nul < 0:
+        return None
+    return f"a binary file (a NUL byte at offset {nul}), not a {what}; give the path of the {what}"

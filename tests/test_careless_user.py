@@ -544,3 +544,28 @@ def test_bench_train_names_a_cell_part_of_the_wrong_type(tmp_path, tiny_data, ov
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and said in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- UGLY, fixed: a binary file as a text file
+
+def test_a_binary_file_given_as_a_yaml_or_csv_file_is_named_binary(capsys, tmp_path):
+    """An array, checkpoint or archive given where a YAML/CSV file belongs: was "not UTF-8 (byte 0x93); re-save the
+    file as UTF-8" (advice for a text file in another encoding)."""
+    import numpy as np
+
+    from bench.harness.published import PublishedCSVError, read_published
+    from bench.harness.slurm import ProfileError, load_profile
+
+    array = tmp_path / "train_ims.npy"
+    np.save(array, np.zeros((3, 4), dtype=np.float32))
+    assert "a binary file (a NUL byte at offset" in refused(capsys, "show", array)
+    err = refused(capsys, array, "--run-dir", tmp_path / "run", module="bench.train")
+    assert err == f"error: {array}: a binary file (a NUL byte at offset 7), not a cell file; give the path of the cell file"
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ProfileError, match=r"a binary file .*not a cluster profile"):
+        load_profile(str(array))
+    with pytest.raises(PublishedCSVError, match=r"a binary file .*not a published-results CSV"):
+        read_published(array)
+    text = tmp_path / "latin1.yaml"  # a text file in another encoding keeps its advice
+    text.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    assert refused(capsys, "show", text).endswith("not UTF-8 (byte 0xe9); re-save the file as UTF-8")

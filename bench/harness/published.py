@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.metrics import RECALL_KEYS
 from bench.protocols import PROTOCOLS
-from bench.values import shown
+from bench.values import binary_file, shown
 
 REQUIRED = ("matcher", "strategy", "protocol", *RECALL_KEYS, "rsum", "source")
 # Six recalls rounded to 0.1 each add up to at most 6 x 0.05 = 0.3 away from a sum rounded alike; the
@@ -60,8 +60,11 @@ def check_row(path: Path, line: int, row: dict[str, str]) -> None:
 def read_published(path: str | Path) -> pd.DataFrame:
     """The CSV as strings (one row per published result), every row checked (:func:`check_row`)."""
     path = Path(path)
+    data = path.read_bytes()
+    if problem := binary_file(data, "published-results CSV"):
+        raise PublishedCSVError(f"{path}: {problem}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PublishedCSVError(f"{path}: not UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
     reader = csv.reader(text.splitlines(keepends=True))

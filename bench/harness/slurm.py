@@ -35,7 +35,7 @@ import yaml
 
 from bench import yamlsafe
 from bench.provenance import REPO_ROOT
-from bench.values import shown
+from bench.values import binary_file, shown
 
 PROFILE_DIR = REPO_ROOT / "slurm" / "profiles"
 EXECUTOR_KINDS = ("slurm", "local", "debug")
@@ -162,8 +162,11 @@ def load_profile(name_or_path: str | Path) -> dict:
     every key of ``PROFILE_KEYS`` (None where unset), plus ``name`` and ``path``.
     """
     path = _profile_path(name_or_path)
+    data = yamlsafe.read_bytes(path)
+    if problem := binary_file(data, "cluster profile (YAML)"):
+        raise ProfileError(f"{path}: {problem}")
     try:
-        raw = yamlsafe.load(yamlsafe.read_bytes(path).decode("utf-8"))
+        raw = yamlsafe.load(data.decode("utf-8"))
     except yaml.YAMLError as e:
         raise ProfileError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
     except UnicodeDecodeError as e:
