@@ -51,7 +51,7 @@ def path_arg(text: str) -> str:
     ``key=value`` override in its place is refused. ``--root $UNSET seeds=[0]`` reaches argparse as ``--root
     seeds=[0]`` (the shell drops the empty variable), which took the override as the results folder and trained
     every cell into ``./seeds=[0]/``. An empty value (``--root "$UNSET"``) is refused too: ``--root`` read it as the
-    current folder, ``--tables`` as the default ``results/tables``."""
+    current folder, ``--tables`` as the default ``results/tables``. So is ``-`` (it wrote a file named ``-``)."""
     import argparse
 
     if not text.strip():
@@ -63,6 +63,9 @@ def path_arg(text: str) -> str:
             f"{shown(text)} is a key=value override, not a path (an empty variable before it, as in --root $UNSET, "
             f"lets the next word take its place); give the path first, then the overrides (a path of that name: "
             f"./{text})")
+    if text == "-":  # read by many tools as standard input/output; here it was a file named "-"
+        raise argparse.ArgumentTypeError("'-' (standard input or output) is not a path here: give a file or folder "
+                                         "path (./- for one named '-')")
     return text
 
 

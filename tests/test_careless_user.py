@@ -196,19 +196,31 @@ def test_synth_overwrite_never_deletes_what_the_generator_did_not_write(capsys, 
 # ----------------------------------------------------------------------------- C7: an empty path option
 
 @pytest.mark.parametrize("option", ["--root", "--tables", "--figures"])
-def test_an_empty_path_option_is_refused(capsys, monkeypatch, tiny_data, tmp_path, option):
+@pytest.mark.parametrize("value, said", [("", "'' is an empty path"),  # was: the current folder / results/tables
+                                         ("-", "'-' (standard input or output) is not a path here")])  # was: ./-
+def test_an_empty_path_option_is_refused(capsys, monkeypatch, tiny_data, tmp_path, option, value, said):
     from bench.__main__ import main
 
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)  # was: --root "" trained into the current folder, --tables "" wrote results/tables
     out = {"--root": str(tmp_path / "runs"), "--tables": str(tmp_path / "t"), "--figures": str(tmp_path / "f")}
-    args = ["collect", "demo", *[a for k, v in {**out, option: ""}.items() for a in (k, v)], "--no-wandb"]
+    args = ["collect", "demo", *[a for k, v in {**out, option: value}.items() for a in (k, v)], "--no-wandb"]
     with pytest.raises(SystemExit) as e:
         main(args)
     assert e.value.code == 2
-    assert f"argument {option}: '' is an empty path" in capsys.readouterr().err
+    assert f"argument {option}: {said}" in capsys.readouterr().err
     assert not any(work.iterdir())
+
+
+def test_export_to_a_dash_writes_no_file_named_dash(capsys, monkeypatch, tmp_path):
+    from bench.__main__ import main
+
+    monkeypatch.chdir(tmp_path)  # was: a checkpoint written to ./-
+    with pytest.raises(SystemExit) as e:
+        main(["export", str(tmp_path / "run"), "-"])
+    assert e.value.code == 2 and "argument out: '-' (standard input or output) is not a path" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_bench_train_with_an_empty_run_dir_writes_nothing_in_the_current_folder(capsys, monkeypatch, two_seeds, tmp_path):

@@ -23,6 +23,7 @@ import torch
 from bench.benchmarks.gpu import SECTION as GPU_SECTION
 from bench.benchmarks.report import markers, parse_only, read_section, replace_section
 from bench.harness.store import REPO_ROOT, git_info
+from bench.values import path_arg
 
 ORDER = ["metrics", "matchers", "modes", "reference", "strategies", "cell", "memmap", "harness", "cli", "slurm"]
 
@@ -202,7 +203,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run; not the reported figures)")
     ap.add_argument("--only", default=",".join(ORDER), help=f"comma-separated subset of {','.join(ORDER)}")
-    ap.add_argument("--out", default=str(REPO_ROOT / "results" / "perf.md"))
+    ap.add_argument("--out", type=path_arg, default=str(REPO_ROOT / "results" / "perf.md"))
     args = ap.parse_args(argv)
     only = parse_only(ap, args.only, ORDER, "benchmarks")
     t0 = time.perf_counter()

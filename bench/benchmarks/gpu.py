@@ -61,6 +61,7 @@ from bench.benchmarks.bench_matchers import VOCAB_SIZE, build_with, hinge_loss, 
 from bench.benchmarks.report import parse_only, replace_section
 from bench.harness.store import REPO_ROOT, git_info
 from bench.precision import MODE_NAMES, RunMode, set_compiled
+from bench.values import path_arg
 
 SECTION = "bench-gpu"
 MATCHERS = ["vse_infty", "sgr", "saf", "xattn", "clip"]
@@ -781,8 +782,8 @@ def main(argv=None) -> None:
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--steps", type=int, default=None, help="training steps per mode (default 30; quick 3)")
     ap.add_argument("--budget-s", type=float, default=None, help="wall-clock budget of the run (default 480 s)")
-    ap.add_argument("--out", default=str(REPO_ROOT / "results" / "perf.md"))
-    ap.add_argument("--rates", default=None, help="the rates JSON (default: gpu-rates.json next to --out)")
+    ap.add_argument("--out", type=path_arg, default=str(REPO_ROOT / "results" / "perf.md"))
+    ap.add_argument("--rates", type=path_arg, default=None, help="the rates JSON (default: gpu-rates.json next to --out)")
     ap.add_argument("--worker-seconds", type=float, default=None, help=argparse.SUPPRESS)  # cells_per_gpu
     ap.add_argument("--worker-sync", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker-n", type=int, default=1, help=argparse.SUPPRESS)
