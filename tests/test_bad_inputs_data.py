@@ -90,8 +90,12 @@ def test_an_npz_archive_saved_as_npy(data, tmp_path):
     with open(ims, "wb") as f:
         np.savez(f, feats)
     msg = fails_before_training(data, tmp_path)
-    assert msg.startswith(f"{ims}: an .npz archive (arrays: arr_0), not one .npy array")
+    assert msg.startswith(f"{ims}: a zip archive (an .npz or a torch checkpoint; members: ['arr_0']), not one .npy")
     assert "numpy.save(path, array)" in msg
+    with open(ims, "wb") as f:  # a torch checkpoint of many arrays: its members were all listed
+        np.savez(f, **{f"layer{i}.weight": np.zeros(1) for i in range(300)})
+    msg = fails_before_training(data, tmp_path)
+    assert "members: ['layer0.weight', " in msg and "…" in msg and len(msg) < 400
 
 
 def test_a_vocabulary_that_covers_few_caption_words_stops(data, tmp_path):

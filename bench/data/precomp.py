@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from bench.data.errors import DataError
 from bench.data.vocab import MASK, Vocabulary
+from bench.values import shown
 
 DATASETS: dict[str, tuple[str, ...]] = {
     "f30k_precomp": ("train", "dev", "test"),
@@ -175,10 +176,10 @@ def open_features(path: Path) -> np.ndarray:
     except (ValueError, OSError, EOFError) as e:
         raise DataError(f"{path}: not a readable .npy array ({e}); re-download or regenerate it") from e
     if not isinstance(images, np.ndarray):  # np.load opens a zip (.npz) whatever its name
-        names = ", ".join(getattr(images, "files", [])) or "-"
+        names = shown(list(getattr(images, "files", [])))  # a torch checkpoint holds hundreds
         if hasattr(images, "close"):
             images.close()
-        raise DataError(f"{path}: an .npz archive (arrays: {names}), not one .npy array; save the "
+        raise DataError(f"{path}: a zip archive (an .npz or a torch checkpoint; members: {names}), not one .npy array; save the "
                         "features with numpy.save(path, array) (or extract the array into this file)")
     if images.ndim != 3:
         raise DataError(f"{path}: expected region features [N_images, R, D], got shape {images.shape}; "
