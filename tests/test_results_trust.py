@@ -186,12 +186,14 @@ def test_labels_with_markdown_and_latex_characters_are_escaped(tiny_data, tmp_pa
     spec = yaml.safe_load(tiny_suite(tmp_path, tiny_data).read_text())
     spec["matchers"][0]["label"] = "VSE\nsmall"
     spec["strategies"] = [{"name": "baseline", "label": "base_$x^2$ {a} ~b %c | *d*"}]
+    spec["description"] = "line one\n## a heading of its own _x_"  # was: a heading of its own in the table
     (tmp_path / "trust.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
     bench("sweep", tmp_path / "trust.yaml", "--root", tmp_path / "runs", check=0)
     bench("collect", tmp_path / "trust.yaml", "--root", tmp_path / "runs", "--tables", tmp_path / "t",
           "--figures", tmp_path / "f", check=0)
     md = (tmp_path / "t" / "trust.md").read_text()
     assert r"| VSE small | base\_\$x\^2\$ {a} \~b %c \| \*d\* | 1/1 |" in md
+    assert md.splitlines()[0] == r"# Suite `trust`: line one \#\# a heading of its own \_x\_"
     tex = (tmp_path / "t" / "trust.tex").read_text()
     assert r"VSE small & base\_\$x\textasciicircum{}2\$ \{a\} \textasciitilde{}b \%c | *d* & 1/1" in tex
 

@@ -560,7 +560,7 @@ def write_tables(df: pd.DataFrame, suite, out_dir: str | Path = TABLES_DIR, n_bo
     paths = {"md": out_dir / f"{suite.name}.md", "tex": out_dir / f"{suite.name}.tex",
              "csv": out_dir / f"{suite.name}.csv", "cells_csv": out_dir / f"{suite.name}_cells.csv"}
     refs = "".join(f"[{i + 1}] {src}\n" for i, src in enumerate(sources))
-    md = [f"# {rehearsal_title(suite)}Suite `{suite.name}`: {suite.spec.get('description', '')}\n"]
+    md = [f"# {rehearsal_title(suite)}Suite `{suite.name}`: {md_text(suite.spec.get('description', ''))}\n"]
     tex = [latex.PREAMBLE + "\n"]
     tex_note = rehearsal_title(suite) + note + "".join(f" [{i + 1}] {src}." for i, src in enumerate(sources))
     for b in blocks:
