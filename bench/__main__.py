@@ -352,7 +352,7 @@ def _print_states(name, states):
     print(f"suite {name}: {len(states)} cells: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     for cid, s in states.items():
         extra = f"  job {s['job_id']}" if "job_id" in s else ""
-        err = f"  {s.get('error') or s.get('unverified')}" if s.get("error") or s.get("unverified") else ""
+        err = "".join(f"  {s[k]}" for k in ("error", "unverified", "note") if s.get(k))
         print(f"  {cid}  {s['state']:<8} {s['run_dir']}{extra}{err}")
 
 

@@ -581,3 +581,31 @@ def test_a_binary_file_given_as_a_yaml_or_csv_file_is_named_binary(capsys, tmp_p
     text = tmp_path / "latin1.yaml"  # a text file in another encoding keeps its advice
     text.write_bytes("name: caf\xe9\n".encode("latin-1"))
     assert refused(capsys, "show", text).endswith("not UTF-8 (byte 0xe9); re-save the file as UTF-8")
+
+
+# ----------------------------------------------------------------------------- UGLY, fixed: a cut-short --force re-run
+
+def test_status_names_a_force_rerun_left_beside_a_done_cell_and_the_next_force_takes_it(two_seeds, tmp_path):
+    """A ``--force`` sweep killed mid-run leaves ``<id>.rerun-<host>-<pid>`` beside the done result; a plain sweep
+    keeps the result (right) and the folder, which no command named."""
+    from bench.harness.store_files import CellLock, folder_lock
+    from bench.run_folder import RunOptions
+
+    src, cells = two_seeds
+    root = tmp_path / "runs"
+    shutil.copytree(src, root)
+    final = run_dir_for(cells[0], root)
+    staged = final.with_name(f"{final.name}.rerun-elsewhere-4242")
+    staged.mkdir()
+    (staged / "config.yaml").write_text((final / "config.yaml").read_text())
+    info = run_status(cells[0], final)
+    assert info["state"] == "done"
+    assert info["note"].startswith(f"a --force re-run of it was cut short: {staged.name} (the result above stays")
+    lock = CellLock(folder_lock(final))
+    assert lock.acquire()
+    try:  # a re-run going on now is not "cut short"
+        assert "note" not in run_status(cells[0], final)
+    finally:
+        lock.release()
+    assert run_cell_in_store(cells[0], root, RunOptions(force=True), tracker_factory=None)["state"] == "done"
+    assert not staged.exists() and "note" not in run_status(cells[0], final)

@@ -291,6 +291,8 @@ def run_status(cell: Cell, run_dir: str | Path, fingerprints: dict | None = None
             info.update(state="corrupt", checkpoint_damaged=True, error=(
                 f"{problem}: the cells that start from it (OAS) cannot read it; a sweep retrains it from scratch "
                 "(its result stays until the new one is complete)"))
+        if info["state"] == "done" and d.name == cell.id and (left := _left_rerun(cell, d)):
+            info["note"] = left
     elif state == "interrupted":
         try:
             why = json.loads((d / INTERRUPTED_FILE).read_text())
@@ -310,6 +312,21 @@ def run_status(cell: Cell, run_dir: str | Path, fingerprints: dict | None = None
             info.update(state="interrupted", stale_marker=True, interrupted=True,
                         error="its `running` marker was left by a process that is gone; a sweep takes it over")
     return info
+
+
+def _left_rerun(cell: Cell, final: Path) -> str | None:
+    """What ``status`` says of a ``--force`` re-run of the done cell in ``final`` that was cut short (its staging
+    folder is there and the cell's lock is free), or None."""
+    staged = sorted(p for p in final.parent.glob(f"{final.name}{STAGING_SUFFIX}-*") if p.is_dir())
+    if not staged:
+        return None
+    try:
+        if lock_is_held(lock_path(cell, final.parent.parent)):
+            return None  # being re-run now
+    except ValueError:
+        pass
+    return (f"a --force re-run of it was cut short: {', '.join(p.name for p in staged)} (the result above stays; "
+            "the next --force sweep resumes the re-run, or delete the folder to drop it)")
 
 
 def interrupted_message(why: dict, run_dir: Path) -> str:
