@@ -289,3 +289,12 @@ def test_before_you_submit_a_table_as_written(rehearsal_data, published_weights,
     assert shown.startswith("# REHEARSAL of table `dbl`")
     assert (checkout / "results" / "rehearsal" / "dbl-rehearsal.md").read_text().startswith("# REHEARSAL")
     assert not (checkout / "results" / "tables" / "dbl.md").exists()
+
+
+def test_the_log_shows_paths_inside_the_checkout_from_its_root(tmp_path):
+    """A log committed from one checkout (results/rehearsal/) names its data, weights and store the same in another."""
+    from bench.harness.rehearsal_log import _where
+    from bench.provenance import REPO_ROOT
+
+    assert _where(REPO_ROOT / "data" / "synth-rehearsal") == "data/synth-rehearsal"
+    assert _where(tmp_path / "data") == str(tmp_path / "data")  # the user's own, outside: as it is

@@ -38,6 +38,7 @@ from bench.harness.config import Suite
 from bench.harness.estimate import estimate, load_gpu_rates, planned_steps, wall_minutes
 from bench.harness.rehearsal import REHEARSAL_DIR, REHEARSAL_ROOT, SUFFIX, is_rehearsal, table_name
 from bench.harness.store import DEFAULT_ROOT, git_info, load_result
+from bench.provenance import REPO_ROOT
 from bench.spec import Cell, Rehearsal, canonical_json
 
 GB = 1024.0  # MiB per GiB: memory is shown in GiB, as SLURM's --mem=<N>G
@@ -191,13 +192,22 @@ def measure(suite: Suite, root: str | Path, rates_path: str | Path | None = None
     for c in cells:
         for what, (published, rehearsed) in plan.reduced(c.schedule, c.eval).items():
             reduced.setdefault(what, {}).setdefault(_shown(rehearsed), set()).add(_shown(published))
-    return {"table": table_name(suite.spec), "suite": suite.name, "suite_file": str(suite.path),
+    return {"table": table_name(suite.spec), "suite": suite.name, "suite_file": _where(suite.path),
             "date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": git_info().get("commit"),
             "rehearsal": plan.to_dict(), "seed": suite.spec["seeds"][0], "scale": suite.spec["scale"],
             "reduced": {what: {r: sorted(p) for r, p in v.items()} for what, v in reduced.items()},
             "data": _data_note(suite.spec), "weights": _weights_note(suite.spec),
-            "gpu_rates": rates.path if rates else None, "root": str(root),
+            "gpu_rates": _where(rates.path) if rates else None, "root": _where(root),
             "cells": [e.__dict__ for e in entries]}
+
+
+def _where(path) -> str:
+    """A path as the log shows it: from the repository root when it is inside it (a log committed from one
+    checkout reads the same in another), else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _shown(v) -> str:
@@ -207,7 +217,7 @@ def _shown(v) -> str:
 def _data_note(spec: dict) -> str:
     generated = spec.get("generated") or {}
     if "data" in generated:
-        return (f"{generated['data']} (generated: python -m bench.data.synth --preset rehearsal, the published "
+        return (f"{_where(generated['data'])} (generated: python -m bench.data.synth --preset rehearsal, the published "
                 "shapes with few images)")
     roots = sorted({d.get("data_root") or spec.get("data_root") or "$DATA" for d in spec["datasets"]})
     return ", ".join(roots) + " (given)"
@@ -215,7 +225,7 @@ def _data_note(spec: dict) -> str:
 
 def _weights_note(spec: dict) -> dict:
     generated = spec.get("generated") or {}
-    return {kind: f"{folder} ({'generated: published architecture, random weights' if kind in generated else 'given'})"
+    return {kind: f"{_where(folder)} ({'generated: published architecture, random weights' if kind in generated else 'given'})"
             for kind, folder in (spec.get("weights") or {}).items() if folder}
 
 
