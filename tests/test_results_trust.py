@@ -97,7 +97,7 @@ def test_one_table_two_code_versions_is_marked_retrained_or_pooled_with_its_vers
 
     pooled = bench("collect", suite, "--root", root, "--tables", tables, "--figures", tmp_path / "figs",
                    "--pool-mixed-code", check=0).stdout
-    assert "| 2/2 |" in pooled and "pools results of 2 code versions (--pool-mixed-code)" in pooled
+    assert "| 2/2 |" in pooled and "pools results of 2 training-code versions (--pool-mixed-code)" in pooled
 
     before = (by_seed(root)[1] / "result.json").read_bytes()
     bench("sweep", suite, "--root", root, check=0)  # a plain sweep retrains the mixed-code cell with this code
@@ -435,3 +435,22 @@ def test_a_pixel_cells_data_fingerprint_covers_its_captions_and_images(tiny_data
     karpathy = data / "karpathy" / "dataset_f30k.json"
     karpathy.write_text(karpathy.read_text().replace('"raw": "', '"raw": "A ', 1))
     assert cell_fingerprint(clip) != changed
+
+
+def test_results_of_one_training_code_at_several_commits_are_one_code_version():
+    """A sweep that spans commits touching no training code (docs, tests, the harness) pools nothing mixed: the note
+    said "pools results of 6 code versions (--pool-mixed-code)" for one training code (the committed rehearsal)."""
+    import pandas as pd
+
+    from bench.harness.collect import code_note
+
+    df = pd.DataFrame({"state": ["done"] * 3, "cell_id": ["a", "b", "c"], "dataset": ["f30k"] * 3,
+                       "matcher": ["vse_infty"] * 3, "strategy": ["baseline"] * 3, "seed": [0, 1, 2],
+                       "commit": ["1" * 40, "2" * 40, "1" * 40], "code": ["f" * 40] * 3})
+    assert code_note(df) == (f"Code of every result in this table: training code {'f' * 12} (commits {'1' * 10}, "
+                             f"{'2' * 10}: they differ outside the training code).")
+    assert code_note(df.assign(commit=["1" * 40] * 3)) == (
+        f"Code of every result in this table: commit {'1' * 10} / training code {'f' * 12}.")
+    two = code_note(df.assign(code=["f" * 40, "e" * 40, "f" * 40]))
+    assert two.startswith("This table pools results of 2 training-code versions (--pool-mixed-code): f30k / "
+                          f"vse_infty / baseline / seed 0: commit {'1' * 10} / training code {'f' * 12}; ")

@@ -341,17 +341,22 @@ def _code_label(commit, code) -> str:
 
 
 def code_note(df: pd.DataFrame) -> str:
-    """The code versions a table pools: one sentence for one version, else every row with its version."""
+    """The code versions a table pools, counted by training code (commits that changed no training code make one
+    version, as they do for ``mixed-code``): one sentence for one version, else every row with its version."""
     done = df[df["state"] == "done"].drop_duplicates("cell_id") if len(df) else df
     if not len(done) or "code" not in done:
         return ""
     labels = [_code_label(c, f) for c, f in zip(done["commit"], done["code"])]
-    versions = list(dict.fromkeys(labels))
-    if len(versions) == 1:
-        return f"Code of every result in this table: {versions[0]}."
-    per_row = "; ".join(f"{m} / {s} / seed {sd}: {lab}" for m, s, sd, lab in
-                        zip(done["matcher"], done["strategy"], done["seed"], labels))
-    return (f"This table pools results of {len(versions)} code versions (--pool-mixed-code): {per_row}.")
+    codes = list(dict.fromkeys(f if isinstance(f, str) and f else None for f in done["code"]))
+    if len(codes) == 1:
+        if codes[0] is None or len(set(labels)) == 1:
+            return f"Code of every result in this table: {labels[0]}."
+        commits = list(dict.fromkeys(c[:10] if isinstance(c, str) and c else "?" for c in done["commit"]))
+        return (f"Code of every result in this table: training code {codes[0][:12]} (commits {', '.join(commits)}: "
+                "they differ outside the training code).")
+    per_row = "; ".join(f"{d} / {m} / {s} / seed {sd}: {lab}" for d, m, s, sd, lab in
+                        zip(done["dataset"], done["matcher"], done["strategy"], done["seed"], labels))
+    return (f"This table pools results of {len(codes)} training-code versions (--pool-mixed-code): {per_row}.")
 
 
 def _isnan(x) -> bool:
