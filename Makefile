@@ -79,10 +79,12 @@ table-dbl table-oas table-oss table-mss table-ablation table-cohort: setup
 ## a dress rehearsal of a paper table before you submit it (README "Before you submit a table"): every distinct
 ## full-scale configuration for a few steps, on generated data of the published shapes and generated weights
 ## unless DATA= / ARGS="weights.clip=DIR weights.bert=DIR" give yours; a REHEARSAL table and a log of each cell's
-## peak memory vs request and s/step under results/rehearsal/ (EXECUTOR=inline|local|slurm, CLUSTER=<profile>)
+## peak memory vs request and s/step under results/rehearsal/ (EXECUTOR=local|slurm|inline, CLUSTER=<profile>)
+## (EXECUTOR defaults to local here: each cell in a process of its own, so its peak memory is its own)
 REHEARSAL_OVERRIDES = $(if $(filter command line environment,$(origin DATA)),data_root=$(DATA)) $(ARGS)
+REHEARSAL_EXECUTOR = $(if $(filter command line environment,$(origin EXECUTOR)),$(EXECUTOR),local)
 rehearse-dbl rehearse-oas rehearse-oss rehearse-mss rehearse-ablation rehearse-cohort: setup
-	$(PY) -m bench sweep $(subst rehearse-,,$@) --rehearse --executor $(EXECUTOR) $(if $(filter slurm,$(EXECUTOR)),--cluster $(CLUSTER)) --root $(ROOT) $(SWEEP_ARGS) $(REHEARSAL_OVERRIDES)
+	$(PY) -m bench sweep $(subst rehearse-,,$@) --rehearse --executor $(REHEARSAL_EXECUTOR) $(if $(filter slurm,$(REHEARSAL_EXECUTOR)),--cluster $(CLUSTER)) --root $(ROOT) $(SWEEP_ARGS) $(REHEARSAL_OVERRIDES)
 	$(PY) -m bench collect $(subst rehearse-,,$@) --rehearse --root $(ROOT) $(REHEARSAL_OVERRIDES)
 
 rehearse-all: rehearse-dbl rehearse-oas rehearse-oss rehearse-mss rehearse-ablation rehearse-cohort

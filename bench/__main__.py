@@ -235,6 +235,8 @@ def cmd_sweep(args):
     from bench.harness.slurm import ProfileError, ResourceError
     from bench.harness.sweep import sweep
 
+    if args.executor is None:  # a rehearsal measures each cell's memory in a process of its own
+        args.executor = "local" if args.rehearse else "inline"
     ignored = [o for o, given in (("--cluster", args.cluster), ("--no-wait", args.no_wait),
                                   ("--dry-run", args.dry_run)) if given]
     if ignored and args.executor != "slurm":
@@ -533,7 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run the pending cells of a suite")
     _suite_args(p, "record the sweep under this name (default: the sweep with the same overrides, else the "
                    "time); with no key=value, run the recorded sweep NAME again")
-    p.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline")
+    p.add_argument("--executor", choices=["inline", "local", "slurm"], default=None,
+                   help="inline: one cell after another in this process (the default); local: a process per cell; "
+                        "with --rehearse the default is local, so each cell's peak memory is its own")
     p.add_argument("--cluster", type=path_arg, default=None, help="SLURM profile name or path (slurm/profiles/*.yaml)")
     p.add_argument("--retry-failed", action="store_true", help="re-run only the failed cells")
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return")

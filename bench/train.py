@@ -335,32 +335,44 @@ class StopRequest:
         return signal.Signals(self.signum).name if self.signum is not None else None
 
 
+_rss_at_reset_mb: list[float] = []  # the resident set when this process's current cell began (reset_peak_memory)
+
+
 def reset_peak_memory(device) -> None:
     """Start this cell's peak-memory count: the process's resident-set high-water mark (Linux: ``clear_refs``;
     elsewhere the count stays the process's since its start) and, on CUDA, torch's peak of allocated memory.
-    A sweep that trains cells one after another in one process so measures each cell alone."""
+    The host count restarts from the resident set now, which in a process that trained cells before (an inline
+    sweep) holds what they left allocated: ``rss_start_mb`` in the cost says how much."""
     with contextlib.suppress(OSError):
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current resident set
+    _rss_at_reset_mb[:] = [_status_mb("VmRSS:")]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+
+
+def _status_mb(field: str) -> float | None:
+    """A memory line of ``/proc/self/status`` in MiB (None where there is none)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith(field))
+        return int(line.split()[1]) / 1024.0
+    return None
 
 
 def peak_rss_mb() -> float:
     """The process's resident-set high-water mark in MiB (``VmHWM``, since :func:`reset_peak_memory`; where
     /proc is absent, ``ru_maxrss``: since the process started)."""
-    with contextlib.suppress(OSError, ValueError, StopIteration):
-        with open("/proc/self/status") as f:
-            line = next(line for line in f if line.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = _status_mb("VmHWM:")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _peak_memory(device) -> dict:
     """What this cell's call of the trainer used at its peak: host memory (``peak_rss_mb``, what a job's memory
     request must hold) and, on CUDA, the GPU memory torch allocated (``peak_gpu_mb``) beside the card's
-    (``gpu_total_mb``). ``peak_mem_mb``: the GPU's on CUDA, else the host's (as before)."""
-    out = {"peak_rss_mb": peak_rss_mb()}
+    (``gpu_total_mb``); ``rss_start_mb``: the resident set when the cell began, which the host peak includes.
+    ``peak_mem_mb``: the GPU's on CUDA, else the host's (as before)."""
+    out = {"peak_rss_mb": peak_rss_mb(), "rss_start_mb": _rss_at_reset_mb[0] if _rss_at_reset_mb else None}
     if device.type == "cuda":
         out.update(peak_gpu_mb=torch.cuda.max_memory_allocated(device) / 2**20,
                    gpu_total_mb=torch.cuda.get_device_properties(device).total_memory / 2**20)

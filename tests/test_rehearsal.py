@@ -108,7 +108,7 @@ def test_a_rehearsal_runs_measures_and_stops_the_real_sweep_it_would_fail(tiny_d
     real cell's folder is never pooled."""
     suite = tiny_suite(tmp_path, tiny_data)
     root = tmp_path / "rehearsal"
-    out = bench("sweep", suite, "--rehearse", "--root", root, *ONE_STEP, check=1,  # a cell failed: exit 1
+    out = bench("sweep", suite, "--rehearse", "--executor", "inline", "--root", root, *ONE_STEP, check=1,  # exit 1
                 ITM_BENCH_FAULT="eval.test:4:eio")  # the 4th test evaluation: coco/VSE/KD (topological order)
     assert "REHEARSAL of table tiny: 4 configuration(s), 3 done, 1 failed" in out.stdout
     log = json.loads(log_paths("tiny", root)["json"].read_text())
@@ -120,6 +120,7 @@ def test_a_rehearsal_runs_measures_and_stops_the_real_sweep_it_would_fail(tiny_d
         c = cells[name]
         assert c["state"] == "done" and c["steps_run"] == 1 and c["step_time_s"] > 0 and c["device"] == "cpu"
         assert 0.05 < c["peak_rss_gb"] < 8 and c["mem_request_gb"] == 4 and c["time_limit_min"] == 60
+        assert 0.05 < c["rss_start_gb"] <= c["peak_rss_gb"]  # what the process held when the cell began
         assert c["problems"] == [] and c["planned_steps"] > 0
     assert log["reduced"]["dev images"] == {"10": ["1,000"]} and log["reduced"]["epochs"] == {"1": ["2"]}
     md = log_paths("tiny", root)["md"].read_text()
@@ -298,3 +299,15 @@ def test_the_log_shows_paths_inside_the_checkout_from_its_root(tmp_path):
 
     assert _where(REPO_ROOT / "data" / "synth-rehearsal") == "data/synth-rehearsal"
     assert _where(tmp_path / "data") == str(tmp_path / "data")  # the user's own, outside: as it is
+
+
+def test_a_rehearsal_runs_each_cell_in_a_process_of_its_own_by_default(capsys):
+    """Inline, a cell's peak memory held what the cells before it left allocated (a COCO VSE∞ cell after the CLIP
+    cells: 14 GB, 1 GB alone); a rehearsal's default executor is local, a plain sweep's stays inline."""
+    from bench.__main__ import main
+
+    for argv, executor in ((["sweep", "dbl", "--rehearse"], "local"), (["sweep", "dbl"], "inline")):
+        with pytest.raises(SystemExit) as e:
+            main([*argv, "--no-wait"])
+        assert e.value.code == 2
+        assert f"--no-wait applies to --executor slurm only, not {executor}" in capsys.readouterr().err

@@ -127,6 +127,7 @@ class Entry:
     mem_request_gb: float | None = None
     time_limit_min: float | None = None
     peak_rss_gb: float | None = None
+    rss_start_gb: float | None = None  # of the peak, what the process held when the cell began
     peak_gpu_gb: float | None = None
     gpu_total_gb: float | None = None
     step_time_s: float | None = None
@@ -166,6 +167,7 @@ def _entry(cell: Cell, state: dict, spec: dict, rates) -> Entry:
     if cost:
         rss = cost.get("peak_rss_mb", cost.get("peak_mem_mb") if str(cost.get("device", "")).startswith("cpu") else None)
         e.peak_rss_gb = None if rss is None else rss / GB
+        e.rss_start_gb = cost["rss_start_mb"] / GB if cost.get("rss_start_mb") is not None else None
         e.peak_gpu_gb = cost["peak_gpu_mb"] / GB if cost.get("peak_gpu_mb") is not None else None
         e.gpu_total_gb = cost["gpu_total_mb"] / GB if cost.get("gpu_total_mb") is not None else None
         e.step_time_s, e.steps_run, e.device = cost.get("step_time_s"), cost.get("steps"), cost.get("device")
@@ -262,20 +264,24 @@ def _markdown(log: dict, command: str | None) -> str:
              f"- time basis: {'GPU rates of ' + log['gpu_rates'] if log['gpu_rates'] else 'no GPU rates file'}; "
              "planned steps from the published split sizes unless the data is the user's own",
              "",
-             "| cell | dataset/matcher/strategy | state | peak memory GB (host) | request GB | GPU peak GB | s/step | device "
-             "| planned steps | extrapolated min | limit min | problems |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| cell | dataset/matcher/strategy | state | peak memory GB (host) | of it at start GB | request GB "
+             "| GPU peak GB | s/step | device | planned steps | extrapolated min | limit min | problems |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
         ext = "-" if c["extrapolated_min"] is None else f"{c['extrapolated_min']:,.0f}"
         steps = "-" if c["planned_steps"] is None else f"{c['planned_steps']:,}"
         step = "-" if c["step_time_s"] is None else f"{c['step_time_s']:.2f}"
-        lines.append(f"| {c['id']} | {c['name']} | {c['state']} | {_gb(c['peak_rss_gb'])} | {c['mem_request_gb']} | "
+        lines.append(f"| {c['id']} | {c['name']} | {c['state']} | {_gb(c['peak_rss_gb'])} | {_gb(c.get('rss_start_gb'))} | "
+                     f"{c['mem_request_gb']} | "
                      f"{_gb(c['peak_gpu_gb'])} | {step} | {c['device'] or '-'} | {steps} | {ext} | "
                      f"{c['time_limit_min']} | {'; '.join(c['problems']) or 'none'} |")
     bases = sorted({c["time_basis"] for c in cells if c["time_basis"]})
     lines += ["", "Extrapolated time: " + ("; ".join(bases) if bases else "none") + ".",
               "Peak memory: the trainer's process high-water mark while the cell ran (on a CPU it also holds what "
-              "a GPU would); s/step: the mean over the cell's steps, the first one's warm-up included."]
+              "a GPU would); of it at start: what the process held when the cell began (Python, torch and the "
+              "data's headers in a process of its own, as `--executor local` and `slurm` give each cell; after other "
+              "cells in one `--executor inline` process also what they left allocated, so a peak is then too high); "
+              "s/step: the mean over the cell's steps, the first one's warm-up included."]
     return "\n".join(lines) + "\n"
 
 
