@@ -20,6 +20,11 @@ import submitit
 from bench.atomic import atomic_write_bytes
 
 
+def environment_job(*names: str) -> dict:
+    """The values of environment variables ``names`` in the job (absent ones left out)."""
+    return {n: os.environ[n] for n in names if n in os.environ}
+
+
 def echo_job(x: Any) -> dict:
     """Return ``x`` with where it ran (a smoke test for submission, arrays and results)."""
     env = submitit.JobEnvironment()

@@ -143,3 +143,23 @@ def test_an_oas_cell_whose_baseline_is_done_runs_alone(tiny_data, tmp_path, monk
         and "afterok" not in text
     report = sweep(suite, executor="local", root=tmp_path / "runs", progress=False)
     assert report["selected"] == [kd.id] and {s["state"] for s in report["states"].values()} == {"done"}
+
+
+@pytest.mark.parametrize("visible", ["GPU-1a2b3c4d,3", None])
+def test_a_local_job_gets_its_cells_time_limit_and_this_machines_gpus(tmp_path, monkeypatch, visible):
+    """submitit's LocalExecutor alone signals a job after 90 s (every full-scale cell was "timed out" three times,
+    then failed: the rehearsal's CLIP DBL cells) and hides the GPUs (CUDA_VISIBLE_DEVICES empty)."""
+    from bench.harness.slurm import local_job_parameters
+    from tests import jobs
+
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    executor = make_executor("local", tmp_path / "jobs")
+    executor.update_parameters(**local_job_parameters(Resources(time_min=45)))
+    job = executor.submit(jobs.environment_job, "SUBMITIT_LOCAL_TIMEOUT_S", "CUDA_VISIBLE_DEVICES")
+    seen = job.result()
+    assert seen["SUBMITIT_LOCAL_TIMEOUT_S"] == str(45 * 60)
+    assert seen.get("CUDA_VISIBLE_DEVICES") == visible  # as this process sees them (unset: all of them)
+    assert local_job_parameters(None)["timeout_min"] == 24 * 60  # a cell that names no limit

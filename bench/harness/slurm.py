@@ -411,6 +411,20 @@ def executor_parameters(kind: str, folder: str | Path, profile: str | Path | dic
     return {k: v for k, v in params.items() if v is not None}
 
 
+LOCAL_TIME_MIN = 24 * 60  # a local job of a cell that names no time limit
+
+
+def local_job_parameters(resources: Resources | None) -> dict[str, Any]:
+    """The submitit parameters of one cell's job on this machine (``--executor local``). submitit's LocalExecutor
+    by default signals a job after 90 s (a 2-minute limit; the job is "requeued" three times, then fails: every
+    full-scale cell failed) and sets ``CUDA_VISIBLE_DEVICES`` to nothing (a workstation's GPUs hidden from the
+    cells). A local job gets the cell's ``resources.time_min`` and sees the GPUs this process sees."""
+    res = Resources.of(resources)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = f"export CUDA_VISIBLE_DEVICES={shlex.quote(visible)}" if visible is not None else "unset CUDA_VISIBLE_DEVICES"
+    return {"timeout_min": res.time_min or LOCAL_TIME_MIN, "local_setup": [gpus]}
+
+
 class _ScriptWriter(submitit.SlurmExecutor):
     """submitit's SLURM executor used only to write sbatch scripts (the dry run): it submits nothing, so it
     does not need ``srun`` on this machine, which ``SlurmExecutor`` checks when it is made."""
