@@ -18,11 +18,19 @@ from typing import Any
 import submitit
 
 from bench.atomic import atomic_write_bytes
+from bench.harness.jobs import CellJob
 
 
-def environment_job(*names: str) -> dict:
-    """The values of environment variables ``names`` in the job (absent ones left out)."""
-    return {n: os.environ[n] for n in names if n in os.environ}
+class EnvironmentOfCellJob(CellJob):
+    """A ``CellJob`` that sets its ``environment`` as a cell's job does, then returns the environment variables
+    ``names`` as the job sees them (absent ones left out) instead of training."""
+
+    def __init__(self, environment: dict, names: tuple[str, ...]) -> None:  # no cell to train
+        self.environment, self.names = dict(environment), names
+
+    def __call__(self) -> dict:
+        self.set_environment()
+        return {n: os.environ[n] for n in self.names if n in os.environ}
 
 
 def echo_job(x: Any) -> dict:

@@ -149,7 +149,7 @@ def test_an_oas_cell_whose_baseline_is_done_runs_alone(tiny_data, tmp_path, monk
 def test_a_local_job_gets_its_cells_time_limit_and_this_machines_gpus(tmp_path, monkeypatch, visible):
     """submitit's LocalExecutor alone signals a job after 90 s (every full-scale cell was "timed out" three times,
     then failed: the rehearsal's CLIP DBL cells) and hides the GPUs (CUDA_VISIBLE_DEVICES empty)."""
-    from bench.harness.slurm import local_job_parameters
+    from bench.harness.slurm import local_job_environment, local_job_parameters
     from tests import jobs
 
     if visible is None:
@@ -158,7 +158,8 @@ def test_a_local_job_gets_its_cells_time_limit_and_this_machines_gpus(tmp_path, 
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     executor = make_executor("local", tmp_path / "jobs")
     executor.update_parameters(**local_job_parameters(Resources(time_min=45)))
-    job = executor.submit(jobs.environment_job, "SUBMITIT_LOCAL_TIMEOUT_S", "CUDA_VISIBLE_DEVICES")
+    job = executor.submit(jobs.EnvironmentOfCellJob(local_job_environment(),
+                                                    ("SUBMITIT_LOCAL_TIMEOUT_S", "CUDA_VISIBLE_DEVICES")))
     seen = job.result()
     assert seen["SUBMITIT_LOCAL_TIMEOUT_S"] == str(45 * 60)
     assert seen.get("CUDA_VISIBLE_DEVICES") == visible  # as this process sees them (unset: all of them)

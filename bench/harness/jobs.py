@@ -12,6 +12,7 @@ state on disk already says where to continue. (The test jobs of the SLURM tests 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,24 @@ class CellJob:
     start, so a requeued job does not train a cell its first attempt finished again).
     """
 
-    def __init__(self, cell: Cell, root: str | Path, options: RunOptions = PLAIN_RUN) -> None:
+    def __init__(self, cell: Cell, root: str | Path, options: RunOptions = PLAIN_RUN,
+                 environment: dict[str, str | None] | None = None) -> None:
         self.cell = cell.to_dict()
         self.root = str(root)
         self.options = options.to_dict()
+        self.environment = dict(environment or {})  # set in the job before it trains (None: unset)
 
     def __call__(self) -> Any:
+        self.set_environment()
         return run_cell_in_store(Cell.from_dict(self.cell), self.root, RunOptions(**self.options))
+
+    def set_environment(self) -> None:
+        """Set (or, for None, unset) the job's ``environment`` in this process, before anything trains."""
+        for name, value in getattr(self, "environment", {}).items():  # a job pickled before it had one: none
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(self)

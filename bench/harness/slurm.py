@@ -415,14 +415,19 @@ LOCAL_TIME_MIN = 24 * 60  # a local job of a cell that names no time limit
 
 
 def local_job_parameters(resources: Resources | None) -> dict[str, Any]:
-    """The submitit parameters of one cell's job on this machine (``--executor local``). submitit's LocalExecutor
-    by default signals a job after 90 s (a 2-minute limit; the job is "requeued" three times, then fails: every
-    full-scale cell failed) and sets ``CUDA_VISIBLE_DEVICES`` to nothing (a workstation's GPUs hidden from the
-    cells). A local job gets the cell's ``resources.time_min`` and sees the GPUs this process sees."""
-    res = Resources.of(resources)
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    gpus = f"export CUDA_VISIBLE_DEVICES={shlex.quote(visible)}" if visible is not None else "unset CUDA_VISIBLE_DEVICES"
-    return {"timeout_min": res.time_min or LOCAL_TIME_MIN, "local_setup": [gpus]}
+    """The submitit parameters of one cell's job on this machine (``--executor local``): its ``resources.time_min``.
+    submitit's LocalExecutor by default signals a job after 90 s (a 2-minute limit; the job is "requeued" three
+    times, then fails: every full-scale cell failed). It also sets ``CUDA_VISIBLE_DEVICES`` to nothing, so the
+    job is given this process's own value (:func:`local_job_environment`)."""
+    return {"timeout_min": Resources.of(resources).time_min or LOCAL_TIME_MIN}
+
+
+def local_job_environment() -> dict[str, str | None]:
+    """What a local job sets before it trains (``CellJob(environment=…)``): the GPUs this process sees, as its
+    ``CUDA_VISIBLE_DEVICES`` names them (None: unset, every GPU). Not through submitit's ``visible_gpus``, which
+    takes indices only (a UUID list is valid), nor its ``setup`` lines, which put a shell between the sweep and
+    the job's controller (a stopped sweep signals the controller by its pid)."""
+    return {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 class _ScriptWriter(submitit.SlurmExecutor):

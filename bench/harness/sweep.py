@@ -10,7 +10,8 @@ is the source of truth for states; SLURM adds queued/running for submitted cells
   many cells at once as this machine's CPUs hold: a cell takes its ``resources.cpus`` (torch trains it
   with that many threads, ``bench.train.cell_threads``) and the next one starts when enough CPUs are free, so
   parallel cells never oversubscribe the cores (two 2-thread processes on 2 cores ran 6x slower). Each job
-  gets its cell's ``resources.time_min`` and the GPUs this process sees (:func:`bench.harness.slurm.local_job_parameters`).
+  gets its cell's ``resources.time_min`` and the GPUs this process sees (:func:`bench.harness.slurm.local_job_parameters`,
+  :func:`~bench.harness.slurm.local_job_environment`).
 - ``slurm``: one job array per stage and resource shape (:func:`plan_arrays`: the cells' ``resources``
   after the cluster profile's caps; a cell the profile cannot hold is named before anything is
   submitted), all submitted at once; OAS cells wait on their baselines' jobs with ``afterok`` across
@@ -421,7 +422,7 @@ def run_local_window(executor, cells: list[Cell], root: Path, on_submit=None, po
     each ``CellJob``. Returns (the jobs started, the ids of jobs that ended without a result, the
     name of the signal that stopped the cells or None)."""
     from bench.harness.jobs import CellJob
-    from bench.harness.slurm import local_job_parameters
+    from bench.harness.slurm import local_job_environment, local_job_parameters
 
     available = available or len(os.sched_getaffinity(0))
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -445,7 +446,7 @@ def run_local_window(executor, cells: list[Cell], root: Path, on_submit=None, po
                     signal.signal(signal.SIGINT, signal.SIG_IGN)
                 try:
                     executor.update_parameters(**local_job_parameters(cell.resources))
-                    job = executor.submit(CellJob(cell, root, options))
+                    job = executor.submit(CellJob(cell, root, options, environment=local_job_environment()))
                 finally:
                     if in_main:
                         signal.signal(signal.SIGINT, stop)
